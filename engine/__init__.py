@@ -1,0 +1,1 @@
+"""segengine: streaming customer segmentation (Kafka -> Redis state -> tier rules -> segment changes)."""

@@ -1,0 +1,191 @@
+"""Pure: (rules, customer state, events) -> (new state, output records).
+
+``fold_customer`` applies one customer's events of a batch in order; after each state
+change it evaluates the rules and turns every membership that moved into a change
+record for ``segments.changes`` and a snapshot for ``segments.members``. The records
+also go into the state's outbox (``pending``), written to Redis atomically with the
+state, so that a crash between that write and the Kafka acks loses nothing: when the
+same input record is delivered again, its outbox entries are published again, with the
+same ``change_id``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping, Sequence
+
+from engine.events import Event
+from engine.rules import RuleSet
+from engine.state import CustomerState, Features, already_applied, apply
+
+CHANGES_TOPIC = "segments.changes"
+MEMBERS_TOPIC = "segments.members"
+
+NowFn = Callable[[int], int]  # event ts (ms) -> the decision's "now" (ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record to publish; ``cause`` is "topic:partition" and ``offset`` the input record's."""
+
+    topic: str
+    key: str
+    value: dict[str, Any] | None
+    cause: str | None = None
+    offset: int | None = None
+
+    def to_pending(self) -> dict[str, Any]:
+        return {"t": self.topic, "k": self.key, "v": self.value, "c": self.cause, "o": self.offset}
+
+    @classmethod
+    def from_pending(cls, entry: Mapping[str, Any]) -> Output:
+        return cls(entry["t"], entry["k"], entry["v"], entry.get("c"), entry.get("o"))
+
+
+@dataclass(slots=True)
+class FoldResult:
+    outputs: list[Output] = field(default_factory=list)  # new records and outbox re-sends, in order
+    applied: int = 0
+    duplicates: int = 0
+    redelivered: int = 0
+    population: dict[tuple[str, str], int] = field(default_factory=dict)  # (dimension, segment) -> delta
+    changes: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    outcomes: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (topic, type, outcome) -> n
+
+    def count(self, event: Event, outcome: str) -> None:
+        key = (event.source.topic, event.type, outcome)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
+
+
+class FoldError(Exception):
+    """Pure code raised on one event: that event is dead-lettered, the rest refolded."""
+
+    def __init__(self, index: int, cause: BaseException) -> None:
+        super().__init__(f"event #{index} failed: {cause!r}")
+        self.index = index
+        self.cause = cause
+
+
+def rfc3339(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def change_id(customer_id: str, dimension: str, cause_key: str, old: str | None, new: str | None) -> str:
+    """Deterministic: the same decision, replayed, yields the same id."""
+    raw = f"{customer_id}\x1f{dimension}\x1f{cause_key}\x1f{old}\x1f{new}".encode()
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+def prune_outbox(state: CustomerState, committed: Mapping[str, int]) -> None:
+    """Drop outbox entries whose input record is committed (so they were published)."""
+    if state.pending:
+        state.pending = [
+            p for p in state.pending if p.get("c") is None or p["o"] >= committed.get(p["c"], 0)
+        ]
+
+
+def fold_customer(
+    rules: RuleSet,
+    state: CustomerState,
+    customer_id: str,
+    events: Sequence[Event],
+    *,
+    now_for: NowFn,
+    committed: Mapping[str, int],
+    dedupe_horizon_ms: int,
+) -> FoldResult:
+    """Apply ``events`` (one customer's, in offset order) to ``state`` in place."""
+    result = FoldResult()
+    prune_outbox(state, committed)
+    for index, event in enumerate(events):
+        try:
+            _fold_one(rules, state, customer_id, event, now_for, dedupe_horizon_ms, result)
+        except Exception as exc:  # noqa: BLE001 - any bug in pure code: dead-letter this event
+            raise FoldError(index, exc) from exc
+    return result
+
+
+def _fold_one(
+    rules: RuleSet,
+    state: CustomerState,
+    customer_id: str,
+    event: Event,
+    now_for: NowFn,
+    dedupe_horizon_ms: int,
+    result: FoldResult,
+) -> None:
+    src = event.source
+    tp = f"{src.topic}:{src.partition}"
+    if already_applied(state, event):
+        # Delivered again after a crash: publish what it caused again, change nothing.
+        result.redelivered += 1
+        result.count(event, "redelivered")
+        result.outputs.extend(Output.from_pending(p) for p in state.pending if p["c"] == tp and p["o"] == src.offset)
+        return
+    if not apply(state, event, dedupe_horizon_ms=dedupe_horizon_ms):
+        result.duplicates += 1
+        result.count(event, "duplicate")
+        return
+    result.applied += 1
+    result.count(event, "applied")
+    now = now_for(event.ts)
+    cause = {"kind": "event", "event_id": event.event_id, "topic": src.topic, "partition": src.partition, "offset": src.offset}
+    outputs = decide(rules, state, customer_id, now, cause, f"{tp}:{src.offset}", result)
+    for out in outputs:
+        out = Output(out.topic, out.key, out.value, tp, src.offset)
+        state.pending.append(out.to_pending())
+        result.outputs.append(out)
+
+
+def decide(
+    rules: RuleSet,
+    state: CustomerState,
+    customer_id: str,
+    now: int,
+    cause: dict[str, Any],
+    cause_key: str,
+    result: FoldResult,
+) -> list[Output]:
+    """Evaluate every dimension; update ``state.members``; return the records to publish."""
+    features = Features(state, now)
+    decisions = rules.evaluate(features, state.members)
+    outputs: list[Output] = []
+    at = rfc3339(now)
+    for dimension, decision in decisions.items():
+        old = state.members.get(dimension)
+        new = decision.segment
+        if new == old:
+            continue
+        if new is None:
+            del state.members[dimension]
+        else:
+            state.members[dimension] = new
+        if old is not None:
+            result.population[(dimension, old)] = result.population.get((dimension, old), 0) - 1
+        if new is not None:
+            result.population[(dimension, new)] = result.population.get((dimension, new), 0) + 1
+        result.changes.append((dimension, old, new))
+        outputs.append(
+            Output(
+                CHANGES_TOPIC,
+                customer_id,
+                {
+                    "change_id": change_id(customer_id, dimension, cause_key, old, new),
+                    "customer_id": customer_id,
+                    "dimension": dimension,
+                    "from": old,
+                    "to": new,
+                    "at": at,
+                    "rules_version": rules.version,
+                    "reason": decision.reason,
+                    "cause": cause,
+                    "features": decision.read,
+                },
+            )
+        )
+    if outputs:
+        members = {"customer_id": customer_id, "memberships": dict(state.members), "rules_version": rules.version, "updated_at": at}
+        outputs.append(Output(MEMBERS_TOPIC, customer_id, members))
+    return outputs

@@ -1,0 +1,174 @@
+"""One batch of input records, end to end:
+
+    validate -> load states (1 Redis round trip) -> fold + evaluate (pure)
+    -> compare-and-set states with their outbox (1 round trip) -> publish and wait for acks
+
+The caller commits the batch's offsets only after ``process`` returns. Any exception
+leaves the batch uncommitted; processing the same records again is harmless because
+every customer's state records the last applied offset per topic-partition.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable, Protocol
+
+import orjson
+
+from engine.clock import Clock, wall_ms
+from engine.dlq import dlq_record
+from engine.evaluate import FoldError, FoldResult, Output, fold_customer
+from engine.events import Event, Rejected
+from engine.metrics import Metrics
+from engine.rules import RuleSet
+from engine.settings import Settings
+from engine.state import CustomerState
+from engine.store_redis import Loaded, RedisStore, Write
+from engine.validate import validate
+
+log = logging.getLogger(__name__)
+
+DLQ_TOPIC = "events.dlq"
+MAX_CAS_ROUNDS = 5
+
+
+class Record(Protocol):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class Sink(Protocol):
+    async def publish(self, records: list[tuple[str, bytes | None, bytes | None]]) -> None:
+        """Send every record and return when all are acknowledged."""
+
+
+@dataclass(slots=True)
+class BatchStats:
+    records: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    redelivered: int = 0
+    rejected: int = 0
+    changes: int = 0
+    published: int = 0
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # what to commit
+    outboxes: list[tuple[str, int]] = field(default_factory=list)  # (customer, version) written with an outbox
+
+
+class ConcurrentWriteError(RuntimeError):
+    """A customer kept changing under us (another worker owns its partition too)."""
+
+
+class BatchProcessor:
+    def __init__(self, settings: Settings, rules: RuleSet, store: RedisStore, sink: Sink, clock: Clock, metrics: Metrics) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.store = store
+        self.sink = sink
+        self.clock = clock
+        self.metrics = metrics
+        self.committed: dict[str, int] = {}  # "topic:partition" -> committed offset (next to read)
+        self._dedupe_ms = int(settings.dedupe_horizon_days * 86_400_000)
+        self._skew_ms = int(settings.future_skew_s * 1000)
+
+    async def process(self, records: Iterable[Record]) -> BatchStats:
+        stats = BatchStats()
+        now = wall_ms()
+        by_customer: dict[str, list[Event]] = defaultdict(list)
+        rejected: list[Rejected] = []
+        for rec in records:
+            stats.records += 1
+            tp = (rec.topic, rec.partition)
+            stats.next_offsets[tp] = max(stats.next_offsets.get(tp, 0), rec.offset + 1)
+            result = validate(
+                rec.topic, rec.partition, rec.offset, rec.key, rec.value,
+                now_ms=now, max_bytes=self.settings.max_event_bytes, future_skew_ms=self._skew_ms,
+            )  # fmt: skip
+            if isinstance(result, Rejected):
+                rejected.append(result)
+            else:
+                by_customer[result.customer_id].append(result)
+
+        outputs = await self._apply(by_customer, rejected, stats)
+        out_records: list[tuple[str, bytes | None, bytes | None]] = []
+        for rej in rejected:
+            key, value = dlq_record(rej, now)
+            out_records.append((DLQ_TOPIC, key, value))
+            self.metrics.dlq.labels(rej.code).inc()
+            self.metrics.events.labels(rej.source.topic, "unknown", "rejected").inc()
+        for out in outputs:
+            value = None if out.value is None else orjson.dumps(out.value)
+            out_records.append((out.topic, out.key.encode(), value))
+        stats.rejected = len(rejected)
+        stats.published = len(out_records)
+        if out_records:
+            await self.sink.publish(out_records)
+        return stats
+
+    async def _apply(self, by_customer: dict[str, list[Event]], rejected: list[Rejected], stats: BatchStats) -> list[Output]:
+        """Fold every customer's events and write the states; retry customers that lost a race."""
+        outputs: dict[str, list[Output]] = {}
+        todo = dict(by_customer)
+        for _ in range(MAX_CAS_ROUNDS):
+            if not todo:
+                break
+            loaded = await self.store.load(todo)
+            writes: list[Write] = []
+            results: dict[str, FoldResult] = {}
+            for cid, events in todo.items():
+                state, result = self._fold(cid, events, loaded[cid], rejected)
+                results[cid] = result
+                if result.applied or result.duplicates:  # otherwise nothing changed: no write
+                    outbox = state.dumps_outbox()
+                    writes.append(Write(cid, loaded[cid].version, state.dumps(), outbox, result.population))
+            ok = await self.store.save(writes)
+            lost = {w.customer_id for w, done in zip(writes, ok) if not done}
+            stats.outboxes += [(w.customer_id, w.expected_version + 1) for w, done in zip(writes, ok) if done and w.outbox]
+            for cid, result in results.items():
+                if cid in lost:
+                    continue
+                outputs[cid] = result.outputs
+                self._count(result, stats)
+            if lost:
+                self.metrics.cas_conflicts.inc(len(lost))
+            todo = {cid: todo[cid] for cid in lost}
+        if todo:
+            raise ConcurrentWriteError(f"{len(todo)} customers changed concurrently {MAX_CAS_ROUNDS} times in a row")
+        return [out for cid in by_customer for out in outputs.get(cid, ())]
+
+    def _fold(self, cid: str, events: list[Event], loaded: Loaded, rejected: list[Rejected]) -> tuple[CustomerState, FoldResult]:
+        """Fold; an event that makes pure code raise is dead-lettered and the rest refolded."""
+        while True:
+            state = CustomerState.loads(loaded.blob, loaded.outbox)
+            try:
+                result = fold_customer(
+                    self.rules, state, cid, events,
+                    now_for=self.clock.now_for, committed=self.committed, dedupe_horizon_ms=self._dedupe_ms,
+                )  # fmt: skip
+                return state, result
+            except FoldError as exc:
+                bad = events[exc.index]
+                log.error("event at %s:%d:%d failed in processing: %r", bad.source.topic, bad.source.partition, bad.source.offset, exc.cause)
+                rejected.append(_rejected(bad, "processing_error", f"processing failed: {type(exc.cause).__name__}"))
+                events = events[: exc.index] + events[exc.index + 1 :]
+
+    def _count(self, result: FoldResult, stats: BatchStats) -> None:
+        stats.applied += result.applied
+        stats.duplicates += result.duplicates
+        stats.redelivered += result.redelivered
+        stats.changes += len(result.changes)
+        for (topic, type_, outcome), n in result.outcomes.items():
+            self.metrics.events.labels(topic, type_, outcome).inc(n)
+        for dimension, old, new in result.changes:
+            self.metrics.changes.labels(dimension, str(old), str(new)).inc()
+
+
+def _rejected(event: Event, code: str, message: str) -> Rejected:
+    body = orjson.dumps(event.body)
+    return Rejected(code, message, event.source, event.customer_id.encode(), body)
+

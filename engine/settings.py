@@ -1,0 +1,41 @@
+"""One frozen settings object, read from the environment (``SEGENGINE_`` prefix) and CLI flags.
+
+With neither ``kafka_bootstrap`` nor ``redis_url`` set, the commands that need a stack
+(``segengine dev``, the demo, the test fixtures) start the embedded one themselves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEGENGINE_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str | None = Field(None, description="host:port[,host:port]; unset = embedded broker")
+    redis_url: str | None = Field(None, description="redis://host:port/db; unset = embedded redis-server")
+    group_id: str = "segengine"
+    topics_file: Path = REPO_ROOT / "topics" / "topics.yaml"
+    rules_file: Path = REPO_ROOT / "rules" / "default.yaml"
+    clock: Literal["wall", "event"] = Field(
+        "wall", description="wall: now is the wall clock; event: now is the event-time watermark (replays)"
+    )
+    batch_max_records: int = Field(2000, ge=1, description="records taken from Kafka per batch")
+    batch_timeout_ms: int = Field(20, ge=0, description="longest wait for a batch to fill")
+    dedupe_horizon_days: float = Field(7.0, gt=0, description="an event_id repeated within this counts once")
+    max_event_bytes: int = Field(1 << 20, ge=1024)
+    future_skew_s: float = Field(300.0, ge=0, description="events further than this in the future go to the DLQ")
+    metrics_port: int = Field(0, ge=0, description="port for /metrics; 0 = do not serve")
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+    api_token: SecretStr | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.kafka_bootstrap is None and self.redis_url is None

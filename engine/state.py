@@ -1,0 +1,308 @@
+"""Per-customer rolling behaviour state, and the pure functions that change and read it.
+
+``apply(state, event)`` folds one event into the state; ``Features(state, now)`` reads
+the rolling aggregates the rules ask for at a given time. Nothing here does I/O: the
+state is stored and loaded as one JSON document per customer by ``engine.store_redis``.
+
+Windows use event time. Purchases of the last 365 days are kept one by one (exact
+windows); browses are kept as hourly buckets for 30 days; older detail is dropped once
+it can no longer fall into any window, lifetime totals are kept as counters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable, Iterator, Mapping
+
+import orjson
+
+from engine.events import BROWSE_ACTIONS, Event
+
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+PURCHASE_WINDOWS_DAYS = (7, 30, 90, 365)
+BROWSE_WINDOWS_DAYS = (7, 30)
+COMPLAINT_WINDOW_DAYS = 90
+ACTIONS = tuple(sorted(BROWSE_ACTIONS))
+_ACTION_INDEX = {a: i for i, a in enumerate(ACTIONS)}
+
+
+def event_fingerprint(event_id: str) -> str:
+    """A short, fixed-size stand-in for an event_id in the dedupe record (saves memory)."""
+    return hashlib.blake2b(event_id.encode(), digest_size=8).hexdigest()
+
+
+class CustomerState:
+    """One customer's rolling state. Plain data; see the module docstring for the layout."""
+
+    __slots__ = (
+        "purchases", "orders", "spend", "first_purchase", "last_purchase", "purchase_days",
+        "refunds", "refund_amount", "browse", "last_browse", "browse_total", "feedback",
+        "complaints", "attributes", "max_ts", "first_seen", "offsets", "seen", "members", "pending",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.purchases: list[list[float]] = []  # [ts_ms, amount], last 365 days, sorted by ts
+        self.orders = 0
+        self.spend = 0.0
+        self.first_purchase: int | None = None
+        self.last_purchase: int | None = None
+        self.purchase_days: list[int] = []  # sorted distinct UTC epoch days with a purchase
+        self.refunds = 0
+        self.refund_amount = 0.0
+        self.browse: dict[str, list[int]] = {}  # hour bucket -> counts per ACTIONS
+        self.last_browse: int | None = None
+        self.browse_total = 0
+        self.feedback: dict[str, list[Any]] = {}  # kind -> [score, ts]
+        self.complaints: list[int] = []  # complaint ts, last 90 days
+        self.attributes: dict[str, Any] = {}
+        self.max_ts: int | None = None
+        self.first_seen: int | None = None
+        self.offsets: dict[str, int] = {}  # "topic:partition" -> last applied offset
+        self.seen: dict[str, int] = {}  # event fingerprint -> event ts, within the dedupe horizon
+        self.members: dict[str, str] = {}  # dimension -> segment
+        self.pending: list[dict[str, Any]] = []  # outbox: output records not yet known committed
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def dumps(self) -> bytes:
+        """The state document, without the outbox (stored beside it)."""
+        return orjson.dumps({name: getattr(self, name) for name in self.__slots__ if name != "pending"})
+
+    def dumps_outbox(self) -> bytes:
+        return orjson.dumps(self.pending) if self.pending else b""
+
+    @classmethod
+    def loads(cls, blob: bytes | None, outbox: bytes | None = None) -> CustomerState:
+        state = cls()
+        if blob:
+            for name, value in orjson.loads(blob).items():
+                if name in cls.__slots__:
+                    setattr(state, name, value)
+        if outbox:
+            state.pending = orjson.loads(outbox)
+        return state
+
+    @property
+    def is_empty(self) -> bool:
+        return self.max_ts is None and not self.attributes
+
+
+# -- folding events in --------------------------------------------------------------------
+
+
+def already_applied(state: CustomerState, event: Event) -> bool:
+    """True when this exact record (topic, partition, offset) was applied before."""
+    last = state.offsets.get(f"{event.source.topic}:{event.source.partition}")
+    return last is not None and event.source.offset <= last
+
+
+def apply(state: CustomerState, event: Event, *, dedupe_horizon_ms: int) -> bool:
+    """Fold ``event`` into ``state``. Returns False (and changes only the offset) for a
+    repeated ``event_id`` within the dedupe horizon. The caller checks ``already_applied``."""
+    state.offsets[f"{event.source.topic}:{event.source.partition}"] = event.source.offset
+    fingerprint = event_fingerprint(event.event_id)
+    if fingerprint in state.seen:
+        return False
+    ts = event.ts
+    state.seen[fingerprint] = ts
+    state.max_ts = ts if state.max_ts is None else max(state.max_ts, ts)
+    state.first_seen = ts if state.first_seen is None else min(state.first_seen, ts)
+    _APPLY[event.type](state, event.body, ts)
+    _prune(state, dedupe_horizon_ms)
+    return True
+
+
+def _apply_purchase(state: CustomerState, body: Mapping[str, Any], ts: int) -> None:
+    amount = float(body["amount"])
+    state.orders += 1
+    state.spend += amount
+    _insort(state.purchases, [ts, amount])
+    state.first_purchase = ts if state.first_purchase is None else min(state.first_purchase, ts)
+    state.last_purchase = ts if state.last_purchase is None else max(state.last_purchase, ts)
+    day = ts // DAY_MS
+    days = state.purchase_days
+    if not days or day > days[-1]:
+        days.append(day)
+    elif day not in days:
+        _insort(days, day)
+
+
+def _apply_refund(state: CustomerState, body: Mapping[str, Any], ts: int) -> None:
+    state.refunds += 1
+    state.refund_amount += float(body["amount"])
+
+
+def _apply_browse(state: CustomerState, body: Mapping[str, Any], ts: int) -> None:
+    bucket = str(ts // HOUR_MS)
+    counts = state.browse.get(bucket)
+    if counts is None:
+        counts = state.browse[bucket] = [0] * len(ACTIONS)
+    counts[_ACTION_INDEX[body["action"]]] += 1
+    state.browse_total += 1
+    state.last_browse = ts if state.last_browse is None else max(state.last_browse, ts)
+
+
+def _apply_feedback(state: CustomerState, body: Mapping[str, Any], ts: int) -> None:
+    kind = body["kind"]
+    if kind == "complaint":
+        _insort(state.complaints, ts)
+    previous = state.feedback.get(kind)
+    if previous is None or ts >= previous[1]:
+        state.feedback[kind] = [body.get("score"), ts]
+
+
+def _apply_profile(state: CustomerState, body: Mapping[str, Any], ts: int) -> None:
+    for name, value in body["attributes"].items():
+        if value is None:
+            state.attributes.pop(name, None)
+        else:
+            state.attributes[name] = value
+
+
+def _apply_erase(state: CustomerState, body: Mapping[str, Any], ts: int) -> None:
+    """Forget everything about the customer except what keeps redelivery harmless."""
+    kept = (state.offsets, state.seen, state.members, state.pending)
+    state.__init__()  # type: ignore[misc]
+    state.offsets, state.seen, state.members, state.pending = kept
+
+
+_APPLY: dict[str, Callable[[CustomerState, Mapping[str, Any], int], None]] = {
+    "purchase": _apply_purchase,
+    "refund": _apply_refund,
+    "browse": _apply_browse,
+    "feedback": _apply_feedback,
+    "profile": _apply_profile,
+    "erase": _apply_erase,
+}
+
+
+def _insort(items: list[Any], item: Any) -> None:
+    """Insert keeping order; events mostly arrive in time order, so scan from the end."""
+    i = len(items)
+    while i and items[i - 1] > item:
+        i -= 1
+    items.insert(i, item)
+
+
+def _prune(state: CustomerState, dedupe_horizon_ms: int) -> None:
+    """Drop detail that can no longer fall into any window (relative to the latest event)."""
+    latest = state.max_ts or 0
+    horizon = latest - PURCHASE_WINDOWS_DAYS[-1] * DAY_MS
+    purchases = state.purchases
+    if purchases and purchases[0][0] <= horizon:
+        state.purchases = [p for p in purchases if p[0] > horizon]
+    oldest_bucket = (latest - BROWSE_WINDOWS_DAYS[-1] * DAY_MS) // HOUR_MS
+    if state.browse and min(map(int, state.browse)) < oldest_bucket:
+        state.browse = {b: c for b, c in state.browse.items() if int(b) >= oldest_bucket}
+    complaints_horizon = latest - COMPLAINT_WINDOW_DAYS * DAY_MS
+    if state.complaints and state.complaints[0] <= complaints_horizon:
+        state.complaints = [t for t in state.complaints if t > complaints_horizon]
+    seen_horizon = latest - dedupe_horizon_ms
+    if len(state.seen) > 8 and min(state.seen.values()) < seen_horizon:
+        state.seen = {f: t for f, t in state.seen.items() if t >= seen_horizon}
+
+
+# -- reading features ---------------------------------------------------------------------
+
+
+def _days_since(ts: int | None, now: int) -> float | None:
+    return None if ts is None else (now - ts) / DAY_MS
+
+
+def _purchases_in(state: CustomerState, now: int, days: int) -> tuple[int, float]:
+    start = now - days * DAY_MS
+    count, total = 0, 0.0
+    for ts, amount in reversed(state.purchases):
+        if ts <= start:
+            break
+        if ts <= now:
+            count += 1
+            total += amount
+    return count, total
+
+
+def _browse_in(state: CustomerState, now: int, days: int, action: str) -> int:
+    first = (now - days * DAY_MS) // HOUR_MS + 1
+    last = now // HOUR_MS
+    index = _ACTION_INDEX[action]
+    return sum(c[index] for b, c in state.browse.items() if first <= int(b) <= last)
+
+
+def _last_gap_days(state: CustomerState) -> int | None:
+    """Days between the two latest distinct purchase days (how long the customer was away)."""
+    days = state.purchase_days
+    return days[-1] - days[-2] if len(days) >= 2 else None
+
+
+FeatureFn = Callable[[CustomerState, int], Any]
+
+FEATURES: dict[str, FeatureFn] = {
+    "orders_total": lambda s, now: s.orders,
+    "spend_total": lambda s, now: round(s.spend, 2),
+    "refunds_total": lambda s, now: s.refunds,
+    "refund_amount_total": lambda s, now: round(s.refund_amount, 2),
+    "net_spend_total": lambda s, now: round(s.spend - s.refund_amount, 2),
+    "purchase_days": lambda s, now: len(s.purchase_days),
+    "first_purchase_ts": lambda s, now: s.first_purchase,
+    "last_purchase_ts": lambda s, now: s.last_purchase,
+    "days_since_first_purchase": lambda s, now: _days_since(s.first_purchase, now),
+    "days_since_last_purchase": lambda s, now: _days_since(s.last_purchase, now),
+    "last_gap_days": lambda s, now: _last_gap_days(s),
+    "browse_total": lambda s, now: s.browse_total,
+    "last_browse_ts": lambda s, now: s.last_browse,
+    "days_since_last_browse": lambda s, now: _days_since(s.last_browse, now),
+    "complaints_90d": lambda s, now: sum(1 for t in s.complaints if now - COMPLAINT_WINDOW_DAYS * DAY_MS < t <= now),
+    "days_since_first_seen": lambda s, now: _days_since(s.first_seen, now),
+}
+for _days in PURCHASE_WINDOWS_DAYS:
+    FEATURES[f"orders_{_days}d"] = lambda s, now, d=_days: _purchases_in(s, now, d)[0]
+    FEATURES[f"spend_{_days}d"] = lambda s, now, d=_days: round(_purchases_in(s, now, d)[1], 2)
+for _days in BROWSE_WINDOWS_DAYS:
+    for _action in ACTIONS:
+        FEATURES[f"{_action}_{_days}d"] = lambda s, now, d=_days, a=_action: _browse_in(s, now, d, a)
+for _kind in ("nps", "csat", "review"):
+    FEATURES[f"last_{_kind}"] = lambda s, now, k=_kind: (s.feedback.get(k) or [None])[0]
+PROFILE_PREFIX = "profile_"
+
+
+class Features(Mapping[str, Any]):
+    """The named features of one customer at time ``now``, computed on first read and cached.
+
+    ``profile_<name>`` reads profile attribute ``<name>``. Unknown names raise KeyError,
+    missing values are None.
+    """
+
+    __slots__ = ("_state", "_now", "_cache")
+
+    def __init__(self, state: CustomerState, now: int) -> None:
+        self._state = state
+        self._now = now
+        self._cache: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._cache[name]
+        except KeyError:
+            pass
+        fn = FEATURES.get(name)
+        if fn is not None:
+            value = fn(self._state, self._now)
+        elif name.startswith(PROFILE_PREFIX):
+            value = self._state.attributes.get(name[len(PROFILE_PREFIX) :])
+        else:
+            raise KeyError(name)
+        self._cache[name] = value
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        yield from FEATURES
+        for name in self._state.attributes:
+            yield PROFILE_PREFIX + name
+
+    def __len__(self) -> int:
+        return len(FEATURES) + len(self._state.attributes)
+
+
+def is_known_feature(name: str) -> bool:
+    return name in FEATURES or (name.startswith(PROFILE_PREFIX) and len(name) > len(PROFILE_PREFIX))

@@ -1,0 +1,198 @@
+"""The worker: a Kafka consumer-group member that feeds batches to the pipeline.
+
+The hot path reads batches straight from aiokafka (``getmany``), not through faust's
+per-event stream machinery, so that validation, state updates and publishing are done
+a batch at a time. Offsets are committed by hand, only after a batch's state writes
+and output records are durable. The input topics are co-partitioned and assigned with
+the range assignor, so one worker owns all of a customer's events on every topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import CommitFailedError, KafkaError
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from engine.clock import make_clock
+from engine.events import INPUT_TOPICS
+from engine.metrics import Metrics
+from engine.pipeline import BatchProcessor, BatchStats, ConcurrentWriteError
+from engine.rules import load_rules
+from engine.settings import Settings
+from engine.store_redis import RedisStore
+
+log = logging.getLogger(__name__)
+
+RETRIABLE: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, ConcurrentWriteError, asyncio.TimeoutError)
+MAX_ATTEMPTS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Retry a whole batch after a retriable error; the batch is idempotent."""
+
+    attempts: int = MAX_ATTEMPTS
+    first_delay_s: float = 0.1
+    max_delay_s: float = 5.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_delay_s, self.first_delay_s * 2**attempt)
+
+    @staticmethod
+    def retriable(exc: BaseException) -> bool:
+        if isinstance(exc, KafkaError):
+            return bool(getattr(exc, "retriable", False))
+        return isinstance(exc, RETRIABLE)
+
+
+class KafkaSink:
+    """Publishes output records and returns once the broker acknowledged all of them."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+
+    async def publish(self, records: list[tuple[str, bytes | None, bytes | None]]) -> None:
+        futures = [await self.producer.send(topic, value=value, key=key) for topic, key, value in records]
+        await asyncio.gather(*futures)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        for tp in revoked:
+            self.worker.processor.committed.pop(f"{tp.topic}:{tp.partition}", None)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        for tp in assigned:
+            committed = await self.worker.consumer.committed(tp)
+            self.worker.processor.committed[f"{tp.topic}:{tp.partition}"] = committed or 0
+        log.info("assigned %d partitions", len(assigned))
+
+
+OnBatch = Callable[[BatchStats], Awaitable[None] | None]
+
+
+class Worker:
+    def __init__(self, settings: Settings, *, metrics: Metrics | None = None, on_batch: OnBatch | None = None) -> None:
+        if not settings.kafka_bootstrap or not settings.redis_url:
+            raise ValueError("the worker needs kafka_bootstrap and redis_url (or run it through the embedded stack)")
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.on_batch = on_batch
+        self.rules = load_rules(settings.rules_file)
+        self.metrics.rules_info.info({"version": self.rules.version})
+        self.redis = Redis.from_url(settings.redis_url)
+        self.store = RedisStore(self.redis)
+        self.producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2, max_batch_size=1 << 20)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=settings.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            max_partition_fetch_bytes=4 << 20,
+            fetch_max_bytes=64 << 20,
+        )
+        self.processor = BatchProcessor(settings, self.rules, self.store, KafkaSink(self.producer), make_clock(settings.clock), self.metrics)
+        self.retry = RetryPolicy()
+        self.stopping = asyncio.Event()
+        self._outbox_task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        """Consume until ``stop()``; raises (without committing) on a non-retriable error."""
+        await self.producer.start()
+        try:
+            self.consumer.subscribe(list(INPUT_TOPICS), listener=_Rebalance(self))
+            await self.consumer.start()
+            population_task = asyncio.create_task(self._refresh_population())
+            try:
+                await self._loop()
+            finally:
+                population_task.cancel()
+        finally:
+            await self._close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    async def _loop(self) -> None:
+        settings = self.settings
+        while not self.stopping.is_set():
+            batch = await self.consumer.getmany(timeout_ms=settings.batch_timeout_ms, max_records=settings.batch_max_records)
+            if not batch:
+                continue
+            started = time.perf_counter()
+            records = [rec for recs in batch.values() for rec in recs]
+            stats = await self._process_with_retry(records)
+            offsets = {TopicPartition(t, p): o for (t, p), o in stats.next_offsets.items()}
+            try:
+                await self.consumer.commit(offsets)
+            except CommitFailedError as exc:
+                # A rebalance took the partitions away: their new owner reprocesses the
+                # batch, which changes nothing it already applied.
+                log.warning("commit failed after a rebalance, batch will be redelivered: %s", exc)
+            else:
+                for tp, offset in offsets.items():
+                    self.processor.committed[f"{tp.topic}:{tp.partition}"] = offset
+                await self._drop_outboxes(stats.outboxes)
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            self.metrics.batch_size.observe(len(records))
+            if self.on_batch is not None:
+                maybe = self.on_batch(stats)
+                if maybe is not None:
+                    await maybe
+
+    async def _drop_outboxes(self, written: list[tuple[str, int]]) -> None:
+        """Committed: their outboxes are no longer needed. Done in the background; one at a time."""
+        if self._outbox_task is not None:
+            await self._outbox_task
+            self._outbox_task = None
+        if written:
+            self._outbox_task = asyncio.create_task(self._drop_outboxes_now(written))
+
+    async def _drop_outboxes_now(self, written: list[tuple[str, int]]) -> None:
+        try:
+            await self.store.outbox_published(written)
+        except Exception as exc:  # noqa: BLE001 - an outbox left behind is pruned on the next event
+            log.debug("outbox cleanup failed: %r", exc)
+
+    async def _process_with_retry(self, records: list) -> BatchStats:  # type: ignore[type-arg]
+        for attempt in range(self.retry.attempts):
+            try:
+                return await self.processor.process(records)
+            except Exception as exc:
+                if not self.retry.retriable(exc) or attempt == self.retry.attempts - 1:
+                    raise
+                if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+                    self.metrics.redis_errors.inc()
+                self.metrics.batch_retries.inc()
+                delay = self.retry.delay(attempt)
+                log.warning("batch failed (%s), retrying in %.1fs", type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _refresh_population(self) -> None:
+        while True:
+            try:
+                self.metrics.set_population(await self.store.population())
+            except Exception as exc:  # noqa: BLE001 - a gauge refresh must never stop the worker
+                log.debug("population refresh failed: %r", exc)
+            await asyncio.sleep(5)
+
+    async def _close(self) -> None:
+        for close in (self.consumer.stop, self.producer.stop, self.redis.aclose):
+            try:
+                await close()
+            except Exception as exc:  # noqa: BLE001 - best effort on the way out
+                log.debug("close failed: %r", exc)
