@@ -1,8 +1,10 @@
 """One injected clock: "now" for every decision.
 
-Live, now is the wall clock. During a replay of history, now is the event-time
-watermark (the greatest event time seen, minus an allowed lateness), so that replaying
-history gives the segments live processing would have given.
+Live, now is the wall clock. During a replay of history, an event is decided at its own
+event time (as live processing would have decided it on arrival), and time with no event
+at hand is the event-time watermark (the greatest event time seen, minus an allowed
+lateness), so that replaying history gives the segments live processing would have
+given, whatever order the partitions of a batch are interleaved in.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class EventClock:
         candidate = event_ts - self.lateness_ms
         if self.watermark is None or candidate > self.watermark:
             self.watermark = candidate
-        return max(self.watermark, event_ts)
+        return event_ts
 
     def now(self) -> int:
         return self.watermark if self.watermark is not None else wall_ms()

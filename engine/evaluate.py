@@ -130,7 +130,7 @@ def _fold_one(
         return
     result.applied += 1
     result.count(event, "applied")
-    now = now_for(event.ts)
+    now = max(now_for(event.ts), state.max_ts or 0)  # never decide before what the customer did
     cause = {"kind": "event", "event_id": event.event_id, "topic": src.topic, "partition": src.partition, "offset": src.offset}
     outputs = decide(rules, state, customer_id, now, cause, f"{tp}:{src.offset}", result)
     for out in outputs:
@@ -150,23 +150,27 @@ def decide(
 ) -> list[Output]:
     """Evaluate every dimension; update ``state.members``; return the records to publish."""
     features = Features(state, now)
-    decisions = rules.evaluate(features, state.members)
+    members = state.members
     outputs: list[Output] = []
-    at = rfc3339(now)
-    for dimension, decision in decisions.items():
-        old = state.members.get(dimension)
-        new = decision.segment
+    at = ""
+    for dim in rules.dimensions:
+        old = members.get(dim.name)
+        index, values = dim.select(features, old)
+        new = dim.segment(index)
         if new == old:
             continue
+        decision = dim.explain(index, values)
+        dimension = dim.name
         if new is None:
-            del state.members[dimension]
+            del members[dimension]
         else:
-            state.members[dimension] = new
+            members[dimension] = new
         if old is not None:
             result.population[(dimension, old)] = result.population.get((dimension, old), 0) - 1
         if new is not None:
             result.population[(dimension, new)] = result.population.get((dimension, new), 0) + 1
         result.changes.append((dimension, old, new))
+        at = at or rfc3339(now)
         outputs.append(
             Output(
                 CHANGES_TOPIC,

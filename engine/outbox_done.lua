@@ -1,8 +1,10 @@
--- The outbox written with version ARGV[1] is published and committed: drop it, unless a
--- newer write (with a newer outbox) came since.
--- KEYS[1] customer hash; ARGV[1] the version that wrote the outbox
-if redis.call('HGET', KEYS[1], 'v') == ARGV[1] then
-  redis.call('HDEL', KEYS[1], 'p')
-  return 1
+-- These outboxes are published and committed: drop each, unless a newer write (with a
+-- newer outbox) came since. KEYS: customer hashes; ARGV: the version that wrote each.
+local dropped = 0
+for i = 1, #KEYS do
+  if redis.call('HGET', KEYS[i], 'v') == ARGV[i] then
+    redis.call('HDEL', KEYS[i], 'p')
+    dropped = dropped + 1
+  end
 end
-return 0
+return dropped

@@ -1,17 +1,20 @@
 """One batch of input records, end to end:
 
-    validate -> load states (1 Redis round trip) -> fold + evaluate (pure)
-    -> compare-and-set states with their outbox (1 round trip) -> publish and wait for acks
+    validate -> load states (1 Redis call) -> fold + evaluate (pure)
+    -> compare-and-set states with their outbox (1 Redis call)      = ``prepare``
+    -> publish the outputs and wait for the acks                    = ``publish``
 
-The caller commits the batch's offsets only after ``process`` returns. Any exception
-leaves the batch uncommitted; processing the same records again is harmless because
-every customer's state records the last applied offset per topic-partition.
+The caller commits the batch's offsets only after ``publish`` returns, and may prepare
+the next batch while this one is being published. Any exception leaves the batch
+uncommitted; processing the same records again is harmless because every customer's
+state records the last applied offset per topic-partition, and its outbox the records
+that those offsets caused.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 
 DLQ_TOPIC = "events.dlq"
 MAX_CAS_ROUNDS = 5
+OutRecord = tuple[str, bytes | None, bytes | None]  # topic, key, value
 
 
 class Record(Protocol):
@@ -40,10 +44,11 @@ class Record(Protocol):
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: int
 
 
 class Sink(Protocol):
-    async def publish(self, records: list[tuple[str, bytes | None, bytes | None]]) -> None:
+    async def publish(self, records: list[OutRecord]) -> None:
         """Send every record and return when all are acknowledged."""
 
 
@@ -58,6 +63,14 @@ class BatchStats:
     published: int = 0
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # what to commit
     outboxes: list[tuple[str, int]] = field(default_factory=list)  # (customer, version) written with an outbox
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A batch whose state is written: what remains is to publish and commit."""
+
+    stats: BatchStats
+    records: list[OutRecord]
 
 
 class ConcurrentWriteError(RuntimeError):
@@ -77,14 +90,26 @@ class BatchProcessor:
         self._skew_ms = int(settings.future_skew_s * 1000)
 
     async def process(self, records: Iterable[Record]) -> BatchStats:
+        """Prepare and publish in one go (tests, tools); the worker overlaps the two."""
+        prepared = await self.prepare(records)
+        await self.publish(prepared)
+        return prepared.stats
+
+    async def publish(self, prepared: Prepared) -> None:
+        if prepared.records:
+            await self.sink.publish(prepared.records)
+
+    async def prepare(self, records: Iterable[Record]) -> Prepared:
         stats = BatchStats()
         now = wall_ms()
         by_customer: dict[str, list[Event]] = defaultdict(list)
         rejected: list[Rejected] = []
+        lag_ms: list[int] = []
         for rec in records:
             stats.records += 1
             tp = (rec.topic, rec.partition)
-            stats.next_offsets[tp] = max(stats.next_offsets.get(tp, 0), rec.offset + 1)
+            if rec.offset >= stats.next_offsets.get(tp, 0):
+                stats.next_offsets[tp] = rec.offset + 1
             result = validate(
                 rec.topic, rec.partition, rec.offset, rec.key, rec.value,
                 now_ms=now, max_bytes=self.settings.max_event_bytes, future_skew_ms=self._skew_ms,
@@ -93,26 +118,29 @@ class BatchProcessor:
                 rejected.append(result)
             else:
                 by_customer[result.customer_id].append(result)
+                lag_ms.append(now - result.ts)
 
         outputs = await self._apply(by_customer, rejected, stats)
-        out_records: list[tuple[str, bytes | None, bytes | None]] = []
+        out_records: list[OutRecord] = []
         for rej in rejected:
-            key, value = dlq_record(rej, now)
-            out_records.append((DLQ_TOPIC, key, value))
-            self.metrics.dlq.labels(rej.code).inc()
-            self.metrics.events.labels(rej.source.topic, "unknown", "rejected").inc()
+            out_records.append((DLQ_TOPIC, *dlq_record(rej, now)))
+        for code, n in Counter(r.code for r in rejected).items():
+            self.metrics.dlq.labels(code).inc(n)
+        for topic, n in Counter(r.source.topic for r in rejected).items():
+            self.metrics.events.labels(topic, "unknown", "rejected").inc(n)
         for out in outputs:
-            value = None if out.value is None else orjson.dumps(out.value)
-            out_records.append((out.topic, out.key.encode(), value))
+            out_records.append((out.topic, out.key.encode(), None if out.value is None else orjson.dumps(out.value)))
+        for lag in lag_ms[:: max(1, len(lag_ms) // 64)]:  # a sample bounds the cost per batch
+            self.metrics.event_lag.observe(lag / 1000)
         stats.rejected = len(rejected)
         stats.published = len(out_records)
-        if out_records:
-            await self.sink.publish(out_records)
-        return stats
+        return Prepared(stats, out_records)
 
     async def _apply(self, by_customer: dict[str, list[Event]], rejected: list[Rejected], stats: BatchStats) -> list[Output]:
         """Fold every customer's events and write the states; retry customers that lost a race."""
         outputs: dict[str, list[Output]] = {}
+        outcomes: Counter[tuple[str, str, str]] = Counter()
+        changes: Counter[tuple[str, str, str]] = Counter()
         todo = dict(by_customer)
         for _ in range(MAX_CAS_ROUNDS):
             if not todo:
@@ -124,21 +152,29 @@ class BatchProcessor:
                 state, result = self._fold(cid, events, loaded[cid], rejected)
                 results[cid] = result
                 if result.applied or result.duplicates:  # otherwise nothing changed: no write
-                    outbox = state.dumps_outbox()
-                    writes.append(Write(cid, loaded[cid].version, state.dumps(), outbox, result.population))
-            ok = await self.store.save(writes)
-            lost = {w.customer_id for w, done in zip(writes, ok) if not done}
-            stats.outboxes += [(w.customer_id, w.expected_version + 1) for w, done in zip(writes, ok) if done and w.outbox]
+                    writes.append(Write(cid, loaded[cid].version, state.dumps(), state.dumps_outbox(), result.population))
+            ok = dict(zip((w.customer_id for w in writes), await self.store.save(writes)))
+            stats.outboxes += [(w.customer_id, w.expected_version + 1) for w in writes if w.outbox and ok[w.customer_id]]
+            lost = {cid for cid, done in ok.items() if not done}
             for cid, result in results.items():
                 if cid in lost:
                     continue
                 outputs[cid] = result.outputs
-                self._count(result, stats)
+                stats.applied += result.applied
+                stats.duplicates += result.duplicates
+                stats.redelivered += result.redelivered
+                stats.changes += len(result.changes)
+                outcomes.update(result.outcomes)
+                changes.update((d, str(old), str(new)) for d, old, new in result.changes)
             if lost:
                 self.metrics.cas_conflicts.inc(len(lost))
             todo = {cid: todo[cid] for cid in lost}
         if todo:
             raise ConcurrentWriteError(f"{len(todo)} customers changed concurrently {MAX_CAS_ROUNDS} times in a row")
+        for labels, n in outcomes.items():
+            self.metrics.events.labels(*labels).inc(n)
+        for labels, n in changes.items():
+            self.metrics.changes.labels(*labels).inc(n)
         return [out for cid in by_customer for out in outputs.get(cid, ())]
 
     def _fold(self, cid: str, events: list[Event], loaded: Loaded, rejected: list[Rejected]) -> tuple[CustomerState, FoldResult]:
@@ -157,18 +193,6 @@ class BatchProcessor:
                 rejected.append(_rejected(bad, "processing_error", f"processing failed: {type(exc.cause).__name__}"))
                 events = events[: exc.index] + events[exc.index + 1 :]
 
-    def _count(self, result: FoldResult, stats: BatchStats) -> None:
-        stats.applied += result.applied
-        stats.duplicates += result.duplicates
-        stats.redelivered += result.redelivered
-        stats.changes += len(result.changes)
-        for (topic, type_, outcome), n in result.outcomes.items():
-            self.metrics.events.labels(topic, type_, outcome).inc(n)
-        for dimension, old, new in result.changes:
-            self.metrics.changes.labels(dimension, str(old), str(new)).inc()
-
 
 def _rejected(event: Event, code: str, message: str) -> Rejected:
-    body = orjson.dumps(event.body)
-    return Rejected(code, message, event.source, event.customer_id.encode(), body)
-
+    return Rejected(code, message, event.source, event.customer_id.encode(), orjson.dumps(event.body))

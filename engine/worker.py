@@ -13,27 +13,29 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
-from redis.asyncio import Redis
+from aiokafka.partitioner import murmur2
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.clock import make_clock
 from engine.events import INPUT_TOPICS
 from engine.metrics import Metrics
-from engine.pipeline import BatchProcessor, BatchStats, ConcurrentWriteError
+from engine.pipeline import BatchProcessor, BatchStats, ConcurrentWriteError, Prepared
 from engine.rules import load_rules
 from engine.settings import Settings
-from engine.store_redis import RedisStore
+from engine.store_redis import RedisStore, connect
 
 log = logging.getLogger(__name__)
 
 RETRIABLE: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, ConcurrentWriteError, asyncio.TimeoutError)
 MAX_ATTEMPTS = 8
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +57,46 @@ class RetryPolicy:
 
 
 class KafkaSink:
-    """Publishes output records and returns once the broker acknowledged all of them."""
+    """Publishes output records and returns once the broker acknowledged all of them.
+
+    Records are grouped into one producer batch per topic-partition (the partition
+    chosen from the key exactly as Kafka's default partitioner does), which costs far
+    less per record than ``send()`` one by one. Order per partition is kept.
+    """
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self.producer = producer
+        self._partitions: dict[str, list[int]] = {}
+        self._key_partition: dict[tuple[str, bytes], int] = {}
+
+    async def _partition(self, topic: str, key: bytes | None) -> int:
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            partitions = self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
+        if key is None:
+            return partitions[0]
+        cached = self._key_partition.get((topic, key))
+        if cached is None:
+            if len(self._key_partition) > 500_000:
+                self._key_partition.clear()
+            cached = self._key_partition[(topic, key)] = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+        return cached
 
     async def publish(self, records: list[tuple[str, bytes | None, bytes | None]]) -> None:
-        futures = [await self.producer.send(topic, value=value, key=key) for topic, key, value in records]
+        grouped: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
+        for topic, key, value in records:
+            grouped.setdefault((topic, await self._partition(topic, key)), []).append((key, value))
+        futures = []
+        for (topic, partition), items in grouped.items():
+            batch = self.producer.create_batch()
+            for key, value in items:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    futures.append(await self.producer.send_batch(batch, topic, partition=partition))
+                    batch = self.producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        raise ValueError(f"a record for {topic} is larger than the producer's max batch size")
+            if batch.record_count():
+                futures.append(await self.producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*futures)
 
 
@@ -92,7 +127,7 @@ class Worker:
         self.on_batch = on_batch
         self.rules = load_rules(settings.rules_file)
         self.metrics.rules_info.info({"version": self.rules.version})
-        self.redis = Redis.from_url(settings.redis_url)
+        self.redis = connect(settings.redis_url)
         self.store = RedisStore(self.redis)
         self.producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2, max_batch_size=1 << 20)
         self.consumer = AIOKafkaConsumer(
@@ -127,31 +162,61 @@ class Worker:
         self.stopping.set()
 
     async def _loop(self) -> None:
+        """Prepare batch N+1 (CPU and Redis) while batch N is published and committed.
+        Publishes and commits stay strictly in batch order."""
+        finishing: asyncio.Task[None] | None = None
+        try:
+            while not self.stopping.is_set():
+                records = await self._next_batch()
+                if not records:
+                    if finishing is not None and finishing.done():
+                        await finishing
+                        finishing = None
+                    continue
+                started = time.perf_counter()
+                prepared = await self._with_retry(self.processor.prepare, records)
+                if finishing is not None:
+                    await finishing
+                finishing = asyncio.create_task(self._finish(prepared, started))
+        finally:
+            if finishing is not None:
+                await finishing
+
+    async def _finish(self, prepared: Prepared, started: float) -> None:
+        await self._with_retry(self.processor.publish, prepared)
+        stats = prepared.stats
+        offsets = {TopicPartition(t, p): o for (t, p), o in stats.next_offsets.items()}
+        try:
+            await self.consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # A rebalance took the partitions away: their new owner reprocesses the
+            # batch, which changes nothing it already applied.
+            log.warning("commit failed after a rebalance, batch will be redelivered: %s", exc)
+        else:
+            for tp, offset in offsets.items():
+                self.processor.committed[f"{tp.topic}:{tp.partition}"] = offset
+            await self._drop_outboxes(stats.outboxes)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_size.observe(stats.records)
+        if self.on_batch is not None:
+            maybe = self.on_batch(stats)
+            if maybe is not None:
+                await maybe
+
+    async def _next_batch(self) -> list:  # type: ignore[type-arg]
+        """Up to batch_max_records, waiting at most batch_timeout_ms for the batch to fill:
+        the fetcher buffers little per partition, so one getmany() alone gives small batches."""
         settings = self.settings
-        while not self.stopping.is_set():
-            batch = await self.consumer.getmany(timeout_ms=settings.batch_timeout_ms, max_records=settings.batch_max_records)
-            if not batch:
-                continue
-            started = time.perf_counter()
-            records = [rec for recs in batch.values() for rec in recs]
-            stats = await self._process_with_retry(records)
-            offsets = {TopicPartition(t, p): o for (t, p), o in stats.next_offsets.items()}
-            try:
-                await self.consumer.commit(offsets)
-            except CommitFailedError as exc:
-                # A rebalance took the partitions away: their new owner reprocesses the
-                # batch, which changes nothing it already applied.
-                log.warning("commit failed after a rebalance, batch will be redelivered: %s", exc)
-            else:
-                for tp, offset in offsets.items():
-                    self.processor.committed[f"{tp.topic}:{tp.partition}"] = offset
-                await self._drop_outboxes(stats.outboxes)
-            self.metrics.batch_seconds.observe(time.perf_counter() - started)
-            self.metrics.batch_size.observe(len(records))
-            if self.on_batch is not None:
-                maybe = self.on_batch(stats)
-                if maybe is not None:
-                    await maybe
+        deadline = time.monotonic() + settings.batch_timeout_ms / 1000
+        records: list = []  # type: ignore[type-arg]
+        while len(records) < settings.batch_max_records:
+            remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            fetched = await self.consumer.getmany(timeout_ms=remaining_ms, max_records=settings.batch_max_records - len(records))
+            for recs in fetched.values():
+                records.extend(recs)
+            if remaining_ms == 0 or self.stopping.is_set():
+                break
+        return records
 
     async def _drop_outboxes(self, written: list[tuple[str, int]]) -> None:
         """Committed: their outboxes are no longer needed. Done in the background; one at a time."""
@@ -167,10 +232,10 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - an outbox left behind is pruned on the next event
             log.debug("outbox cleanup failed: %r", exc)
 
-    async def _process_with_retry(self, records: list) -> BatchStats:  # type: ignore[type-arg]
+    async def _with_retry(self, step: Callable[[T], Awaitable[R]], arg: T) -> R:
         for attempt in range(self.retry.attempts):
             try:
-                return await self.processor.process(records)
+                return await step(arg)
             except Exception as exc:
                 if not self.retry.retriable(exc) or attempt == self.retry.attempts - 1:
                     raise
@@ -178,7 +243,7 @@ class Worker:
                     self.metrics.redis_errors.inc()
                 self.metrics.batch_retries.inc()
                 delay = self.retry.delay(attempt)
-                log.warning("batch failed (%s), retrying in %.1fs", type(exc).__name__, delay)
+                log.warning("batch step failed (%s), retrying in %.1fs", type(exc).__name__, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 

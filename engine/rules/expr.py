@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 Env = Mapping[str, Any]
-Compiled = Callable[[Env], Any]
 
 CONSTANTS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
 
@@ -80,14 +79,16 @@ _ARITH: dict[type, Callable[[Any, Any], Any]] = {
 
 @dataclass(frozen=True, slots=True)
 class Expression:
-    """A compiled condition and the names (features) it reads."""
+    """A checked condition: its source, the names (features) it reads, and its Python
+    translation (``code``, over local variables named by ``compile_dimension``)."""
 
     source: str
     names: frozenset[str]
-    fn: Compiled
+    tree: ast.expr
 
     def __call__(self, env: Env) -> Any:
-        return self.fn(env)
+        """Evaluate on its own (tests, tools); rules evaluate whole dimensions at once."""
+        return compile_conditions([self])(env, env.get("current"))[0] == 0
 
 
 def compile_expression(source: str, is_name: Callable[[str], bool]) -> Expression:
@@ -97,62 +98,52 @@ def compile_expression(source: str, is_name: Callable[[str], bool]) -> Expressio
     except SyntaxError as exc:
         raise ExprError(f"syntax error: {exc.msg}", exc.offset or 1) from None
     names: set[str] = set()
-    fn = _compile(tree.body, is_name, names)
-    return Expression(source, frozenset(names), fn)
+    _check(tree.body, is_name, names)
+    return Expression(source, frozenset(names), tree.body)
 
 
 def _col(node: ast.AST) -> int:
     return getattr(node, "col_offset", 0) + 1
 
 
-def _compile(node: ast.AST, is_name: Callable[[str], bool], names: set[str]) -> Compiled:
+def _check(node: ast.AST, is_name: Callable[[str], bool], names: set[str]) -> None:
+    """Refuse every node outside the language; collect the names read."""
     match node:
         case ast.Constant(value=value) if value is None or isinstance(value, (bool, int, float, str)):
-            return lambda env: value
+            return
         case ast.Name(id=name):
             if name in CONSTANTS:
-                constant = CONSTANTS[name]
-                return lambda env: constant
+                return
             if not is_name(name):
                 raise ExprError(f"unknown feature {name!r}", _col(node))
             names.add(name)
-            return lambda env: env[name]
-        case ast.BoolOp(op=op, values=values):
-            parts = [_compile(v, is_name, names) for v in values]
-            if isinstance(op, ast.And):
-                return lambda env: all(p(env) for p in parts)
-            return lambda env: any(p(env) for p in parts)
-        case ast.UnaryOp(op=ast.Not(), operand=operand):
-            inner = _compile(operand, is_name, names)
-            return lambda env: not inner(env)
-        case ast.UnaryOp(op=ast.USub(), operand=operand):
-            inner = _compile(operand, is_name, names)
-            return lambda env: None if (v := inner(env)) is None else -v
+        case ast.BoolOp(values=values):
+            for v in values:
+                _check(v, is_name, names)
+        case ast.UnaryOp(op=ast.Not() | ast.USub(), operand=operand):
+            _check(operand, is_name, names)
         case ast.BinOp(op=op, left=left, right=right) if type(op) in _ARITH:
-            fn = _ARITH[type(op)]
-            lhs, rhs = _compile(left, is_name, names), _compile(right, is_name, names)
-
-            def arith(env: Env) -> Any:
-                a, b = lhs(env), rhs(env)
-                if a is None or b is None:
-                    return None
-                try:
-                    return fn(a, b)
-                except (ZeroDivisionError, TypeError):
-                    return None
-
-            return arith
+            _check(left, is_name, names)
+            _check(right, is_name, names)
         case ast.Compare(left=left, ops=ops, comparators=comparators):
-            return _compile_compare(left, ops, comparators, is_name, names)
+            _check(left, is_name, names)
+            for op, right in zip(ops, comparators):
+                if isinstance(op, (ast.In, ast.NotIn)):
+                    _literal_list(right)
+                elif type(op) in _COMPARE:
+                    _check(right, is_name, names)
+                else:
+                    raise ExprError(f"comparison {type(op).__name__} not allowed", _col(right))
         case ast.Call(func=ast.Name(id=fname), args=args, keywords=[]):
             if fname not in FUNCTIONS:
                 raise ExprError(f"unknown function {fname!r}", _col(node))
-            fn, lo, hi = FUNCTIONS[fname]
+            _, lo, hi = FUNCTIONS[fname]
             if not lo <= len(args) <= hi:
                 raise ExprError(f"{fname}() takes {lo}..{hi} arguments, got {len(args)}", _col(node))
-            compiled = [_compile(a, is_name, names) for a in args]
-            return lambda env: fn(*(a(env) for a in compiled))
-    raise ExprError(f"not allowed in a rule: {ast.unparse(node)!r}", _col(node))
+            for a in args:
+                _check(a, is_name, names)
+        case _:
+            raise ExprError(f"not allowed in a rule: {ast.unparse(node)!r}", _col(node))
 
 
 def _literal_list(node: ast.AST) -> frozenset[Any]:
@@ -161,40 +152,111 @@ def _literal_list(node: ast.AST) -> frozenset[Any]:
     raise ExprError("the right side of 'in' must be a literal list like ['a', 'b']", _col(node))
 
 
-def _compile_compare(
-    left: ast.AST, ops: list[ast.cmpop], comparators: list[ast.expr], is_name: Callable[[str], bool], names: set[str]
-) -> Compiled:
-    steps: list[Callable[[Any, Env], tuple[bool, Any]]] = []
-    for op, right in zip(ops, comparators):
-        if isinstance(op, (ast.In, ast.NotIn)):
-            members = _literal_list(right)
-            negate = isinstance(op, ast.NotIn)
-            steps.append(lambda a, env, m=members, n=negate: (a is not None and ((a in m) != n), None))
-            continue
-        if type(op) not in _COMPARE:
-            raise ExprError(f"comparison {type(op).__name__} not allowed", _col(right))
-        fn = _COMPARE[type(op)]
-        rhs = _compile(right, is_name, names)
-        ordering = not isinstance(op, (ast.Eq, ast.NotEq))
+# -- translation to Python --------------------------------------------------------------
+# Checked trees are translated to Python source built only from the node kinds above:
+# names become local variables v0, v1, ... and constants are written with repr(), so no
+# text of the rule reaches the generated code except as a literal value.
 
-        def step(a: Any, env: Env, fn: Callable[[Any, Any], bool] = fn, rhs: Compiled = rhs, ordering: bool = ordering) -> tuple[bool, Any]:
-            b = rhs(env)
-            if ordering and (a is None or b is None):
-                return False, b
-            try:
-                return bool(fn(a, b)), b
-            except TypeError:
-                return False, b
 
-        steps.append(step)
-    lhs = _compile(left, is_name, names)
-
-    def compare(env: Env) -> bool:
-        a = lhs(env)
-        for s in steps:
-            ok, a = s(a, env)
-            if not ok:
-                return False
-        return True
+def _ordering(fn: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
+    def compare(a: Any, b: Any) -> bool:
+        if a is None or b is None:
+            return False
+        try:
+            return bool(fn(a, b))
+        except TypeError:
+            return False
 
     return compare
+
+
+def _equality(fn: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
+    def compare(a: Any, b: Any) -> bool:
+        try:
+            return bool(fn(a, b))
+        except TypeError:
+            return False
+
+    return compare
+
+
+def _arith(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def apply(a: Any, b: Any) -> Any:
+        if a is None or b is None:
+            return None
+        try:
+            return fn(a, b)
+        except (ZeroDivisionError, TypeError):
+            return None
+
+    return apply
+
+
+HELPERS: dict[str, Any] = {
+    **{f"_cmp_{op.__name__}": (_equality if op in (ast.Eq, ast.NotEq) else _ordering)(fn) for op, fn in _COMPARE.items()},
+    **{f"_op_{op.__name__}": _arith(fn) for op, fn in _ARITH.items()},
+    "_neg": lambda a: None if a is None else -a,
+    **{f"_fn_{name}": fn for name, (fn, _, _) in FUNCTIONS.items()},
+}
+
+
+class _Translator:
+    def __init__(self, local: dict[str, str]) -> None:
+        self.local = local  # feature name -> local variable
+        self.constants: dict[str, Any] = {}
+
+    def __call__(self, node: ast.AST) -> str:  # noqa: C901 - one case per node kind
+        match node:
+            case ast.Constant(value=value):
+                return repr(value)
+            case ast.Name(id=name) if name in CONSTANTS:
+                return repr(CONSTANTS[name])
+            case ast.Name(id=name):
+                return self.local[name]
+            case ast.BoolOp(op=op, values=values):
+                joiner = " and " if isinstance(op, ast.And) else " or "
+                return "(" + joiner.join(f"bool({self(v)})" for v in values) + ")"
+            case ast.UnaryOp(op=ast.Not(), operand=operand):
+                return f"(not {self(operand)})"
+            case ast.UnaryOp(op=ast.USub(), operand=operand):
+                return f"_neg({self(operand)})"
+            case ast.BinOp(op=op, left=left, right=right):
+                return f"_op_{type(op).__name__}({self(left)}, {self(right)})"
+            case ast.Compare(left=left, ops=ops, comparators=comparators):
+                parts, lhs = [], self(left)
+                for op, right in zip(ops, comparators):
+                    if isinstance(op, (ast.In, ast.NotIn)):
+                        const = f"_k{len(self.constants)}"
+                        self.constants[const] = _literal_list(right)
+                        test = "not in" if isinstance(op, ast.NotIn) else "in"
+                        parts.append(f"({lhs} is not None and {lhs} {test} {const})")
+                        lhs = "None"
+                    else:
+                        rhs = self(right)
+                        parts.append(f"_cmp_{type(op).__name__}({lhs}, {rhs})")
+                        lhs = rhs
+                return "(" + " and ".join(parts) + ")"
+            case ast.Call(func=ast.Name(id=fname), args=args):
+                return f"_fn_{fname}(" + ", ".join(self(a) for a in args) + ")"
+        raise ExprError(f"not allowed in a rule: {ast.unparse(node)!r}", _col(node))
+
+
+def compile_conditions(conditions: list[Expression], current_name: str = "current") -> Callable[[Env, Any], tuple[int, tuple[Any, ...]]]:
+    """One function for an ordered list of conditions: (features, current) -> (the index of
+    the first that holds or -1, the values read in sorted name order). Each feature the
+    conditions read is read once, up front."""
+    names = sorted(set().union(*(c.names for c in conditions)) - {current_name}) if conditions else []
+    local = {name: f"v{i}" for i, name in enumerate(names)}
+    local[current_name] = "current"
+    translate = _Translator(local)
+    lines = ["def _dimension(F, current):"]
+    for name in names:
+        lines.append(f"    {local[name]} = F[{name!r}]")
+    values = "(" + "".join(f"{local[name]}, " for name in names) + ")"
+    for index, cond in enumerate(conditions):
+        lines.append(f"    if {translate(cond.tree)}:")
+        lines.append(f"        return {index}, {values}")
+    lines.append(f"    return -1, {values}")
+    namespace: dict[str, Any] = {"__builtins__": {"bool": bool}, **HELPERS, **translate.constants}
+    exec(compile("\n".join(lines), "<rules>", "exec"), namespace)  # noqa: S102 - source built from a checked AST only
+    return namespace["_dimension"]  # type: ignore[no-any-return]

@@ -19,11 +19,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 
-from engine.rules.expr import ExprError, Expression, compile_expression
+from engine.rules.expr import ExprError, Expression, compile_conditions, compile_expression
 from engine.state import is_known_feature
 
 CURRENT = "current"
@@ -37,7 +37,7 @@ class RulesError(ValueError):
 class Decision:
     segment: str | None
     reason: str
-    read: dict[str, Any]  # the values the matched rule (and the ones before it) read
+    read: dict[str, Any]  # the values of every feature the dimension's conditions read
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,32 +51,25 @@ class Dimension:
     name: str
     segments: tuple[Segment, ...]
     default: str | None
+    reads: tuple[str, ...] = ()  # the features its conditions read (``current`` excluded)
+    # (features, current) -> (index of the first match or -1, values of ``reads``)
+    select: Callable[[Mapping[str, Any], str | None], tuple[int, tuple[Any, ...]]] = lambda f, c: (-1, ())
+    reasons: tuple[str, ...] = ()
 
-    @property
-    def reads(self) -> frozenset[str]:
-        return frozenset().union(*(s.when.names for s in self.segments))
+    @classmethod
+    def build(cls, name: str, segments: tuple[Segment, ...], default: str | None) -> Dimension:
+        reads = tuple(sorted(set().union(*(s.when.names for s in segments)) - {CURRENT})) if segments else ()
+        reasons = tuple(f"{name}.{s.name}: {s.when.source}" for s in segments)
+        return cls(name, segments, default, reads, compile_conditions([s.when for s in segments]), reasons)
 
+    def segment(self, index: int) -> str | None:
+        return self.default if index < 0 else self.segments[index].name
 
-class _Env(Mapping[str, Any]):
-    """Features plus ``current``, recording every value read (for the change's ``features``)."""
-
-    __slots__ = ("features", "current", "read")
-
-    def __init__(self, features: Mapping[str, Any], current: str | None) -> None:
-        self.features = features
-        self.current = current
-        self.read: dict[str, Any] = {}
-
-    def __getitem__(self, name: str) -> Any:
-        value = self.current if name == CURRENT else self.features[name]
-        self.read[name] = round(value, 4) if isinstance(value, float) else value
-        return value
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(self.read)
-
-    def __len__(self) -> int:
-        return len(self.read)
+    def explain(self, index: int, values: tuple[Any, ...]) -> Decision:
+        """The decision with its reason and the values read: built only when it is published."""
+        read = {f: round(v, 4) if type(v) is float else v for f, v in zip(self.reads, values)}
+        reason = f"{self.name}: default" if index < 0 else self.reasons[index]
+        return Decision(self.segment(index), reason, read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,24 +77,15 @@ class RuleSet:
     name: str
     content_hash: str
     dimensions: tuple[Dimension, ...]
+    version: str = ""  # stamped on every change: the optional name plus the content hash
 
-    @property
-    def version(self) -> str:
-        """Stamped on every change: the optional name plus the content hash."""
-        return f"{self.name}@{self.content_hash}" if self.name else self.content_hash
+    @classmethod
+    def build(cls, name: str, content_hash: str, dimensions: tuple[Dimension, ...]) -> RuleSet:
+        return cls(name, content_hash, dimensions, f"{name}@{content_hash}" if name else content_hash)
 
     def evaluate(self, features: Mapping[str, Any], current: Mapping[str, str]) -> dict[str, Decision]:
-        """Pure: the segment of every dimension for these features."""
-        decisions: dict[str, Decision] = {}
-        for dim in self.dimensions:
-            env = _Env(features, current.get(dim.name))
-            for seg in dim.segments:
-                if seg.when(env):
-                    decisions[dim.name] = Decision(seg.name, f"{dim.name}.{seg.name}: {seg.when.source}", env.read)
-                    break
-            else:
-                decisions[dim.name] = Decision(dim.default, f"{dim.name}: default", env.read)
-        return decisions
+        """Pure: the segment of every dimension for these features, explained."""
+        return {dim.name: dim.explain(*dim.select(features, current.get(dim.name))) for dim in self.dimensions}
 
 
 def _is_name(name: str) -> bool:
@@ -134,10 +118,10 @@ def parse_rules(text: str, origin: str = "<rules>") -> RuleSet:
         default = spec.get("default")
         if default is not None and not isinstance(default, str):
             raise RulesError(f"{where}: 'default' must be a segment name or absent")
-        dimensions.append(Dimension(str(dim_name), tuple(segments), default))
+        dimensions.append(Dimension.build(str(dim_name), tuple(segments), default))
     name = doc.get("name") or ""
     content_hash = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return RuleSet(str(name), content_hash, tuple(dimensions))
+    return RuleSet.build(str(name), content_hash, tuple(dimensions))
 
 
 def load_rules(path: Path) -> RuleSet:

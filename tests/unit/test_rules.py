@@ -103,7 +103,7 @@ def test_change_records_follow_the_contract() -> None:
     change = next(o.value for o in r.outputs if o.topic == CHANGES_TOPIC and o.value["dimension"] == "value_tier")
     assert change["cause"] == {"kind": "event", "event_id": "e7", "topic": "events.purchase", "partition": 0, "offset": 7}
     assert change["from"] is None and change["to"] == "A" and change["rules_version"] == DEFAULT.version
-    assert change["features"] == {"spend_365d": 300.0} and change["reason"].startswith("value_tier.A: ")
+    assert change["features"] == {"spend_365d": 300.0, "orders_365d": 1} and change["reason"].startswith("value_tier.A: ")
     members = next(o.value for o in r.outputs if o.topic == MEMBERS_TOPIC)
     assert members["memberships"] == {"value_tier": "A", "lifecycle": "new"}
     assert r.population == {("value_tier", "A"): 1, ("lifecycle", "new"): 1}
