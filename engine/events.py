@@ -65,4 +65,5 @@ REJECT_CODES = (
     "future_ts",  # ts further in the future than the allowed skew
     "bad_value",  # a value out of range: negative amount, NPS outside 0-10, ...
     "key_mismatch",  # the record key is not the customer_id
+    "processing_error",  # valid, but processing it raised (a bug): kept aside, the partition goes on
 )

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
     api_token: SecretStr | None = None
+    fault: Literal["kill_after_save"] | None = Field(
+        None, description="testing only: SIGKILL the worker at this point of the first batch that writes state"
+    )
 
     @property
     def embedded(self) -> bool:

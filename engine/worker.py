@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, TypeVar
@@ -129,7 +131,9 @@ class Worker:
         self.metrics.rules_info.info({"version": self.rules.version})
         self.redis = connect(settings.redis_url)
         self.store = RedisStore(self.redis)
-        self.producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2, max_batch_size=1 << 20)
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2, max_batch_size=1 << 20, max_request_size=4 << 20
+        )
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=settings.group_id,
@@ -175,6 +179,8 @@ class Worker:
                     continue
                 started = time.perf_counter()
                 prepared = await self._with_retry(self.processor.prepare, records)
+                if self.settings.fault == "kill_after_save" and prepared.stats.applied:
+                    os.kill(os.getpid(), signal.SIGKILL)  # state written, nothing published or committed
                 if finishing is not None:
                     await finishing
                 finishing = asyncio.create_task(self._finish(prepared, started))
