@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     )
     batch_max_records: int = Field(2000, ge=1, description="records taken from Kafka per batch")
     batch_timeout_ms: int = Field(20, ge=0, description="longest wait for a batch to fill")
+    fetch_max_wait_ms: int = Field(
+        20, ge=0, description="longest time the broker holds a fetch with no new data (latency when idle)"
+    )
     dedupe_horizon_days: float = Field(7.0, gt=0, description="an event_id repeated within this counts once")
     max_event_bytes: int = Field(1 << 20, ge=1024)
     future_skew_s: float = Field(300.0, ge=0, description="events further than this in the future go to the DLQ")

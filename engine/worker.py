@@ -141,6 +141,7 @@ class Worker:
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_partition_fetch_bytes=4 << 20,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
             fetch_max_bytes=64 << 20,
         )
         self.processor = BatchProcessor(settings, self.rules, self.store, KafkaSink(self.producer), make_clock(settings.clock), self.metrics)

@@ -1,0 +1,297 @@
+"""`make bench`: one run, one fresh embedded stack, figures side by side.
+
+ workload  a fixed, seeded stream: 200,000 events over 20,000 customers (70% browse,
+           30% purchase), produced once to events.browse / events.purchase
+ (a) engine_eps   `segengine run` in its own process, from its first to its last commit
+ (b) raw_eps      aiokafka consume + orjson decode of the same records (the ceiling)
+ (c) naive_eps    a faust agent awaiting Redis once per event (the tutorial baseline)
+ (d) latency      produce -> segment change, p50/p99, at a fixed offered load
+ memory           Redis bytes per customer after (a)
+
+Prints a table and writes bench-results.json. Speed is reported here, never asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import random
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from redis.asyncio import Redis
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from engine.devstack import DevStack
+
+SEED = 20261124
+EVENTS = 200_000
+CUSTOMERS = 20_000
+BROWSE_SHARE = 0.7
+OFFERED_EPS = 2_000
+LATENCY_SECONDS = 15
+NAIVE_BUDGET_S = 30
+TOPICS = ("events.browse", "events.purchase")
+ACTIONS = ("view", "view", "view", "search", "add_to_cart", "remove_from_cart", "checkout_start", "wishlist")
+ROOT = Path(__file__).resolve().parent.parent
+console = Console()
+
+
+def workload() -> list[tuple[str, bytes, bytes]]:
+    """(topic, key, value), in event-time order; the same for every run."""
+    rng = random.Random(SEED)
+    day = 86_400_000
+    ref = (int(time.time() * 1000) // day - 1) * day  # yesterday, midnight UTC
+    start = ref - 120 * day
+    rows = []
+    for i in range(EVENTS):
+        cid = f"bench-{rng.randrange(CUSTOMERS):05d}" if i >= CUSTOMERS else f"bench-{i:05d}"
+        ts = start + rng.randrange(120 * day)
+        if rng.random() < BROWSE_SHARE:
+            ev: dict[str, Any] = {"event_id": f"b{i}", "customer_id": cid, "type": "browse", "ts": ts, "action": rng.choice(ACTIONS),
+                                  "category": rng.choice(("running", "gym", "outdoor")), "product_id": f"p{rng.randrange(5000)}"}  # fmt: skip
+            topic = "events.browse"
+        else:
+            ev = {"event_id": f"p{i}", "customer_id": cid, "type": "purchase", "ts": ts, "order_id": f"o{i}",
+                  "amount": round(rng.lognormvariate(3.5, 1.0), 2), "currency": "USD", "channel": "web"}  # fmt: skip
+            topic = "events.purchase"
+        rows.append((ts, topic, cid.encode(), orjson.dumps(ev)))
+    rows.sort(key=lambda r: r[0])
+    return [(topic, key, value) for _, topic, key, value in rows]
+
+
+async def produce(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> float:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20)
+    await producer.start()
+    started = time.perf_counter()
+    with Progress(TextColumn("producing workload"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("", total=len(records))
+        for i in range(0, len(records), 10_000):
+            futures = [await producer.send(t, value=v, key=k) for t, k, v in records[i : i + 10_000]]
+            await asyncio.gather(*futures)
+            progress.advance(task, len(futures))
+    await producer.stop()
+    return len(records) / (time.perf_counter() - started)
+
+
+async def raw_consume(bootstrap: str, total: int) -> float:
+    consumer = AIOKafkaConsumer(*TOPICS, bootstrap_servers=bootstrap, group_id="bench-raw", auto_offset_reset="earliest",
+                                enable_auto_commit=False, max_partition_fetch_bytes=4 << 20, fetch_max_bytes=64 << 20)  # fmt: skip
+    await consumer.start()
+    n, started = 0, None
+    while n < total:
+        batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+        if batch and started is None:
+            started = time.perf_counter()
+        for records in batch.values():
+            for rec in records:
+                orjson.loads(rec.value)
+            n += len(records)
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    await consumer.stop()
+    return n / elapsed
+
+
+async def committed_total(watcher: AIOKafkaConsumer, tps: list[TopicPartition]) -> int:
+    """The group's committed offsets, read by a consumer that never joins the group."""
+    return sum([(await watcher.committed(tp)) or 0 for tp in tps])
+
+
+def spawn(args: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
+    return asyncio.create_subprocess_exec(sys.executable, *args, env={**os.environ, **env}, cwd=ROOT,
+                                          stdout=asyncio.subprocess.DEVNULL, stderr=open(ROOT / ".bench-child.log", "ab"))  # type: ignore[return-value]
+
+
+async def engine_run(stack: DevStack, total: int) -> tuple[float, asyncio.subprocess.Process]:
+    env = {"SEGENGINE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "SEGENGINE_REDIS_URL": stack.redis_url,
+           "SEGENGINE_GROUP_ID": "bench-engine", "SEGENGINE_CLOCK": "event", "SEGENGINE_LOG_LEVEL": "WARNING"}  # fmt: skip
+    proc = await spawn(["-m", "engine.cli", "run"], env)  # type: ignore[misc]
+    watcher = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id="bench-engine", enable_auto_commit=False)
+    await watcher.start()
+    tps = [TopicPartition(t, p) for t in TOPICS for p in range(6)]
+    first: tuple[float, int] | None = None
+    last: tuple[float, int] = (time.perf_counter(), 0)
+    with Progress(TextColumn("(a) engine"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("", total=total)
+        deadline = time.perf_counter() + 600
+        while last[1] < total and time.perf_counter() < deadline:
+            if proc.returncode is not None:
+                raise RuntimeError(f"the engine exited with code {proc.returncode}")
+            n = await committed_total(watcher, tps)
+            now = time.perf_counter()
+            if n > last[1]:
+                if first is None:
+                    first = (now, n)
+                last = (now, n)
+                progress.update(task, completed=n)
+            await asyncio.sleep(0.1)
+    await watcher.stop()
+    if first is None or last[1] < total:
+        raise RuntimeError(f"the engine committed {last[1]} of {total} events")
+    return (last[1] - first[1]) / (last[0] - first[0]), proc
+
+
+async def latency(stack: DevStack) -> tuple[list[float], float, int]:
+    """New customers' first events at OFFERED_EPS; time to their first segment change."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10)
+    await consumer.start()
+    await consumer._client.force_metadata_update()  # noqa: SLF001 - learn the partitions first
+    tps = [TopicPartition("segments.changes", p) for p in sorted(consumer.partitions_for_topic("segments.changes") or ())]
+    consumer.assign(tps)
+    await consumer.seek_to_end(*tps)
+    for tp in tps:
+        await consumer.position(tp)
+    sent: dict[str, float] = {}
+    got: dict[str, float] = {}
+    stop = asyncio.Event()
+
+    async def receive() -> None:
+        while not stop.is_set() or len(got) < len(sent):
+            batch = await consumer.getmany(timeout_ms=100)
+            now = time.perf_counter()
+            for records in batch.values():
+                for rec in records:
+                    cid = rec.key.decode()
+                    if cid in sent and cid not in got:
+                        got[cid] = now
+            if stop.is_set() and time.perf_counter() > stop_at[0] + 10:
+                break
+
+    stop_at = [0.0]
+    receiver = asyncio.create_task(receive())
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, linger_ms=0)
+    await producer.start()
+    slice_s, per_slice = 0.01, OFFERED_EPS // 100
+    started = time.perf_counter()
+    n = 0
+    with Progress(TextColumn(f"(d) latency at {OFFERED_EPS:,} events/s"), BarColumn(), MofNCompleteColumn(), console=console) as progress:
+        task = progress.add_task("", total=OFFERED_EPS * LATENCY_SECONDS)
+        while n < OFFERED_EPS * LATENCY_SECONDS:
+            target = started + (n // per_slice) * slice_s
+            delay = target - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            for _ in range(per_slice):
+                cid = f"lat-{n:06d}"
+                ev = {"event_id": f"lat-{n}", "customer_id": cid, "type": "browse", "ts": int(time.time() * 1000), "action": "view"}
+                sent[cid] = time.perf_counter()
+                await producer.send("events.browse", value=orjson.dumps(ev), key=cid.encode())
+                n += 1
+            progress.update(task, completed=n)
+        await producer.flush()
+    offered = n / (time.perf_counter() - started)
+    stop_at[0] = time.perf_counter()
+    stop.set()
+    await receiver
+    await producer.stop()
+    await consumer.stop()
+    latencies = sorted((got[c] - sent[c]) * 1000 for c in got)
+    return latencies, offered, len(sent) - len(got)
+
+
+async def naive_run(stack: DevStack, total: int) -> tuple[float, int, bool]:
+    redis = Redis.from_url(stack.redis_url.rsplit("/", 1)[0] + "/1")
+    proc = await spawn(["-m", "bench.naive_faust", stack.kafka_bootstrap, stack.redis_url.rsplit("/", 1)[0] + "/1"], {})  # type: ignore[misc]
+    first: tuple[float, int] | None = None
+    last = (time.perf_counter(), 0)
+    budget_end: float | None = None
+    try:
+        with Progress(TextColumn("(c) naive faust agent"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+            task = progress.add_task("", total=total)
+            give_up = time.perf_counter() + 120
+            while last[1] < total:
+                now = time.perf_counter()
+                if proc.returncode is not None:
+                    raise RuntimeError(f"the faust baseline exited with code {proc.returncode}")
+                if (budget_end is not None and now > budget_end) or now > give_up:
+                    break
+                n = int(await redis.get("naive:done") or 0)
+                if n > last[1]:
+                    if first is None:
+                        first = (now, n)
+                        budget_end = now + NAIVE_BUDGET_S
+                    last = (now, n)
+                    progress.update(task, completed=n)
+                await asyncio.sleep(0.2)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except asyncio.TimeoutError:
+                proc.kill()
+        await redis.aclose()
+    if first is None or last[0] == first[0]:
+        raise RuntimeError("the faust baseline processed nothing")
+    return (last[1] - first[1]) / (last[0] - first[0]), last[1], last[1] >= total
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]  # type: ignore[index]
+
+
+async def main() -> None:
+    console.rule("[bold]segengine benchmark")
+    records = workload()
+    async with DevStack() as stack:
+        produce_eps = await produce(stack.kafka_bootstrap, records)
+        raw_eps = await raw_consume(stack.kafka_bootstrap, len(records))
+        redis = Redis.from_url(stack.redis_url)
+        before = int((await redis.info("memory"))["used_memory"])
+        engine_eps, engine = await engine_run(stack, len(records))
+        after = int((await redis.info("memory"))["used_memory"])
+        keys = await redis.dbsize()
+        latencies, offered, missing = await latency(stack)
+        engine.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(engine.wait(), 30)
+        await redis.aclose()
+        naive_eps, naive_events, naive_done = await naive_run(stack, len(records))
+
+    results = {
+        "engine_eps": round(engine_eps),
+        "raw_eps": round(raw_eps),
+        "naive_eps": round(naive_eps),
+        "p50_ms": round(pct(latencies, 50), 1),
+        "p99_ms": round(pct(latencies, 99), 1),
+        "offered_eps": round(offered),
+        "redis_bytes_per_customer": round((after - before) / CUSTOMERS),
+        "events": len(records),
+        "customers": CUSTOMERS,
+        "produce_eps": round(produce_eps),
+        "latency_samples": len(latencies),
+        "latency_missing": missing,
+        "naive_events": naive_events,
+        "naive_finished": naive_done,
+        "redis_keys_after_engine": keys,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    (ROOT / "bench-results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    table = Table(title="segengine benchmark", show_header=True)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("target")
+    table.add_row("(a) engine, sustained", f"{engine_eps:,.0f} events/s", "PASS" if engine_eps >= 10_000 else "MISS (>= 10,000)")
+    table.add_row("(b) raw aiokafka + orjson (ceiling)", f"{raw_eps:,.0f} events/s", "")
+    table.add_row("(c) naive faust agent, 1 Redis await/event", f"{naive_eps:,.0f} events/s" + ("" if naive_done else f" ({naive_events:,} events in {NAIVE_BUDGET_S} s)"), "")
+    table.add_row("(d) produce -> change p50", f"{results['p50_ms']} ms", "")
+    table.add_row("(d) produce -> change p99", f"{results['p99_ms']} ms", "PASS" if results["p99_ms"] <= 250 else "MISS (<= 250 ms)")
+    table.add_row("(d) offered load", f"{offered:,.0f} events/s", "")
+    table.add_row("Redis memory per customer", f"{results['redis_bytes_per_customer']:,} bytes", "")
+    console.print(table)
+    if missing:
+        console.print(f"[yellow]warning: {missing} latency events got no change within 10 s[/yellow]")
+    console.print(f"written {ROOT / 'bench-results.json'}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
