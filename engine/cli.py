@@ -3,6 +3,8 @@
     segengine run     one worker on the configured (or embedded) Kafka and Redis
     segengine dev     start the embedded stack and keep it up until Ctrl-C
     segengine demo    the CDNOW demo on the embedded stack
+    segengine demo-produce   only produce the demo stream to the configured Kafka
+    segengine topics create  create the topics of topics/topics.yaml on the configured Kafka
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from rich.console import Console
 from engine.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="segengine: streaming customer segmentation.")
+topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics, as declared in topics/topics.yaml.")
+app.add_typer(topics_app, name="topics")
 console = Console(stderr=True)
 
 
@@ -120,6 +124,40 @@ def demo(
     from engine.demo import run_demo
 
     _run(run_demo(settings, limit=limit))
+
+
+def _require_kafka(settings: Settings) -> str:
+    if not settings.kafka_bootstrap:
+        console.print("[red]set SEGENGINE_KAFKA_BOOTSTRAP[/red] (or use `segengine dev` for an embedded broker)")
+        raise typer.Exit(2)
+    return settings.kafka_bootstrap
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create every topic of topics/topics.yaml that does not exist yet (idempotent)."""
+    settings = _settings()
+    _logging(settings)
+    bootstrap = _require_kafka(settings)
+
+    async def create() -> None:
+        from engine.topics import create_topics, load_topics
+
+        created = await create_topics(bootstrap, load_topics(settings.topics_file))
+        console.print(f"created {len(created)} topics: {', '.join(created) or '(all existed)'}")
+
+    _run(create())
+
+
+@app.command("demo-produce")
+def demo_produce(limit: Optional[int] = typer.Option(None, help="only the first N events")) -> None:
+    """Produce the demo stream (CDNOW + synthetic events) to the configured Kafka, without running a worker."""
+    settings = _settings()
+    _logging(settings)
+    bootstrap = _require_kafka(settings)
+    from engine.demo import produce_demo
+
+    _run(produce_demo(bootstrap, limit))
 
 
 def main() -> None:

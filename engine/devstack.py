@@ -141,9 +141,13 @@ class DevStack:
     async def _wait_ready(self, proc: _Process) -> None:
         deadline = asyncio.get_running_loop().time() + START_TIMEOUT_S
         last_error: Exception | None = None
+        host, port = "127.0.0.1", int((self.redis_url if proc.name == "redis" else self.kafka_bootstrap).rsplit(":", 1)[1].split("/")[0])
         while asyncio.get_running_loop().time() < deadline:
             proc.check_alive()
             try:
+                _, writer = await asyncio.open_connection(host, port)  # listening yet? (quietly)
+                writer.close()
+                await writer.wait_closed()
                 if proc.name == "redis":
                     client = Redis.from_url(self.redis_url)
                     try:
