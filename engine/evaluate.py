@@ -149,22 +149,30 @@ def decide(
     result: FoldResult,
 ) -> list[Output]:
     """Evaluate every dimension; update ``state.members``; return the records to publish."""
-    features = Features(state, now)
+    features = Features(state, now, rules.derived)
     members = state.members
+    since = state.member_since
+    grace = state.grace_since
     outputs: list[Output] = []
     at = ""
     for dim in rules.dimensions:
-        old = members.get(dim.name)
-        index, values = dim.select(features, old)
-        new = dim.segment(index)
+        dimension = dim.name
+        old = members.get(dimension)
+        move = dim.decide(features, old, now, since.get(dimension), grace.get(dimension))
+        if move.grace_started is not None:
+            grace[dimension] = move.grace_started
+        elif dimension in grace:
+            del grace[dimension]
+        new = move.segment
         if new == old:
             continue
-        decision = dim.explain(index, values)
-        dimension = dim.name
+        decision = dim.explain(move)
         if new is None:
             del members[dimension]
+            since.pop(dimension, None)
         else:
             members[dimension] = new
+            since[dimension] = now
         if old is not None:
             result.population[(dimension, old)] = result.population.get((dimension, old), 0) - 1
         if new is not None:

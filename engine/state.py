@@ -58,6 +58,8 @@ class CustomerState:
         self.offsets: dict[str, int] = {}  # "topic:partition" -> last applied offset
         self.seen: dict[str, int] = {}  # event fingerprint -> event ts, within the dedupe horizon
         self.members: dict[str, str] = {}  # dimension -> segment
+        self.member_since: dict[str, int] = {}  # dimension -> when the customer entered its segment
+        self.grace_since: dict[str, int] = {}  # dimension -> when its stay condition first failed (exit_grace)
         self.pending: list[dict[str, Any]] = []  # outbox: output records not yet known committed
 
     # -- persistence -------------------------------------------------------------------------
@@ -161,9 +163,9 @@ def _apply_profile(state: CustomerState, body: Mapping[str, Any], ts: int) -> No
 
 def _apply_erase(state: CustomerState, body: Mapping[str, Any], ts: int) -> None:
     """Forget everything about the customer except what keeps redelivery harmless."""
-    kept = (state.offsets, state.seen, state.members, state.pending)
+    kept = (state.offsets, state.seen, state.members, state.member_since, state.pending)
     state.__init__()  # type: ignore[misc]
-    state.offsets, state.seen, state.members, state.pending = kept
+    state.offsets, state.seen, state.members, state.member_since, state.pending = kept
 
 
 _APPLY: dict[str, Callable[[CustomerState, Mapping[str, Any], int], None]] = {
@@ -273,17 +275,20 @@ class Features(dict[str, Any]):
     missing values are None.
     """
 
-    __slots__ = ("state", "now")
+    __slots__ = ("state", "now", "derived")
 
-    def __init__(self, state: CustomerState, now: int) -> None:
+    def __init__(self, state: CustomerState, now: int, derived: Mapping[str, Callable[..., Any]] | None = None) -> None:
         super().__init__()
         self.state = state
         self.now = now
+        self.derived = derived or {}
 
     def __missing__(self, name: str) -> Any:
         fn = FEATURES.get(name)
         if fn is not None:
             value = fn(self.state, self.now)
+        elif name in self.derived:
+            value = self.derived[name](self, None, self.now)
         elif name.startswith(PROFILE_PREFIX):
             value = self.state.attributes.get(name[len(PROFILE_PREFIX) :])
         else:
@@ -293,7 +298,7 @@ class Features(dict[str, Any]):
 
     def all(self) -> dict[str, Any]:
         """Every feature, profile attributes included (for explanations)."""
-        names = [*FEATURES, *(PROFILE_PREFIX + a for a in self.state.attributes)]
+        names = [*FEATURES, *self.derived, *(PROFILE_PREFIX + a for a in self.state.attributes)]
         return {name: self[name] for name in names}
 
 

@@ -1,5 +1,6 @@
-"""Segmentation rules: rules file -> parsed -> compiled, pure ``RuleSet``."""
+"""Segmentation rules: rules file -> checked -> compiled, pure ``RuleSet``."""
 
-from engine.rules.ruleset import Decision, RuleSet, RulesError, load_rules, parse_rules
+from engine.rules.loader import check_rules, load_rules, parse_duration, parse_rules
+from engine.rules.ruleset import Decision, Dimension, Move, RuleSet, RulesError, Segment
 
-__all__ = ["Decision", "RuleSet", "RulesError", "load_rules", "parse_rules"]
+__all__ = ["Decision", "Dimension", "Move", "RuleSet", "RulesError", "Segment", "check_rules", "load_rules", "parse_duration", "parse_rules"]

@@ -3,7 +3,13 @@ compiled to Python closures. Rule text is never ``eval``-ed.
 
 Syntax is a subset of Python expressions: ``and or not``, comparisons (chained too),
 ``in`` / ``not in`` with a literal list, ``+ - * / %``, numbers, strings, ``true false
-null`` (or ``True False None``), feature names, and calls of the functions in ``FUNCTIONS``.
+null`` (or ``True False None``), feature names, and calls of the functions in
+``FUNCTIONS`` and ``TIME_FUNCTIONS`` (``days_since(ts)``, ``hours_since(ts)``, ``now()``,
+which read the decision's time).
+
+Names have types (number, string, boolean, any); the checker refuses comparisons and
+arithmetic that mix numbers and strings, so that such a rule fails ``rules check``
+instead of silently never matching.
 
 Missing values are ``null``: ordering comparisons and ``in`` with null are false,
 arithmetic with null is null, null is false where a condition is expected.
@@ -60,6 +66,17 @@ FUNCTIONS: dict[str, tuple[Callable[..., Any], int, int]] = {
     "round": (_null_safe(round), 1, 2),
 }
 
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+TIME_FUNCTIONS: dict[str, tuple[Callable[..., Any], int, int]] = {
+    # name: (function of (now, *args), min args, max args); timestamps are epoch ms
+    "days_since": (lambda now, ts: None if ts is None or now is None else (now - ts) / DAY_MS, 1, 1),
+    "hours_since": (lambda now, ts: None if ts is None or now is None else (now - ts) / HOUR_MS, 1, 1),
+    "now": (lambda now: now, 0, 0),
+}
+NUMBER, STRING, BOOLEAN, ANY = "number", "string", "boolean", "any"
+TypeOf = Callable[[str], "str | None"]  # name -> its type, None when unknown
+
 _COMPARE: dict[type, Callable[[Any, Any], bool]] = {
     ast.Eq: operator.eq,
     ast.NotEq: operator.ne,
@@ -87,18 +104,28 @@ class Expression:
     tree: ast.expr
 
     def __call__(self, env: Env) -> Any:
-        """Evaluate on its own (tests, tools); rules evaluate whole dimensions at once."""
-        return compile_conditions([self])(env, env.get("current"))[0] == 0
+        """Evaluate on its own (tests, tools): its value for these names (``now`` from env)."""
+        return compile_value(self)(env, env.get("current"), env.get("now"))
 
 
-def compile_expression(source: str, is_name: Callable[[str], bool]) -> Expression:
-    """Parse and check ``source``; ``is_name`` says which bare names exist."""
+def compile_expression(source: str, type_of: TypeOf | Callable[[str], bool]) -> Expression:
+    """Parse and check ``source``; ``type_of`` gives each bare name's type (or says whether
+    it exists, for callers without types)."""
+    text = source.strip()
     try:
-        tree = ast.parse(source.strip(), mode="eval")
+        tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
-        raise ExprError(f"syntax error: {exc.msg}", exc.offset or 1) from None
+        offset = exc.offset or 0
+        if not 1 <= offset <= len(text):
+            raise ExprError("syntax error: the condition ends too early", len(text) + 1) from None
+        raise ExprError(f"syntax error: {exc.msg}", offset) from None
+
+    def typed(name: str) -> str | None:
+        found = type_of(name)
+        return ANY if found is True else (None if found is False else found)  # type: ignore[return-value]
+
     names: set[str] = set()
-    _check(tree.body, is_name, names)
+    _check(tree.body, typed, names)
     return Expression(source, frozenset(names), tree.body)
 
 
@@ -106,44 +133,84 @@ def _col(node: ast.AST) -> int:
     return getattr(node, "col_offset", 0) + 1
 
 
-def _check(node: ast.AST, is_name: Callable[[str], bool], names: set[str]) -> None:
-    """Refuse every node outside the language; collect the names read."""
+def _check(node: ast.AST, type_of: Callable[[str], str | None], names: set[str]) -> str:  # noqa: C901
+    """Refuse every node outside the language; collect the names read; return the type."""
     match node:
-        case ast.Constant(value=value) if value is None or isinstance(value, (bool, int, float, str)):
-            return
+        case ast.Constant(value=value) if value is None:
+            return ANY
+        case ast.Constant(value=value) if isinstance(value, bool):
+            return BOOLEAN
+        case ast.Constant(value=value) if isinstance(value, (int, float)):
+            return NUMBER
+        case ast.Constant(value=value) if isinstance(value, str):
+            return STRING
         case ast.Name(id=name):
             if name in CONSTANTS:
-                return
-            if not is_name(name):
+                return BOOLEAN if isinstance(CONSTANTS[name], bool) else ANY
+            found = type_of(name)
+            if found is None:
                 raise ExprError(f"unknown feature {name!r}", _col(node))
             names.add(name)
+            return found
         case ast.BoolOp(values=values):
             for v in values:
-                _check(v, is_name, names)
-        case ast.UnaryOp(op=ast.Not() | ast.USub(), operand=operand):
-            _check(operand, is_name, names)
+                _check(v, type_of, names)
+            return BOOLEAN
+        case ast.UnaryOp(op=ast.Not(), operand=operand):
+            _check(operand, type_of, names)
+            return BOOLEAN
+        case ast.UnaryOp(op=ast.USub(), operand=operand):
+            _expect_number(operand, _check(operand, type_of, names), "'-'")
+            return NUMBER
         case ast.BinOp(op=op, left=left, right=right) if type(op) in _ARITH:
-            _check(left, is_name, names)
-            _check(right, is_name, names)
+            _expect_number(left, _check(left, type_of, names), "arithmetic")
+            _expect_number(right, _check(right, type_of, names), "arithmetic")
+            return NUMBER
         case ast.Compare(left=left, ops=ops, comparators=comparators):
-            _check(left, is_name, names)
+            lhs = _check(left, type_of, names)
             for op, right in zip(ops, comparators):
                 if isinstance(op, (ast.In, ast.NotIn)):
-                    _literal_list(right)
+                    for member in _literal_list(right):
+                        _expect_same(right, lhs, _type_of_value(member))
                 elif type(op) in _COMPARE:
-                    _check(right, is_name, names)
+                    rhs = _check(right, type_of, names)
+                    _expect_same(right, lhs, rhs)
+                    lhs = rhs
                 else:
                     raise ExprError(f"comparison {type(op).__name__} not allowed", _col(right))
+            return BOOLEAN
         case ast.Call(func=ast.Name(id=fname), args=args, keywords=[]):
-            if fname not in FUNCTIONS:
+            spec = FUNCTIONS.get(fname) or TIME_FUNCTIONS.get(fname)
+            if spec is None:
                 raise ExprError(f"unknown function {fname!r}", _col(node))
-            _, lo, hi = FUNCTIONS[fname]
+            _, lo, hi = spec
             if not lo <= len(args) <= hi:
                 raise ExprError(f"{fname}() takes {lo}..{hi} arguments, got {len(args)}", _col(node))
-            for a in args:
-                _check(a, is_name, names)
+            types = [_check(a, type_of, names) for a in args]
+            if fname != "coalesce":
+                for arg, t in zip(args, types):
+                    _expect_number(arg, t, f"{fname}()")
+            return NUMBER if fname != "coalesce" else (types[0] if len(set(types) - {ANY}) <= 1 else ANY)
         case _:
             raise ExprError(f"not allowed in a rule: {ast.unparse(node)!r}", _col(node))
+
+
+def _type_of_value(value: Any) -> str:
+    if value is None:
+        return ANY
+    if isinstance(value, bool):
+        return BOOLEAN
+    return NUMBER if isinstance(value, (int, float)) else STRING
+
+
+def _expect_number(node: ast.AST, found: str, what: str) -> None:
+    if found not in (NUMBER, ANY):
+        raise ExprError(f"type mismatch: {what} needs numbers, {ast.unparse(node)!r} is a {found}", _col(node))
+
+
+def _expect_same(node: ast.AST, left: str, right: str) -> None:
+    if ANY not in (left, right) and left != right and {left, right} != {NUMBER, BOOLEAN}:
+        raise ExprError(f"type mismatch: comparing a {left} with a {right} ({ast.unparse(node)!r})", _col(node))
 
 
 def _literal_list(node: ast.AST) -> frozenset[Any]:
@@ -197,6 +264,7 @@ HELPERS: dict[str, Any] = {
     **{f"_op_{op.__name__}": _arith(fn) for op, fn in _ARITH.items()},
     "_neg": lambda a: None if a is None else -a,
     **{f"_fn_{name}": fn for name, (fn, _, _) in FUNCTIONS.items()},
+    **{f"_tf_{name}": fn for name, (fn, _, _) in TIME_FUNCTIONS.items()},
 }
 
 
@@ -236,27 +304,60 @@ class _Translator:
                         parts.append(f"_cmp_{type(op).__name__}({lhs}, {rhs})")
                         lhs = rhs
                 return "(" + " and ".join(parts) + ")"
+            case ast.Call(func=ast.Name(id=fname), args=args) if fname in TIME_FUNCTIONS:
+                return f"_tf_{fname}(" + ", ".join(["now", *(self(a) for a in args)]) + ")"
             case ast.Call(func=ast.Name(id=fname), args=args):
                 return f"_fn_{fname}(" + ", ".join(self(a) for a in args) + ")"
         raise ExprError(f"not allowed in a rule: {ast.unparse(node)!r}", _col(node))
 
 
-def compile_conditions(conditions: list[Expression], current_name: str = "current") -> Callable[[Env, Any], tuple[int, tuple[Any, ...]]]:
-    """One function for an ordered list of conditions: (features, current) -> (the index of
-    the first that holds or -1, the values read in sorted name order). Each feature the
-    conditions read is read once, up front."""
-    names = sorted(set().union(*(c.names for c in conditions)) - {current_name}) if conditions else []
+Selector = Callable[[Env, Any, Any], tuple[int, tuple[Any, ...]]]
+
+
+def _build(lines: list[str], translate: _Translator, name: str) -> Any:
+    namespace: dict[str, Any] = {"__builtins__": {"bool": bool}, **HELPERS, **translate.constants}
+    exec(compile("\n".join(lines), f"<rules:{name}>", "exec"), namespace)  # noqa: S102 - source built from a checked AST only
+    return namespace[name]
+
+
+def _locals(expressions: list[Expression], current_name: str) -> tuple[list[str], dict[str, str]]:
+    names = sorted(set().union(*(e.names for e in expressions)) - {current_name}) if expressions else []
     local = {name: f"v{i}" for i, name in enumerate(names)}
     local[current_name] = "current"
+    return names, local
+
+
+def compile_dimension(segments: list[tuple[str, Expression, Expression]], current_name: str = "current") -> Selector:
+    """One function for an ordered list of segments (name, enter, stay):
+    (features, current, now) -> (index of the first segment that holds or -1, the values
+    read in sorted name order). A segment holds when it is the current one and its stay
+    condition holds, or it is not and its enter condition holds. Each feature is read
+    once, up front."""
+    names, local = _locals([e for _, enter, stay in segments for e in (enter, stay)], current_name)
     translate = _Translator(local)
-    lines = ["def _dimension(F, current):"]
-    for name in names:
-        lines.append(f"    {local[name]} = F[{name!r}]")
+    lines = ["def _dimension(F, current, now):"]
+    lines += [f"    {local[name]} = F[{name!r}]" for name in names]
     values = "(" + "".join(f"{local[name]}, " for name in names) + ")"
-    for index, cond in enumerate(conditions):
-        lines.append(f"    if {translate(cond.tree)}:")
-        lines.append(f"        return {index}, {values}")
+    for index, (segment, enter, stay) in enumerate(segments):
+        if enter is stay:
+            test = translate(enter.tree)
+        else:
+            test = f"((current == {segment!r} and {translate(stay.tree)}) or (current != {segment!r} and {translate(enter.tree)}))"
+        lines += [f"    if {test}:", f"        return {index}, {values}"]
     lines.append(f"    return -1, {values}")
-    namespace: dict[str, Any] = {"__builtins__": {"bool": bool}, **HELPERS, **translate.constants}
-    exec(compile("\n".join(lines), "<rules>", "exec"), namespace)  # noqa: S102 - source built from a checked AST only
-    return namespace["_dimension"]  # type: ignore[no-any-return]
+    return _build(lines, translate, "_dimension")  # type: ignore[no-any-return]
+
+
+def compile_conditions(conditions: list[Expression], current_name: str = "current") -> Selector:
+    """Plain first-match over conditions (no enter/stay distinction)."""
+    return compile_dimension([(f"#{i}", c, c) for i, c in enumerate(conditions)], current_name)
+
+
+def compile_value(expression: Expression, current_name: str = "current") -> Callable[[Env, Any, Any], Any]:
+    """(features, current, now) -> the expression's value (derived features)."""
+    names, local = _locals([expression], current_name)
+    translate = _Translator(local)
+    lines = ["def _value(F, current, now):"]
+    lines += [f"    {local[name]} = F[{name!r}]" for name in names]
+    lines.append(f"    return {translate(expression.tree)}")
+    return _build(lines, translate, "_value")  # type: ignore[no-any-return]

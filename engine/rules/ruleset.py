@@ -1,36 +1,29 @@
-"""A rules file (YAML) -> a compiled, pure ``RuleSet``.
+"""The compiled, pure rule set: dimensions of ordered segments, with hysteresis.
 
-The file declares dimensions; each is an ordered list of segments with a ``when``
-condition (first match wins) and a ``default`` segment (or none). Conditions may read
-any feature of ``engine.state.FEATURES``, profile attributes as ``profile_<name>``, and
-``current`` (the customer's segment in this dimension before this evaluation).
-
-    name: default
-    dimensions:
-      value_tier:
-        segments:
-          - {name: A, when: "spend_365d >= 250"}
-          - {name: B, when: "spend_365d >= 60"}
-        default: C
+A segment holds for a customer who is not in it when its ``enter`` condition holds, and
+for one who is in it while its ``stay`` condition holds (``when`` sets both). The first
+segment that holds wins; otherwise the dimension's ``default``. Moving *down* (to a later
+segment or the default) is held back by the current segment's ``min_dwell`` (no exit
+before that long in it) and ``exit_grace`` (exit only once stay has been false that
+long); moving *up* happens at once. See docs/rules.md.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-import yaml
-
-from engine.rules.expr import ExprError, Expression, compile_conditions, compile_expression
-from engine.state import is_known_feature
+from engine.rules.expr import Expression, Selector
 
 CURRENT = "current"
 
 
 class RulesError(ValueError):
-    """The rules file is invalid; the message names the file and the place."""
+    """The rules file is invalid; the message lists every problem as file:line:column: text."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +36,27 @@ class Decision:
 @dataclass(frozen=True, slots=True)
 class Segment:
     name: str
-    when: Expression
+    enter: Expression
+    stay: Expression
+    min_dwell_ms: int = 0
+    exit_grace_ms: int = 0
+
+    @property
+    def reason(self) -> str:
+        if self.enter is self.stay:
+            return self.enter.source
+        return f"enter: {self.enter.source}; stay: {self.stay.source}"
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """The outcome of evaluating one dimension for one customer."""
+
+    segment: str | None
+    index: int  # the segment that held (-1: default); may differ from ``segment`` when held back
+    values: tuple[Any, ...]
+    held_back: str | None = None  # "min_dwell" or "exit_grace" when a move down was held back
+    grace_started: int | None = None  # when stay first failed (exit_grace running)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,25 +64,41 @@ class Dimension:
     name: str
     segments: tuple[Segment, ...]
     default: str | None
-    reads: tuple[str, ...] = ()  # the features its conditions read (``current`` excluded)
-    # (features, current) -> (index of the first match or -1, values of ``reads``)
-    select: Callable[[Mapping[str, Any], str | None], tuple[int, tuple[Any, ...]]] = lambda f, c: (-1, ())
-    reasons: tuple[str, ...] = ()
-
-    @classmethod
-    def build(cls, name: str, segments: tuple[Segment, ...], default: str | None) -> Dimension:
-        reads = tuple(sorted(set().union(*(s.when.names for s in segments)) - {CURRENT})) if segments else ()
-        reasons = tuple(f"{name}.{s.name}: {s.when.source}" for s in segments)
-        return cls(name, segments, default, reads, compile_conditions([s.when for s in segments]), reasons)
+    reads: tuple[str, ...]  # the features its conditions read (``current`` excluded), sorted
+    select: Selector  # (features, current, now) -> (index of the first segment that holds or -1, values of ``reads``)
+    positions: dict[str, int] = field(default_factory=dict)  # segment name -> index
 
     def segment(self, index: int) -> str | None:
         return self.default if index < 0 else self.segments[index].name
 
-    def explain(self, index: int, values: tuple[Any, ...]) -> Decision:
+    def decide(self, features: Mapping[str, Any], current: str | None, now: int, since: int | None, grace_started: int | None) -> Move:
+        """Pure: where the customer goes in this dimension, hysteresis included."""
+        index, values = self.select(features, current, now)
+        target = self.segment(index)
+        position = self.positions.get(current) if current is not None else None
+        if target == current or position is None:
+            return Move(target, index, values)
+        if index != -1 and index < position:
+            return Move(target, index, values)  # up: at once
+        held = self.segments[position]
+        if held.min_dwell_ms and since is not None and now - since < held.min_dwell_ms:
+            return Move(current, index, values, held_back="min_dwell")
+        if held.exit_grace_ms:
+            started = grace_started if grace_started is not None else now
+            if now - started < held.exit_grace_ms:
+                return Move(current, index, values, held_back="exit_grace", grace_started=started)
+        return Move(target, index, values)
+
+    def explain(self, move: Move) -> Decision:
         """The decision with its reason and the values read: built only when it is published."""
-        read = {f: round(v, 4) if type(v) is float else v for f, v in zip(self.reads, values)}
-        reason = f"{self.name}: default" if index < 0 else self.reasons[index]
-        return Decision(self.segment(index), reason, read)
+        read = {f: round(v, 4) if type(v) is float else v for f, v in zip(self.reads, move.values)}
+        if move.held_back:
+            reason = f"{self.name}.{move.segment}: held by {move.held_back}"
+        elif move.index < 0:
+            reason = f"{self.name}: default"
+        else:
+            reason = f"{self.name}.{self.segments[move.index].name}: {self.segments[move.index].reason}"
+        return Decision(move.segment, reason, read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,56 +106,14 @@ class RuleSet:
     name: str
     content_hash: str
     dimensions: tuple[Dimension, ...]
+    derived: dict[str, Callable[[Mapping[str, Any], Any, Any], Any]] = field(default_factory=dict)
+    derived_sources: dict[str, str] = field(default_factory=dict)
     version: str = ""  # stamped on every change: the optional name plus the content hash
 
     @classmethod
-    def build(cls, name: str, content_hash: str, dimensions: tuple[Dimension, ...]) -> RuleSet:
-        return cls(name, content_hash, dimensions, f"{name}@{content_hash}" if name else content_hash)
+    def build(cls, name: str, content_hash: str, dimensions: tuple[Dimension, ...], **derived: Any) -> RuleSet:
+        return cls(name, content_hash, dimensions, version=f"{name}@{content_hash}" if name else content_hash, **derived)
 
-    def evaluate(self, features: Mapping[str, Any], current: Mapping[str, str]) -> dict[str, Decision]:
-        """Pure: the segment of every dimension for these features, explained."""
-        return {dim.name: dim.explain(*dim.select(features, current.get(dim.name))) for dim in self.dimensions}
-
-
-def _is_name(name: str) -> bool:
-    return name == CURRENT or is_known_feature(name)
-
-
-def parse_rules(text: str, origin: str = "<rules>") -> RuleSet:
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RulesError(f"{origin}: not valid YAML: {exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("dimensions"), dict) or not doc["dimensions"]:
-        raise RulesError(f"{origin}: expected a mapping with a non-empty 'dimensions' mapping")
-    dimensions = []
-    for dim_name, spec in doc["dimensions"].items():
-        where = f"{origin}: dimension {dim_name!r}"
-        if not isinstance(spec, dict) or not isinstance(spec.get("segments"), list):
-            raise RulesError(f"{where}: expected 'segments' (a list) and optional 'default'")
-        segments, seen = [], set()
-        for i, seg in enumerate(spec["segments"]):
-            if not isinstance(seg, dict) or not isinstance(seg.get("name"), str) or not isinstance(seg.get("when"), str):
-                raise RulesError(f"{where}: segment #{i + 1} needs a string 'name' and 'when'")
-            if seg["name"] in seen:
-                raise RulesError(f"{where}: duplicate segment {seg['name']!r}")
-            seen.add(seg["name"])
-            try:
-                segments.append(Segment(seg["name"], compile_expression(seg["when"], _is_name)))
-            except ExprError as exc:
-                raise RulesError(f"{where} segment {seg['name']!r}: column {exc.column}: {exc.message}") from None
-        default = spec.get("default")
-        if default is not None and not isinstance(default, str):
-            raise RulesError(f"{where}: 'default' must be a segment name or absent")
-        dimensions.append(Dimension.build(str(dim_name), tuple(segments), default))
-    name = doc.get("name") or ""
-    content_hash = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return RuleSet.build(str(name), content_hash, tuple(dimensions))
-
-
-def load_rules(path: Path) -> RuleSet:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RulesError(f"{path}: cannot read rules file: {exc.strerror}") from None
-    return parse_rules(text, str(path))
+    def evaluate(self, features: Mapping[str, Any], current: Mapping[str, str], now: int = 0) -> dict[str, Decision]:
+        """Pure, without hysteresis state (tools and tests): every dimension, explained."""
+        return {dim.name: dim.explain(dim.decide(features, current.get(dim.name), now, None, None)) for dim in self.dimensions}

@@ -1,0 +1,281 @@
+"""A rules file (YAML) -> a checked, compiled ``RuleSet``, or every problem in it with its
+file:line:column.
+
+    name: retail
+    features:                       # derived features: expressions over other features
+      avg_order_value: spend_total / orders_total
+    dimensions:
+      loyalty:
+        segments:
+          - name: gold
+            enter: spend_365d >= 5000
+            stay: spend_365d >= 4000
+            min_dwell: 30d
+            exit_grace: 14d
+          - name: silver
+            when: spend_365d >= 1000
+        default: bronze
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from engine.rules.expr import ANY, NUMBER, STRING, ExprError, Expression, compile_dimension, compile_expression, compile_value
+from engine.rules.ruleset import CURRENT, Dimension, RuleSet, RulesError, Segment
+from engine.state import FEATURES, PROFILE_PREFIX
+
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    line: int
+    column: int
+    message: str
+
+
+class _Checker:
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+        self.problems: list[Problem] = []
+
+    def at(self, node: Node, message: str, column_offset: int = 0) -> None:
+        self.problems.append(Problem(node.start_mark.line + 1, node.start_mark.column + 1 + column_offset, message))
+
+    def formatted(self) -> list[str]:
+        return [f"{self.origin}:{p.line}:{p.column}: {p.message}" for p in sorted(self.problems, key=lambda p: (p.line, p.column))]
+
+
+def parse_duration(text: str) -> int | None:
+    """'30d', '12h', '90m', '45s', '2w' -> milliseconds; None when not a duration."""
+    match = DURATION.match(text)
+    return None if match is None else int(float(match.group(1)) * UNIT_MS[match.group(2)])
+
+
+def _mapping(node: Node) -> list[tuple[ScalarNode, Node]]:
+    assert isinstance(node, MappingNode)
+    return node.value  # type: ignore[return-value]
+
+
+def base_type(name: str) -> str | None:
+    if name == CURRENT:
+        return STRING
+    if name in FEATURES:
+        return NUMBER
+    if name.startswith(PROFILE_PREFIX) and len(name) > len(PROFILE_PREFIX):
+        return ANY
+    return None
+
+
+def _expression(check: _Checker, node: Node, type_of: Any) -> Expression | None:
+    if not isinstance(node, ScalarNode) or node.tag.endswith(":null"):
+        check.at(node, "expected an expression")
+        return None
+    quoted = 1 if node.style in ("'", '"') else 0
+    try:
+        return compile_expression(str(node.value), type_of)
+    except ExprError as exc:
+        check.at(node, exc.message, quoted + exc.column - 1)
+        return None
+
+
+def _derived(check: _Checker, node: Node | None) -> tuple[dict[str, Expression], dict[str, str]]:
+    """Derived features, checked in dependency order; cycles are errors."""
+    if node is None:
+        return {}, {}
+    if not isinstance(node, MappingNode):
+        check.at(node, "'features' must be a mapping of name: expression")
+        return {}, {}
+    specs: dict[str, ScalarNode] = {}
+    keys: dict[str, ScalarNode] = {}
+    for key, value in _mapping(node):
+        name = str(key.value)
+        if name in specs or name in FEATURES or name == CURRENT:
+            check.at(key, f"duplicate feature name {name!r}")
+            continue
+        if not NAME.match(name):
+            check.at(key, f"feature name {name!r} is not an identifier")
+            continue
+        specs[name] = value  # type: ignore[assignment]
+        keys[name] = key
+    types: dict[str, str] = {}
+    compiled: dict[str, Expression] = {}
+    visiting: list[str] = []
+
+    def visit(name: str) -> str | None:
+        if name in types:
+            return types[name]
+        if name in visiting:
+            cycle = " -> ".join([*visiting[visiting.index(name) :], name])
+            check.at(keys[visiting[visiting.index(name)]], f"dependency cycle: {cycle}")
+            return None
+        visiting.append(name)
+        expr = _expression(check, specs[name], lambda n: visit(n) if n in specs else base_type(n))
+        visiting.pop()
+        if expr is None:
+            types[name] = ANY
+            return None
+        compiled[name] = expr
+        types[name] = ANY
+        return ANY
+
+    for name in specs:
+        visit(name)
+    return compiled, types
+
+
+def _segment(check: _Checker, node: Node, type_of: Any, seen: dict[str, Node]) -> Segment | None:
+    if not isinstance(node, MappingNode):
+        check.at(node, "a segment is a mapping with 'name' and 'when' (or 'enter' and 'stay')")
+        return None
+    fields = {str(k.value): (k, v) for k, v in _mapping(node)}
+    name_node = fields.get("name", (None, None))[1]
+    if not isinstance(name_node, ScalarNode) or not name_node.value:
+        check.at(node, "segment needs a 'name'")
+        return None
+    name = str(name_node.value)
+    if name in seen:
+        check.at(name_node, f"duplicate segment {name!r}")
+    seen[name] = name_node
+    for key, _ in fields.values():
+        if key.value not in ("name", "when", "enter", "stay", "min_dwell", "exit_grace", "description"):
+            check.at(key, f"unknown segment field {key.value!r}")
+    if "when" in fields and ("enter" in fields or "stay" in fields):
+        check.at(fields["when"][0], "use either 'when' or 'enter'/'stay', not both")
+        return None
+    if "when" in fields:
+        enter = stay = _expression(check, fields["when"][1], type_of)
+    elif "enter" in fields and "stay" in fields:
+        enter = _expression(check, fields["enter"][1], type_of)
+        stay = _expression(check, fields["stay"][1], type_of)
+    else:
+        check.at(name_node, f"segment {name!r} needs 'when', or both 'enter' and 'stay'")
+        return None
+    durations = {}
+    for key in ("min_dwell", "exit_grace"):
+        if key in fields:
+            value = fields[key][1]
+            ms = parse_duration(str(value.value)) if isinstance(value, ScalarNode) else None
+            if ms is None:
+                check.at(value, f"bad duration {getattr(value, 'value', '')!r}: use a number and s, m, h, d or w (e.g. 14d)")
+            durations[key] = ms or 0
+    if enter is None or stay is None:
+        return None
+    return Segment(name, enter, stay, durations.get("min_dwell", 0), durations.get("exit_grace", 0))
+
+
+def _always_true(expr: Expression) -> bool:
+    return expr.source.strip() in ("true", "True")
+
+
+def _dimension(check: _Checker, key: ScalarNode, node: Node, type_of: Any) -> Dimension | None:
+    name = str(key.value)
+    if not isinstance(node, MappingNode):
+        check.at(node, f"dimension {name!r} must be a mapping with 'segments'")
+        return None
+    fields = {str(k.value): (k, v) for k, v in _mapping(node)}
+    for k, _ in fields.values():
+        if k.value not in ("segments", "default", "description"):
+            check.at(k, f"unknown dimension field {k.value!r}")
+    seg_node = fields.get("segments", (None, None))[1]
+    if not isinstance(seg_node, SequenceNode):
+        check.at(key, f"dimension {name!r} needs a 'segments' list")
+        return None
+    seen: dict[str, Node] = {}
+    segments: list[Segment] = []
+    conditions: dict[str, Node] = {}
+    shadowed_by: str | None = None
+    for item in seg_node.value:
+        segment = _segment(check, item, type_of, seen)
+        if segment is None:
+            continue
+        if shadowed_by is not None:
+            check.at(item, f"unreachable segment {segment.name!r}: {shadowed_by!r} before it always matches")
+        elif segment.enter.source.strip() in conditions:
+            check.at(item, f"unreachable segment {segment.name!r}: same condition as an earlier segment")
+        conditions.setdefault(segment.enter.source.strip(), item)
+        if _always_true(segment.enter) and _always_true(segment.stay):
+            shadowed_by = segment.name
+        segments.append(segment)
+    default_node = fields.get("default", (None, None))[1]
+    default = None
+    if default_node is not None:
+        if not isinstance(default_node, ScalarNode) or default_node.tag.endswith(":null"):
+            check.at(default_node, "'default' must be a segment name")
+        else:
+            default = str(default_node.value)
+            if default in seen:
+                check.at(default_node, f"duplicate segment {default!r}: the default is also listed")
+            if shadowed_by is not None:
+                check.at(default_node, f"unreachable default: {shadowed_by!r} always matches")
+    triples = [(s.name, s.enter, s.stay) for s in segments]
+    reads = tuple(sorted(set().union(*(e.names for s in segments for e in (s.enter, s.stay))) - {CURRENT})) if segments else ()
+    return Dimension(name, tuple(segments), default, reads, compile_dimension(triples), {s.name: i for i, s in enumerate(segments)})
+
+
+def check_rules(text: str, origin: str = "<rules>") -> tuple[RuleSet | None, list[str]]:
+    """Every problem in the file, as 'origin:line:column: message'; the RuleSet when none."""
+    check = _Checker(origin)
+    try:
+        root = yaml.compose(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        return None, [f"{origin}:{line}:{col}: not valid YAML: {exc.problem}"]
+    if not isinstance(root, MappingNode):
+        return None, [f"{origin}:1:1: expected a mapping with 'dimensions'"]
+    top = {str(k.value): (k, v) for k, v in _mapping(root)}
+    for k, _ in top.values():
+        if k.value not in ("name", "description", "features", "dimensions"):
+            check.at(k, f"unknown top-level field {k.value!r}")
+    derived, derived_types = _derived(check, top.get("features", (None, None))[1])
+
+    def type_of(name: str) -> str | None:
+        return derived_types.get(name) or base_type(name)
+
+    dims_node = top.get("dimensions", (None, None))[1]
+    dimensions: list[Dimension] = []
+    if not isinstance(dims_node, MappingNode) or not dims_node.value:
+        check.at(dims_node or root, "expected a non-empty 'dimensions' mapping")
+    else:
+        seen: set[str] = set()
+        for key, node in _mapping(dims_node):
+            if key.value in seen:
+                check.at(key, f"duplicate dimension {key.value!r}")
+                continue
+            seen.add(str(key.value))
+            dim = _dimension(check, key, node, type_of)
+            if dim is not None:
+                dimensions.append(dim)
+    if check.problems:
+        return None, check.formatted()
+    name_node = top.get("name", (None, None))[1]
+    name = str(name_node.value) if isinstance(name_node, ScalarNode) and name_node.value else ""
+    content_hash = hashlib.sha256(text.encode()).hexdigest()[:12]
+    fns = {n: compile_value(e) for n, e in derived.items()}
+    return RuleSet.build(name, content_hash, tuple(dimensions), derived=fns, derived_sources={n: e.source for n, e in derived.items()}), []
+
+
+def parse_rules(text: str, origin: str = "<rules>") -> RuleSet:
+    rules, problems = check_rules(text, origin)
+    if rules is None:
+        raise RulesError("\n".join(problems), problems)
+    return rules
+
+
+def load_rules(path: Path) -> RuleSet:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RulesError(f"{path}:1:1: cannot read rules file: {exc.strerror}") from None
+    return parse_rules(text, str(path))
