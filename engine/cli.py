@@ -5,6 +5,7 @@
     segengine demo    the CDNOW demo on the embedded stack
     segengine demo-produce   only produce the demo stream to the configured Kafka
     segengine topics create  create the topics of topics/topics.yaml on the configured Kafka
+    segengine rules check|explain|simulate   rules tooling for marketers
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from engine.settings import Settings
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="segengine: streaming customer segmentation.")
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics, as declared in topics/topics.yaml.")
 app.add_typer(topics_app, name="topics")
+rules_app = typer.Typer(no_args_is_help=True, help="Check rules, explain a customer's segments, preview a change.")
+app.add_typer(rules_app, name="rules")
+out = Console()
 console = Console(stderr=True)
 
 
@@ -158,6 +162,158 @@ def demo_produce(limit: Optional[int] = typer.Option(None, help="only the first 
     from engine.demo import produce_demo
 
     _run(produce_demo(bootstrap, limit))
+
+
+def _at(at: Optional[str]) -> int:
+    """--at: an RFC 3339 time or a date (for replayed history); default the wall clock."""
+    from datetime import datetime, timezone
+
+    from engine.clock import wall_ms
+
+    if at is None:
+        return wall_ms()
+    try:
+        parsed = datetime.fromisoformat(at)
+    except ValueError:
+        console.print(f"[red]--at {at!r} is not a date or an RFC 3339 time[/red]")
+        raise typer.Exit(2) from None
+    return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+
+
+def _load_rules_or_exit(path: Path):  # type: ignore[no-untyped-def]
+    from engine.rules import check_files
+
+    rules, problems = check_files(path)
+    for problem in problems:
+        console.print(problem, markup=False, highlight=False)
+    if rules is None:
+        raise typer.Exit(1)
+    return rules
+
+
+def _require_redis(settings: Settings) -> str:
+    if not settings.redis_url:
+        console.print("[red]set SEGENGINE_REDIS_URL[/red] to the engine's Redis")
+        raise typer.Exit(2)
+    return settings.redis_url
+
+
+@rules_app.command("check")
+def rules_check(path: Path = typer.Argument(..., help="a rules file or a folder of rule packs")) -> None:
+    """Exit 1 with file:line:column: message for every error; 0 when the rules are valid."""
+    rules = _load_rules_or_exit(path)
+    dims = ", ".join(f"{d.name} ({len(d.segments) + (d.default is not None)})" for d in rules.dimensions)
+    out.print(f"ok: {rules.version}: {len(rules.dimensions)} dimensions: {dims}", highlight=False)
+
+
+@rules_app.command("explain")
+def rules_explain(
+    customer_id: str,
+    rules_path: Optional[Path] = typer.Option(None, "--rules", help="rules (default: SEGENGINE_RULES_FILE)"),
+    at: Optional[str] = typer.Option(None, help="evaluate at this time (default: now)"),
+    as_json: bool = typer.Option(False, "--json", help="JSON output for scripts"),
+) -> None:
+    """A customer's features, and for each dimension the segment, the rule that matched and the values it read."""
+    settings = _settings(rules_file=rules_path)
+    redis_url = _require_redis(settings)
+    rules = _load_rules_or_exit(settings.rules_file)
+
+    async def main() -> None:
+        from engine.rules.tools import explain
+        from engine.state import CustomerState
+        from engine.store_redis import RedisStore, connect
+
+        redis = connect(redis_url)
+        try:
+            loaded = await RedisStore(redis).load_state(customer_id)
+        finally:
+            await redis.aclose()
+        if loaded.blob is None:
+            console.print(f"[red]no state for customer {customer_id!r}[/red]")
+            raise typer.Exit(1)
+        report = explain(rules, CustomerState.loads(loaded.blob), _at(at))
+        if as_json:
+            import orjson
+
+            sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+            return
+        from rich.table import Table
+
+        table = Table(title=f"{customer_id}: segments ({report['rules_version']})")
+        for column in ("dimension", "stored", "now", "rule", "values read"):
+            table.add_column(column)
+        for name, d in report["dimensions"].items():
+            table.add_row(name, str(d["stored"]), str(d["segment"]), d["reason"], ", ".join(f"{k}={v}" for k, v in d["read"].items()))
+        out.print(table)
+        features = Table(title="features")
+        features.add_column("feature")
+        features.add_column("value", justify="right")
+        for k, v in report["features"].items():
+            if v not in (None, 0, 0.0):
+                features.add_row(k, str(v))
+        out.print(features)
+
+    _run(main())
+
+
+@rules_app.command("simulate")
+def rules_simulate(
+    new_rules: Path = typer.Argument(..., help="the rules file or folder to preview"),
+    at: Optional[str] = typer.Option(None, help="evaluate at this time (default: now)"),
+    sample: Optional[int] = typer.Option(None, help="only the first N customers found"),
+    as_json: bool = typer.Option(False, "--json", help="JSON output for scripts"),
+) -> None:
+    """Who would move if NEW_RULES went live: per dimension, a from -> to matrix. Emits nothing."""
+    settings = _settings()
+    redis_url = _require_redis(settings)
+    rules = _load_rules_or_exit(new_rules)
+    now = _at(at)
+
+    async def main() -> None:
+        from collections import Counter
+
+        from rich.progress import Progress
+
+        from engine.rules.tools import simulate
+        from engine.state import CustomerState
+        from engine.store_redis import RedisStore, connect
+
+        redis = connect(redis_url)
+        store = RedisStore(redis)
+        totals: dict[str, Counter[tuple[str | None, str | None]]] = {}
+        seen = 0
+        try:
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task("evaluating customers", total=None)
+                async for ids in store.scan_customers():
+                    ids = ids[: None if sample is None else max(0, sample - seen)]
+                    loaded = await store.load(ids)
+                    for dim, counts in simulate(rules, (CustomerState.loads(l.blob) for l in loaded.values()), now).items():
+                        totals.setdefault(dim, Counter()).update(counts)
+                    seen += len(ids)
+                    progress.update(task, completed=seen)
+                    if sample is not None and seen >= sample:
+                        break
+        finally:
+            await redis.aclose()
+        if as_json:
+            import orjson
+
+            report = {d: [{"from": a, "to": b, "customers": n} for (a, b), n in sorted(c.items(), key=str)] for d, c in totals.items()}
+            sys.stdout.write(orjson.dumps({"customers": seen, "rules_version": rules.version, "moves": report}).decode() + "\n")
+            return
+        from rich.table import Table
+
+        out.print(f"{seen:,} customers evaluated with {rules.version}; nothing was emitted")
+        for dim, counts in totals.items():
+            table = Table(title=f"{dim}: from -> to")
+            for column in ("from", "to", "customers", ""):
+                table.add_column(column)
+            for (a, b), n in sorted(counts.items(), key=lambda kv: -kv[1]):
+                table.add_row(str(a), str(b), f"{n:,}", "" if a == b else "moves")
+            out.print(table)
+
+    _run(main())
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, description="redis://host:port/db; unset = embedded redis-server")
     group_id: str = "segengine"
     topics_file: Path = REPO_ROOT / "topics" / "topics.yaml"
-    rules_file: Path = REPO_ROOT / "rules" / "default.yaml"
+    rules_file: Path = Field(REPO_ROOT / "rules", description="a rules file, or a folder of rule packs (*.yaml)")
     clock: Literal["wall", "event"] = Field(
         "wall", description="wall: now is the wall clock; event: now is the event-time watermark (replays)"
     )

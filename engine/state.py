@@ -223,8 +223,8 @@ def _purchases_in(state: CustomerState, now: int, days: int) -> tuple[int, float
     return count, total
 
 
-def _browse_in(state: CustomerState, now: int, days: int, action: str) -> int:
-    first = (now - days * DAY_MS) // HOUR_MS + 1
+def _browse_in(state: CustomerState, now: int, days: float, action: str) -> int:
+    first = int(now - days * DAY_MS) // HOUR_MS + 1
     last = now // HOUR_MS
     index = _ACTION_INDEX[action]
     return sum(c[index] for b, c in state.browse.items() if first <= int(b) <= last)
@@ -262,6 +262,8 @@ for _days in PURCHASE_WINDOWS_DAYS:
 for _days in BROWSE_WINDOWS_DAYS:
     for _action in ACTIONS:
         FEATURES[f"{_action}_{_days}d"] = lambda s, now, d=_days, a=_action: _browse_in(s, now, d, a)
+for _action in ACTIONS:  # the last 24 hours, at hour granularity
+    FEATURES[f"{_action}_24h"] = lambda s, now, a=_action: _browse_in(s, now, 1, a)
 for _kind in ("nps", "csat", "review"):
     FEATURES[f"last_{_kind}"] = lambda s, now, k=_kind: (s.feedback.get(k) or [None])[0]
 PROFILE_PREFIX = "profile_"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Iterable
+from typing import AsyncIterator, Iterable
 
 import hiredis
 from redis.asyncio import Redis
@@ -115,6 +115,18 @@ class RedisStore:
             dimension, _, segment = (field.decode() if isinstance(field, bytes) else field).partition(FIELD_SEP)
             out.setdefault(dimension, {})[segment] = int(count)
         return out
+
+    async def scan_customers(self, count: int = 1000) -> AsyncIterator[list[str]]:
+        """Every customer id with a state, in chunks (SCAN: never blocks Redis for long)."""
+        chunk: list[str] = []
+        async for key in self.redis.scan_iter(match="seg:{*}:state", count=count):
+            text = key.decode() if isinstance(key, bytes) else key
+            chunk.append(text[len("seg:{") : -len("}:state")])
+            if len(chunk) >= count:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
 
     async def load_state(self, customer_id: str) -> Loaded:
         v, s, p = await self.redis.hmget(state_key(customer_id), "v", "s", "p")

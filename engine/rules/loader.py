@@ -273,9 +273,57 @@ def parse_rules(text: str, origin: str = "<rules>") -> RuleSet:
     return rules
 
 
+def rule_files(path: Path) -> list[Path]:
+    """A rules file, or a folder of rule packs (every *.yaml in it, in name order)."""
+    if path.is_dir():
+        files = sorted(path.glob("*.yaml"))
+        if not files:
+            raise RulesError(f"{path}:1:1: no *.yaml rule packs in this folder")
+        return files
+    return [path]
+
+
+def check_files(path: Path) -> tuple[RuleSet | None, list[str]]:
+    """Check a rules file or a folder of packs; packs may not repeat a dimension or feature."""
+    packs: list[RuleSet] = []
+    problems: list[str] = []
+    texts: list[str] = []
+    for file in rule_files(path):
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            problems.append(f"{file}:1:1: cannot read rules file: {exc.strerror}")
+            continue
+        rules, found = check_rules(text, str(file))
+        problems += found
+        texts.append(text)
+        if rules is not None:
+            packs.append(rules)
+    if problems:
+        return None, problems
+    if len(packs) == 1 and not path.is_dir():
+        return packs[0], []
+    dimensions: dict[str, Dimension] = {}
+    derived: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for file, pack in zip(rule_files(path), packs):
+        for dim in pack.dimensions:
+            if dim.name in dimensions:
+                problems.append(f"{file}:1:1: dimension {dim.name!r} is also defined by another pack")
+            dimensions[dim.name] = dim
+        for name, fn in pack.derived.items():
+            if name in derived and sources[name] != pack.derived_sources[name]:
+                problems.append(f"{file}:1:1: feature {name!r} is defined differently by another pack")
+            derived[name] = fn
+            sources[name] = pack.derived_sources[name]
+    if problems:
+        return None, problems
+    content_hash = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:12]
+    return RuleSet.build(path.name, content_hash, tuple(dimensions.values()), derived=derived, derived_sources=sources), []
+
+
 def load_rules(path: Path) -> RuleSet:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RulesError(f"{path}:1:1: cannot read rules file: {exc.strerror}") from None
-    return parse_rules(text, str(path))
+    rules, problems = check_files(path)
+    if rules is None:
+        raise RulesError("\n".join(problems), problems)
+    return rules

@@ -10,12 +10,17 @@ from hypothesis import strategies as st
 
 from engine.events import Event, Source
 from engine.evaluate import CHANGES_TOPIC, MEMBERS_TOPIC, fold_customer
-from engine.rules import RulesError, load_rules, parse_rules
+from engine.rules import parse_rules
 from engine.rules.expr import ExprError, compile_expression
 from engine.state import DAY_MS, CustomerState
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT = load_rules(ROOT / "rules" / "default.yaml")
+# The two first dimensions: value tier, then lifecycle.
+DEFAULT = parse_rules(
+    "name: t\ndimensions:\n"
+    + (ROOT / "rules" / "value_tier.yaml").read_text().split("dimensions:\n", 1)[1]
+    + (ROOT / "rules" / "lifecycle.yaml").read_text().split("dimensions:\n", 1)[1]
+)
 T0 = 1_600_000_000_000
 
 
