@@ -75,7 +75,7 @@ def _run(coro: object) -> None:
 
 @app.command()
 def run(
-    rules: Optional[Path] = typer.Option(None, help="rules file (default: rules/default.yaml)"),
+    rules: Optional[Path] = typer.Option(None, help="rules file or folder of packs (default: rules/)"),
     clock: Optional[str] = typer.Option(None, help="wall (live) or event (replay of history)"),
     metrics_port: Optional[int] = typer.Option(None, help="serve /metrics on this port (0 = off)"),
 ) -> None:

@@ -142,7 +142,8 @@ def _feedback(n: int, cid: str, ts: int, rng: random.Random) -> dict[str, Any]:
 def _profile(n: int, cid: str, ts: int, rng: random.Random) -> dict[str, Any]:
     return {
         "event_id": f"syn-{n}", "customer_id": cid, "type": "profile", "ts": ts, "source": "crm",
-        "attributes": {"age": rng.randint(18, 75), "gender": rng.choice(("f", "m", "x")), "city": rng.choice(CITIES)},
+        "attributes": {"age": rng.randint(18, 75), "gender": rng.choice(("f", "m", "x")), "city": rng.choice(CITIES),
+                       "income_band": rng.choice(("low", "middle", "middle", "high"))},
     }  # fmt: skip
 
 

@@ -132,7 +132,7 @@ def _fold_one(
     result.count(event, "applied")
     now = max(now_for(event.ts), state.max_ts or 0)  # never decide before what the customer did
     cause = {"kind": "event", "event_id": event.event_id, "topic": src.topic, "partition": src.partition, "offset": src.offset}
-    outputs = decide(rules, state, customer_id, now, cause, f"{tp}:{src.offset}", result)
+    outputs = decide(rules, state, customer_id, now, cause, f"{tp}:{src.offset}", result, event.type)
     for out in outputs:
         out = Output(out.topic, out.key, out.value, tp, src.offset)
         state.pending.append(out.to_pending())
@@ -147,8 +147,10 @@ def decide(
     cause: dict[str, Any],
     cause_key: str,
     result: FoldResult,
+    event_type: str | None = None,
 ) -> list[Output]:
-    """Evaluate every dimension; update ``state.members``; return the records to publish."""
+    """Evaluate the dimensions (after an event, only those whose inputs it can change, and
+    those the customer is not in yet); update ``state.members``; return the records to publish."""
     features = Features(state, now, rules.derived)
     members = state.members
     since = state.member_since
@@ -158,7 +160,14 @@ def decide(
     for dim in rules.dimensions:
         dimension = dim.name
         old = members.get(dimension)
-        move = dim.decide(features, old, now, since.get(dimension), grace.get(dimension))
+        if event_type is not None and event_type not in dim.triggers and (old is not None or dimension in grace):
+            continue
+        index, values = dim.select(features, old, now)
+        if index >= 0 and dim.segments[index].name == old or index < 0 and dim.default == old:
+            if dimension in grace:  # stay holds again
+                del grace[dimension]
+            continue
+        move = dim.resolve(index, values, old, now, since.get(dimension), grace.get(dimension))
         if move.grace_started is not None:
             grace[dimension] = move.grace_started
         elif dimension in grace:

@@ -13,6 +13,7 @@ that those offsets caused.
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -120,6 +121,9 @@ class BatchProcessor:
                 by_customer[result.customer_id].append(result)
                 lag_ms.append(now - result.ts)
 
+        for cid, events in by_customer.items():
+            if len(events) > 1 and len({(e.source.topic, e.source.partition) for e in events}) > 1:
+                by_customer[cid] = _merge_by_time(events)
         outputs = await self._apply(by_customer, rejected, stats)
         out_records: list[OutRecord] = []
         for rej in rejected:
@@ -192,6 +196,15 @@ class BatchProcessor:
                 log.error("event at %s:%d:%d failed in processing: %r", bad.source.topic, bad.source.partition, bad.source.offset, exc.cause)
                 rejected.append(_rejected(bad, "processing_error", f"processing failed: {type(exc.cause).__name__}"))
                 events = events[: exc.index] + events[exc.index + 1 :]
+
+
+def _merge_by_time(events: list[Event]) -> list[Event]:
+    """One customer's events from several topics, merged by event time; each
+    topic-partition's own records keep their offset order (the applied-offset check needs it)."""
+    per_tp: dict[tuple[str, int], list[Event]] = defaultdict(list)
+    for e in events:
+        per_tp[(e.source.topic, e.source.partition)].append(e)
+    return list(heapq.merge(*per_tp.values(), key=lambda e: e.ts))
 
 
 def _rejected(event: Event, code: str, message: str) -> Rejected:

@@ -12,6 +12,8 @@ it can no longer fall into any window, lifetime totals are kept as counters.
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_right
+from operator import itemgetter
 from typing import Any, Callable, Mapping
 
 import orjson
@@ -211,23 +213,44 @@ def _days_since(ts: int | None, now: int) -> float | None:
     return None if ts is None else (now - ts) / DAY_MS
 
 
-def _purchases_in(state: CustomerState, now: int, days: int) -> tuple[int, float]:
-    start = now - days * DAY_MS
-    count, total = 0, 0.0
-    for ts, amount in reversed(state.purchases):
-        if ts <= start:
-            break
-        if ts <= now:
-            count += 1
-            total += amount
-    return count, total
+_first = itemgetter(0)
+_PURCHASE_KEYS = [(f"orders_{d}d", f"spend_{d}d", d * DAY_MS) for d in PURCHASE_WINDOWS_DAYS]
 
 
-def _browse_in(state: CustomerState, now: int, days: float, action: str) -> int:
-    first = int(now - days * DAY_MS) // HOUR_MS + 1
+def _purchase_windows(state: CustomerState, now: int) -> dict[str, Any]:
+    """orders_<d>d and spend_<d>d for every window (purchases are sorted by time)."""
+    purchases = state.purchases
+    end = bisect_right(purchases, now, key=_first)
+    out: dict[str, Any] = {}
+    for orders_key, spend_key, span in _PURCHASE_KEYS:
+        start = bisect_right(purchases, now - span, 0, end, key=_first)
+        out[orders_key] = end - start
+        out[spend_key] = round(sum(p[1] for p in purchases[start:end]), 2) if end > start else 0.0
+    return out
+
+
+BROWSE_WINDOWS_HOURS = {"24h": 24, **{f"{d}d": d * 24 for d in BROWSE_WINDOWS_DAYS}}
+
+
+_BROWSE_KEYS = [([f"{a}_{w}" for a in ACTIONS], hours) for w, hours in BROWSE_WINDOWS_HOURS.items()]
+_NO_BROWSE = {key: 0 for keys, _ in _BROWSE_KEYS for key in keys}
+
+
+def _browse_windows(state: CustomerState, now: int) -> dict[str, Any]:
+    """<action>_<window> for every action and window, in one pass over the hour buckets."""
+    if not state.browse:
+        return _NO_BROWSE
     last = now // HOUR_MS
-    index = _ACTION_INDEX[action]
-    return sum(c[index] for b, c in state.browse.items() if first <= int(b) <= last)
+    out: dict[str, Any] = {}
+    buckets = [(int(b), c) for b, c in state.browse.items()]
+    for keys, hours in _BROWSE_KEYS:
+        first = last - hours + 1
+        sums = [0] * len(ACTIONS)
+        for hour, counts in buckets:
+            if first <= hour <= last:
+                sums = [x + y for x, y in zip(sums, counts)]
+        out.update(zip(keys, sums))
+    return out
 
 
 def _last_gap_days(state: CustomerState) -> int | None:
@@ -256,17 +279,39 @@ FEATURES: dict[str, FeatureFn] = {
     "complaints_90d": lambda s, now: sum(1 for t in s.complaints if now - COMPLAINT_WINDOW_DAYS * DAY_MS < t <= now),
     "days_since_first_seen": lambda s, now: _days_since(s.first_seen, now),
 }
+# Window features are computed in groups (one pass fills every window): see Features.
+GROUPS: dict[str, Callable[[CustomerState, int], dict[str, Any]]] = {}
 for _days in PURCHASE_WINDOWS_DAYS:
-    FEATURES[f"orders_{_days}d"] = lambda s, now, d=_days: _purchases_in(s, now, d)[0]
-    FEATURES[f"spend_{_days}d"] = lambda s, now, d=_days: round(_purchases_in(s, now, d)[1], 2)
-for _days in BROWSE_WINDOWS_DAYS:
+    GROUPS[f"orders_{_days}d"] = GROUPS[f"spend_{_days}d"] = _purchase_windows
+for _window in BROWSE_WINDOWS_HOURS:
     for _action in ACTIONS:
-        FEATURES[f"{_action}_{_days}d"] = lambda s, now, d=_days, a=_action: _browse_in(s, now, d, a)
-for _action in ACTIONS:  # the last 24 hours, at hour granularity
-    FEATURES[f"{_action}_24h"] = lambda s, now, a=_action: _browse_in(s, now, 1, a)
+        GROUPS[f"{_action}_{_window}"] = _browse_windows
+for _name in GROUPS:
+    FEATURES[_name] = lambda s, now, n=_name: GROUPS[n](s, now)[n]
 for _kind in ("nps", "csat", "review"):
     FEATURES[f"last_{_kind}"] = lambda s, now, k=_kind: (s.feedback.get(k) or [None])[0]
 PROFILE_PREFIX = "profile_"
+EVENT_TYPES = frozenset({"purchase", "refund", "browse", "feedback", "profile", "erase"})
+
+
+def changed_by(feature: str) -> frozenset[str]:
+    """The event types whose arrival can change this feature's value (erase changes all).
+    Time alone changes windowed and days_since features too: that is the timers' part."""
+    if feature.startswith(PROFILE_PREFIX):
+        kinds = {"profile"}
+    elif feature in ("refunds_total", "refund_amount_total"):
+        kinds = {"refund"}
+    elif feature == "net_spend_total":
+        kinds = {"purchase", "refund"}
+    elif feature.startswith(("orders_", "spend_")) or "purchase" in feature or feature == "last_gap_days":
+        kinds = {"purchase"}
+    elif feature.startswith(ACTIONS) or "browse" in feature:
+        kinds = {"browse"}
+    elif feature.startswith("last_") or feature.startswith("complaints_"):
+        kinds = {"feedback"}
+    else:
+        kinds = set(EVENT_TYPES)
+    return frozenset(kinds | {"erase"})
 
 
 class Features(dict[str, Any]):
@@ -286,6 +331,10 @@ class Features(dict[str, Any]):
         self.derived = derived or {}
 
     def __missing__(self, name: str) -> Any:
+        group = GROUPS.get(name)
+        if group is not None:
+            self.update(group(self.state, self.now))
+            return self[name]
         fn = FEATURES.get(name)
         if fn is not None:
             value = fn(self.state, self.now)

@@ -30,7 +30,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from engine.rules.expr import ANY, NUMBER, STRING, ExprError, Expression, compile_dimension, compile_expression, compile_value
 from engine.rules.ruleset import CURRENT, Dimension, RuleSet, RulesError, Segment
-from engine.state import FEATURES, PROFILE_PREFIX
+from engine.state import FEATURES, PROFILE_PREFIX, changed_by
 
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -178,7 +178,23 @@ def _always_true(expr: Expression) -> bool:
     return expr.source.strip() in ("true", "True")
 
 
-def _dimension(check: _Checker, key: ScalarNode, node: Node, type_of: Any) -> Dimension | None:
+def _triggers(names: set[str], derived: dict[str, Expression]) -> frozenset[str]:
+    """Event types that can change any of these features, through derived ones too."""
+    kinds: set[str] = set()
+    todo, seen = list(names), set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name == CURRENT:
+            continue
+        seen.add(name)
+        if name in derived:
+            todo.extend(derived[name].names)
+        else:
+            kinds |= changed_by(name)
+    return frozenset(kinds)
+
+
+def _dimension(check: _Checker, key: ScalarNode, node: Node, type_of: Any, derived: dict[str, Expression]) -> Dimension | None:
     name = str(key.value)
     if not isinstance(node, MappingNode):
         check.at(node, f"dimension {name!r} must be a mapping with 'segments'")
@@ -220,7 +236,8 @@ def _dimension(check: _Checker, key: ScalarNode, node: Node, type_of: Any) -> Di
                 check.at(default_node, f"unreachable default: {shadowed_by!r} always matches")
     triples = [(s.name, s.enter, s.stay) for s in segments]
     reads = tuple(sorted(set().union(*(e.names for s in segments for e in (s.enter, s.stay))) - {CURRENT})) if segments else ()
-    return Dimension(name, tuple(segments), default, reads, compile_dimension(triples), {s.name: i for i, s in enumerate(segments)})
+    positions = {s.name: i for i, s in enumerate(segments)}
+    return Dimension(name, tuple(segments), default, reads, compile_dimension(triples), positions, _triggers(set(reads), derived))
 
 
 def check_rules(text: str, origin: str = "<rules>") -> tuple[RuleSet | None, list[str]]:
@@ -254,7 +271,7 @@ def check_rules(text: str, origin: str = "<rules>") -> tuple[RuleSet | None, lis
                 check.at(key, f"duplicate dimension {key.value!r}")
                 continue
             seen.add(str(key.value))
-            dim = _dimension(check, key, node, type_of)
+            dim = _dimension(check, key, node, type_of, derived)
             if dim is not None:
                 dimensions.append(dim)
     if check.problems:

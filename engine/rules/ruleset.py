@@ -67,6 +67,7 @@ class Dimension:
     reads: tuple[str, ...]  # the features its conditions read (``current`` excluded), sorted
     select: Selector  # (features, current, now) -> (index of the first segment that holds or -1, values of ``reads``)
     positions: dict[str, int] = field(default_factory=dict)  # segment name -> index
+    triggers: frozenset[str] = frozenset()  # event types that can change what it reads
 
     def segment(self, index: int) -> str | None:
         return self.default if index < 0 else self.segments[index].name
@@ -74,6 +75,10 @@ class Dimension:
     def decide(self, features: Mapping[str, Any], current: str | None, now: int, since: int | None, grace_started: int | None) -> Move:
         """Pure: where the customer goes in this dimension, hysteresis included."""
         index, values = self.select(features, current, now)
+        return self.resolve(index, values, current, now, since, grace_started)
+
+    def resolve(self, index: int, values: tuple[Any, ...], current: str | None, now: int, since: int | None, grace_started: int | None) -> Move:
+        """Hysteresis on top of the first segment that holds (``select``)."""
         target = self.segment(index)
         position = self.positions.get(current) if current is not None else None
         if target == current or position is None:

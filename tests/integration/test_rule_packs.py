@@ -1,0 +1,128 @@
+"""Scenario tests of the shipped rule packs (rules/), on the real embedded stack: a
+stream of events for a handful of customers, the segments each ends in, and the changes
+emitted on the way."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from itertools import count
+from typing import Any
+
+from engine.devstack import DevStack
+from tests.integration.support import RunningWorker, consume_all, produce, settings_for, values
+
+DAY = 86_400_000
+HOUR = 3_600_000
+T = (int(time.time() * 1000) // DAY - 1) * DAY  # yesterday, midnight UTC: every event is in the past
+_ids = count()
+TOPIC = {"purchase": "events.purchase", "refund": "events.purchase", "browse": "events.browse",
+         "feedback": "events.feedback", "profile": "events.profile"}  # fmt: skip
+
+
+def ev(customer: str, type_: str, ts: int, **fields: Any) -> dict[str, Any]:
+    n = next(_ids)
+    base = {"event_id": f"s{n}", "customer_id": customer, "type": type_, "ts": ts}
+    if type_ == "purchase":
+        base["order_id"] = f"o{n}"
+    return {**base, **fields}
+
+
+async def run(stack: DevStack, events: list[dict[str, Any]]) -> tuple[dict[tuple[str, str], list[tuple[str | None, str | None]]], dict[str, dict[str, str]]]:
+    """Replay ``events`` in time order (event-time clock); (customer, dimension) -> moves, and final memberships."""
+    by_topic: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+    for e in sorted(events, key=lambda e: e["ts"]):
+        by_topic[TOPIC[e["type"]]].append((e["customer_id"], e))
+    for topic, records in by_topic.items():
+        await produce(stack, topic, records)  # type: ignore[arg-type]
+    async with RunningWorker(settings_for(stack, clock="event")) as w:
+        await w.wait_for(len(events))
+    moves: dict[tuple[str, str], list[tuple[str | None, str | None]]] = defaultdict(list)
+    for change in values(await consume_all(stack, "segments.changes")):
+        moves[(change["customer_id"], change["dimension"])].append((change["from"], change["to"]))
+    members = {r.key.decode(): values([r])[0]["memberships"] for r in await consume_all(stack, "segments.members")}
+    return moves, members
+
+
+async def test_value_tier_and_frequency(stack: DevStack) -> None:
+    events = [
+        ev("big", "purchase", T - 30 * DAY, amount=200.0), ev("big", "purchase", T - 20 * DAY, amount=100.0),
+        ev("mid", "purchase", T - 40 * DAY, amount=20.0), ev("mid", "purchase", T - 10 * DAY, amount=20.0),
+        ev("one", "purchase", T - 5 * DAY, amount=15.0),
+        *[ev("often", "purchase", T - d * DAY, amount=5.0) for d in (60, 50, 40, 30, 20, 10)],
+    ]  # fmt: skip
+    moves, members = await run(stack, events)
+    assert {c: members[c]["value_tier"] for c in ("big", "mid", "one", "often")} == {"big": "A", "mid": "B", "one": "C", "often": "A"}
+    assert moves[("big", "value_tier")] == [(None, "B"), ("B", "A")]
+    assert {c: members[c]["frequency"] for c in ("big", "one", "often")} == {"big": "occasional", "one": "new", "often": "frequent"}
+    assert moves[("often", "frequency")] == [(None, "new"), ("new", "occasional"), ("occasional", "frequent")]
+
+
+async def test_lifecycle(stack: DevStack) -> None:
+    events = [
+        ev("looker", "browse", T - DAY, action="view"),
+        ev("fresh", "purchase", T - 2 * DAY, amount=10.0),
+        ev("steady", "purchase", T - 40 * DAY, amount=10.0), ev("steady", "purchase", T - 10 * DAY, amount=10.0),
+        ev("back", "purchase", T - 300 * DAY, amount=10.0), ev("back", "purchase", T - 5 * DAY, amount=10.0),
+    ]  # fmt: skip
+    moves, members = await run(stack, events)
+    assert {c: members[c]["lifecycle"] for c in ("looker", "fresh", "steady", "back")} == {
+        "looker": "prospect", "fresh": "new", "steady": "active", "back": "reactivated"}  # fmt: skip
+    assert moves[("back", "lifecycle")] == [(None, "new"), ("new", "reactivated")]
+    assert moves[("steady", "lifecycle")] == [(None, "new"), ("new", "active")]
+
+
+async def test_purchase_intent(stack: DevStack) -> None:
+    events = [
+        ev("cart", "browse", T - 3 * HOUR, action="view"), ev("cart", "browse", T - 2 * HOUR, action="add_to_cart"),
+        ev("cart", "browse", T - HOUR, action="checkout_start"),
+        ev("bought", "browse", T - 5 * HOUR, action="checkout_start"), ev("bought", "purchase", T - 4 * HOUR, amount=30.0),
+        ev("warm", "browse", T - 3 * DAY, action="add_to_cart"),
+        ev("cold", "browse", T - 20 * DAY, action="view"),
+    ]  # fmt: skip
+    moves, members = await run(stack, events)
+    assert {c: members[c]["intent"] for c in ("cart", "bought", "warm", "cold")} == {
+        "cart": "hot", "bought": "cold", "warm": "warm", "cold": "cold"}  # fmt: skip
+    assert moves[("cart", "intent")] == [(None, "cold"), ("cold", "warm"), ("warm", "hot")]
+    assert moves[("bought", "intent")][-1][1] == "cold"  # the purchase ended the intent
+
+
+async def test_satisfaction_and_complaints(stack: DevStack) -> None:
+    events = [
+        ev("fan", "feedback", T - 5 * DAY, kind="nps", score=4), ev("fan", "feedback", T - DAY, kind="nps", score=10),
+        ev("meh", "feedback", T - DAY, kind="nps", score=7),
+        ev("angry", "feedback", T - 2 * DAY, kind="nps", score=2), ev("angry", "feedback", T - DAY, kind="complaint"),
+        ev("old", "feedback", T - 120 * DAY, kind="complaint"), ev("old", "feedback", T - DAY, kind="csat", score=4),
+    ]  # fmt: skip
+    moves, members = await run(stack, events)
+    assert {c: members[c]["satisfaction"] for c in ("fan", "meh", "angry", "old")} == {
+        "fan": "promoter", "meh": "passive", "angry": "detractor", "old": "unknown"}  # fmt: skip
+    assert moves[("fan", "satisfaction")] == [(None, "detractor"), ("detractor", "promoter")]
+    assert members["angry"]["complaint"] == "complained"
+    assert moves[("old", "complaint")] == [(None, "complained"), ("complained", "none")]  # 120 days later: out of the 90-day window
+
+
+async def test_loyalty_promotes_at_once_and_demotes_after_grace(stack: DevStack) -> None:
+    events = [
+        ev("vip", "purchase", T - 500 * DAY, amount=2500.0),  # platinum at once
+        ev("vip", "purchase", T - 100 * DAY, amount=10.0),  # the 2,500 expired: stay fails, grace starts
+        ev("vip", "purchase", T - 80 * DAY, amount=10.0),  # 20 days into the grace: still platinum
+        ev("vip", "purchase", T - 60 * DAY, amount=10.0),  # 40 days: demoted
+        ev("climber", "purchase", T - 20 * DAY, amount=350.0), ev("climber", "purchase", T - 10 * DAY, amount=700.0),
+    ]  # fmt: skip
+    moves, members = await run(stack, events)
+    assert moves[("vip", "loyalty")] == [(None, "platinum"), ("platinum", "bronze")]
+    assert moves[("climber", "loyalty")] == [(None, "silver"), ("silver", "gold")]
+    assert members["vip"]["loyalty"] == "bronze" and members["climber"]["loyalty"] == "gold"
+
+
+async def test_demographic_and_geographic_bands(stack: DevStack) -> None:
+    events = [
+        ev("li", "profile", T - DAY, attributes={"age": 23, "city": "Chengdu", "income_band": "middle"}),
+        ev("anna", "profile", T - DAY, attributes={"age": 41, "city": "Berlin", "income_band": "very_high"}),
+        ev("anna", "profile", T - HOUR, attributes={"age": 52, "city": None}),
+    ]  # fmt: skip
+    moves, members = await run(stack, events)
+    assert (members["li"]["age_band"], members["li"]["region"], members["li"]["income"]) == ("under_25", "greater_china", "middle")
+    assert (members["anna"]["age_band"], members["anna"]["region"], members["anna"]["income"]) == ("50_plus", "unknown", "high")
+    assert moves[("anna", "region")] == [(None, "europe"), ("europe", "unknown")]
