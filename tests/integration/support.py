@@ -7,59 +7,85 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from engine.devstack import DevStack
 from engine.settings import Settings
 from engine.worker import Worker
 
+Key = bytes | str | None
+Value = bytes | dict[str, Any] | None
+
 
 def settings_for(stack: DevStack, **overrides: Any) -> Settings:
     return Settings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, **overrides)
 
 
-async def produce(stack: DevStack, topic: str, records: list[tuple[bytes | str | None, bytes | dict[str, Any]]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, linger_ms=5)
+async def produce(stack: DevStack, topic: str, records: list[tuple[Key, Value]]) -> None:
+    """Produce ``(key, value)`` records in order and wait until the broker acknowledged all of them."""
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
-        futures = []
+        acks = []
         for key, value in records:
             k = key.encode() if isinstance(key, str) else key
             v = orjson.dumps(value) if isinstance(value, dict) else value
-            futures.append(await producer.send(topic, value=v, key=k))
-        await asyncio.gather(*futures)
+            acks.append(await producer.send(topic, value=v, key=k))
+        await asyncio.gather(*acks)
     finally:
         await producer.stop()
 
 
-async def consume_all(stack: DevStack, topic: str, *, expect: int | None = None, timeout: float = 15) -> list[ConsumerRecord]:
-    """Every record of ``topic`` from the beginning (up to the end offsets, or ``expect`` records)."""
+async def consume_all(
+    stack: DevStack, topic: str, *, expect: int | None = None, timeout: float = 10
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic`` from the beginning, in partition order, without a consumer group.
+
+    Without ``expect``: up to the end offsets as they were at the call (``TimeoutError``
+    if they are not reached). With ``expect``: until that many records were read, or
+    ``timeout`` passed; the caller asserts on the count, so a shortfall shows there.
+    """
+    partitions = await _partitions(stack.kafka_bootstrap, topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or await _partitions(consumer, topic))]
+        tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        records: list[ConsumerRecord] = []
+        end = await consumer.end_offsets(tps)
+        records: list[ConsumerRecord[bytes, bytes]] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            end = await consumer.end_offsets(tps)
-            if expect is None and all([await consumer.position(tp) >= end[tp] for tp in tps]):
-                break
+        while True:
             if expect is not None and len(records) >= expect:
                 break
-            batch = await consumer.getmany(timeout_ms=200)
+            if expect is None and all([await consumer.position(tp) >= end[tp] for tp in tps]):
+                break
+            if loop.time() >= deadline:
+                if expect is not None:
+                    break
+                positions = {tp.partition: await consumer.position(tp) for tp in tps}
+                ends = {tp.partition: end[tp] for tp in tps}
+                raise TimeoutError(f"{topic}: read {len(records)} records in {timeout} s; positions {positions}, end offsets {ends}")
+            batch = await consumer.getmany(timeout_ms=100)
             for recs in batch.values():
                 records.extend(recs)
-        return records
+        return sorted(records, key=lambda r: (r.partition, r.offset))
     finally:
         await consumer.stop()
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - first metadata for this topic
-    return consumer.partitions_for_topic(topic) or set()
+async def _partitions(bootstrap: str, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if described["error_code"] != 0 or not described["partitions"]:
+        raise LookupError(f"topic {topic!r} does not exist on {bootstrap} (error {described['error_code']})")
+    return sorted(p["partition"] for p in described["partitions"])
 
 
 def values(records: list[ConsumerRecord]) -> list[Any]:
