@@ -139,6 +139,19 @@ def _fold_one(
         result.outputs.append(out)
 
 
+def reevaluate_customer(rules: RuleSet, state: CustomerState, customer_id: str, now: int, result: FoldResult) -> None:
+    """Every dimension under ``rules`` (after a rules switch); dimensions the rules no longer
+    have are left; changes carry ``cause.kind = rules``. Outbox entries have no input record."""
+    for entry in state.pending:  # a re-evaluation cut short by a crash: send its records again
+        if entry.get("c") is None:
+            result.outputs.append(Output.from_pending(entry))
+    state.pending = [p for p in state.pending if p.get("c") is not None]
+    cause = {"kind": "rules", "rules_version": rules.version}
+    for out in decide(rules, state, customer_id, now, cause, f"rules:{rules.version}", result):
+        state.pending.append(out.to_pending())
+        result.outputs.append(out)
+
+
 def decide(
     rules: RuleSet,
     state: CustomerState,

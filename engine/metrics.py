@@ -40,6 +40,8 @@ class Metrics:
         self.batch_retries = Counter("segengine_batch_retries", "Batches retried after a retriable error", registry=r)
         self.cas_conflicts = Counter("segengine_cas_conflicts", "Customer writes retried after a concurrent write", registry=r)
         self.rules_info = Info("segengine_rules", "The rules version in force", registry=r)
+        self.rules_reloads = Counter("segengine_rules_reloads", "Rules files picked up, by outcome (applied, refused)", ["outcome"], registry=r)
+        self.reevaluated = Counter("segengine_reevaluated_customers", "Customers re-evaluated after a rules switch", registry=r)
 
     def set_population(self, population: dict[str, dict[str, int]]) -> None:
         for dimension, segments in population.items():

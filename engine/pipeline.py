@@ -17,13 +17,13 @@ import heapq
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 import orjson
 
 from engine.clock import Clock, wall_ms
 from engine.dlq import dlq_record
-from engine.evaluate import FoldError, FoldResult, Output, fold_customer
+from engine.evaluate import FoldError, FoldResult, Output, fold_customer, reevaluate_customer
 from engine.events import Event, Rejected
 from engine.metrics import Metrics
 from engine.rules import RuleSet
@@ -124,7 +124,10 @@ class BatchProcessor:
         for cid, events in by_customer.items():
             if len(events) > 1 and len({(e.source.topic, e.source.partition) for e in events}) > 1:
                 by_customer[cid] = _merge_by_time(events)
-        outputs = await self._apply(by_customer, rejected, stats)
+        rules = self.rules  # one version for the whole batch, whatever a reload does meanwhile
+        outputs = await self._apply(
+            list(by_customer), lambda cid, loaded: self._fold(rules, cid, by_customer[cid], loaded, rejected), stats
+        )
         out_records: list[OutRecord] = []
         for rej in rejected:
             out_records.append((DLQ_TOPIC, *dlq_record(rej, now)))
@@ -140,22 +143,32 @@ class BatchProcessor:
         stats.published = len(out_records)
         return Prepared(stats, out_records)
 
-    async def _apply(self, by_customer: dict[str, list[Event]], rejected: list[Rejected], stats: BatchStats) -> list[Output]:
-        """Fold every customer's events and write the states; retry customers that lost a race."""
+    async def reevaluate(self, customer_ids: list[str], rules: RuleSet) -> Prepared:
+        """Re-evaluate these customers under ``rules`` (after a rules switch): changes carry
+        ``cause.kind = rules``; state is written with the same compare-and-set as events."""
+        stats = BatchStats()
+        now = self.clock.now()
+        outputs = await self._apply(customer_ids, lambda cid, loaded: _reevaluate(rules, cid, loaded, now), stats)
+        records: list[OutRecord] = [(o.topic, o.key.encode(), None if o.value is None else orjson.dumps(o.value)) for o in outputs]
+        stats.published = len(records)
+        return Prepared(stats, records)
+
+    async def _apply(self, customer_ids: list[str], fold: Callable[[str, Loaded], tuple[CustomerState, FoldResult]], stats: BatchStats) -> list[Output]:
+        """Fold every customer and write the states; retry customers that lost a race."""
         outputs: dict[str, list[Output]] = {}
         outcomes: Counter[tuple[str, str, str]] = Counter()
         changes: Counter[tuple[str, str, str]] = Counter()
-        todo = dict(by_customer)
+        todo = list(customer_ids)
         for _ in range(MAX_CAS_ROUNDS):
             if not todo:
                 break
             loaded = await self.store.load(todo)
             writes: list[Write] = []
             results: dict[str, FoldResult] = {}
-            for cid, events in todo.items():
-                state, result = self._fold(cid, events, loaded[cid], rejected)
+            for cid in todo:
+                state, result = fold(cid, loaded[cid])
                 results[cid] = result
-                if result.applied or result.duplicates:  # otherwise nothing changed: no write
+                if result.applied or result.duplicates or result.changes:  # otherwise nothing changed: no write
                     writes.append(Write(cid, loaded[cid].version, state.dumps(), state.dumps_outbox(), result.population))
             ok = dict(zip((w.customer_id for w in writes), await self.store.save(writes)))
             stats.outboxes += [(w.customer_id, w.expected_version + 1) for w in writes if w.outbox and ok[w.customer_id]]
@@ -172,22 +185,22 @@ class BatchProcessor:
                 changes.update((d, str(old), str(new)) for d, old, new in result.changes)
             if lost:
                 self.metrics.cas_conflicts.inc(len(lost))
-            todo = {cid: todo[cid] for cid in lost}
+            todo = [cid for cid in todo if cid in lost]
         if todo:
             raise ConcurrentWriteError(f"{len(todo)} customers changed concurrently {MAX_CAS_ROUNDS} times in a row")
         for labels, n in outcomes.items():
             self.metrics.events.labels(*labels).inc(n)
         for labels, n in changes.items():
             self.metrics.changes.labels(*labels).inc(n)
-        return [out for cid in by_customer for out in outputs.get(cid, ())]
+        return [out for cid in customer_ids for out in outputs.get(cid, ())]
 
-    def _fold(self, cid: str, events: list[Event], loaded: Loaded, rejected: list[Rejected]) -> tuple[CustomerState, FoldResult]:
+    def _fold(self, rules: RuleSet, cid: str, events: list[Event], loaded: Loaded, rejected: list[Rejected]) -> tuple[CustomerState, FoldResult]:
         """Fold; an event that makes pure code raise is dead-lettered and the rest refolded."""
         while True:
             state = CustomerState.loads(loaded.blob, loaded.outbox)
             try:
                 result = fold_customer(
-                    self.rules, state, cid, events,
+                    rules, state, cid, events,
                     now_for=self.clock.now_for, committed=self.committed, dedupe_horizon_ms=self._dedupe_ms,
                 )  # fmt: skip
                 return state, result
@@ -196,6 +209,14 @@ class BatchProcessor:
                 log.error("event at %s:%d:%d failed in processing: %r", bad.source.topic, bad.source.partition, bad.source.offset, exc.cause)
                 rejected.append(_rejected(bad, "processing_error", f"processing failed: {type(exc.cause).__name__}"))
                 events = events[: exc.index] + events[exc.index + 1 :]
+
+
+def _reevaluate(rules: RuleSet, cid: str, loaded: Loaded, now: int) -> tuple[CustomerState, FoldResult]:
+    state = CustomerState.loads(loaded.blob, loaded.outbox)
+    result = FoldResult()
+    if loaded.blob is not None:  # erased meanwhile: nothing to re-evaluate
+        reevaluate_customer(rules, state, cid, now, result)
+    return state, result
 
 
 def _merge_by_time(events: list[Event]) -> list[Event]:

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     )
     batch_max_records: int = Field(2000, ge=1, description="records taken from Kafka per batch")
     batch_timeout_ms: int = Field(20, ge=0, description="longest wait for a batch to fill")
+    rules_reload_s: float = Field(2.0, ge=0, description="how often to look for a changed rules file (0 = never)")
+    reevaluate_batch: int = Field(200, ge=1, description="customers per re-evaluation step after a rules switch")
+    reevaluate_pause_ms: int = Field(20, ge=0, description="pause between re-evaluation steps (throttle)")
     fetch_max_wait_ms: int = Field(
         20, ge=0, description="longest time the broker holds a fetch with no new data (latency when idle)"
     )

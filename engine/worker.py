@@ -15,6 +15,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Awaitable, Callable, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -28,7 +29,7 @@ from engine.clock import make_clock
 from engine.events import INPUT_TOPICS
 from engine.metrics import Metrics
 from engine.pipeline import BatchProcessor, BatchStats, ConcurrentWriteError, Prepared
-from engine.rules import load_rules
+from engine.rules import RuleSet, check_files, load_rules, rule_files
 from engine.settings import Settings
 from engine.store_redis import RedisStore, connect
 
@@ -102,6 +103,11 @@ class KafkaSink:
         await asyncio.gather(*futures)
 
 
+def rules_fingerprint(path: Path) -> bytes:
+    """The rules' bytes (every pack), to notice a change cheaply."""
+    return b"\x00".join(f.read_bytes() for f in rule_files(path))
+
+
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
@@ -148,6 +154,8 @@ class Worker:
         self.retry = RetryPolicy()
         self.stopping = asyncio.Event()
         self._outbox_task: asyncio.Task[None] | None = None
+        self._reevaluation: asyncio.Task[None] | None = None
+        self._rules_text = rules_fingerprint(settings.rules_file)
 
     async def run(self) -> None:
         """Consume until ``stop()``; raises (without committing) on a non-retriable error."""
@@ -155,11 +163,16 @@ class Worker:
         try:
             self.consumer.subscribe(list(INPUT_TOPICS), listener=_Rebalance(self))
             await self.consumer.start()
-            population_task = asyncio.create_task(self._refresh_population())
+            background = [asyncio.create_task(self._refresh_population())]
+            if self.settings.rules_reload_s:
+                background.append(asyncio.create_task(self._watch_rules()))
             try:
                 await self._loop()
             finally:
-                population_task.cancel()
+                for task in background:
+                    task.cancel()
+                if self._reevaluation is not None:
+                    self._reevaluation.cancel()
         finally:
             await self._close()
 
@@ -253,6 +266,69 @@ class Worker:
                 log.warning("batch step failed (%s), retrying in %.1fs", type(exc).__name__, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+    async def _watch_rules(self) -> None:
+        """Hot reload: a changed, valid rules file replaces the rules between batches and
+        starts a background re-evaluation; an invalid one is refused, logged and counted."""
+        while True:
+            await asyncio.sleep(self.settings.rules_reload_s)
+            try:
+                fingerprint = rules_fingerprint(self.settings.rules_file)
+            except OSError as exc:
+                log.error("cannot read the rules: %s", exc)
+                continue
+            if fingerprint == self._rules_text:
+                continue
+            self._rules_text = fingerprint
+            rules, problems = check_files(self.settings.rules_file)
+            if rules is None:
+                self.metrics.rules_reloads.labels("refused").inc()
+                log.error("new rules refused, %s stays in force:\n%s", self.processor.rules.version, "\n".join(problems))
+                continue
+            if rules.version == self.processor.rules.version:
+                continue
+            log.info("rules switched: %s -> %s", self.processor.rules.version, rules.version)
+            self.processor.rules = rules
+            self.rules = rules
+            self.metrics.rules_info.info({"version": rules.version})
+            self.metrics.rules_reloads.labels("applied").inc()
+            if self._reevaluation is not None:
+                self._reevaluation.cancel()
+            self._reevaluation = asyncio.create_task(self._reevaluate_all(rules))
+
+    def _owns(self, customer_id: str) -> bool:
+        """Whether this worker's partitions hold the customer (re-evaluate only those)."""
+        assignment = self.consumer.assignment()
+        if not assignment:
+            return False
+        topic = next(iter(INPUT_TOPICS))
+        partitions = self.consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            return False
+        partition = (murmur2(customer_id.encode()) & 0x7FFFFFFF) % len(partitions)
+        return TopicPartition(topic, partition) in assignment
+
+    async def _reevaluate_all(self, rules: RuleSet) -> None:
+        """Every customer this worker owns, in throttled batches, beside live traffic."""
+        settings = self.settings
+        done = 0
+        try:
+            async for ids in self.store.scan_customers(count=settings.reevaluate_batch):
+                if self.processor.rules is not rules:
+                    return  # superseded by a newer switch
+                mine = [c for c in ids if self._owns(c)]
+                if mine:
+                    prepared = await self._with_retry(lambda ids: self.processor.reevaluate(ids, rules), mine)
+                    await self._with_retry(self.processor.publish, prepared)
+                    await self.store.outbox_published(prepared.stats.outboxes)
+                    done += len(mine)
+                    self.metrics.reevaluated.inc(len(mine))
+                await asyncio.sleep(settings.reevaluate_pause_ms / 1000)
+            log.info("re-evaluated %d customers under %s", done, rules.version)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("re-evaluation under %s stopped after %d customers", rules.version, done)
 
     async def _refresh_population(self) -> None:
         while True:
