@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     rules_reload_s: float = Field(2.0, ge=0, description="how often to look for a changed rules file (0 = never)")
     reevaluate_batch: int = Field(200, ge=1, description="customers per re-evaluation step after a rules switch")
     reevaluate_pause_ms: int = Field(20, ge=0, description="pause between re-evaluation steps (throttle)")
+    quantiles_refresh_s: float = Field(60.0, ge=0, description="how often population samples for quantile_score are renewed (0 = never)")
+    quantiles_sample: int = Field(10_000, ge=10, description="customers sampled for quantile_score / pct_rank")
     fetch_max_wait_ms: int = Field(
         20, ge=0, description="longest time the broker holds a fetch with no new data (latency when idle)"
     )

@@ -21,10 +21,12 @@ from importlib.resources import files
 from typing import AsyncIterator, Iterable
 
 import hiredis
+import orjson
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 
 POPULATION_KEY = "seg:population"
+QUANTILES_KEY = "seg:quantiles"  # {"taken_at": ms, "samples": {feature: [sorted values]}}
 FIELD_SEP = "\x1f"
 CHUNK = 1000  # customers per script call: bounds how long one call holds Redis
 
@@ -115,6 +117,16 @@ class RedisStore:
             dimension, _, segment = (field.decode() if isinstance(field, bytes) else field).partition(FIELD_SEP)
             out.setdefault(dimension, {})[segment] = int(count)
         return out
+
+    async def quantile_samples(self) -> tuple[int, dict[str, list[float]]] | None:
+        raw = await self.redis.get(QUANTILES_KEY)
+        if raw is None:
+            return None
+        doc = orjson.loads(raw)
+        return int(doc["taken_at"]), doc["samples"]
+
+    async def save_quantile_samples(self, taken_at: int, samples: dict[str, list[float]]) -> None:
+        await self.redis.set(QUANTILES_KEY, orjson.dumps({"taken_at": taken_at, "samples": samples}))
 
     async def scan_customers(self, count: int = 1000) -> AsyncIterator[list[str]]:
         """Every customer id with a state, in chunks (SCAN: never blocks Redis for long)."""

@@ -31,6 +31,7 @@ from engine.metrics import Metrics
 from engine.pipeline import BatchProcessor, BatchStats, ConcurrentWriteError, Prepared
 from engine.rules import RuleSet, check_files, load_rules, rule_files
 from engine.settings import Settings
+from engine.state import CustomerState, Features
 from engine.store_redis import RedisStore, connect
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,14 @@ class KafkaSink:
         await asyncio.gather(*futures)
 
 
+def _thin(sorted_values: list[float], keep: int) -> list[float]:
+    """At most ``keep`` evenly spaced values of a sorted list (ranks stay within 1/keep)."""
+    if len(sorted_values) <= keep:
+        return sorted_values
+    step = len(sorted_values) / keep
+    return [sorted_values[int(i * step)] for i in range(keep)]
+
+
 def rules_fingerprint(path: Path) -> bytes:
     """The rules' bytes (every pack), to notice a change cheaply."""
     return b"\x00".join(f.read_bytes() for f in rule_files(path))
@@ -166,6 +175,8 @@ class Worker:
             background = [asyncio.create_task(self._refresh_population())]
             if self.settings.rules_reload_s:
                 background.append(asyncio.create_task(self._watch_rules()))
+            if self.settings.quantiles_refresh_s:
+                background.append(asyncio.create_task(self._refresh_quantiles()))
             try:
                 await self._loop()
             finally:
@@ -329,6 +340,46 @@ class Worker:
             raise
         except Exception:
             log.exception("re-evaluation under %s stopped after %d customers", rules.version, done)
+
+    async def _refresh_quantiles(self) -> None:
+        """Keep the population samples behind quantile_score / pct_rank fresh: take the one
+        in Redis when it is recent, else sample customers and share the new one."""
+        period_ms = int(self.settings.quantiles_refresh_s * 1000)
+        while True:
+            rules = self.processor.rules
+            if rules.population_features:
+                try:
+                    now = self.processor.clock.now()
+                    shared = await self.store.quantile_samples()
+                    if shared is not None and 0 <= now - shared[0] < period_ms:
+                        if shared[0] != rules.population.taken_at:
+                            rules.population.replace(shared[1], shared[0])
+                    else:
+                        samples = await self._sample_population(rules, now)
+                        if samples:
+                            await self.store.save_quantile_samples(now, samples)
+                            rules.population.replace(samples, now)
+                            log.info("population sample renewed: %s", {k: len(v) for k, v in samples.items()})
+                except Exception as exc:  # noqa: BLE001 - a stale sample is better than a stopped worker
+                    log.warning("population sample refresh failed: %r", exc)
+            await asyncio.sleep(self.settings.quantiles_refresh_s)
+
+    async def _sample_population(self, rules: RuleSet, now: int) -> dict[str, list[float]]:
+        values: dict[str, list[float]] = {name: [] for name in rules.population_features}
+        seen = 0
+        async for ids in self.store.scan_customers(count=500):
+            for loaded in (await self.store.load(ids)).values():
+                if loaded.blob is None:
+                    continue
+                features = Features(CustomerState.loads(loaded.blob), now, rules.derived)
+                for name, acc in values.items():
+                    value = features[name]
+                    if value is not None:
+                        acc.append(value)
+            seen += len(ids)
+            if seen >= self.settings.quantiles_sample:
+                break
+        return {name: _thin(sorted(vals), 2000) for name, vals in values.items() if vals}
 
     async def _refresh_population(self) -> None:
         while True:

@@ -74,6 +74,8 @@ TIME_FUNCTIONS: dict[str, tuple[Callable[..., Any], int, int]] = {
     "hours_since": (lambda now, ts: None if ts is None or now is None else (now - ts) / HOUR_MS, 1, 1),
     "now": (lambda now: now, 0, 0),
 }
+# Population-relative functions take a bare feature name (and n): see engine.rules.population.
+POPULATION_FUNCTIONS = {"quantile_score": 2, "pct_rank": 1}
 NUMBER, STRING, BOOLEAN, ANY = "number", "string", "boolean", "any"
 TypeOf = Callable[[str], "str | None"]  # name -> its type, None when unknown
 
@@ -105,7 +107,7 @@ class Expression:
 
     def __call__(self, env: Env) -> Any:
         """Evaluate on its own (tests, tools): its value for these names (``now`` from env)."""
-        return compile_value(self)(env, env.get("current"), env.get("now"))
+        return compile_value(self, population=env.get("population"))(env, env.get("current"), env.get("now"))
 
 
 def compile_expression(source: str, type_of: TypeOf | Callable[[str], bool]) -> Expression:
@@ -179,6 +181,14 @@ def _check(node: ast.AST, type_of: Callable[[str], str | None], names: set[str])
                 else:
                     raise ExprError(f"comparison {type(op).__name__} not allowed", _col(right))
             return BOOLEAN
+        case ast.Call(func=ast.Name(id=fname), args=args, keywords=[]) if fname in POPULATION_FUNCTIONS:
+            if len(args) != POPULATION_FUNCTIONS[fname] or not isinstance(args[0], ast.Name):
+                usage = "quantile_score(feature, n)" if fname == "quantile_score" else "pct_rank(feature)"
+                raise ExprError(f"use {usage} with a feature name", _col(node))
+            _expect_number(args[0], _check(args[0], type_of, names), f"{fname}()")
+            if fname == "quantile_score" and not (isinstance(args[1], ast.Constant) and type(args[1].value) is int and args[1].value >= 2):
+                raise ExprError("quantile_score(feature, n) needs a whole number n >= 2", _col(args[1]))
+            return NUMBER
         case ast.Call(func=ast.Name(id=fname), args=args, keywords=[]):
             spec = FUNCTIONS.get(fname) or TIME_FUNCTIONS.get(fname)
             if spec is None:
@@ -304,6 +314,9 @@ class _Translator:
                         parts.append(f"_cmp_{type(op).__name__}({lhs}, {rhs})")
                         lhs = rhs
                 return "(" + " and ".join(parts) + ")"
+            case ast.Call(func=ast.Name(id=fname), args=[ast.Name(id=feature), *rest]) if fname in POPULATION_FUNCTIONS:
+                extra = "".join(f", {self(a)}" for a in rest)
+                return f"population.{fname}({feature!r}, {self.local[feature]}{extra})"
             case ast.Call(func=ast.Name(id=fname), args=args) if fname in TIME_FUNCTIONS:
                 return f"_tf_{fname}(" + ", ".join(["now", *(self(a) for a in args)]) + ")"
             case ast.Call(func=ast.Name(id=fname), args=args):
@@ -314,8 +327,8 @@ class _Translator:
 Selector = Callable[[Env, Any, Any], tuple[int, tuple[Any, ...]]]
 
 
-def _build(lines: list[str], translate: _Translator, name: str) -> Any:
-    namespace: dict[str, Any] = {"__builtins__": {"bool": bool}, **HELPERS, **translate.constants}
+def _build(lines: list[str], translate: _Translator, name: str, population: Any = None) -> Any:
+    namespace: dict[str, Any] = {"__builtins__": {"bool": bool}, **HELPERS, **translate.constants, "population": population}
     exec(compile("\n".join(lines), f"<rules:{name}>", "exec"), namespace)  # noqa: S102 - source built from a checked AST only
     return namespace[name]
 
@@ -327,7 +340,17 @@ def _locals(expressions: list[Expression], current_name: str) -> tuple[list[str]
     return names, local
 
 
-def compile_dimension(segments: list[tuple[str, Expression, Expression]], current_name: str = "current") -> Selector:
+def population_features(expression: Expression) -> set[str]:
+    """The features whose population distribution the expression reads."""
+    return {
+        node.args[0].id
+        for node in ast.walk(expression.tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in POPULATION_FUNCTIONS
+        and node.args and isinstance(node.args[0], ast.Name)
+    }
+
+
+def compile_dimension(segments: list[tuple[str, Expression, Expression]], current_name: str = "current", population: Any = None) -> Selector:
     """One function for an ordered list of segments (name, enter, stay):
     (features, current, now) -> (index of the first segment that holds or -1, the values
     read in sorted name order). A segment holds when it is the current one and its stay
@@ -345,7 +368,7 @@ def compile_dimension(segments: list[tuple[str, Expression, Expression]], curren
             test = f"((current == {segment!r} and {translate(stay.tree)}) or (current != {segment!r} and {translate(enter.tree)}))"
         lines += [f"    if {test}:", f"        return {index}, {values}"]
     lines.append(f"    return -1, {values}")
-    return _build(lines, translate, "_dimension")  # type: ignore[no-any-return]
+    return _build(lines, translate, "_dimension", population)  # type: ignore[no-any-return]
 
 
 def compile_conditions(conditions: list[Expression], current_name: str = "current") -> Selector:
@@ -353,11 +376,11 @@ def compile_conditions(conditions: list[Expression], current_name: str = "curren
     return compile_dimension([(f"#{i}", c, c) for i, c in enumerate(conditions)], current_name)
 
 
-def compile_value(expression: Expression, current_name: str = "current") -> Callable[[Env, Any, Any], Any]:
+def compile_value(expression: Expression, current_name: str = "current", population: Any = None) -> Callable[[Env, Any, Any], Any]:
     """(features, current, now) -> the expression's value (derived features)."""
     names, local = _locals([expression], current_name)
     translate = _Translator(local)
     lines = ["def _value(F, current, now):"]
     lines += [f"    {local[name]} = F[{name!r}]" for name in names]
     lines.append(f"    return {translate(expression.tree)}")
-    return _build(lines, translate, "_value")  # type: ignore[no-any-return]
+    return _build(lines, translate, "_value", population)  # type: ignore[no-any-return]

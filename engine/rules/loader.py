@@ -28,7 +28,8 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from engine.rules.expr import ANY, NUMBER, STRING, ExprError, Expression, compile_dimension, compile_expression, compile_value
+from engine.rules.expr import ANY, NUMBER, STRING, ExprError, Expression, compile_dimension, compile_expression, compile_value, population_features
+from engine.rules.population import Population
 from engine.rules.ruleset import CURRENT, Dimension, RuleSet, RulesError, Segment
 from engine.state import FEATURES, PROFILE_PREFIX, changed_by
 
@@ -194,7 +195,7 @@ def _triggers(names: set[str], derived: dict[str, Expression]) -> frozenset[str]
     return frozenset(kinds)
 
 
-def _dimension(check: _Checker, key: ScalarNode, node: Node, type_of: Any, derived: dict[str, Expression]) -> Dimension | None:
+def _dimension(check: _Checker, key: ScalarNode, node: Node, type_of: Any, derived: dict[str, Expression], population: Population) -> Dimension | None:
     name = str(key.value)
     if not isinstance(node, MappingNode):
         check.at(node, f"dimension {name!r} must be a mapping with 'segments'")
@@ -237,11 +238,12 @@ def _dimension(check: _Checker, key: ScalarNode, node: Node, type_of: Any, deriv
     triples = [(s.name, s.enter, s.stay) for s in segments]
     reads = tuple(sorted(set().union(*(e.names for s in segments for e in (s.enter, s.stay))) - {CURRENT})) if segments else ()
     positions = {s.name: i for i, s in enumerate(segments)}
-    return Dimension(name, tuple(segments), default, reads, compile_dimension(triples), positions, _triggers(set(reads), derived))
+    return Dimension(name, tuple(segments), default, reads, compile_dimension(triples, population=population), positions, _triggers(set(reads), derived))
 
 
-def check_rules(text: str, origin: str = "<rules>") -> tuple[RuleSet | None, list[str]]:
+def check_rules(text: str, origin: str = "<rules>", population: Population | None = None) -> tuple[RuleSet | None, list[str]]:
     """Every problem in the file, as 'origin:line:column: message'; the RuleSet when none."""
+    population = population if population is not None else Population()
     check = _Checker(origin)
     try:
         root = yaml.compose(text)
@@ -271,7 +273,7 @@ def check_rules(text: str, origin: str = "<rules>") -> tuple[RuleSet | None, lis
                 check.at(key, f"duplicate dimension {key.value!r}")
                 continue
             seen.add(str(key.value))
-            dim = _dimension(check, key, node, type_of, derived)
+            dim = _dimension(check, key, node, type_of, derived, population)
             if dim is not None:
                 dimensions.append(dim)
     if check.problems:
@@ -279,8 +281,13 @@ def check_rules(text: str, origin: str = "<rules>") -> tuple[RuleSet | None, lis
     name_node = top.get("name", (None, None))[1]
     name = str(name_node.value) if isinstance(name_node, ScalarNode) and name_node.value else ""
     content_hash = hashlib.sha256(text.encode()).hexdigest()[:12]
-    fns = {n: compile_value(e) for n, e in derived.items()}
-    return RuleSet.build(name, content_hash, tuple(dimensions), derived=fns, derived_sources={n: e.source for n, e in derived.items()}), []
+    fns = {n: compile_value(e, population=population) for n, e in derived.items()}
+    wanted = set().union(*(population_features(e) for e in derived.values()),
+                         *(population_features(x) for d in dimensions for s in d.segments for x in (s.enter, s.stay)))  # fmt: skip
+    return RuleSet.build(
+        name, content_hash, tuple(dimensions), derived=fns, derived_sources={n: e.source for n, e in derived.items()},
+        population=population, population_features=frozenset(wanted),
+    ), []
 
 
 def parse_rules(text: str, origin: str = "<rules>") -> RuleSet:
@@ -305,13 +312,14 @@ def check_files(path: Path) -> tuple[RuleSet | None, list[str]]:
     packs: list[RuleSet] = []
     problems: list[str] = []
     texts: list[str] = []
+    population = Population()  # one for every pack: one refresh serves them all
     for file in rule_files(path):
         try:
             text = file.read_text(encoding="utf-8")
         except OSError as exc:
             problems.append(f"{file}:1:1: cannot read rules file: {exc.strerror}")
             continue
-        rules, found = check_rules(text, str(file))
+        rules, found = check_rules(text, str(file), population)
         problems += found
         texts.append(text)
         if rules is not None:
@@ -336,7 +344,11 @@ def check_files(path: Path) -> tuple[RuleSet | None, list[str]]:
     if problems:
         return None, problems
     content_hash = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:12]
-    return RuleSet.build(path.name, content_hash, tuple(dimensions.values()), derived=derived, derived_sources=sources), []
+    wanted = frozenset().union(*(p.population_features for p in packs))
+    return RuleSet.build(
+        path.name, content_hash, tuple(dimensions.values()), derived=derived, derived_sources=sources,
+        population=population, population_features=wanted,
+    ), []
 
 
 def load_rules(path: Path) -> RuleSet:

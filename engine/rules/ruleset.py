@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from engine.rules.expr import Expression, Selector
+from engine.rules.population import Population
 
 CURRENT = "current"
 
@@ -113,6 +114,8 @@ class RuleSet:
     dimensions: tuple[Dimension, ...]
     derived: dict[str, Callable[[Mapping[str, Any], Any, Any], Any]] = field(default_factory=dict)
     derived_sources: dict[str, str] = field(default_factory=dict)
+    population: Population = field(default_factory=Population)  # samples for quantile_score / pct_rank
+    population_features: frozenset[str] = frozenset()  # the features those functions rank
     version: str = ""  # stamped on every change: the optional name plus the content hash
 
     @classmethod

@@ -126,3 +126,30 @@ async def test_demographic_and_geographic_bands(stack: DevStack) -> None:
     assert (members["li"]["age_band"], members["li"]["region"], members["li"]["income"]) == ("under_25", "greater_china", "middle")
     assert (members["anna"]["age_band"], members["anna"]["region"], members["anna"]["income"]) == ("50_plus", "unknown", "high")
     assert moves[("anna", "region")] == [(None, "europe"), ("europe", "unknown")]
+
+
+async def test_rfm_scores_rank_customers_against_the_population(stack: DevStack, redis_client) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    base = [  # the population: 20 customers with 1..4 orders of 10..200, bought 100..10 days ago
+        ev(f"pop{i}", "purchase", T - (100 - 4 * i) * DAY - k * DAY, amount=10.0 * (i + 1))
+        for i in range(20) for k in range(1 + i % 4)
+    ]  # fmt: skip
+    for topic_records in [[(e["customer_id"], e) for e in sorted(base, key=lambda e: e["ts"])]]:
+        await produce(stack, "events.purchase", topic_records)  # type: ignore[arg-type]
+    settings = settings_for(stack, clock="event", quantiles_refresh_s=0.2)
+    async with RunningWorker(settings) as w:
+        await w.wait_for(len(base))
+        for _ in range(100):  # the worker samples the population
+            if await redis_client.get("seg:quantiles"):
+                break
+            await asyncio.sleep(0.1)
+        assert await redis_client.get("seg:quantiles"), "no population sample was taken"
+        await asyncio.sleep(0.3)  # and takes it in
+        newcomers = [*(ev("star", "purchase", T - d * DAY, amount=500.0) for d in (6, 5, 4, 3, 2)), ev("newbie", "purchase", T - DAY, amount=5.0)]
+        await produce(stack, "events.purchase", [(e["customer_id"], e) for e in newcomers])
+        await w.wait_for(len(base) + len(newcomers))
+    members = {r.key.decode(): values([r])[0]["memberships"] for r in await consume_all(stack, "segments.members")}
+    assert (members["star"]["rfm_segment"], members["star"]["frequency_score"], members["star"]["monetary_score"]) == ("champions", "5", "5")
+    assert (members["newbie"]["rfm_segment"], members["newbie"]["recency_score"], members["newbie"]["monetary_score"]) == ("new", "5", "1")
+    assert members["pop0"]["rfm_segment"] == "unscored"  # decided before any population sample existed
