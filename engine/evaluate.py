@@ -53,6 +53,8 @@ class FoldResult:
     population: dict[tuple[str, str], int] = field(default_factory=dict)  # (dimension, segment) -> delta
     changes: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     outcomes: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (topic, type, outcome) -> n
+    reschedule: bool = False  # write even without a change: the timer must move on
+    decided_at: int | None = None  # the time of the last decision (next checks come after it)
 
     def count(self, event: Event, outcome: str) -> None:
         key = (event.source.topic, event.type, outcome)
@@ -131,6 +133,7 @@ def _fold_one(
     result.applied += 1
     result.count(event, "applied")
     now = max(now_for(event.ts), state.max_ts or 0)  # never decide before what the customer did
+    result.decided_at = now
     cause = {"kind": "event", "event_id": event.event_id, "topic": src.topic, "partition": src.partition, "offset": src.offset}
     outputs = decide(rules, state, customer_id, now, cause, f"{tp}:{src.offset}", result, event.type)
     for out in outputs:
@@ -139,15 +142,16 @@ def _fold_one(
         result.outputs.append(out)
 
 
-def reevaluate_customer(rules: RuleSet, state: CustomerState, customer_id: str, now: int, result: FoldResult) -> None:
-    """Every dimension under ``rules`` (after a rules switch); dimensions the rules no longer
-    have are left; changes carry ``cause.kind = rules``. Outbox entries have no input record."""
-    for entry in state.pending:  # a re-evaluation cut short by a crash: send its records again
+def reevaluate_customer(rules: RuleSet, state: CustomerState, customer_id: str, now: int, result: FoldResult, cause: dict[str, Any], cause_key: str) -> None:
+    """Every dimension, with no event: after a rules switch (``cause.kind = rules``) or when
+    a timer is due (``timer``). Dimensions the rules no longer have are left. Outbox entries
+    have no input record: ones left by a crash are sent again here."""
+    for entry in state.pending:
         if entry.get("c") is None:
             result.outputs.append(Output.from_pending(entry))
     state.pending = [p for p in state.pending if p.get("c") is not None]
-    cause = {"kind": "rules", "rules_version": rules.version}
-    for out in decide(rules, state, customer_id, now, cause, f"rules:{rules.version}", result):
+    result.reschedule = True
+    for out in decide(rules, state, customer_id, now, cause, cause_key, result):
         state.pending.append(out.to_pending())
         result.outputs.append(out)
 

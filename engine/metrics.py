@@ -39,6 +39,11 @@ class Metrics:
         self.redis_errors = Counter("segengine_redis_errors", "Failed Redis round trips", registry=r)
         self.batch_retries = Counter("segengine_batch_retries", "Batches retried after a retriable error", registry=r)
         self.cas_conflicts = Counter("segengine_cas_conflicts", "Customer writes retried after a concurrent write", registry=r)
+        self.timer_lag = Histogram(
+            "segengine_timer_lag_seconds", "Due time to timer re-evaluation (live clock)", buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 60), registry=r
+        )
+        self.timer_backlog = Gauge("segengine_timer_backlog", "Customers whose next check is due and not yet taken", registry=r)
+        self.timers_fired = Counter("segengine_timers_fired", "Customers re-evaluated because their next check was due", registry=r)
         self.rules_info = Info("segengine_rules", "The rules version in force", registry=r)
         self.rules_reloads = Counter("segengine_rules_reloads", "Rules files picked up, by outcome (applied, refused)", ["outcome"], registry=r)
         self.reevaluated = Counter("segengine_reevaluated_customers", "Customers re-evaluated after a rules switch", registry=r)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
 import orjson
+from aiokafka.partitioner import murmur2
 
 from engine.clock import Clock, wall_ms
 from engine.dlq import dlq_record
@@ -29,7 +30,8 @@ from engine.metrics import Metrics
 from engine.rules import RuleSet
 from engine.settings import Settings
 from engine.state import CustomerState
-from engine.store_redis import Loaded, RedisStore, Write
+from engine.store_redis import Loaded, RedisStore, Write, timer_key
+from engine.timers import next_check
 from engine.validate import validate
 
 log = logging.getLogger(__name__)
@@ -88,7 +90,16 @@ class BatchProcessor:
         self.metrics = metrics
         self.committed: dict[str, int] = {}  # "topic:partition" -> committed offset (next to read)
         self._dedupe_ms = int(settings.dedupe_horizon_days * 86_400_000)
+        self.input_partitions = 1  # set by the worker once it knows the input topics
+        self._partitions: dict[str, int] = {}  # this batch's customers -> their input partition
         self._skew_ms = int(settings.future_skew_s * 1000)
+
+    def partition_of(self, customer_id: str) -> int:
+        """The input partition that holds the customer (Kafka's default partitioner)."""
+        known = self._partitions.get(customer_id)
+        if known is not None:
+            return known
+        return (murmur2(customer_id.encode()) & 0x7FFFFFFF) % self.input_partitions
 
     async def process(self, records: Iterable[Record]) -> BatchStats:
         """Prepare and publish in one go (tests, tools); the worker overlaps the two."""
@@ -125,9 +136,12 @@ class BatchProcessor:
             if len(events) > 1 and len({(e.source.topic, e.source.partition) for e in events}) > 1:
                 by_customer[cid] = _merge_by_time(events)
         rules = self.rules  # one version for the whole batch, whatever a reload does meanwhile
+        for cid, events in by_customer.items():
+            self._partitions.setdefault(cid, events[0].source.partition)
         outputs = await self._apply(
-            list(by_customer), lambda cid, loaded: self._fold(rules, cid, by_customer[cid], loaded, rejected), stats
+            list(by_customer), lambda cid, loaded: self._fold(rules, cid, by_customer[cid], loaded, rejected), stats, rules
         )
+        self._partitions.clear()
         out_records: list[OutRecord] = []
         for rej in rejected:
             out_records.append((DLQ_TOPIC, *dlq_record(rej, now)))
@@ -146,14 +160,25 @@ class BatchProcessor:
     async def reevaluate(self, customer_ids: list[str], rules: RuleSet) -> Prepared:
         """Re-evaluate these customers under ``rules`` (after a rules switch): changes carry
         ``cause.kind = rules``; state is written with the same compare-and-set as events."""
-        stats = BatchStats()
         now = self.clock.now()
-        outputs = await self._apply(customer_ids, lambda cid, loaded: _reevaluate(rules, cid, loaded, now), stats)
+        cause = {"kind": "rules", "rules_version": rules.version}
+        return await self._without_events([(cid, now) for cid in customer_ids], rules, cause, f"rules:{rules.version}")
+
+    async def fire_timers(self, due: list[tuple[str, int]]) -> Prepared:
+        """Re-evaluate customers whose next check is due, each at its due time (``cause.kind = timer``)."""
+        return await self._without_events(due, self.rules, {"kind": "timer"}, "timer")
+
+    async def _without_events(self, customers: list[tuple[str, int]], rules: RuleSet, cause: dict[str, object], key: str) -> Prepared:
+        stats = BatchStats()
+        at = dict(customers)
+        outputs = await self._apply(list(at), lambda cid, loaded: _reevaluate(rules, cid, loaded, at[cid], cause, key), stats, rules)
         records: list[OutRecord] = [(o.topic, o.key.encode(), None if o.value is None else orjson.dumps(o.value)) for o in outputs]
         stats.published = len(records)
         return Prepared(stats, records)
 
-    async def _apply(self, customer_ids: list[str], fold: Callable[[str, Loaded], tuple[CustomerState, FoldResult]], stats: BatchStats) -> list[Output]:
+    async def _apply(
+        self, customer_ids: list[str], fold: Callable[[str, Loaded], tuple[CustomerState, FoldResult]], stats: BatchStats, rules: RuleSet
+    ) -> list[Output]:
         """Fold every customer and write the states; retry customers that lost a race."""
         outputs: dict[str, list[Output]] = {}
         outcomes: Counter[tuple[str, str, str]] = Counter()
@@ -168,8 +193,12 @@ class BatchProcessor:
             for cid in todo:
                 state, result = fold(cid, loaded[cid])
                 results[cid] = result
-                if result.applied or result.duplicates or result.changes:  # otherwise nothing changed: no write
-                    writes.append(Write(cid, loaded[cid].version, state.dumps(), state.dumps_outbox(), result.population))
+                if result.applied or result.duplicates or result.changes or result.reschedule:  # else nothing changed
+                    decided = result.decided_at if result.decided_at is not None else self.clock.now()
+                    due = None if rules.time_plan.empty else next_check(rules.time_plan, state, decided)
+                    writes.append(
+                        Write(cid, loaded[cid].version, state.dumps(), state.dumps_outbox(), result.population, timer_key(self.partition_of(cid)), due)
+                    )
             ok = dict(zip((w.customer_id for w in writes), await self.store.save(writes)))
             stats.outboxes += [(w.customer_id, w.expected_version + 1) for w in writes if w.outbox and ok[w.customer_id]]
             lost = {cid for cid, done in ok.items() if not done}
@@ -211,11 +240,13 @@ class BatchProcessor:
                 events = events[: exc.index] + events[exc.index + 1 :]
 
 
-def _reevaluate(rules: RuleSet, cid: str, loaded: Loaded, now: int) -> tuple[CustomerState, FoldResult]:
+def _reevaluate(rules: RuleSet, cid: str, loaded: Loaded, at: int, cause: dict[str, object], key: str) -> tuple[CustomerState, FoldResult]:
     state = CustomerState.loads(loaded.blob, loaded.outbox)
     result = FoldResult()
     if loaded.blob is not None:  # erased meanwhile: nothing to re-evaluate
-        reevaluate_customer(rules, state, cid, now, result)
+        at = max(at, state.max_ts or 0)  # never decide before what the customer did
+        result.decided_at = at
+        reevaluate_customer(rules, state, cid, at, result, dict(cause), f"{key}:{at}" if key == "timer" else key)
     return state, result
 
 

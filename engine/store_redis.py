@@ -45,6 +45,11 @@ def connect(url: str) -> Redis:
     return Redis.from_url(url, connection_class=HiredisPackingConnection)
 
 
+def timer_key(partition: int) -> str:
+    """Due customers of one input partition: a sorted set scored by next check time (ms)."""
+    return f"seg:timers:{{p{partition}}}"
+
+
 def state_key(customer_id: str) -> str:
     return f"seg:{{{customer_id}}}:state"
 
@@ -63,6 +68,8 @@ class Write:
     blob: bytes
     outbox: bytes  # b"" when empty
     population: dict[tuple[str, str], int]
+    timer_key: str = ""  # the customer's partition's timer set
+    next_check: int | None = None  # when time alone may move the customer; None: never
 
 
 def _script(redis: Redis, name: str):  # type: ignore[no-untyped-def]
@@ -97,7 +104,8 @@ class RedisStore:
             for w in chunk:
                 keys.append(state_key(w.customer_id))
                 moves = [(f"{d}{FIELD_SEP}{s}", n) for (d, s), n in w.population.items() if n]
-                args += [w.expected_version, w.blob, w.outbox, len(moves)]
+                due = "" if w.next_check is None else w.next_check
+                args += [w.expected_version, w.blob, w.outbox, w.timer_key or timer_key(0), due, w.customer_id, len(moves)]
                 for field, delta in moves:
                     args += [field, delta]
             done += [bool(r) for r in await self._save(keys=keys, args=args)]
@@ -117,6 +125,17 @@ class RedisStore:
             dimension, _, segment = (field.decode() if isinstance(field, bytes) else field).partition(FIELD_SEP)
             out.setdefault(dimension, {})[segment] = int(count)
         return out
+
+    async def due(self, partition: int, until: int, limit: int) -> list[tuple[str, int]]:
+        """Customers of a partition whose next check is at or before ``until``, earliest first."""
+        rows = await self.redis.zrangebyscore(timer_key(partition), "-inf", until, start=0, num=limit, withscores=True)
+        return [(m.decode() if isinstance(m, bytes) else m, int(score)) for m, score in rows]
+
+    async def timer_backlog(self, partitions: Iterable[int], until: int) -> int:
+        pipe = self.redis.pipeline(transaction=False)
+        for p in partitions:
+            pipe.zcount(timer_key(p), "-inf", until)
+        return sum(await pipe.execute())
 
     async def quantile_samples(self) -> tuple[int, dict[str, list[float]]] | None:
         raw = await self.redis.get(QUANTILES_KEY)

@@ -25,7 +25,7 @@ from aiokafka.partitioner import murmur2
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from engine.clock import make_clock
+from engine.clock import make_clock, wall_ms
 from engine.events import INPUT_TOPICS
 from engine.metrics import Metrics
 from engine.pipeline import BatchProcessor, BatchStats, ConcurrentWriteError, Prepared
@@ -33,6 +33,7 @@ from engine.rules import RuleSet, check_files, load_rules, rule_files
 from engine.settings import Settings
 from engine.state import CustomerState, Features
 from engine.store_redis import RedisStore, connect
+from engine.topics import load_topics
 
 log = logging.getLogger(__name__)
 
@@ -160,10 +161,12 @@ class Worker:
             fetch_max_bytes=64 << 20,
         )
         self.processor = BatchProcessor(settings, self.rules, self.store, KafkaSink(self.producer), make_clock(settings.clock), self.metrics)
+        self.processor.input_partitions = next(t.partitions for t in load_topics(settings.topics_file) if t.name in INPUT_TOPICS)
         self.retry = RetryPolicy()
         self.stopping = asyncio.Event()
         self._outbox_task: asyncio.Task[None] | None = None
         self._reevaluation: asyncio.Task[None] | None = None
+        self.on_timers: Callable[[BatchStats], None] | None = None
         self._rules_text = rules_fingerprint(settings.rules_file)
 
     async def run(self) -> None:
@@ -175,6 +178,8 @@ class Worker:
             background = [asyncio.create_task(self._refresh_population())]
             if self.settings.rules_reload_s:
                 background.append(asyncio.create_task(self._watch_rules()))
+            if not self.rules.time_plan.empty:
+                background.append(asyncio.create_task(self._timer_loop()))
             if self.settings.quantiles_refresh_s:
                 background.append(asyncio.create_task(self._refresh_quantiles()))
             try:
@@ -277,6 +282,50 @@ class Worker:
                 log.warning("batch step failed (%s), retrying in %.1fs", type(exc).__name__, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+    def _owned_partitions(self) -> list[int]:
+        topic = next(iter(INPUT_TOPICS))
+        return sorted(tp.partition for tp in self.consumer.assignment() if tp.topic == topic)
+
+    async def _timer_loop(self) -> None:
+        """Time moves customers: take the due customers of the partitions this worker owns,
+        re-evaluate them at their due time, reschedule them (see engine.timers)."""
+        interval = self.settings.timer_interval_ms / 1000
+        live = self.settings.clock == "wall"
+        while True:
+            try:
+                fired = await self._fire_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - retried on the next tick; the timers stay in Redis
+                log.warning("timer step failed: %r", exc)
+                fired = 0
+            if not fired:
+                await asyncio.sleep(interval)
+            elif not live:
+                await asyncio.sleep(0)
+
+    async def _fire_due(self) -> int:
+        until = self.processor.clock.now()
+        fired = 0
+        partitions = self._owned_partitions()
+        for partition in partitions:
+            due = await self.store.due(partition, until, self.settings.timer_batch)
+            if not due:
+                continue
+            prepared = await self._with_retry(self.processor.fire_timers, due)
+            await self._with_retry(self.processor.publish, prepared)
+            await self.store.outbox_published(prepared.stats.outboxes)
+            fired += len(due)
+            self.metrics.timers_fired.inc(len(due))
+            if self.settings.clock == "wall":
+                wall = wall_ms()
+                for _, at in due:
+                    self.metrics.timer_lag.observe(max(0, wall - at) / 1000)
+            if self.on_timers is not None:
+                self.on_timers(prepared.stats)
+        self.metrics.timer_backlog.set(await self.store.timer_backlog(partitions, until) if partitions else 0)
+        return fired
 
     async def _watch_rules(self) -> None:
         """Hot reload: a changed, valid rules file replaces the rules between batches and

@@ -30,6 +30,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from engine.rules.expr import ANY, NUMBER, STRING, ExprError, Expression, compile_dimension, compile_expression, compile_value, population_features
 from engine.rules.population import Population
+from engine.timers import TimePlan, plan_for
 from engine.rules.ruleset import CURRENT, Dimension, RuleSet, RulesError, Segment
 from engine.state import FEATURES, PROFILE_PREFIX, changed_by
 
@@ -179,9 +180,9 @@ def _always_true(expr: Expression) -> bool:
     return expr.source.strip() in ("true", "True")
 
 
-def _triggers(names: set[str], derived: dict[str, Expression]) -> frozenset[str]:
-    """Event types that can change any of these features, through derived ones too."""
-    kinds: set[str] = set()
+def _base_features(names: set[str], derived: dict[str, Expression]) -> set[str]:
+    """The stored features these names read, through derived features."""
+    found: set[str] = set()
     todo, seen = list(names), set()
     while todo:
         name = todo.pop()
@@ -191,8 +192,13 @@ def _triggers(names: set[str], derived: dict[str, Expression]) -> frozenset[str]
         if name in derived:
             todo.extend(derived[name].names)
         else:
-            kinds |= changed_by(name)
-    return frozenset(kinds)
+            found.add(name)
+    return found
+
+
+def _triggers(names: set[str], derived: dict[str, Expression]) -> frozenset[str]:
+    """Event types that can change any of these features, through derived ones too."""
+    return frozenset().union(*(changed_by(n) for n in _base_features(names, derived)))
 
 
 def _dimension(check: _Checker, key: ScalarNode, node: Node, type_of: Any, derived: dict[str, Expression], population: Population) -> Dimension | None:
@@ -284,9 +290,12 @@ def check_rules(text: str, origin: str = "<rules>", population: Population | Non
     fns = {n: compile_value(e, population=population) for n, e in derived.items()}
     wanted = set().union(*(population_features(e) for e in derived.values()),
                          *(population_features(x) for d in dimensions for s in d.segments for x in (s.enter, s.stay)))  # fmt: skip
+    reads = _base_features(set().union(*(set(d.reads) for d in dimensions)), derived)
+    holds = {d.name: ({s.name: s.min_dwell_ms for s in d.segments if s.min_dwell_ms}, {s.name: s.exit_grace_ms for s in d.segments if s.exit_grace_ms}) for d in dimensions}
+    expressions = [*derived.values(), *(x for d in dimensions for s in d.segments for x in (s.enter, s.stay))]
     return RuleSet.build(
         name, content_hash, tuple(dimensions), derived=fns, derived_sources={n: e.source for n, e in derived.items()},
-        population=population, population_features=frozenset(wanted),
+        population=population, population_features=frozenset(wanted), time_plan=plan_for(expressions, reads, holds),
     ), []
 
 
@@ -345,9 +354,12 @@ def check_files(path: Path) -> tuple[RuleSet | None, list[str]]:
         return None, problems
     content_hash = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:12]
     wanted = frozenset().union(*(p.population_features for p in packs))
+    plan = TimePlan()
+    for pack in packs:
+        plan = plan | pack.time_plan
     return RuleSet.build(
         path.name, content_hash, tuple(dimensions.values()), derived=derived, derived_sources=sources,
-        population=population, population_features=wanted,
+        population=population, population_features=wanted, time_plan=plan,
     ), []
 
 

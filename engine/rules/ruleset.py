@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 
 from engine.rules.expr import Expression, Selector
 from engine.rules.population import Population
+from engine.timers import TimePlan
 
 CURRENT = "current"
 
@@ -116,6 +117,7 @@ class RuleSet:
     derived_sources: dict[str, str] = field(default_factory=dict)
     population: Population = field(default_factory=Population)  # samples for quantile_score / pct_rank
     population_features: frozenset[str] = frozenset()  # the features those functions rank
+    time_plan: TimePlan = field(default_factory=TimePlan)  # what makes answers change with time alone
     version: str = ""  # stamped on every change: the optional name plus the content hash
 
     @classmethod

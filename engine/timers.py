@@ -1,0 +1,158 @@
+"""Time moves customers: next-check times, computed purely from a customer's state.
+
+After every evaluation the engine computes the earliest future moment at which any
+dimension could change with no new event, and keeps it in a sorted set per input
+partition (``seg:timers:{p<N>}``), written atomically with the state. A loop in each
+worker takes the due customers of the partitions it owns and re-evaluates them with the
+same code as events (``cause.kind = timer``), then reschedules them. Cost grows with the
+number of due customers, never with the population.
+
+The moments at which something time-dependent changes are known from the state:
+  - a purchase leaves a purchase window (7/30/90/365 days after it),
+  - an hour of browsing leaves a browse window (24 h, 7 d, 30 d after it),
+  - a complaint leaves the 90-day window,
+  - a ``days_since_X > C`` (or ``hours_since``) threshold is crossed, at X + C,
+  - a ``min_dwell`` or an ``exit_grace`` ends.
+Only the kinds the rules read are scheduled. A threshold the checker cannot see as
+"feature compared with a constant" (say ``days_since_last_purchase * 2 > 120``) is caught
+at the next scheduled moment or event instead.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from engine.state import (
+    ACTIONS,
+    BROWSE_WINDOWS_HOURS,
+    COMPLAINT_WINDOW_DAYS,
+    DAY_MS,
+    HOUR_MS,
+    PURCHASE_WINDOWS_DAYS,
+    CustomerState,
+)
+
+if TYPE_CHECKING:
+    from engine.rules.expr import Expression
+
+# feature -> (state attribute holding the timestamp, unit of the feature in ms)
+AGE_FEATURES = {
+    "days_since_first_purchase": ("first_purchase", DAY_MS),
+    "days_since_last_purchase": ("last_purchase", DAY_MS),
+    "days_since_last_browse": ("last_browse", DAY_MS),
+    "days_since_first_seen": ("first_seen", DAY_MS),
+}
+TS_FEATURES = {"first_purchase_ts": "first_purchase", "last_purchase_ts": "last_purchase", "last_browse_ts": "last_browse"}
+UNIT = {"days_since": DAY_MS, "hours_since": HOUR_MS}
+PURCHASE_WINDOW_FEATURES = {f"{k}_{d}d" for d in PURCHASE_WINDOWS_DAYS for k in ("orders", "spend")}
+BROWSE_WINDOW_FEATURES = {f"{a}_{w}" for a in ACTIONS for w in BROWSE_WINDOWS_HOURS}
+
+
+@dataclass(frozen=True, slots=True)
+class TimePlan:
+    """What in a customer's state can make the rules' answer change with time."""
+
+    purchase_windows: bool = False
+    browse_windows: bool = False
+    complaints: bool = False
+    thresholds: frozenset[tuple[str, int]] = frozenset()  # (state attribute, offset ms)
+    holds: dict[str, tuple[dict[str, int], dict[str, int]]] = field(default_factory=dict)  # dimension -> (dwell, grace) per segment
+
+    @property
+    def empty(self) -> bool:
+        return not (self.purchase_windows or self.browse_windows or self.complaints or self.thresholds or self.holds)
+
+    def __or__(self, other: TimePlan) -> TimePlan:
+        return TimePlan(
+            self.purchase_windows or other.purchase_windows,
+            self.browse_windows or other.browse_windows,
+            self.complaints or other.complaints,
+            self.thresholds | other.thresholds,
+            {**self.holds, **other.holds},
+        )
+
+
+def _age_of(node: ast.AST) -> tuple[str, int] | None:
+    """(state attribute, unit ms) when ``node`` is an age: days_since_X, days_since(X_ts), ..."""
+    if isinstance(node, ast.Name) and node.id in AGE_FEATURES:
+        return AGE_FEATURES[node.id]
+    if (
+        isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in UNIT
+        and len(node.args) == 1 and isinstance(node.args[0], ast.Name) and node.args[0].id in TS_FEATURES
+    ):  # fmt: skip
+        return TS_FEATURES[node.args[0].id], UNIT[node.func.id]
+    return None
+
+
+def _number(node: ast.AST) -> float | None:
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return float(node.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        inner = _number(node.operand)
+        return None if inner is None else -inner
+    return None
+
+
+def thresholds(expression: Expression) -> set[tuple[str, int]]:
+    """Every 'age compared with a constant' in the expression, as (attribute, offset ms)."""
+    found: set[tuple[str, int]] = set()
+    for node in ast.walk(expression.tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        operands = [node.left, *node.comparators]
+        for left, right in zip(operands, operands[1:]):
+            for age_node, const_node in ((left, right), (right, left)):
+                age, value = _age_of(age_node), _number(const_node)
+                if age is not None and value is not None:
+                    found.add((age[0], int(value * age[1])))
+    return found
+
+
+def plan_for(expressions: list[Expression], reads: set[str], holds: dict[str, tuple[dict[str, int], dict[str, int]]]) -> TimePlan:
+    found: set[tuple[str, int]] = set()
+    for expression in expressions:
+        found |= thresholds(expression)
+    return TimePlan(
+        purchase_windows=bool(reads & PURCHASE_WINDOW_FEATURES),
+        browse_windows=bool(reads & BROWSE_WINDOW_FEATURES),
+        complaints="complaints_90d" in reads,
+        thresholds=frozenset(found),
+        holds={d: h for d, h in holds.items() if h[0] or h[1]},
+    )
+
+
+def next_check(plan: TimePlan, state: CustomerState, now: int) -> int | None:
+    """The earliest moment after ``now`` at which time alone may change a segment; None if never."""
+    best: int | None = None
+
+    def consider(t: int) -> None:
+        nonlocal best
+        if t > now and (best is None or t < best):
+            best = t
+
+    if plan.purchase_windows:
+        for ts, _ in state.purchases:
+            for days in PURCHASE_WINDOWS_DAYS:
+                consider(int(ts) + days * DAY_MS)
+    if plan.browse_windows:
+        for bucket in state.browse:
+            for hours in BROWSE_WINDOWS_HOURS.values():
+                consider((int(bucket) + hours) * HOUR_MS)
+    if plan.complaints:
+        for ts in state.complaints:
+            consider(ts + COMPLAINT_WINDOW_DAYS * DAY_MS)
+    for attribute, offset in plan.thresholds:
+        ts = getattr(state, attribute)
+        if ts is not None:
+            consider(ts + offset + 1)  # just past the threshold: strict comparisons flip there
+    for dimension, (dwell, grace) in plan.holds.items():
+        segment = state.members.get(dimension)
+        if segment is None:
+            continue
+        if segment in dwell and dimension in state.member_since:
+            consider(state.member_since[dimension] + dwell[segment])
+        if segment in grace and dimension in state.grace_since:
+            consider(state.grace_since[dimension] + grace[segment])
+    return best
