@@ -123,7 +123,7 @@ def demo(
     limit: Optional[int] = typer.Option(None, help="replay only the first N events (default: all)"),
 ) -> None:
     """Replay the CDNOW purchase history (plus synthetic browse/feedback/profile events) through the engine."""
-    settings = _settings(clock="event")
+    settings = _settings(clock="event", quantiles_refresh_s=10)  # a replay moves fast: rank against a fresh population
     _logging(settings.model_copy(update={"log_level": "WARNING"}))
     from engine.demo import run_demo
 

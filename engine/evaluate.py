@@ -142,7 +142,9 @@ def _fold_one(
         result.outputs.append(out)
 
 
-def reevaluate_customer(rules: RuleSet, state: CustomerState, customer_id: str, now: int, result: FoldResult, cause: dict[str, Any], cause_key: str) -> None:
+def reevaluate_customer(
+    rules: RuleSet, state: CustomerState, customer_id: str, now: int, result: FoldResult, cause: dict[str, Any], cause_key: str
+) -> None:
     """Every dimension, with no event: after a rules switch (``cause.kind = rules``) or when
     a timer is due (``timer``). Dimensions the rules no longer have are left. Outbox entries
     have no input record: ones left by a crash are sent again here."""
@@ -151,7 +153,8 @@ def reevaluate_customer(rules: RuleSet, state: CustomerState, customer_id: str, 
             result.outputs.append(Output.from_pending(entry))
     state.pending = [p for p in state.pending if p.get("c") is not None]
     result.reschedule = True
-    for out in decide(rules, state, customer_id, now, cause, cause_key, result):
+    only = "timer" if cause["kind"] == "timer" else None  # a timer re-evaluates the dimensions time can change
+    for out in decide(rules, state, customer_id, now, cause, cause_key, result, only):
         state.pending.append(out.to_pending())
         result.outputs.append(out)
 

@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     rules_reload_s: float = Field(2.0, ge=0, description="how often to look for a changed rules file (0 = never)")
     reevaluate_batch: int = Field(200, ge=1, description="customers per re-evaluation step after a rules switch")
     reevaluate_pause_ms: int = Field(20, ge=0, description="pause between re-evaluation steps (throttle)")
+    timers: bool = Field(True, description="run the due loop (time alone moves customers)")
     timer_interval_ms: int = Field(200, ge=10, description="how often a worker looks for due customers")
     timer_batch: int = Field(500, ge=1, description="due customers taken per partition and step")
     quantiles_refresh_s: float = Field(60.0, ge=0, description="how often population samples for quantile_score are renewed (0 = never)")

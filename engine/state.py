@@ -288,6 +288,7 @@ for _window in BROWSE_WINDOWS_HOURS:
         GROUPS[f"{_action}_{_window}"] = _browse_windows
 for _name in GROUPS:
     FEATURES[_name] = lambda s, now, n=_name: GROUPS[n](s, now)[n]
+TIME_DEPENDENT = frozenset({*GROUPS, "complaints_90d", *(n for n in FEATURES if n.startswith("days_since_"))})
 for _kind in ("nps", "csat", "review"):
     FEATURES[f"last_{_kind}"] = lambda s, now, k=_kind: (s.feedback.get(k) or [None])[0]
 PROFILE_PREFIX = "profile_"

@@ -178,17 +178,18 @@ class Worker:
             background = [asyncio.create_task(self._refresh_population())]
             if self.settings.rules_reload_s:
                 background.append(asyncio.create_task(self._watch_rules()))
-            if not self.rules.time_plan.empty:
+            if self.settings.timers and not self.rules.time_plan.empty:
                 background.append(asyncio.create_task(self._timer_loop()))
             if self.settings.quantiles_refresh_s:
                 background.append(asyncio.create_task(self._refresh_quantiles()))
             try:
                 await self._loop()
             finally:
+                if self._reevaluation is not None:
+                    background.append(self._reevaluation)
                 for task in background:
                     task.cancel()
-                if self._reevaluation is not None:
-                    self._reevaluation.cancel()
+                await asyncio.gather(*background, return_exceptions=True)  # stopped before the clients close
         finally:
             await self._close()
 
@@ -411,7 +412,8 @@ class Worker:
                             log.info("population sample renewed: %s", {k: len(v) for k, v in samples.items()})
                 except Exception as exc:  # noqa: BLE001 - a stale sample is better than a stopped worker
                     log.warning("population sample refresh failed: %r", exc)
-            await asyncio.sleep(self.settings.quantiles_refresh_s)
+            waiting = bool(rules.population_features) and rules.population.taken_at is None
+            await asyncio.sleep(min(self.settings.quantiles_refresh_s, 2.0) if waiting else self.settings.quantiles_refresh_s)
 
     async def _sample_population(self, rules: RuleSet, now: int) -> dict[str, list[float]]:
         values: dict[str, list[float]] = {name: [] for name in rules.population_features}

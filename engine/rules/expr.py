@@ -340,6 +340,11 @@ def _locals(expressions: list[Expression], current_name: str) -> tuple[list[str]
     return names, local
 
 
+def uses_time(expression: Expression) -> bool:
+    """Whether the expression calls a function of the decision's time."""
+    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in TIME_FUNCTIONS for n in ast.walk(expression.tree))
+
+
 def population_features(expression: Expression) -> set[str]:
     """The features whose population distribution the expression reads."""
     return {

@@ -28,11 +28,11 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from engine.rules.expr import ANY, NUMBER, STRING, ExprError, Expression, compile_dimension, compile_expression, compile_value, population_features
+from engine.rules.expr import ANY, NUMBER, STRING, ExprError, Expression, compile_dimension, compile_expression, compile_value, population_features, uses_time
 from engine.rules.population import Population
 from engine.timers import TimePlan, plan_for
 from engine.rules.ruleset import CURRENT, Dimension, RuleSet, RulesError, Segment
-from engine.state import FEATURES, PROFILE_PREFIX, changed_by
+from engine.state import FEATURES, PROFILE_PREFIX, TIME_DEPENDENT, changed_by
 
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -196,6 +196,28 @@ def _base_features(names: set[str], derived: dict[str, Expression]) -> set[str]:
     return found
 
 
+def _timed(segments: list[Segment], derived: dict[str, Expression]) -> bool:
+    """Whether time alone can change the dimension's answer (then timers re-evaluate it)."""
+    if any(s.min_dwell_ms or s.exit_grace_ms for s in segments):
+        return True
+    expressions = [x for s in segments for x in (s.enter, s.stay)]
+    names = _base_features(set().union(*(e.names for e in expressions)) if expressions else set(), derived)
+    used = [*expressions, *(derived[n] for n in _derived_used(expressions, derived))]
+    # Population-relative scores drift as the population changes: timers re-score them too.
+    return bool(names & TIME_DEPENDENT) or any(uses_time(e) or population_features(e) for e in used)
+
+
+def _derived_used(expressions: list[Expression], derived: dict[str, Expression]) -> set[str]:
+    found: set[str] = set()
+    todo = [n for e in expressions for n in e.names if n in derived]
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo.extend(n for n in derived[name].names if n in derived)
+    return found
+
+
 def _triggers(names: set[str], derived: dict[str, Expression]) -> frozenset[str]:
     """Event types that can change any of these features, through derived ones too."""
     return frozenset().union(*(changed_by(n) for n in _base_features(names, derived)))
@@ -244,7 +266,10 @@ def _dimension(check: _Checker, key: ScalarNode, node: Node, type_of: Any, deriv
     triples = [(s.name, s.enter, s.stay) for s in segments]
     reads = tuple(sorted(set().union(*(e.names for s in segments for e in (s.enter, s.stay))) - {CURRENT})) if segments else ()
     positions = {s.name: i for i, s in enumerate(segments)}
-    return Dimension(name, tuple(segments), default, reads, compile_dimension(triples, population=population), positions, _triggers(set(reads), derived))
+    triggers = _triggers(set(reads), derived)
+    if _timed(segments, derived):
+        triggers |= {"timer"}
+    return Dimension(name, tuple(segments), default, reads, compile_dimension(triples, population=population), positions, triggers)
 
 
 def check_rules(text: str, origin: str = "<rules>", population: Population | None = None) -> tuple[RuleSet | None, list[str]]:
