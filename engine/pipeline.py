@@ -171,6 +171,12 @@ class BatchProcessor:
     async def _without_events(self, customers: list[tuple[str, int]], rules: RuleSet, cause: dict[str, object], key: str) -> Prepared:
         stats = BatchStats()
         at = dict(customers)
+        loaded = await self.store.load(list(at))
+        gone = [cid for cid, row in loaded.items() if row.blob is None]
+        if gone:  # erased (or never written): their timers are stale
+            await self.store.drop_timers([(timer_key(self.partition_of(cid)), cid) for cid in gone])
+            for cid in gone:
+                del at[cid]
         outputs = await self._apply(list(at), lambda cid, loaded: _reevaluate(rules, cid, loaded, at[cid], cause, key), stats, rules)
         records: list[OutRecord] = [(o.topic, o.key.encode(), None if o.value is None else orjson.dumps(o.value)) for o in outputs]
         stats.published = len(records)

@@ -131,6 +131,12 @@ class RedisStore:
         rows = await self.redis.zrangebyscore(timer_key(partition), "-inf", until, start=0, num=limit, withscores=True)
         return [(m.decode() if isinstance(m, bytes) else m, int(score)) for m, score in rows]
 
+    async def drop_timers(self, entries: list[tuple[str, str]]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for key, customer_id in entries:
+            pipe.zrem(key, customer_id)
+        await pipe.execute()
+
     async def timer_backlog(self, partitions: Iterable[int], until: int) -> int:
         pipe = self.redis.pipeline(transaction=False)
         for p in partitions:

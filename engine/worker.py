@@ -167,6 +167,9 @@ class Worker:
         self._outbox_task: asyncio.Task[None] | None = None
         self._reevaluation: asyncio.Task[None] | None = None
         self.on_timers: Callable[[BatchStats], None] | None = None
+        # Batches, timers and re-evaluations take turns: one writes state at a time, one publishes at a time.
+        self._state_lock = asyncio.Lock()
+        self._publish_lock = asyncio.Lock()
         self._rules_text = rules_fingerprint(settings.rules_file)
 
     async def run(self) -> None:
@@ -209,7 +212,8 @@ class Worker:
                         finishing = None
                     continue
                 started = time.perf_counter()
-                prepared = await self._with_retry(self.processor.prepare, records)
+                async with self._state_lock:
+                    prepared = await self._with_retry(self.processor.prepare, records)
                 if self.settings.fault == "kill_after_save" and prepared.stats.applied:
                     os.kill(os.getpid(), signal.SIGKILL)  # state written, nothing published or committed
                 if finishing is not None:
@@ -220,7 +224,8 @@ class Worker:
                 await finishing
 
     async def _finish(self, prepared: Prepared, started: float) -> None:
-        await self._with_retry(self.processor.publish, prepared)
+        async with self._publish_lock:
+            await self._with_retry(self.processor.publish, prepared)
         stats = prepared.stats
         offsets = {TopicPartition(t, p): o for (t, p), o in stats.next_offsets.items()}
         try:
@@ -314,8 +319,10 @@ class Worker:
             due = await self.store.due(partition, until, self.settings.timer_batch)
             if not due:
                 continue
-            prepared = await self._with_retry(self.processor.fire_timers, due)
-            await self._with_retry(self.processor.publish, prepared)
+            async with self._state_lock:
+                prepared = await self._with_retry(self.processor.fire_timers, due)
+            async with self._publish_lock:
+                await self._with_retry(self.processor.publish, prepared)
             await self.store.outbox_published(prepared.stats.outboxes)
             fired += len(due)
             self.metrics.timers_fired.inc(len(due))
@@ -379,8 +386,10 @@ class Worker:
                     return  # superseded by a newer switch
                 mine = [c for c in ids if self._owns(c)]
                 if mine:
-                    prepared = await self._with_retry(lambda ids: self.processor.reevaluate(ids, rules), mine)
-                    await self._with_retry(self.processor.publish, prepared)
+                    async with self._state_lock:
+                        prepared = await self._with_retry(lambda ids: self.processor.reevaluate(ids, rules), mine)
+                    async with self._publish_lock:
+                        await self._with_retry(self.processor.publish, prepared)
                     await self.store.outbox_published(prepared.stats.outboxes)
                     done += len(mine)
                     self.metrics.reevaluated.inc(len(mine))
