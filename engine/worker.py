@@ -118,6 +118,24 @@ def rules_fingerprint(path: Path) -> bytes:
     return b"\x00".join(f.read_bytes() for f in rule_files(path))
 
 
+async def _stop_tasks(tasks: list[asyncio.Task[None]], grace_s: float = 5.0) -> None:
+    """Let background loops end on their own, then cancel what is left. A client library
+    can swallow a cancellation (the task stays "cancelling" and sleeps on), so never wait
+    for a task without a bound."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=grace_s)
+    for task in pending:
+        task.cancel()
+    if pending:
+        _, stuck = await asyncio.wait(pending, timeout=grace_s)
+        for task in stuck:
+            log.warning("background task %s did not stop; leaving it", task.get_coro())
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.warning("background task ended with %r", task.exception())
+
+
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
@@ -188,16 +206,22 @@ class Worker:
             try:
                 await self._loop()
             finally:
+                self.stopping.set()  # background loops end at their next pause
                 if self._reevaluation is not None:
                     background.append(self._reevaluation)
-                for task in background:
-                    task.cancel()
-                await asyncio.gather(*background, return_exceptions=True)  # stopped before the clients close
+                await _stop_tasks(background)  # stopped before the clients close
         finally:
             await self._close()
 
     def stop(self) -> None:
         self.stopping.set()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when the worker is stopping."""
+        try:
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
     async def _loop(self) -> None:
         """Prepare batch N+1 (CPU and Redis) while batch N is published and committed.
@@ -298,7 +322,7 @@ class Worker:
         re-evaluate them at their due time, reschedule them (see engine.timers)."""
         interval = self.settings.timer_interval_ms / 1000
         live = self.settings.clock == "wall"
-        while True:
+        while not self.stopping.is_set():
             try:
                 fired = await self._fire_due()
             except asyncio.CancelledError:
@@ -307,7 +331,7 @@ class Worker:
                 log.warning("timer step failed: %r", exc)
                 fired = 0
             if not fired:
-                await asyncio.sleep(interval)
+                await self._pause(interval)
             elif not live:
                 await asyncio.sleep(0)
 
@@ -338,8 +362,8 @@ class Worker:
     async def _watch_rules(self) -> None:
         """Hot reload: a changed, valid rules file replaces the rules between batches and
         starts a background re-evaluation; an invalid one is refused, logged and counted."""
-        while True:
-            await asyncio.sleep(self.settings.rules_reload_s)
+        while not self.stopping.is_set():
+            await self._pause(self.settings.rules_reload_s)
             try:
                 fingerprint = rules_fingerprint(self.settings.rules_file)
             except OSError as exc:
@@ -382,8 +406,8 @@ class Worker:
         done = 0
         try:
             async for ids in self.store.scan_customers(count=settings.reevaluate_batch):
-                if self.processor.rules is not rules:
-                    return  # superseded by a newer switch
+                if self.processor.rules is not rules or self.stopping.is_set():
+                    return  # superseded by a newer switch, or stopping
                 mine = [c for c in ids if self._owns(c)]
                 if mine:
                     async with self._state_lock:
@@ -404,7 +428,7 @@ class Worker:
         """Keep the population samples behind quantile_score / pct_rank fresh: take the one
         in Redis when it is recent, else sample customers and share the new one."""
         period_ms = int(self.settings.quantiles_refresh_s * 1000)
-        while True:
+        while not self.stopping.is_set():
             rules = self.processor.rules
             if rules.population_features:
                 try:
@@ -422,7 +446,7 @@ class Worker:
                 except Exception as exc:  # noqa: BLE001 - a stale sample is better than a stopped worker
                     log.warning("population sample refresh failed: %r", exc)
             waiting = bool(rules.population_features) and rules.population.taken_at is None
-            await asyncio.sleep(min(self.settings.quantiles_refresh_s, 2.0) if waiting else self.settings.quantiles_refresh_s)
+            await self._pause(min(self.settings.quantiles_refresh_s, 2.0) if waiting else self.settings.quantiles_refresh_s)
 
     async def _sample_population(self, rules: RuleSet, now: int) -> dict[str, list[float]]:
         values: dict[str, list[float]] = {name: [] for name in rules.population_features}
@@ -442,12 +466,12 @@ class Worker:
         return {name: _thin(sorted(vals), 2000) for name, vals in values.items() if vals}
 
     async def _refresh_population(self) -> None:
-        while True:
+        while not self.stopping.is_set():
             try:
                 self.metrics.set_population(await self.store.population())
             except Exception as exc:  # noqa: BLE001 - a gauge refresh must never stop the worker
                 log.debug("population refresh failed: %r", exc)
-            await asyncio.sleep(5)
+            await self._pause(5)
 
     async def _close(self) -> None:
         for close in (self.consumer.stop, self.producer.stop, self.redis.aclose):
