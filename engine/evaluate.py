@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Sequence
 
+from engine.aggregates import fold_all
 from engine.events import Event
 from engine.rules import RuleSet
 from engine.state import CustomerState, Features, already_applied, apply
@@ -130,6 +131,8 @@ def _fold_one(
         result.duplicates += 1
         result.count(event, "duplicate")
         return
+    if rules.aggregates or state.aggs:
+        fold_all(rules.aggregates, rules.aggregates_by_type, state, event)
     result.applied += 1
     result.count(event, "applied")
     now = max(now_for(event.ts), state.max_ts or 0)  # never decide before what the customer did

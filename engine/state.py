@@ -55,6 +55,7 @@ class CustomerState:
         self.feedback: dict[str, list[Any]] = {}  # kind -> [score, ts]
         self.complaints: list[int] = []  # complaint ts, last 90 days
         self.attributes: dict[str, Any] = {}
+        self.aggs: dict[str, Any] = {}  # declared aggregations: key -> partial, or [[bucket, partial], ...]
         self.max_ts: int | None = None
         self.first_seen: int | None = None
         self.offsets: dict[str, int] = {}  # "topic:partition" -> last applied offset

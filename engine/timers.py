@@ -12,7 +12,8 @@ The moments at which something time-dependent changes are known from the state:
   - an hour of browsing leaves a browse window (24 h, 7 d, 30 d after it),
   - a complaint leaves the 90-day window,
   - a ``days_since_X > C`` (or ``hours_since``) threshold is crossed, at X + C,
-  - a ``min_dwell`` or an ``exit_grace`` ends.
+  - a ``min_dwell`` or an ``exit_grace`` ends,
+  - a bucket of a declared windowed aggregation leaves its window.
 Only the kinds the rules read are scheduled. A threshold the checker cannot see as
 "feature compared with a constant" (say ``days_since_last_purchase * 2 > 120``) is caught
 at the next scheduled moment or event instead.
@@ -35,6 +36,7 @@ from engine.state import (
 )
 
 if TYPE_CHECKING:
+    from engine.aggregates import Aggregate
     from engine.rules.expr import Expression
 
 # feature -> (state attribute holding the timestamp, unit of the feature in ms)
@@ -59,10 +61,11 @@ class TimePlan:
     complaints: bool = False
     thresholds: frozenset[tuple[str, int]] = frozenset()  # (state attribute, offset ms)
     holds: dict[str, tuple[dict[str, int], dict[str, int]]] = field(default_factory=dict)  # dimension -> (dwell, grace) per segment
+    windows: tuple[Aggregate, ...] = ()  # declared windowed aggregations the rules read
 
     @property
     def empty(self) -> bool:
-        return not (self.purchase_windows or self.browse_windows or self.complaints or self.thresholds or self.holds)
+        return not (self.purchase_windows or self.browse_windows or self.complaints or self.thresholds or self.holds or self.windows)
 
     def __or__(self, other: TimePlan) -> TimePlan:
         return TimePlan(
@@ -71,6 +74,7 @@ class TimePlan:
             self.complaints or other.complaints,
             self.thresholds | other.thresholds,
             {**self.holds, **other.holds},
+            tuple(dict.fromkeys((*self.windows, *other.windows))),
         )
 
 
@@ -110,7 +114,9 @@ def thresholds(expression: Expression) -> set[tuple[str, int]]:
     return found
 
 
-def plan_for(expressions: list[Expression], reads: set[str], holds: dict[str, tuple[dict[str, int], dict[str, int]]]) -> TimePlan:
+def plan_for(
+    expressions: list[Expression], reads: set[str], holds: dict[str, tuple[dict[str, int], dict[str, int]]], aggregates: list[Aggregate] | None = None
+) -> TimePlan:
     found: set[tuple[str, int]] = set()
     for expression in expressions:
         found |= thresholds(expression)
@@ -120,6 +126,7 @@ def plan_for(expressions: list[Expression], reads: set[str], holds: dict[str, tu
         complaints="complaints_90d" in reads,
         thresholds=frozenset(found),
         holds={d: h for d, h in holds.items() if h[0] or h[1]},
+        windows=tuple(a for a in aggregates or () if a.window_ms is not None),
     )
 
 
@@ -143,6 +150,9 @@ def next_check(plan: TimePlan, state: CustomerState, now: int) -> int | None:
     if plan.complaints:
         for ts in state.complaints:
             consider(ts + COMPLAINT_WINDOW_DAYS * DAY_MS)
+    for aggregate in plan.windows:
+        for t in aggregate.expiries(state):
+            consider(t)
     for attribute, offset in plan.thresholds:
         ts = getattr(state, attribute)
         if ts is not None:

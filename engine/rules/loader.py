@@ -28,6 +28,9 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+import orjson
+
+from engine.aggregates import OPS, SOURCES, Aggregate, Source
 from engine.rules.expr import ANY, NUMBER, STRING, ExprError, Expression, compile_dimension, compile_expression, compile_value, population_features, uses_time
 from engine.rules.population import Population
 from engine.timers import TimePlan, plan_for
@@ -91,26 +94,38 @@ def _expression(check: _Checker, node: Node, type_of: Any) -> Expression | None:
         return None
 
 
-def _derived(check: _Checker, node: Node | None) -> tuple[dict[str, Expression], dict[str, str]]:
-    """Derived features, checked in dependency order; cycles are errors."""
+def _derived(check: _Checker, node: Node | None) -> tuple[dict[str, Expression], dict[str, str], dict[str, Aggregate]]:
+    """Declared features: aggregations over events (a mapping with ``op``), and derived
+    features (an expression), checked in dependency order; cycles are errors."""
     if node is None:
-        return {}, {}
+        return {}, {}, {}
     if not isinstance(node, MappingNode):
-        check.at(node, "'features' must be a mapping of name: expression")
-        return {}, {}
+        check.at(node, "'features' must be a mapping of name: expression (or name: aggregation)")
+        return {}, {}, {}
     specs: dict[str, ScalarNode] = {}
     keys: dict[str, ScalarNode] = {}
+    aggregates: dict[str, Aggregate] = {}
+    failed: set[str] = set()
+    taken: set[str] = set()
     for key, value in _mapping(node):
         name = str(key.value)
-        if name in specs or name in FEATURES or name == CURRENT:
+        if name in taken or name in FEATURES or name == CURRENT:
             check.at(key, f"duplicate feature name {name!r}")
             continue
         if not NAME.match(name):
             check.at(key, f"feature name {name!r} is not an identifier")
             continue
+        taken.add(name)
+        if isinstance(value, MappingNode):
+            aggregate = _aggregate(check, name, value)
+            if aggregate is not None:
+                aggregates[name] = aggregate
+            else:
+                failed.add(name)  # reported; rules reading it should not add "unknown feature"
+            continue
         specs[name] = value  # type: ignore[assignment]
         keys[name] = key
-    types: dict[str, str] = {}
+    types: dict[str, str] = {name: agg.type for name, agg in aggregates.items()} | {name: ANY for name in failed}
     compiled: dict[str, Expression] = {}
     visiting: list[str] = []
 
@@ -122,7 +137,7 @@ def _derived(check: _Checker, node: Node | None) -> tuple[dict[str, Expression],
             check.at(keys[visiting[visiting.index(name)]], f"dependency cycle: {cycle}")
             return None
         visiting.append(name)
-        expr = _expression(check, specs[name], lambda n: visit(n) if n in specs else base_type(n))
+        expr = _expression(check, specs[name], lambda n: visit(n) if n in specs else types[n] if n in types else base_type(n))
         visiting.pop()
         if expr is None:
             types[name] = ANY
@@ -133,7 +148,94 @@ def _derived(check: _Checker, node: Node | None) -> tuple[dict[str, Expression],
 
     for name in specs:
         visit(name)
-    return compiled, types
+    return compiled, types, aggregates
+
+
+AGGREGATE_FIELDS = ("op", "field", "of", "where", "weight", "window", "description")
+
+
+def _aggregate(check: _Checker, name: str, node: MappingNode) -> Aggregate | None:
+    """``{op, field, of, where, weight, window}`` -> a checked aggregation (see engine.aggregates)."""
+    fields = {str(k.value): (k, v) for k, v in _mapping(node)}
+    for k, _ in fields.values():
+        if k.value not in AGGREGATE_FIELDS:
+            check.at(k, f"unknown aggregation field {k.value!r}: use {', '.join(AGGREGATE_FIELDS)}")
+    before = len(check.problems)
+    op_node = fields.get("op", (None, None))[1]
+    op = str(op_node.value) if isinstance(op_node, ScalarNode) else ""
+    if op not in OPS:
+        check.at(op_node or node, f"aggregation {name!r} needs 'op', one of {', '.join(OPS)}")
+        return None
+    needs_field, numeric, result_type = OPS[op]
+    field_node = fields.get("field", (None, None))[1]
+    field = str(field_node.value) if isinstance(field_node, ScalarNode) and field_node.value else None
+    if needs_field and field is None:
+        check.at(node, f"aggregation {name!r}: op {op!r} needs a 'field'")
+    if not needs_field and field_node is not None:
+        check.at(field_node, f"aggregation {name!r}: op {op!r} takes no 'field'")
+    window_ms: int | None = None
+    window_node = fields.get("window", (None, None))[1]
+    if window_node is not None and not (isinstance(window_node, ScalarNode) and str(window_node.value) == "all"):
+        window_ms = parse_duration(str(window_node.value)) if isinstance(window_node, ScalarNode) else None
+        if not window_ms:
+            check.at(window_node, f"bad duration {getattr(window_node, 'value', '')!r}: use a number and s, m, h, d or w (e.g. 30d), or 'all'")
+    of_node = fields.get("of", (None, None))[1]
+    if of_node is None:
+        check.at(node, f"aggregation {name!r} needs 'of': {', '.join(SOURCES)}")
+        return None
+    # of: kind | [kind, ...] | {kind: {where, weight}}; top-level where/weight apply to every kind
+    per_kind: list[tuple[Node, str, Node | None, Node | None]] = []
+    shared_where, shared_weight = fields.get("where", (None, None))[1], fields.get("weight", (None, None))[1]
+    if isinstance(of_node, ScalarNode):
+        per_kind.append((of_node, str(of_node.value), shared_where, shared_weight))
+    elif isinstance(of_node, SequenceNode):
+        per_kind += [(item, str(getattr(item, "value", "")), shared_where, shared_weight) for item in of_node.value]
+    elif isinstance(of_node, MappingNode):
+        for kind_key, spec in _mapping(of_node):
+            options = {str(k.value): v for k, v in _mapping(spec)} if isinstance(spec, MappingNode) else {}
+            if not isinstance(spec, MappingNode) and not (isinstance(spec, ScalarNode) and spec.tag.endswith(":null")):
+                check.at(spec, "each source maps to {where: ..., weight: ...}")
+            for option in options:
+                if option not in ("where", "weight"):
+                    check.at(spec, f"unknown source field {option!r}: use where, weight")
+            per_kind.append((kind_key, str(kind_key.value), options.get("where", shared_where), options.get("weight", shared_weight)))
+    sources: list[Source] = []
+    described: list[list[object]] = []
+    result = result_type
+    for kind_node, kind, where_node, weight_node in per_kind:
+        columns = SOURCES.get(kind)
+        if columns is None:
+            check.at(kind_node, f"unknown event kind {kind!r}: use {', '.join(SOURCES)}")
+            continue
+        if field is not None:
+            if field not in columns:
+                check.at(field_node or node, f"{kind} events have no field {field!r}")
+                continue
+            if numeric and columns[field] != NUMBER:
+                check.at(field_node or node, f"type mismatch: {op} needs a number, {kind}.{field} is a {columns[field]}")
+                continue
+            if result is None:
+                result = columns[field]
+            elif result_type is None and result != columns[field]:
+                result = ANY
+        where = None
+        if where_node is not None:
+            expr = _expression(check, where_node, lambda n, c=columns: c.get(n))
+            where = compile_value(expr) if expr is not None else None
+        weight = 1.0
+        if weight_node is not None:
+            try:
+                weight = float(str(weight_node.value))
+                if op != "most_frequent":
+                    check.at(weight_node, "'weight' applies to op most_frequent only")
+            except (TypeError, ValueError):
+                check.at(weight_node, "'weight' must be a number")
+        sources.append(Source(kind, where, weight))
+        described.append([kind, str(where_node.value).strip() if where_node is not None else None, weight])
+    if len(check.problems) > before or not sources:
+        return None
+    definition = orjson.dumps({"op": op, "field": field, "of": described, "window": window_ms}).decode()
+    return Aggregate(name, op, field, tuple(sources), window_ms, definition, result or ANY)
 
 
 def _segment(check: _Checker, node: Node, type_of: Any, seen: dict[str, Node]) -> Segment | None:
@@ -196,7 +298,7 @@ def _base_features(names: set[str], derived: dict[str, Expression]) -> set[str]:
     return found
 
 
-def _timed(segments: list[Segment], derived: dict[str, Expression]) -> bool:
+def _timed(segments: list[Segment], derived: dict[str, Expression], aggregates: dict[str, Aggregate]) -> bool:
     """Whether time alone can change the dimension's answer (then timers re-evaluate it)."""
     if any(s.min_dwell_ms or s.exit_grace_ms for s in segments):
         return True
@@ -204,7 +306,8 @@ def _timed(segments: list[Segment], derived: dict[str, Expression]) -> bool:
     names = _base_features(set().union(*(e.names for e in expressions)) if expressions else set(), derived)
     used = [*expressions, *(derived[n] for n in _derived_used(expressions, derived))]
     # Population-relative scores drift as the population changes: timers re-score them too.
-    return bool(names & TIME_DEPENDENT) or any(uses_time(e) or population_features(e) for e in used)
+    windowed = {n for n, a in aggregates.items() if a.window_ms is not None}
+    return bool(names & (TIME_DEPENDENT | windowed)) or any(uses_time(e) or population_features(e) for e in used)
 
 
 def _derived_used(expressions: list[Expression], derived: dict[str, Expression]) -> set[str]:
@@ -218,12 +321,16 @@ def _derived_used(expressions: list[Expression], derived: dict[str, Expression])
     return found
 
 
-def _triggers(names: set[str], derived: dict[str, Expression]) -> frozenset[str]:
+def _triggers(names: set[str], derived: dict[str, Expression], aggregates: dict[str, Aggregate]) -> frozenset[str]:
     """Event types that can change any of these features, through derived ones too."""
-    return frozenset().union(*(changed_by(n) for n in _base_features(names, derived)))
+    return frozenset().union(
+        *(aggregates[n].triggers | {"erase"} if n in aggregates else changed_by(n) for n in _base_features(names, derived))
+    )
 
 
-def _dimension(check: _Checker, key: ScalarNode, node: Node, type_of: Any, derived: dict[str, Expression], population: Population) -> Dimension | None:
+def _dimension(
+    check: _Checker, key: ScalarNode, node: Node, type_of: Any, derived: dict[str, Expression], population: Population, aggregates: dict[str, Aggregate]
+) -> Dimension | None:
     name = str(key.value)
     if not isinstance(node, MappingNode):
         check.at(node, f"dimension {name!r} must be a mapping with 'segments'")
@@ -266,8 +373,8 @@ def _dimension(check: _Checker, key: ScalarNode, node: Node, type_of: Any, deriv
     triples = [(s.name, s.enter, s.stay) for s in segments]
     reads = tuple(sorted(set().union(*(e.names for s in segments for e in (s.enter, s.stay))) - {CURRENT})) if segments else ()
     positions = {s.name: i for i, s in enumerate(segments)}
-    triggers = _triggers(set(reads), derived)
-    if _timed(segments, derived):
+    triggers = _triggers(set(reads), derived, aggregates)
+    if _timed(segments, derived, aggregates):
         triggers |= {"timer"}
     return Dimension(name, tuple(segments), default, reads, compile_dimension(triples, population=population), positions, triggers)
 
@@ -288,7 +395,7 @@ def check_rules(text: str, origin: str = "<rules>", population: Population | Non
     for k, _ in top.values():
         if k.value not in ("name", "description", "features", "dimensions"):
             check.at(k, f"unknown top-level field {k.value!r}")
-    derived, derived_types = _derived(check, top.get("features", (None, None))[1])
+    derived, derived_types, aggregates = _derived(check, top.get("features", (None, None))[1])
 
     def type_of(name: str) -> str | None:
         return derived_types.get(name) or base_type(name)
@@ -304,7 +411,7 @@ def check_rules(text: str, origin: str = "<rules>", population: Population | Non
                 check.at(key, f"duplicate dimension {key.value!r}")
                 continue
             seen.add(str(key.value))
-            dim = _dimension(check, key, node, type_of, derived, population)
+            dim = _dimension(check, key, node, type_of, derived, population, aggregates)
             if dim is not None:
                 dimensions.append(dim)
     if check.problems:
@@ -313,15 +420,24 @@ def check_rules(text: str, origin: str = "<rules>", population: Population | Non
     name = str(name_node.value) if isinstance(name_node, ScalarNode) and name_node.value else ""
     content_hash = hashlib.sha256(text.encode()).hexdigest()[:12]
     fns = {n: compile_value(e, population=population) for n, e in derived.items()}
+    fns.update({n: _reader(a) for n, a in aggregates.items()})
+    sources = {n: e.source for n, e in derived.items()} | {n: f"aggregate {a.definition}" for n, a in aggregates.items()}
     wanted = set().union(*(population_features(e) for e in derived.values()),
                          *(population_features(x) for d in dimensions for s in d.segments for x in (s.enter, s.stay)))  # fmt: skip
     reads = _base_features(set().union(*(set(d.reads) for d in dimensions)), derived)
     holds = {d.name: ({s.name: s.min_dwell_ms for s in d.segments if s.min_dwell_ms}, {s.name: s.exit_grace_ms for s in d.segments if s.exit_grace_ms}) for d in dimensions}
     expressions = [*derived.values(), *(x for d in dimensions for s in d.segments for x in (s.enter, s.stay))]
+    read_aggregates = [a for n, a in aggregates.items() if n in reads]
     return RuleSet.build(
-        name, content_hash, tuple(dimensions), derived=fns, derived_sources={n: e.source for n, e in derived.items()},
-        population=population, population_features=frozenset(wanted), time_plan=plan_for(expressions, reads, holds),
+        name, content_hash, tuple(dimensions), derived=fns, derived_sources=sources,
+        population=population, population_features=frozenset(wanted), time_plan=plan_for(expressions, reads, holds, read_aggregates),
+        aggregates=tuple(aggregates.values()),
     ), []
+
+
+def _reader(aggregate: Aggregate) -> Any:
+    """A declared aggregation as a feature: (features, current, now) -> its value at now."""
+    return lambda features, _current, now: aggregate.value(features.state, features.now if now is None else now)
 
 
 def parse_rules(text: str, origin: str = "<rules>") -> RuleSet:
@@ -363,6 +479,7 @@ def check_files(path: Path) -> tuple[RuleSet | None, list[str]]:
     if len(packs) == 1 and not path.is_dir():
         return packs[0], []
     dimensions: dict[str, Dimension] = {}
+    aggregates: dict[str, Aggregate] = {}
     derived: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for file, pack in zip(rule_files(path), packs):
@@ -375,6 +492,7 @@ def check_files(path: Path) -> tuple[RuleSet | None, list[str]]:
                 problems.append(f"{file}:1:1: feature {name!r} is defined differently by another pack")
             derived[name] = fn
             sources[name] = pack.derived_sources[name]
+        aggregates.update((a.name, a) for a in pack.aggregates)
     if problems:
         return None, problems
     content_hash = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:12]
@@ -384,7 +502,7 @@ def check_files(path: Path) -> tuple[RuleSet | None, list[str]]:
         plan = plan | pack.time_plan
     return RuleSet.build(
         path.name, content_hash, tuple(dimensions.values()), derived=derived, derived_sources=sources,
-        population=population, population_features=wanted, time_plan=plan,
+        population=population, population_features=wanted, time_plan=plan, aggregates=tuple(aggregates.values()),
     ), []
 
 

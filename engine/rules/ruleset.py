@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from engine.aggregates import Aggregate
 from engine.rules.expr import Expression, Selector
 from engine.rules.population import Population
 from engine.timers import TimePlan
@@ -118,7 +119,16 @@ class RuleSet:
     population: Population = field(default_factory=Population)  # samples for quantile_score / pct_rank
     population_features: frozenset[str] = frozenset()  # the features those functions rank
     time_plan: TimePlan = field(default_factory=TimePlan)  # what makes answers change with time alone
+    aggregates: tuple[Aggregate, ...] = ()  # declared aggregations: the state keeps their partials
     version: str = ""  # stamped on every change: the optional name plus the content hash
+    aggregates_by_type: dict[str, tuple[Aggregate, ...]] = field(default_factory=dict)  # event type -> aggregations it feeds
+
+    def __post_init__(self) -> None:
+        by_type: dict[str, list[Aggregate]] = {}
+        for aggregate in self.aggregates:
+            for event_type in aggregate.triggers:
+                by_type.setdefault(event_type, []).append(aggregate)
+        object.__setattr__(self, "aggregates_by_type", {t: tuple(a) for t, a in by_type.items()})
 
     @classmethod
     def build(cls, name: str, content_hash: str, dimensions: tuple[Dimension, ...], **derived: Any) -> RuleSet:

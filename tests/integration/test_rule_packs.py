@@ -152,3 +152,24 @@ async def test_rfm_scores_rank_customers_against_the_population(stack: DevStack,
     members = {r.key.decode(): values([r])[0]["memberships"] for r in await consume_all(stack, "segments.members")}
     assert (members["star"]["rfm_segment"], members["star"]["frequency_score"], members["star"]["monetary_score"]) == ("champions", "5", "5")
     assert (members["newbie"]["rfm_segment"], members["newbie"]["recency_score"], members["newbie"]["monetary_score"]) == ("new", "5", "1")
+
+
+async def test_category_affinity_from_weighted_views_and_purchased_items(stack: DevStack) -> None:
+    def item(category: str) -> list[dict[str, Any]]:
+        return [{"sku": f"sku-{category}", "category": category, "qty": 1, "price": 12.0}]
+
+    events = [
+        *(ev("jazzfan", "browse", T - (10 - h) * HOUR, action="view", category="jazz") for h in range(3)),
+        ev("jazzfan", "browse", T - 5 * HOUR, action="search", category="rock"),  # searches do not count
+        *(ev("convert", "browse", T - 40 * DAY + h * HOUR, action="view", category="pop") for h in range(4)),
+        ev("convert", "purchase", T - 20 * DAY, amount=12.0, items=item("classical")),  # 5 > 4 views
+        ev("gone", "browse", T - 200 * DAY, action="view", category="rock"),
+        ev("gone", "purchase", T - DAY, amount=3.0, items=[]),  # re-evaluated now: the view left the 90-day window
+        *(ev("wide", "browse", T - (20 - i) * HOUR, action="view", category=c) for i, c in enumerate(["rock", "pop", "jazz", "hiphop"])),
+    ]  # fmt: skip
+    moves, members = await run(stack, events)
+    assert {c: members[c]["category_affinity"] for c in ("jazzfan", "convert", "gone", "wide")} == {
+        "jazzfan": "jazz", "convert": "classical", "gone": "none", "wide": "explorer",
+    }  # fmt: skip
+    assert moves[("convert", "category_affinity")] == [(None, "pop"), ("pop", "classical")]
+    assert moves[("gone", "category_affinity")] == [(None, "rock"), ("rock", "none")]
