@@ -84,11 +84,11 @@ class Aggregate:
     window_ms: int | None  # None: all time
     definition: str  # canonical text of the declaration: same text, same aggregation
     type: str
+    key: str = ""  # where its partials live in the state: a changed definition starts afresh
 
-    @property
-    def key(self) -> str:
-        """Where its partials live in the state: a changed definition starts afresh."""
-        return f"{self.name}:{hashlib.blake2b(self.definition.encode(), digest_size=3).hexdigest()}"
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", f"{self.name}:{hashlib.blake2b(self.definition.encode(), digest_size=3).hexdigest()}")
 
     @property
     def bucket_ms(self) -> int:

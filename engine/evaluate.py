@@ -186,7 +186,7 @@ def decide(
         if event_type is not None and event_type not in dim.triggers and (old is not None or dimension in grace):
             continue
         index, values = dim.select(features, old, now)
-        if index >= 0 and dim.segments[index].name == old or index < 0 and dim.default == old:
+        if dim.outcomes[index] == old:
             if dimension in grace:  # stay holds again
                 del grace[dimension]
             continue

@@ -219,14 +219,22 @@ _PURCHASE_KEYS = [(f"orders_{d}d", f"spend_{d}d", d * DAY_MS) for d in PURCHASE_
 
 
 def _purchase_windows(state: CustomerState, now: int) -> dict[str, Any]:
-    """orders_<d>d and spend_<d>d for every window (purchases are sorted by time)."""
+    """orders_<d>d and spend_<d>d for every window, in one pass from the newest purchase
+    back (purchases are sorted by time; windows are nested)."""
     purchases = state.purchases
-    end = bisect_right(purchases, now, key=_first)
+    end = len(purchases)
+    if end and purchases[-1][0] > now:  # decided before the latest purchase (a late event)
+        end = bisect_right(purchases, now, key=_first)
     out: dict[str, Any] = {}
+    i = end - 1
+    spend = 0.0
     for orders_key, spend_key, span in _PURCHASE_KEYS:
-        start = bisect_right(purchases, now - span, 0, end, key=_first)
-        out[orders_key] = end - start
-        out[spend_key] = round(sum(p[1] for p in purchases[start:end]), 2) if end > start else 0.0
+        oldest = now - span
+        while i >= 0 and purchases[i][0] > oldest:
+            spend += purchases[i][1]
+            i -= 1
+        out[orders_key] = end - 1 - i
+        out[spend_key] = round(spend, 2)
     return out
 
 
@@ -239,18 +247,19 @@ _NO_BROWSE = {key: 0 for keys, _ in _BROWSE_KEYS for key in keys}
 
 def _browse_windows(state: CustomerState, now: int) -> dict[str, Any]:
     """<action>_<window> for every action and window, in one pass over the hour buckets."""
+    out = dict(_NO_BROWSE)
     if not state.browse:
-        return _NO_BROWSE
+        return out
     last = now // HOUR_MS
-    out: dict[str, Any] = {}
-    buckets = [(int(b), c) for b, c in state.browse.items()]
-    for keys, hours in _BROWSE_KEYS:
-        first = last - hours + 1
-        sums = [0] * len(ACTIONS)
-        for hour, counts in buckets:
-            if first <= hour <= last:
-                sums = [x + y for x, y in zip(sums, counts)]
-        out.update(zip(keys, sums))
+    for bucket, counts in state.browse.items():
+        age = last - int(bucket)
+        if age < 0:
+            continue
+        for keys, hours in _BROWSE_KEYS:  # a bucket in a window is in every longer one too
+            if age < hours:
+                for key, c in zip(keys, counts):
+                    if c:
+                        out[key] += c
     return out
 
 
@@ -316,6 +325,42 @@ def changed_by(feature: str) -> frozenset[str]:
     return frozenset(kinds | {"erase"})
 
 
+Resolver = Callable[["Features"], Any]
+
+
+def _group_resolver(group: Callable[[CustomerState, int], dict[str, Any]], name: str) -> Resolver:
+    def resolve(features: Features) -> Any:
+        values = group(features.state, features.now)
+        features.update(values)  # one pass fills every window of the group
+        return values[name]
+
+    return resolve
+
+
+def _base_resolver(fn: FeatureFn) -> Resolver:
+    return lambda features: fn(features.state, features.now)
+
+
+BASE_RESOLVERS: dict[str, Resolver] = {name: _base_resolver(fn) for name, fn in FEATURES.items()}
+BASE_RESOLVERS.update({name: _group_resolver(group, name) for name, group in GROUPS.items()})
+
+
+class Derived(dict[str, Callable[..., Any]]):
+    """A rule set's derived features (name -> fn(features, current, now)), with the one
+    table that resolves every feature name, built once per rule set."""
+
+    def __init__(self, derived: Mapping[str, Callable[..., Any]] | None = None) -> None:
+        super().__init__(derived or {})
+        self.table: dict[str, Resolver] = {**BASE_RESOLVERS, **{n: _derived_resolver(fn) for n, fn in self.items()}}
+
+
+def _derived_resolver(fn: Callable[..., Any]) -> Resolver:
+    return lambda features: fn(features, None, features.now)
+
+
+_NO_DERIVED = Derived()
+
+
 class Features(dict[str, Any]):
     """The named features of one customer at time ``now``, computed on first read and
     cached (a dict, so that a cached read costs what a dict lookup costs).
@@ -324,24 +369,21 @@ class Features(dict[str, Any]):
     missing values are None.
     """
 
-    __slots__ = ("state", "now", "derived")
+    __slots__ = ("state", "now", "derived", "table")
 
     def __init__(self, state: CustomerState, now: int, derived: Mapping[str, Callable[..., Any]] | None = None) -> None:
         super().__init__()
         self.state = state
         self.now = now
-        self.derived = derived or {}
+        if not isinstance(derived, Derived):
+            derived = Derived(derived) if derived else _NO_DERIVED
+        self.derived = derived
+        self.table = derived.table
 
     def __missing__(self, name: str) -> Any:
-        group = GROUPS.get(name)
-        if group is not None:
-            self.update(group(self.state, self.now))
-            return self[name]
-        fn = FEATURES.get(name)
-        if fn is not None:
-            value = fn(self.state, self.now)
-        elif name in self.derived:
-            value = self.derived[name](self, None, self.now)
+        resolve = self.table.get(name)
+        if resolve is not None:
+            value = resolve(self)
         elif name.startswith(PROFILE_PREFIX):
             value = self.state.attributes.get(name[len(PROFILE_PREFIX) :])
         else:

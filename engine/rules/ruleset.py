@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 from engine.aggregates import Aggregate
 from engine.rules.expr import Expression, Selector
 from engine.rules.population import Population
+from engine.state import Derived
 from engine.timers import TimePlan
 
 CURRENT = "current"
@@ -71,6 +72,10 @@ class Dimension:
     select: Selector  # (features, current, now) -> (index of the first segment that holds or -1, values of ``reads``)
     positions: dict[str, int] = field(default_factory=dict)  # segment name -> index
     triggers: frozenset[str] = frozenset()  # event types that can change what it reads
+    outcomes: tuple[str | None, ...] = ()  # segment names, then the default: outcomes[index] for index -1 too
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outcomes", (*(s.name for s in self.segments), self.default))
 
     def segment(self, index: int) -> str | None:
         return self.default if index < 0 else self.segments[index].name
@@ -114,7 +119,7 @@ class RuleSet:
     name: str
     content_hash: str
     dimensions: tuple[Dimension, ...]
-    derived: dict[str, Callable[[Mapping[str, Any], Any, Any], Any]] = field(default_factory=dict)
+    derived: Mapping[str, Callable[[Mapping[str, Any], Any, Any], Any]] = field(default_factory=dict)
     derived_sources: dict[str, str] = field(default_factory=dict)
     population: Population = field(default_factory=Population)  # samples for quantile_score / pct_rank
     population_features: frozenset[str] = frozenset()  # the features those functions rank
@@ -124,6 +129,8 @@ class RuleSet:
     aggregates_by_type: dict[str, tuple[Aggregate, ...]] = field(default_factory=dict)  # event type -> aggregations it feeds
 
     def __post_init__(self) -> None:
+        if not isinstance(self.derived, Derived):
+            object.__setattr__(self, "derived", Derived(self.derived))  # resolves every feature name in one lookup
         by_type: dict[str, list[Aggregate]] = {}
         for aggregate in self.aggregates:
             for event_type in aggregate.triggers:
