@@ -8,6 +8,8 @@ from there without importing ``lifetimes``.
 
 from __future__ import annotations
 
+import hashlib
+
 import importlib.util
 import random
 from dataclasses import dataclass
@@ -73,8 +75,14 @@ def purchase_event(p: Purchase) -> dict[str, Any]:
         "amount": p.amount,
         "currency": "USD",
         "channel": "web",
-        "items": [{"sku": "cd", "category": "music", "qty": p.cds, "price": round(p.amount / max(p.cds, 1), 2)}],
+        "items": [{"sku": "cd", "category": favourite_genre(customer_id(p.customer)), "qty": p.cds, "price": round(p.amount / max(p.cds, 1), 2)}],
     }
+
+
+def favourite_genre(cid: str) -> str:
+    """CDNOW does not say what was bought: each customer gets a deterministic favourite
+    genre, used for the genre of their CDs and most of their product views."""
+    return CATEGORIES[int.from_bytes(hashlib.blake2b(cid.encode(), digest_size=2).digest(), "big") % len(CATEGORIES)]
 
 
 def demo_events(purchases: list[Purchase], seed: int = 7) -> list[tuple[str, dict[str, Any]]]:
@@ -125,7 +133,8 @@ def _browse_path(rng: random.Random) -> list[str]:
 def _browse(n: int, cid: str, ts: int, action: str, rng: random.Random) -> dict[str, Any]:
     return {
         "event_id": f"syn-{n}", "customer_id": cid, "type": "browse", "ts": ts, "source": "web",
-        "action": action, "category": rng.choice(CATEGORIES), "product_id": f"p{rng.randint(1, 5000)}",
+        "action": action, "category": favourite_genre(cid) if rng.random() < 0.6 else rng.choice(CATEGORIES),
+        "product_id": f"p{rng.randint(1, 5000)}",
     }  # fmt: skip
 
 

@@ -22,6 +22,8 @@ at the next scheduled moment or event instead.
 from __future__ import annotations
 
 import ast
+import math
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -38,6 +40,7 @@ from engine.state import (
 if TYPE_CHECKING:
     from engine.aggregates import Aggregate
     from engine.rules.expr import Expression
+    from engine.rules.population import Population
 
 # feature -> (state attribute holding the timestamp, unit of the feature in ms)
 AGE_FEATURES = {
@@ -62,10 +65,13 @@ class TimePlan:
     thresholds: frozenset[tuple[str, int]] = frozenset()  # (state attribute, offset ms)
     holds: dict[str, tuple[dict[str, int], dict[str, int]]] = field(default_factory=dict)  # dimension -> (dwell, grace) per segment
     windows: tuple[Aggregate, ...] = ()  # declared windowed aggregations the rules read
+    # ages ranked against the population: (state attribute, unit ms, feature, n or None for pct_rank)
+    ranked_ages: frozenset[tuple[str, int, str, int | None]] = frozenset()
+    population: Population | None = None
 
     @property
     def empty(self) -> bool:
-        return not (self.purchase_windows or self.browse_windows or self.complaints or self.thresholds or self.holds or self.windows)
+        return not (self.purchase_windows or self.browse_windows or self.complaints or self.thresholds or self.holds or self.windows or self.ranked_ages)
 
     def __or__(self, other: TimePlan) -> TimePlan:
         return TimePlan(
@@ -75,6 +81,8 @@ class TimePlan:
             self.thresholds | other.thresholds,
             {**self.holds, **other.holds},
             tuple(dict.fromkeys((*self.windows, *other.windows))),
+            self.ranked_ages | other.ranked_ages,
+            self.population or other.population,
         )
 
 
@@ -114,12 +122,30 @@ def thresholds(expression: Expression) -> set[tuple[str, int]]:
     return found
 
 
+def ranked_ages(expression: Expression) -> set[tuple[str, int, str, int | None]]:
+    """Every ``quantile_score(age, n)`` / ``pct_rank(age)``: an age's score moves as the age
+    passes the population's values, with no event."""
+    found: set[tuple[str, int, str, int | None]] = set()
+    for node in ast.walk(expression.tree):
+        if (
+            isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("quantile_score", "pct_rank")
+            and node.args and isinstance(node.args[0], ast.Name) and node.args[0].id in AGE_FEATURES
+        ):  # fmt: skip
+            attribute, unit = AGE_FEATURES[node.args[0].id]
+            n = node.args[1].value if node.func.id == "quantile_score" and isinstance(node.args[1], ast.Constant) else None
+            found.add((attribute, unit, node.args[0].id, n))  # type: ignore[arg-type]
+    return found
+
+
 def plan_for(
-    expressions: list[Expression], reads: set[str], holds: dict[str, tuple[dict[str, int], dict[str, int]]], aggregates: list[Aggregate] | None = None
-) -> TimePlan:
+    expressions: list[Expression], reads: set[str], holds: dict[str, tuple[dict[str, int], dict[str, int]]],
+    aggregates: list[Aggregate] | None = None, population: Population | None = None,
+) -> TimePlan:  # fmt: skip
     found: set[tuple[str, int]] = set()
+    ranked: set[tuple[str, int, str, int | None]] = set()
     for expression in expressions:
         found |= thresholds(expression)
+        ranked |= ranked_ages(expression)
     return TimePlan(
         purchase_windows=bool(reads & PURCHASE_WINDOW_FEATURES),
         browse_windows=bool(reads & BROWSE_WINDOW_FEATURES),
@@ -127,6 +153,8 @@ def plan_for(
         thresholds=frozenset(found),
         holds={d: h for d, h in holds.items() if h[0] or h[1]},
         windows=tuple(a for a in aggregates or () if a.window_ms is not None),
+        ranked_ages=frozenset(ranked),
+        population=population if ranked else None,
     )
 
 
@@ -153,6 +181,16 @@ def next_check(plan: TimePlan, state: CustomerState, now: int) -> int | None:
     for aggregate in plan.windows:
         for t in aggregate.expiries(state):
             consider(t)
+    if plan.population is not None:
+        for attribute, unit, feature, n in plan.ranked_ages:
+            ts = getattr(state, attribute)
+            sample = plan.population.samples.get(feature)
+            if ts is not None and sample:
+                change = next_rank_change(sample, (now - ts) / unit, n)
+                if change is not None:
+                    reached, only_past = change
+                    moment = ts + reached * unit
+                    consider(max(math.floor(moment) + 1 if only_past else math.ceil(moment), now + 1))
     for attribute, offset in plan.thresholds:
         ts = getattr(state, attribute)
         if ts is not None:
@@ -166,3 +204,39 @@ def next_check(plan: TimePlan, state: CustomerState, now: int) -> int | None:
         if segment in grace and dimension in state.grace_since:
             consider(state.grace_since[dimension] + grace[segment])
     return best
+
+
+def next_rank_change(sample: list[float], value: float, n: int | None) -> tuple[float, bool] | None:
+    """When ``value``, growing, next changes its score against the population ``sample``:
+    (the population value, whether the change comes only once the value is past it rather
+    than equal to it: ties count half). ``n`` None is ``pct_rank``, else
+    ``quantile_score(n)``; scores only grow with the value. None: never again."""
+    size = len(sample)
+
+    def score(rank: float) -> float:
+        return rank if n is None else min(n, 1 + int(rank * n))
+
+    def at(i: int) -> float:  # the score when the value equals sample[i]
+        below = bisect_left(sample, sample[i])
+        return score((below + (bisect_right(sample, sample[i]) - below) / 2) / size)
+
+    def past(i: int) -> float:  # the score once the value is just past sample[i]
+        return score(bisect_right(sample, sample[i]) / size)
+
+    start = bisect_right(sample, value)
+    if start and sample[start - 1] == value:  # on a population value now: just past it is next
+        if past(start - 1) != at(start - 1):
+            return value, True
+    if start >= size:
+        return None
+    current = score(start / size)
+    if past(size - 1) == current:
+        return None
+    lo, hi = start, size - 1
+    while lo < hi:  # the first population value past which the score differs
+        mid = (lo + hi) // 2
+        if past(mid) == current:
+            lo = mid + 1
+        else:
+            hi = mid
+    return sample[lo], at(lo) == current

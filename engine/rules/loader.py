@@ -426,11 +426,12 @@ def check_rules(text: str, origin: str = "<rules>", population: Population | Non
                          *(population_features(x) for d in dimensions for s in d.segments for x in (s.enter, s.stay)))  # fmt: skip
     reads = _base_features(set().union(*(set(d.reads) for d in dimensions)), derived)
     holds = {d.name: ({s.name: s.min_dwell_ms for s in d.segments if s.min_dwell_ms}, {s.name: s.exit_grace_ms for s in d.segments if s.exit_grace_ms}) for d in dimensions}
-    expressions = [*derived.values(), *(x for d in dimensions for s in d.segments for x in (s.enter, s.stay))]
+    conditions = [x for d in dimensions for s in d.segments for x in (s.enter, s.stay)]
+    expressions = [*(derived[n] for n in _derived_used(conditions, derived)), *conditions]  # what the dimensions read
     read_aggregates = [a for n, a in aggregates.items() if n in reads]
     return RuleSet.build(
         name, content_hash, tuple(dimensions), derived=fns, derived_sources=sources,
-        population=population, population_features=frozenset(wanted), time_plan=plan_for(expressions, reads, holds, read_aggregates),
+        population=population, population_features=frozenset(wanted), time_plan=plan_for(expressions, reads, holds, read_aggregates, population),
         aggregates=tuple(aggregates.values()),
     ), []
 

@@ -1,0 +1,53 @@
+"""Time moves population-relative scores too: a customer's recency quintile drops as the
+days since the last purchase pass the population's values, with no event. The next check
+the timers compute is exactly the moment the score changes (brute force over time)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.rules import parse_rules
+from engine.state import DAY_MS, CustomerState, Features
+from engine.timers import next_check
+
+RULES = """
+features:
+  r: quantile_score(days_since_last_purchase, 5)
+  p: pct_rank(days_since_last_purchase)
+dimensions:
+  recency:
+    segments:
+      - {name: "1", when: r == 1}
+      - {name: "2", when: r == 2}
+      - {name: "3", when: r == 3}
+      - {name: "4", when: r == 4}
+      - {name: "5", when: r == 5}
+    default: unscored
+"""
+
+
+@settings(max_examples=300, deadline=None)
+@given(sample=st.lists(st.one_of(st.floats(0, 400, allow_nan=False), st.integers(0, 30).map(float)), min_size=1, max_size=40), start_days=st.floats(0, 300))
+def test_the_next_check_is_when_the_quintile_changes(sample: list[float], start_days: float) -> None:
+    rules = parse_rules(RULES)
+    rules.population.replace({"days_since_last_purchase": sample}, 0)
+    state = CustomerState()
+    state.last_purchase = 1_000 * DAY_MS
+    now = state.last_purchase + int(start_days * DAY_MS)
+    for _ in range(50):
+        score = Features(state, now, rules.derived)["r"]
+        due = next_check(rules.time_plan, state, now)
+        if due is None:  # past every population value: the score is final
+            assert Features(state, now + 10_000 * DAY_MS, rules.derived)["r"] == score
+            return
+        assert due > now
+        assert Features(state, due - 1, rules.derived)["r"] == score or due - 1 == now
+        assert Features(state, due, rules.derived)["r"] != score  # it moves exactly then
+        now = due
+    raise AssertionError("more changes than a quintile score can make")
+
+
+def test_a_plan_without_population_scores_has_no_ranked_ages() -> None:
+    rules = parse_rules("dimensions:\n  d:\n    segments:\n      - {name: x, when: days_since_last_purchase > 3}\n")
+    assert not rules.time_plan.ranked_ages and rules.time_plan.population is None
