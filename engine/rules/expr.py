@@ -223,9 +223,22 @@ def _expect_same(node: ast.AST, left: str, right: str) -> None:
         raise ExprError(f"type mismatch: comparing a {left} with a {right} ({ast.unparse(node)!r})", _col(node))
 
 
+def _literal(node: ast.AST) -> tuple[bool, Any]:
+    """(True, value) for a constant, negative numbers included."""
+    if isinstance(node, ast.Constant):
+        return True, node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
+        value = node.operand.value
+        if type(value) in (int, float):
+            return True, -value
+    return False, None
+
+
 def _literal_list(node: ast.AST) -> frozenset[Any]:
-    if isinstance(node, (ast.List, ast.Tuple, ast.Set)) and all(isinstance(e, ast.Constant) for e in node.elts):
-        return frozenset(e.value for e in node.elts)  # type: ignore[attr-defined]
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        literals = [_literal(e) for e in node.elts]
+        if all(ok for ok, _ in literals):
+            return frozenset(value for _, value in literals)
     raise ExprError("the right side of 'in' must be a literal list like ['a', 'b']", _col(node))
 
 
@@ -273,6 +286,8 @@ HELPERS: dict[str, Any] = {
     **{f"_cmp_{op.__name__}": (_equality if op in (ast.Eq, ast.NotEq) else _ordering)(fn) for op, fn in _COMPARE.items()},
     **{f"_op_{op.__name__}": _arith(fn) for op, fn in _ARITH.items()},
     "_neg": lambda a: None if a is None else -a,
+    "_in": lambda a, k: a is not None and a in k,
+    "_not_in": lambda a, k: a is not None and a not in k,
     **{f"_fn_{name}": fn for name, (fn, _, _) in FUNCTIONS.items()},
     **{f"_tf_{name}": fn for name, (fn, _, _) in TIME_FUNCTIONS.items()},
 }
@@ -306,8 +321,8 @@ class _Translator:
                     if isinstance(op, (ast.In, ast.NotIn)):
                         const = f"_k{len(self.constants)}"
                         self.constants[const] = _literal_list(right)
-                        test = "not in" if isinstance(op, ast.NotIn) else "in"
-                        parts.append(f"({lhs} is not None and {lhs} {test} {const})")
+                        test = "_not_in" if isinstance(op, ast.NotIn) else "_in"
+                        parts.append(f"{test}({lhs}, {const})")
                         lhs = "None"
                     else:
                         rhs = self(right)
