@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit integration bench dev lint clean
+.PHONY: demo test unit integration bench dev lint clean prometheus-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,13 +16,22 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/segengine demo
 
-test: $(STAMP)
+# promtool and prometheus (Debian's package `prometheus`): the alert rule tests and the
+# live Prometheus test. Installed only when missing; quiet.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+prometheus-tools:
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
+	  log=$$(mktemp); $(SUDO) apt-get update -qq >$$log 2>&1 && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >>$$log 2>&1 \
+	  || { cat $$log; rm -f $$log; exit 1; }; rm -f $$log; }
+
+test: $(STAMP) prometheus-tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
-integration: $(STAMP)
+integration: $(STAMP) prometheus-tools
 	$(BIN)/python -m pytest -q tests/integration
 
 bench: $(STAMP)

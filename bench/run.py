@@ -7,6 +7,10 @@
  (c) naive_eps    a faust agent awaiting Redis once per event (the tutorial baseline)
  (d) latency      produce -> segment change, p50/p99, at a fixed offered load
  memory           Redis bytes per customer after (a)
+ timers           a live-clock engine (its own stack): how many due customers per second
+                  its due loop re-evaluates (a burst all due at once), and the due-time lag
+                  p99 at a steady TIMER_STEADY_PER_S due customers per second
+ replay           the producer of `segengine replay`: the CDNOW file, read and produced
 
 Prints a table and writes bench-results.json. Speed is reported here, never asserted.
 """
@@ -24,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -42,6 +46,10 @@ BROWSE_SHARE = 0.7
 OFFERED_EPS = 2_000
 LATENCY_SECONDS = 15
 NAIVE_BUDGET_S = 30
+TIMER_BURST = 20_000  # customers all due at the same moment
+TIMER_STEADY = 10_000  # customers due one after another, at TIMER_STEADY_PER_S
+TIMER_STEADY_PER_S = 1_000
+TIMER_LEAD_S = 15  # from producing their purchases to the first due time: time to ingest them
 TOPICS = ("events.browse", "events.purchase")
 ACTIONS = ("view", "view", "view", "search", "add_to_cart", "remove_from_cart", "checkout_start", "wishlist")
 ROOT = Path(__file__).resolve().parent.parent
@@ -237,6 +245,87 @@ async def naive_run(stack: DevStack, total: int) -> tuple[float, int, bool]:
     return (last[1] - first[1]) / (last[0] - first[0]), last[1], last[1] >= total
 
 
+async def timer_run(rules: Path) -> tuple[float, list[float], int]:
+    """Customers whose next check (lifecycle: at_risk 60 days and 1 ms after the last
+    purchase) comes due on the wall clock while a live engine runs: TIMER_BURST all at one
+    moment, then TIMER_STEADY spread evenly. Returns the due loop's rate over the burst
+    (customers/s, first to last change published), the steady customers' lags (due time to
+    change published, ms) and how many customers' changes never came."""
+    day = 86_400_000
+    async with DevStack() as stack:
+        env = {"SEGENGINE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "SEGENGINE_REDIS_URL": stack.redis_url, "SEGENGINE_RULES_FILE": str(rules),
+               "SEGENGINE_GROUP_ID": "bench-timers", "SEGENGINE_CLOCK": "wall", "SEGENGINE_LOG_LEVEL": "WARNING",
+               "SEGENGINE_QUANTILES_REFRESH_S": "0", "SEGENGINE_RULES_RELOAD_S": "0"}  # fmt: skip
+        proc = await spawn(["-m", "engine.cli", "run"], env)  # type: ignore[misc]
+        changes = AIOKafkaConsumer("segments.changes", bootstrap_servers=stack.kafka_bootstrap, auto_offset_reset="earliest",
+                                   enable_auto_commit=False, fetch_max_wait_ms=10)  # fmt: skip
+        producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, linger_ms=20, max_batch_size=1 << 20)
+        await changes.start()
+        await producer.start()
+        try:
+            warm_up = {"event_id": "w", "customer_id": "warm-up", "type": "purchase", "ts": int(time.time() * 1000), "order_id": "w", "amount": 1.0}
+            await producer.send_and_wait("events.purchase", key=b"warm-up", value=orjson.dumps(warm_up))
+            if not await _read_changes(changes, lambda read: any(c["customer_id"] == "warm-up" for c, _ in read), 60):
+                raise RuntimeError("the live engine did not start")
+            first_due = int(time.time() * 1000) + TIMER_LEAD_S * 1000
+            due = {f"burst-{i:05d}": first_due for i in range(TIMER_BURST)}
+            steady_start = first_due + 5_000
+            due.update({f"steady-{i:05d}": steady_start + i * 1000 // TIMER_STEADY_PER_S for i in range(TIMER_STEADY)})
+            futures = []
+            for i, (cid, at) in enumerate(due.items()):
+                ev = {"event_id": f"t{i}", "customer_id": cid, "type": "purchase", "ts": at - 60 * day - 1, "order_id": f"t{i}", "amount": 10.0}
+                futures.append(await producer.send("events.purchase", key=cid.encode(), value=orjson.dumps(ev)))
+            await asyncio.gather(*futures)
+            fired: dict[str, int] = {}
+            ingested = [0]
+
+            def all_fired(read: list[tuple[dict[str, Any], int]]) -> bool:
+                for change, published in read:
+                    if change["cause"]["kind"] == "timer" and change["to"] == "at_risk":
+                        fired.setdefault(change["customer_id"], published)
+                    elif change["cause"]["kind"] == "event":
+                        ingested[0] = max(ingested[0], published)
+                return len(fired) >= len(due)
+
+            with Progress(TextColumn("(e) timers coming due"), BarColumn(), TimeElapsedColumn(), console=console) as progress:
+                task = progress.add_task("", total=len(due))
+                await _read_changes(changes, lambda read: (all_fired(read), progress.update(task, completed=len(fired)))[0],
+                                    TIMER_LEAD_S + 5 + TIMER_STEADY / TIMER_STEADY_PER_S + 60)  # fmt: skip
+            if ingested[0] > first_due:
+                console.print("[yellow]warning: the timer customers were not all ingested before they came due[/yellow]")
+        finally:
+            await producer.stop()
+            await changes.stop()
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 30)
+    burst = sorted(ts for cid, ts in fired.items() if cid.startswith("burst-"))
+    rate = (len(burst) - 1) / max((burst[-1] - burst[0]) / 1000, 1e-3) if len(burst) > 1 else 0.0
+    lags = sorted(float(ts - due[cid]) for cid, ts in fired.items() if cid.startswith("steady-"))
+    return rate, lags, len(due) - len(fired)
+
+
+async def _read_changes(consumer: AIOKafkaConsumer, until: Callable[[list[tuple[dict[str, Any], int]]], bool], timeout_s: float) -> bool:
+    """Hand the segment changes read, batch by batch, as (change, record timestamp: when it
+    was published), to ``until``; stop when it returns True (then True) or the time is up."""
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        batch = await consumer.getmany(timeout_ms=200, max_records=20_000)
+        if until([(orjson.loads(rec.value), rec.timestamp) for records in batch.values() for rec in records]):
+            return True
+    return False
+
+
+async def replay_run(stack: DevStack) -> float:
+    """`segengine replay --format cdnow` at --speed max: the same reader and producer."""
+    from engine.datasets import cdnow_path
+    from engine.replay import load
+    from engine.replay import produce as replay_produce
+
+    records = load(cdnow_path(), "cdnow")
+    stats = await replay_produce(stack.kafka_bootstrap, records)
+    return stats.eps
+
+
 def eval_cost_us(rules_path: Path) -> float:
     """Micro-benchmark: microseconds to evaluate every dimension of the shipped rules for one
     customer with purchases, browses, feedback and a profile (features computed fresh)."""
@@ -291,6 +380,10 @@ async def main() -> None:
         await asyncio.wait_for(engine.wait(), 30)
         await redis.aclose()
         naive_eps, naive_events, naive_done = await naive_run(stack, len(records))
+        replay_eps = await replay_run(stack)
+    lifecycle_rules = Path(tempfile.mkdtemp(prefix="segengine-bench-timers-"))
+    shutil.copy(ROOT / "rules" / "lifecycle.yaml", lifecycle_rules / "lifecycle.yaml")
+    timer_due_per_s, timer_lags, timer_missing = await timer_run(lifecycle_rules)
 
     results = {
         "engine_eps": round(engine_eps),
@@ -301,6 +394,12 @@ async def main() -> None:
         "offered_eps": round(offered),
         "redis_bytes_per_customer": round((after - before) / CUSTOMERS),
         "eval_us_all_dimensions": round(eval_us, 2),
+        "timer_due_per_s": round(timer_due_per_s),
+        "timer_lag_p99_ms": round(pct(timer_lags, 99), 1) if timer_lags else None,
+        "timer_lag_p50_ms": round(pct(timer_lags, 50), 1) if timer_lags else None,
+        "timer_steady_due_per_s": TIMER_STEADY_PER_S,
+        "timer_missing": timer_missing,
+        "replay_eps": round(replay_eps),
         "rules_for_core_figures": "value_tier + lifecycle",
         "events": len(records),
         "customers": CUSTOMERS,
@@ -326,9 +425,14 @@ async def main() -> None:
     table.add_row("(d) offered load", f"{offered:,.0f} events/s", "")
     table.add_row("Redis memory per customer", f"{results['redis_bytes_per_customer']:,} bytes", "")
     table.add_row("evaluate all shipped dimensions, 1 customer", f"{eval_us:.1f} µs", "PASS" if eval_us <= 20 else "MISS (<= 20 µs)")
+    table.add_row(f"timers: due customers re-evaluated ({TIMER_BURST:,} due at once)", f"{timer_due_per_s:,.0f} customers/s", "")
+    table.add_row(f"timers: due time -> change p99 (live, {TIMER_STEADY_PER_S:,} due/s)", f"{results['timer_lag_p99_ms']} ms", "")
+    table.add_row("replay producer (CDNOW, --speed max)", f"{replay_eps:,.0f} events/s", "PASS" if replay_eps >= 30_000 else "MISS (>= 30,000)")
     console.print(table)
     if missing:
         console.print(f"[yellow]warning: {missing} latency events got no change within 10 s[/yellow]")
+    if timer_missing:
+        console.print(f"[yellow]warning: {timer_missing} due customers got no timer change[/yellow]")
     console.print(f"written {ROOT / 'bench-results.json'}")
 
 

@@ -6,6 +6,7 @@
     segengine demo-produce   only produce the demo stream to the configured Kafka
     segengine topics create  create the topics of topics/topics.yaml on the configured Kafka
     segengine rules check|explain|simulate   rules tooling for marketers
+    segengine inspect|segments|tail|produce  look customers up, watch changes, send one event
 """
 
 from __future__ import annotations
@@ -77,10 +78,10 @@ def _run(coro: object) -> None:
 def run(
     rules: Optional[Path] = typer.Option(None, help="rules file or folder of packs (default: rules/)"),
     clock: Optional[str] = typer.Option(None, help="wall (live) or event (replay of history)"),
-    metrics_port: Optional[int] = typer.Option(None, help="serve /metrics on this port (0 = off)"),
+    http_port: Optional[int] = typer.Option(None, help="serve the HTTP API (/customers, /segments, /healthz, /readyz, /metrics) on this port (0 = off)"),
 ) -> None:
     """Run one worker. Without SEGENGINE_KAFKA_BOOTSTRAP / SEGENGINE_REDIS_URL it starts the embedded stack."""
-    settings = _settings(rules_file=rules, clock=clock, metrics_port=metrics_port)
+    settings = _settings(rules_file=rules, clock=clock, http_port=http_port)
     _logging(settings)
 
     async def main() -> None:
@@ -89,11 +90,7 @@ def run(
 
         async with stack_for(settings) as (bootstrap, redis_url):
             worker_settings = settings.model_copy(update={"kafka_bootstrap": bootstrap, "redis_url": redis_url})
-            worker = Worker(worker_settings)
-            if settings.metrics_port:
-                from prometheus_client import start_http_server
-
-                start_http_server(settings.metrics_port, addr="0.0.0.0", registry=worker.metrics.registry)
+            worker = Worker(worker_settings)  # serves the HTTP API while it runs, when http_port is set
             logging.getLogger("engine").info("worker starting: rules %s, clock %s", worker.rules.version, settings.clock)
             await worker.run()
 
@@ -162,6 +159,27 @@ def demo_produce(limit: Optional[int] = typer.Option(None, help="only the first 
     from engine.demo import produce_demo
 
     _run(produce_demo(bootstrap, limit))
+
+
+@app.command()
+def replay(
+    file: Optional[Path] = typer.Argument(None, help="the events file (cdnow: default the copy shipped in the lifetimes package)"),
+    fmt: str = typer.Option(..., "--format", help="cdnow, csv or jsonl"),
+    speed: str = typer.Option("max", help="max, or Nx: N times real time from the first event's time"),
+    until: Optional[str] = typer.Option(None, help="stop after this event date (YYYY-MM-DD, inclusive) or RFC 3339 time"),
+) -> None:
+    """Backfill: produce a file of historical events into the input topics in event-time order (run workers with SEGENGINE_CLOCK=event)."""
+    settings = _settings()
+    _logging(settings)
+    bootstrap = _require_kafka(settings)
+    from engine.replay import ReplayError, prepare, replay_with_progress
+
+    try:
+        records, pace = prepare(file, fmt, speed, until)
+    except ReplayError as exc:
+        console.print(f"cannot replay: {exc}", style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    _run(replay_with_progress(bootstrap, records, pace, progress_to=console, report_to=out))
 
 
 def _at(at: Optional[str]) -> int:
@@ -281,6 +299,7 @@ def rules_simulate(
         redis = connect(redis_url)
         store = RedisStore(redis)
         totals: dict[str, Counter[tuple[str | None, str | None]]] = {}
+        present: set[str] = set()  # aggregation keys found in the stored states
         seen = 0
         try:
             with Progress(console=console, transient=True) as progress:
@@ -288,7 +307,9 @@ def rules_simulate(
                 async for ids in store.scan_customers():
                     ids = ids[: None if sample is None else max(0, sample - seen)]
                     loaded = await store.load(ids)
-                    for dim, counts in simulate(rules, (CustomerState.loads(l.blob) for l in loaded.values()), now).items():
+                    states = [CustomerState.loads(l.blob) for l in loaded.values() if l.blob is not None]
+                    present.update(k for st in states for k in st.aggs)
+                    for dim, counts in simulate(rules, states, now).items():
                         totals.setdefault(dim, Counter()).update(counts)
                     seen += len(ids)
                     progress.update(task, completed=seen)
@@ -296,6 +317,12 @@ def rules_simulate(
                         break
         finally:
             await redis.aclose()
+        fresh = [a.name for a in rules.aggregates if a.key not in present]
+        if fresh and seen:
+            console.print(
+                f"[yellow]note:[/yellow] aggregations new or changed in this file have no history yet: {', '.join(fresh)}; "
+                "customers are previewed as if they were empty (they fill from the switch on; replay history to backfill)"
+            )
         if as_json:
             import orjson
 
@@ -312,6 +339,123 @@ def rules_simulate(
             for (a, b), n in sorted(counts.items(), key=lambda kv: -kv[1]):
                 table.add_row(str(a), str(b), f"{n:,}", "" if a == b else "moves")
             out.print(table)
+
+    _run(main())
+
+
+# -- looking customers up, watching changes, sending one event (logic: engine/inspect.py) ----
+
+
+def _print_json(value: object) -> None:
+    import orjson
+
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+
+
+@app.command("inspect")
+def inspect_customer(
+    customer_id: str,
+    at: Optional[str] = typer.Option(None, help="features at this time (default: now)"),
+    as_json: bool = typer.Option(False, "--json", help="JSON output (what GET /customers/{id} returns)"),
+) -> None:
+    """A customer's memberships, features, next check time and last changes. Exit 1 if unknown (or erased)."""
+    from engine.inspect import check_customer_id, customer_report, customer_tables, input_partitions
+    from engine.store_redis import RedisStore, connect
+
+    settings = _settings()
+    redis_url = _require_redis(settings)
+    if (problem := check_customer_id(customer_id)) is not None:
+        console.print(f"[red]{problem}[/red]")
+        raise typer.Exit(2)
+    rules, now, partitions = _load_rules_or_exit(settings.rules_file), _at(at), input_partitions(settings.topics_file)
+
+    async def main() -> None:
+        redis = connect(redis_url)
+        try:
+            report = await customer_report(RedisStore(redis), rules, customer_id, now, partitions)
+        finally:
+            await redis.aclose()
+        if report is None:
+            console.print("[red]unknown customer[/red] (never seen, or erased)")
+            raise typer.Exit(1)
+        if as_json:
+            return _print_json(report)
+        for table in customer_tables(report):
+            out.print(table)
+
+    _run(main())
+
+
+@app.command()
+def segments(as_json: bool = typer.Option(False, "--json", help="JSON output (the population part of GET /segments)")) -> None:
+    """Customers per dimension and segment: the exact counters the workers keep."""
+    from engine.inspect import population_table, segments_report
+    from engine.store_redis import RedisStore, connect
+
+    redis_url = _require_redis(_settings())
+
+    async def main() -> None:
+        redis = connect(redis_url)
+        try:
+            report = await segments_report(RedisStore(redis))
+        finally:
+            await redis.aclose()
+        if as_json:
+            return _print_json(report)
+        out.print(population_table(report["population"]))
+
+    _run(main())
+
+
+@app.command()
+def tail(
+    dimension: Optional[str] = typer.Option(None, help="only changes of this dimension"),
+    segment: Optional[str] = typer.Option(None, help="only changes from or to this segment"),
+    from_beginning: bool = typer.Option(False, "--from-beginning", help="start at the oldest record kept, not now"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per line, with its topic"),
+) -> None:
+    """Follow segment changes and actions live (segments.changes, actions.*) until Ctrl-C; filtered, actions show with their change."""
+    from engine.inspect import TailFilter, describe, follow
+
+    bootstrap = _require_kafka(_settings())
+    wanted = TailFilter(dimension, segment)
+
+    async def main() -> None:
+        async for topic, record in follow(bootstrap, from_beginning=from_beginning):
+            if not wanted(topic, record):
+                continue
+            if as_json:
+                import orjson
+
+                sys.stdout.write(orjson.dumps({"topic": topic, **record}).decode() + "\n")
+                sys.stdout.flush()
+            else:
+                out.print(describe(topic, record), markup=False, highlight=False, soft_wrap=True)
+
+    _run(main())
+
+
+@app.command()
+def produce(
+    topic: str = typer.Argument(..., help="an input topic: events.browse, events.purchase, events.feedback, events.profile"),
+    event: str = typer.Argument(..., help="the event as JSON ('-': read it from stdin)"),
+) -> None:
+    """Send one hand-written event, checked first as the engine checks it; a rejected one prints its reason code and exits 1."""
+    from engine.clock import wall_ms
+    from engine.events import Rejected
+    from engine.inspect import check_event, produce_event
+
+    settings = _settings()
+    text = sys.stdin.read() if event == "-" else event
+    checked = check_event(topic, text, now_ms=wall_ms(), max_bytes=settings.max_event_bytes, future_skew_ms=int(settings.future_skew_s * 1000))
+    if isinstance(checked, Rejected):
+        console.print(f"rejected: {checked.code}: {checked.message}", markup=False, highlight=False)
+        raise typer.Exit(1)
+    bootstrap = _require_kafka(settings)
+
+    async def main() -> None:
+        partition, offset = await produce_event(bootstrap, checked)
+        out.print(f"sent {checked.type} {checked.event_id} to {topic} partition {partition} offset {offset}", markup=False, highlight=False)
 
     _run(main())
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from prometheus_client import generate_latest, start_http_server
+from prometheus_client import generate_latest
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -101,7 +101,8 @@ async def run_demo(settings: Settings, *, limit: int | None = None) -> None:
         with progress:
             await _produce(bootstrap, records, progress)
 
-        worker_settings = settings.model_copy(update={"kafka_bootstrap": bootstrap, "redis_url": redis_url, "group_id": "segengine-demo"})
+        api = {"http_port": settings.http_port or _free_port(), "http_host": "127.0.0.1"}  # the worker serves its API there
+        worker_settings = settings.model_copy(update={"kafka_bootstrap": bootstrap, "redis_url": redis_url, "group_id": "segengine-demo", **api})
         totals = BatchStats()
         done = asyncio.Event()
 
@@ -124,9 +125,8 @@ async def run_demo(settings: Settings, *, limit: int | None = None) -> None:
 
         worker = Worker(worker_settings, on_batch=on_batch)
         worker.on_timers = on_timers
-        metrics_port = _free_port()
-        start_http_server(metrics_port, addr="127.0.0.1", registry=worker.metrics.registry)
-        console.print(f"metrics: http://127.0.0.1:{metrics_port}/metrics (while the demo runs)")
+        url = f"http://127.0.0.1:{api['http_port']}"
+        console.print(f"API (while the demo runs): {url}/segments, {url}/customers/cdnow-00042, {url}/metrics")
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), TimeElapsedColumn())
         task = progress.add_task("segmenting", total=len(records))
         store = RedisStore(worker.redis)
@@ -152,6 +152,11 @@ async def run_demo(settings: Settings, *, limit: int | None = None) -> None:
                 progress.update(timer_task, completed=timer_changes[1])
                 live.update(Group(progress, population_table(await store.population())))
             progress.update(timer_task, total=timer_changes[1], completed=timer_changes[1])
+            # Population-ranked scores (RFM) against the population as it ends.
+            rescore_task = progress.add_task("re-scoring against the final population", total=None)
+            await worker.renew_population_sample()
+            rescored = await worker.rescore()
+            progress.update(rescore_task, total=rescored, completed=rescored)
             population = await store.population()
             live.update(Group(progress, population_table(population)))
         engine_seconds = time.perf_counter() - engine_started

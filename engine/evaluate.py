@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Sequence
 
+from engine.actions import Decided, Trigger, due_delayed, grace_trigger_id, on_trigger
 from engine.aggregates import fold_all
 from engine.events import Event
 from engine.rules import RuleSet
 from engine.state import CustomerState, Features, already_applied, apply
+from engine.timers import next_check
 
 CHANGES_TOPIC = "segments.changes"
 MEMBERS_TOPIC = "segments.members"
@@ -56,6 +58,8 @@ class FoldResult:
     outcomes: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (topic, type, outcome) -> n
     reschedule: bool = False  # write even without a change: the timer must move on
     decided_at: int | None = None  # the time of the last decision (next checks come after it)
+    actions: dict[tuple[str, str], int] = field(default_factory=dict)  # (action, outcome) -> n
+    erased: bool = False  # an erase was applied: the store deletes the customer's keys once it is committed
 
     def count(self, event: Event, outcome: str) -> None:
         key = (event.source.topic, event.type, outcome)
@@ -127,7 +131,16 @@ def _fold_one(
         result.count(event, "redelivered")
         result.outputs.extend(Output.from_pending(p) for p in state.pending if p["c"] == tp and p["o"] == src.offset)
         return
-    if not apply(state, event, dedupe_horizon_ms=dedupe_horizon_ms):
+    if event.type == "erase":
+        erase_customer(rules, state, customer_id, event, now_for, dedupe_horizon_ms, result)
+        return
+    if state.checked_at is not None and not rules.time_plan.empty:
+        _catch_up(rules, state, customer_id, now_for(event.ts), result, tp, src.offset)
+    plan = rules.time_plan  # which windows the rules read: only their detail is kept
+    if not apply(
+        state, event, dedupe_horizon_ms=dedupe_horizon_ms,
+        keep_purchases=plan.purchase_windows, keep_browse=plan.browse_windows, keep_complaints=plan.complaints,
+    ):  # fmt: skip
         result.duplicates += 1
         result.count(event, "duplicate")
         return
@@ -143,6 +156,23 @@ def _fold_one(
         out = Output(out.topic, out.key, out.value, tp, src.offset)
         state.pending.append(out.to_pending())
         result.outputs.append(out)
+
+
+MAX_CATCH_UP = 64  # timer decisions taken before one event, at most (then the due loop goes on)
+
+
+def _catch_up(rules: RuleSet, state: CustomerState, customer_id: str, until: int, result: FoldResult, tp: str, offset: int) -> None:
+    """Timers that fell due before this event are decided first, at their due times, as the
+    due loop would have (same ``change_id``): a replay, or a batch holding a customer's
+    events weeks apart, keeps the transitions that time alone made between them."""
+    for _ in range(MAX_CATCH_UP):
+        due = next_check(rules.time_plan, state, state.checked_at)  # type: ignore[arg-type]
+        if due is None or due > until:
+            return
+        for out in decide(rules, state, customer_id, due, {"kind": "timer"}, f"timer:{due}", result, "timer"):
+            out = Output(out.topic, out.key, out.value, tp, offset)  # caused by processing this record: its outbox
+            state.pending.append(out.to_pending())
+            result.outputs.append(out)
 
 
 def reevaluate_customer(
@@ -175,6 +205,7 @@ def decide(
     """Evaluate the dimensions (after an event, only those whose inputs it can change, and
     those the customer is not in yet); update ``state.members``; return the records to publish."""
     features = Features(state, now, rules.derived)
+    state.checked_at = now if state.checked_at is None else max(state.checked_at, now)
     members = state.members
     since = state.member_since
     grace = state.grace_since
@@ -191,6 +222,10 @@ def decide(
                 del grace[dimension]
             continue
         move = dim.resolve(index, values, old, now, since.get(dimension), grace.get(dimension))
+        if move.grace_started is not None and dimension not in grace and old is not None and rules.actions:
+            trigger = Trigger(grace_trigger_id(customer_id, dimension, old, move.grace_started), dimension, old, now)
+            matching = [a for a in rules.actions if a.matches_grace(dimension, old)]
+            _actions(on_trigger(rules.actions, state, customer_id, features, trigger, matching, rfc3339), customer_id, outputs, result)
         if move.grace_started is not None:
             grace[dimension] = move.grace_started
         elif dimension in grace:
@@ -211,12 +246,13 @@ def decide(
             result.population[(dimension, new)] = result.population.get((dimension, new), 0) + 1
         result.changes.append((dimension, old, new))
         at = at or rfc3339(now)
+        cid = change_id(customer_id, dimension, cause_key, old, new)
         outputs.append(
             Output(
                 CHANGES_TOPIC,
                 customer_id,
                 {
-                    "change_id": change_id(customer_id, dimension, cause_key, old, new),
+                    "change_id": cid,
                     "customer_id": customer_id,
                     "dimension": dimension,
                     "from": old,
@@ -229,7 +265,61 @@ def decide(
                 },
             )
         )
-    if outputs:
+        if rules.actions:
+            matching = [a for a in rules.actions if a.matches(dimension, old, new)]
+            if matching:
+                decided = on_trigger(rules.actions, state, customer_id, features, Trigger(cid, dimension, new, now), matching, rfc3339)
+                _actions(decided, customer_id, outputs, result)
+    if state.delayed:
+        _actions(due_delayed(rules.actions_by_name, state, customer_id, features, now, rfc3339), customer_id, outputs, result)
+    if any(o.topic == CHANGES_TOPIC for o in outputs):
         members = {"customer_id": customer_id, "memberships": dict(state.members), "rules_version": rules.version, "updated_at": at}
         outputs.append(Output(MEMBERS_TOPIC, customer_id, members))
     return outputs
+
+
+def _actions(decided: Decided, customer_id: str, outputs: list[Output], result: FoldResult) -> None:
+    outputs.extend(Output(topic, customer_id, value) for topic, value in decided.records)
+    for outcome in decided.outcomes:
+        result.actions[outcome] = result.actions.get(outcome, 0) + 1
+
+
+def erase_customer(
+    rules: RuleSet, state: CustomerState, customer_id: str, event: Event, now_for: NowFn, dedupe_horizon_ms: int, result: FoldResult
+) -> None:
+    """An erase: an exit (``to: null``, ``cause.kind = erase``) from every membership, a
+    tombstone for ``segments.members``, and the state forgotten (``state._apply_erase``). The
+    records go to the outbox like any other, so they are published again, with the same
+    ``change_id``, if the erase is delivered again before it is committed."""
+    src = event.source
+    tp = f"{src.topic}:{src.partition}"
+    members = dict(state.members)
+    now = max(now_for(event.ts), state.max_ts or 0)
+    plan = rules.time_plan  # which windows the rules read: only their detail is kept
+    if not apply(
+        state, event, dedupe_horizon_ms=dedupe_horizon_ms,
+        keep_purchases=plan.purchase_windows, keep_browse=plan.browse_windows, keep_complaints=plan.complaints,
+    ):  # fmt: skip
+        result.duplicates += 1
+        result.count(event, "duplicate")
+        return
+    result.applied += 1
+    result.count(event, "applied")
+    result.erased = True
+    result.decided_at = now
+    at = rfc3339(now)
+    cause = {"kind": "erase", "event_id": event.event_id, "topic": src.topic, "partition": src.partition, "offset": src.offset}
+    outputs = []
+    for dimension, old in members.items():
+        result.population[(dimension, old)] = result.population.get((dimension, old), 0) - 1
+        result.changes.append((dimension, old, None))
+        change = {
+            "change_id": change_id(customer_id, dimension, f"{tp}:{src.offset}", old, None),
+            "customer_id": customer_id, "dimension": dimension, "from": old, "to": None, "at": at,
+            "rules_version": rules.version, "reason": "erase", "cause": cause, "features": {},
+        }  # fmt: skip
+        outputs.append(Output(CHANGES_TOPIC, customer_id, change, tp, src.offset))
+    outputs.append(Output(MEMBERS_TOPIC, customer_id, None, tp, src.offset))  # the compacted table's tombstone
+    for out in outputs:
+        state.pending.append(out.to_pending())
+        result.outputs.append(out)

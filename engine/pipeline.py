@@ -24,13 +24,13 @@ from aiokafka.partitioner import murmur2
 
 from engine.clock import Clock, wall_ms
 from engine.dlq import dlq_record
-from engine.evaluate import FoldError, FoldResult, Output, fold_customer, reevaluate_customer
+from engine.evaluate import CHANGES_TOPIC, MEMBERS_TOPIC, FoldError, FoldResult, Output, fold_customer, reevaluate_customer
 from engine.events import Event, Rejected
 from engine.metrics import Metrics
 from engine.rules import RuleSet
 from engine.settings import Settings
 from engine.state import CustomerState
-from engine.store_redis import Loaded, RedisStore, Write, timer_key
+from engine.store_redis import HISTORY, Loaded, RedisStore, Write, timer_key
 from engine.timers import next_check
 from engine.validate import validate
 
@@ -74,6 +74,7 @@ class Prepared:
 
     stats: BatchStats
     records: list[OutRecord]
+    produced_at: list[int] = field(default_factory=list)  # Kafka timestamps of the events behind a sample of the changes
 
 
 class ConcurrentWriteError(RuntimeError):
@@ -110,6 +111,8 @@ class BatchProcessor:
     async def publish(self, prepared: Prepared) -> None:
         if prepared.records:
             await self.sink.publish(prepared.records)
+            if prepared.produced_at:
+                self.metrics.changes_published(prepared.produced_at, wall_ms())
 
     async def prepare(self, records: Iterable[Record]) -> Prepared:
         stats = BatchStats()
@@ -117,6 +120,7 @@ class BatchProcessor:
         by_customer: dict[str, list[Event]] = defaultdict(list)
         rejected: list[Rejected] = []
         lag_ms: list[int] = []
+        produced: dict[tuple[str, int, int], int] = {}  # valid records' Kafka timestamps
         for rec in records:
             stats.records += 1
             tp = (rec.topic, rec.partition)
@@ -131,6 +135,7 @@ class BatchProcessor:
             else:
                 by_customer[result.customer_id].append(result)
                 lag_ms.append(now - result.ts)
+                produced[(rec.topic, rec.partition, rec.offset)] = rec.timestamp
 
         for cid, events in by_customer.items():
             if len(events) > 1 and len({(e.source.topic, e.source.partition) for e in events}) > 1:
@@ -155,14 +160,20 @@ class BatchProcessor:
             self.metrics.event_lag.observe(lag / 1000)
         stats.rejected = len(rejected)
         stats.published = len(out_records)
-        return Prepared(stats, out_records)
+        return Prepared(stats, out_records, _produced_at(outputs, produced))
 
-    async def reevaluate(self, customer_ids: list[str], rules: RuleSet) -> Prepared:
+    async def reevaluate(self, customer_ids: list[str], rules: RuleSet, *, rescore: bool = False) -> Prepared:
         """Re-evaluate these customers under ``rules`` (after a rules switch): changes carry
-        ``cause.kind = rules``; state is written with the same compare-and-set as events."""
+        ``cause.kind = rules``; state is written with the same compare-and-set as events.
+        ``rescore``: the population sample moved instead, so the time-dependent dimensions
+        (population-ranked ones among them) are re-evaluated, as a timer would (``timer``)."""
         now = self.clock.now()
-        cause = {"kind": "rules", "rules_version": rules.version}
-        return await self._without_events([(cid, now) for cid in customer_ids], rules, cause, f"rules:{rules.version}")
+        if rescore:
+            cause: dict[str, object] = {"kind": "timer"}
+            key = f"population:{rules.population.taken_at}:{now}"
+        else:
+            cause, key = {"kind": "rules", "rules_version": rules.version}, f"rules:{rules.version}"
+        return await self._without_events([(cid, now) for cid in customer_ids], rules, cause, key)
 
     async def fire_timers(self, due: list[tuple[str, int]]) -> Prepared:
         """Re-evaluate customers whose next check is due, each at its due time (``cause.kind = timer``)."""
@@ -188,6 +199,7 @@ class BatchProcessor:
         """Fold every customer and write the states; retry customers that lost a race."""
         outputs: dict[str, list[Output]] = {}
         outcomes: Counter[tuple[str, str, str]] = Counter()
+        actions: Counter[tuple[str, str]] = Counter()
         changes: Counter[tuple[str, str, str]] = Counter()
         todo = list(customer_ids)
         for _ in range(MAX_CAS_ROUNDS):
@@ -202,11 +214,9 @@ class BatchProcessor:
                 if result.applied or result.duplicates or result.changes or result.reschedule:  # else nothing changed
                     decided = result.decided_at if result.decided_at is not None else self.clock.now()
                     due = None if rules.time_plan.empty else next_check(rules.time_plan, state, decided)
-                    writes.append(
-                        Write(cid, loaded[cid].version, state.dumps(), state.dumps_outbox(), result.population, timer_key(self.partition_of(cid)), due)
-                    )
+                    writes.append(_write(cid, loaded[cid], state, result, timer_key(self.partition_of(cid)), due))
             ok = dict(zip((w.customer_id for w in writes), await self.store.save(writes)))
-            stats.outboxes += [(w.customer_id, w.expected_version + 1) for w in writes if w.outbox and ok[w.customer_id]]
+            stats.outboxes += [(w.customer_id, w.expected_version + 1) for w in writes if (w.outbox or w.erased) and ok[w.customer_id]]
             lost = {cid for cid, done in ok.items() if not done}
             for cid, result in results.items():
                 if cid in lost:
@@ -217,12 +227,15 @@ class BatchProcessor:
                 stats.redelivered += result.redelivered
                 stats.changes += len(result.changes)
                 outcomes.update(result.outcomes)
+                actions.update(result.actions)
                 changes.update((d, str(old), str(new)) for d, old, new in result.changes)
             if lost:
                 self.metrics.cas_conflicts.inc(len(lost))
             todo = [cid for cid in todo if cid in lost]
         if todo:
             raise ConcurrentWriteError(f"{len(todo)} customers changed concurrently {MAX_CAS_ROUNDS} times in a row")
+        for (name, outcome), n in actions.items():
+            self.metrics.action(name, outcome, n)
         for labels, n in outcomes.items():
             self.metrics.events.labels(*labels).inc(n)
         for labels, n in changes.items():
@@ -232,7 +245,7 @@ class BatchProcessor:
     def _fold(self, rules: RuleSet, cid: str, events: list[Event], loaded: Loaded, rejected: list[Rejected]) -> tuple[CustomerState, FoldResult]:
         """Fold; an event that makes pure code raise is dead-lettered and the rest refolded."""
         while True:
-            state = CustomerState.loads(loaded.blob, loaded.outbox)
+            state = _loaded_state(loaded)
             try:
                 result = fold_customer(
                     rules, state, cid, events,
@@ -241,7 +254,9 @@ class BatchProcessor:
                 return state, result
             except FoldError as exc:
                 bad = events[exc.index]
-                log.error("event at %s:%d:%d failed in processing: %r", bad.source.topic, bad.source.partition, bad.source.offset, exc.cause)
+                # The type only: the message of an exception raised on customer data may carry it (debug has it all).
+                log.error("event at %s:%d:%d failed in processing: %s", bad.source.topic, bad.source.partition, bad.source.offset, type(exc.cause).__name__)
+                log.debug("processing failed on %s:%d:%d", bad.source.topic, bad.source.partition, bad.source.offset, exc_info=exc.cause)
                 rejected.append(_rejected(bad, "processing_error", f"processing failed: {type(exc.cause).__name__}"))
                 events = events[: exc.index] + events[exc.index + 1 :]
 
@@ -254,6 +269,49 @@ def _reevaluate(rules: RuleSet, cid: str, loaded: Loaded, at: int, cause: dict[s
         result.decided_at = at
         reevaluate_customer(rules, state, cid, at, result, dict(cause), f"{key}:{at}" if key == "timer" else key)
     return state, result
+
+
+def _loaded_state(loaded: Loaded) -> CustomerState:
+    state = CustomerState.loads(loaded.blob, loaded.outbox)
+    if loaded.offsets:  # erased, the erase not committed yet: its records must still be recognised
+        state.offsets = orjson.loads(loaded.offsets)
+    return state
+
+
+def _write(cid: str, loaded: Loaded, state: CustomerState, result: FoldResult, timers: str, due: int | None) -> Write:
+    """What to write for one customer. Erased with nothing new since: no state document, only
+    the applied offsets and the outbox, until the erase is committed (then the key goes)."""
+    recent = _recent_changes(result.outputs, loaded.outbox)
+    if result.erased and state.is_empty:
+        offsets = orjson.dumps(state.offsets)
+        return Write(cid, loaded.version, b"", state.dumps_outbox(), result.population, timers, None, recent, forget=True, offsets=offsets)
+    return Write(cid, loaded.version, state.dumps(), state.dumps_outbox(), result.population, timers, due, recent, forget=result.erased)
+
+
+def _recent_changes(outputs: list[Output], outbox: bytes | None) -> tuple[bytes, ...]:
+    """The change records this write adds to the customer's recent changes, oldest first:
+    not the outbox's re-sends (added when first written), nothing before an erase."""
+    resent = {e["v"]["change_id"] for e in orjson.loads(outbox) if e["t"] == CHANGES_TOPIC and e["v"]} if outbox else set()
+    recent: list[dict[str, object]] = []
+    for out in outputs:
+        if out.topic == CHANGES_TOPIC and out.value is not None and out.value["change_id"] not in resent:
+            recent.append(out.value)
+        elif out.topic == MEMBERS_TOPIC and out.value is None:  # the tombstone of an erase
+            recent.clear()
+    return tuple(orjson.dumps(v) for v in recent[-HISTORY:])
+
+
+def _produced_at(outputs: list[Output], produced: dict[tuple[str, int, int], int], sample: int = 256) -> list[int]:
+    """When the events behind (a sample of) the batch's segment changes were produced, for
+    the produce -> change latency. Outbox entries caused by records outside this batch are left out."""
+    changes = [o for o in outputs if o.topic == CHANGES_TOPIC and o.cause is not None and o.offset is not None]
+    stamps: list[int] = []
+    for out in changes[:: max(1, len(changes) // sample)]:
+        topic, _, partition = out.cause.rpartition(":")  # type: ignore[union-attr]
+        ts = produced.get((topic, int(partition), out.offset))  # type: ignore[arg-type]
+        if ts is not None and ts > 0:
+            stamps.append(ts)
+    return stamps
 
 
 def _merge_by_time(events: list[Event]) -> list[Event]:

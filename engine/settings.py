@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     timer_interval_ms: int = Field(200, ge=10, description="how often a worker looks for due customers")
     timer_batch: int = Field(500, ge=1, description="due customers taken per partition and step")
     quantiles_refresh_s: float = Field(60.0, ge=0, description="how often population samples for quantile_score are renewed (0 = never)")
+    rescore_drift: float = Field(
+        0.05, ge=0, description="re-score every customer when a population cut point moved by more than this share (0 = on every new sample)"
+    )
     quantiles_sample: int = Field(10_000, ge=10, description="customers sampled for quantile_score / pct_rank")
     fetch_max_wait_ms: int = Field(
         20, ge=0, description="longest time the broker holds a fetch with no new data (latency when idle)"
@@ -42,12 +45,13 @@ class Settings(BaseSettings):
     dedupe_horizon_days: float = Field(7.0, gt=0, description="an event_id repeated within this counts once")
     max_event_bytes: int = Field(1 << 20, ge=1024)
     future_skew_s: float = Field(300.0, ge=0, description="events further than this in the future go to the DLQ")
-    metrics_port: int = Field(0, ge=0, description="port for /metrics; 0 = do not serve")
+    http_port: int = Field(0, ge=0, le=65535, description="port of the HTTP API (/customers, /segments, /healthz, /readyz, /metrics); 0 = do not serve")
+    http_host: str = Field("0.0.0.0", description="address the HTTP API listens on")
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
-    api_token: SecretStr | None = None
-    fault: Literal["kill_after_save"] | None = Field(
-        None, description="testing only: SIGKILL the worker at this point of the first batch that writes state"
+    api_token: SecretStr | None = Field(None, description="bearer token for /customers and /segments; unset = open")
+    fault: Literal["kill_after_save", "kill_after_timer_save"] | None = Field(
+        None, description="testing only: SIGKILL the worker at this point of the first batch (kill_after_timer_save: of due timers) that writes state"
     )
 
     @property

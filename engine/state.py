@@ -63,6 +63,9 @@ class CustomerState:
         self.members: dict[str, str] = {}  # dimension -> segment
         self.member_since: dict[str, int] = {}  # dimension -> when the customer entered its segment
         self.grace_since: dict[str, int] = {}  # dimension -> when its stay condition first failed (exit_grace)
+        self.checked_at: int | None = None  # the last decision's time (event or timer): timers due after it
+        self.actions_sent: dict[str, int] = {}  # action name -> when it was last sent (cooldowns)
+        self.delayed: list[dict[str, Any]] = []  # actions waiting for their delay (engine.actions)
         self.pending: list[dict[str, Any]] = []  # outbox: output records not yet known committed
 
     # -- persistence -------------------------------------------------------------------------
@@ -101,9 +104,16 @@ def already_applied(state: CustomerState, event: Event) -> bool:
     return last is not None and event.source.offset <= last
 
 
-def apply(state: CustomerState, event: Event, *, dedupe_horizon_ms: int) -> bool:
+def apply(
+    state: CustomerState, event: Event, *, dedupe_horizon_ms: int,
+    keep_purchases: bool = True, keep_browse: bool = True, keep_complaints: bool = True,
+) -> bool:  # fmt: skip
     """Fold ``event`` into ``state``. Returns False (and changes only the offset) for a
-    repeated ``event_id`` within the dedupe horizon. The caller checks ``already_applied``."""
+    repeated ``event_id`` within the dedupe horizon. The caller checks ``already_applied``.
+
+    The per-event detail behind the windowed built-in features (purchases of the last
+    year, hourly browse counts, recent complaints) is kept only when the rules read those
+    windows (``keep_*``); lifetime counters are always kept."""
     state.offsets[f"{event.source.topic}:{event.source.partition}"] = event.source.offset
     fingerprint = event_fingerprint(event.event_id)
     if fingerprint in state.seen:
@@ -113,6 +123,12 @@ def apply(state: CustomerState, event: Event, *, dedupe_horizon_ms: int) -> bool
     state.max_ts = ts if state.max_ts is None else max(state.max_ts, ts)
     state.first_seen = ts if state.first_seen is None else min(state.first_seen, ts)
     _APPLY[event.type](state, event.body, ts)
+    if not keep_purchases and state.purchases:
+        state.purchases = []
+    if not keep_browse and state.browse:
+        state.browse = {}
+    if not keep_complaints and state.complaints:
+        state.complaints = []
     _prune(state, dedupe_horizon_ms)
     return True
 
@@ -165,10 +181,13 @@ def _apply_profile(state: CustomerState, body: Mapping[str, Any], ts: int) -> No
 
 
 def _apply_erase(state: CustomerState, body: Mapping[str, Any], ts: int) -> None:
-    """Forget everything about the customer except what keeps redelivery harmless."""
-    kept = (state.offsets, state.seen, state.members, state.member_since, state.pending)
+    """Forget everything about the customer. Only the applied offsets (so that a redelivered
+    record is still recognised) and the outbox (the exits the erase causes) stay, until the
+    erase is committed and the store deletes the customer's keys; engine.evaluate emits the
+    exits from the memberships it reads before this runs."""
+    kept = (state.offsets, state.pending)
     state.__init__()  # type: ignore[misc]
-    state.offsets, state.seen, state.members, state.member_since, state.pending = kept
+    state.offsets, state.pending = kept
 
 
 _APPLY: dict[str, Callable[[CustomerState, Mapping[str, Any], int], None]] = {

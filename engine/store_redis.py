@@ -2,7 +2,16 @@
 
 Each customer is one hash, ``seg:{<customer_id>}:state`` = {v: version, s: state JSON,
 p: outbox JSON while it holds records not yet known committed}, hash-tagged so that all
-of a customer's keys share one Redis Cluster slot.
+of a customer's keys share one Redis Cluster slot; beside it ``seg:{<customer_id>}:changes``,
+its last ``HISTORY`` change records (newest first), and its member in its partition's timer
+set ``seg:timers:{p<N>}``.
+
+An erase writes the hash with no state document: only {v, o: the applied offsets, p: the
+exits and the tombstone it caused}, deletes the recent changes and the timer, and lists the
+customer in ``seg:erasing``. Once the erase is committed, ``outbox_done.lua`` deletes a hash
+that has no state document, and the customer leaves ``seg:erasing``: nothing in Redis names
+it any more. (A worker that died between the commit and that step leaves the hash; the
+worker's sweep of ``seg:erasing`` deletes it once the offsets in ``o`` are committed.)
 
 A batch costs two round trips whatever its size: one Lua script reads all its customers
 (``load.lua``), one writes them back (``save.lua``), each customer with a
@@ -16,18 +25,24 @@ slot; segengine targets a single Redis primary for now.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import AsyncIterator, Iterable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar
 
 import hiredis
 import orjson
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 
+if TYPE_CHECKING:
+    from engine.metrics import Metrics
+
 POPULATION_KEY = "seg:population"
 QUANTILES_KEY = "seg:quantiles"  # {"taken_at": ms, "samples": {feature: [sorted values]}}
 FIELD_SEP = "\x1f"
+ERASING_KEY = "seg:erasing"  # customers erased, their erase not yet committed
+HISTORY = 10  # change records kept per customer for lookups
 CHUNK = 1000  # customers per script call: bounds how long one call holds Redis
 
 
@@ -54,11 +69,17 @@ def state_key(customer_id: str) -> str:
     return f"seg:{{{customer_id}}}:state"
 
 
+def changes_key(customer_id: str) -> str:
+    """The customer's last ``HISTORY`` change records, newest first (a capped list)."""
+    return f"seg:{{{customer_id}}}:changes"
+
+
 @dataclass(frozen=True, slots=True)
 class Loaded:
     version: int
     blob: bytes | None
     outbox: bytes | None
+    offsets: bytes | None = None  # erased, not committed yet: the applied offsets (the state is gone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,19 +91,47 @@ class Write:
     population: dict[tuple[str, str], int]
     timer_key: str = ""  # the customer's partition's timer set
     next_check: int | None = None  # when time alone may move the customer; None: never
+    recent: tuple[bytes, ...] = ()  # change records for the recent changes, oldest first
+    forget: bool = False  # an erase was applied: the recent changes before it go
+    offsets: bytes = b""  # erased (``blob`` is b""): the applied offsets, kept until the erase is committed
+
+    @property
+    def erased(self) -> bool:
+        return not self.blob
 
 
 def _script(redis: Redis, name: str):  # type: ignore[no-untyped-def]
     return redis.register_script(files("engine").joinpath(name).read_text())
 
 
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def _timed(command: str) -> Callable[[F], F]:
+    """Time a store operation (one script call or pipeline per chunk) on the store's metrics, if it has any."""
+
+    def wrap(method: F) -> F:
+        @functools.wraps(method)
+        async def timed(self: RedisStore, *args: Any, **kwargs: Any) -> Any:
+            if self.metrics is None:
+                return await method(self, *args, **kwargs)
+            with self.metrics.redis_call(command):
+                return await method(self, *args, **kwargs)
+
+        return timed  # type: ignore[return-value]
+
+    return wrap
+
+
 class RedisStore:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, metrics: Metrics | None = None) -> None:
         self.redis = redis
+        self.metrics = metrics  # Redis latency and errors per operation
         self._load = _script(redis, "load.lua")
         self._save = _script(redis, "save.lua")
         self._outbox_done = _script(redis, "outbox_done.lua")
 
+    @_timed("load")
     async def load(self, customer_ids: Iterable[str]) -> dict[str, Loaded]:
         ids = list(customer_ids)
         loaded: dict[str, Loaded] = {}
@@ -90,33 +139,39 @@ class RedisStore:
             chunk = ids[start : start + CHUNK]
             flat = await self._load(keys=[state_key(c) for c in chunk])
             for i, cid in enumerate(chunk):
-                v, s, p = flat[3 * i : 3 * i + 3]
-                loaded[cid] = Loaded(int(v) if v else 0, s, p)
+                v, s, p, o = flat[4 * i : 4 * i + 4]
+                loaded[cid] = Loaded(int(v) if v else 0, s, p, o)
         return loaded
 
+    @_timed("save")
     async def save(self, writes: list[Write]) -> list[bool]:
         """Compare-and-set every write; False where another writer got there first."""
         done: list[bool] = []
         for start in range(0, len(writes), CHUNK):
             chunk = writes[start : start + CHUNK]
-            keys = [POPULATION_KEY]
-            args: list[object] = []
+            keys = [POPULATION_KEY, ERASING_KEY]
+            args: list[object] = [HISTORY]
             for w in chunk:
-                keys.append(state_key(w.customer_id))
+                keys += [state_key(w.customer_id), changes_key(w.customer_id)]
                 moves = [(f"{d}{FIELD_SEP}{s}", n) for (d, s), n in w.population.items() if n]
                 due = "" if w.next_check is None else w.next_check
-                args += [w.expected_version, w.blob, w.outbox, w.timer_key or timer_key(0), due, w.customer_id, len(moves)]
+                args += [w.expected_version, w.blob, w.outbox, w.timer_key or timer_key(0), due, w.customer_id, len(moves), len(w.recent)]
+                args += ["1" if w.forget else "", w.offsets]
                 for field, delta in moves:
                     args += [field, delta]
+                args += w.recent
             done += [bool(r) for r in await self._save(keys=keys, args=args)]
         return done
 
+    @_timed("outbox_published")
     async def outbox_published(self, written: list[tuple[str, int]]) -> None:
-        """Drop the outboxes of (customer, version) writes whose records are committed."""
+        """Drop the outboxes of (customer, version) writes whose records are committed, and
+        delete the customers whose committed write was an erase."""
         for start in range(0, len(written), CHUNK):
             chunk = written[start : start + CHUNK]
-            await self._outbox_done(keys=[state_key(c) for c, _ in chunk], args=[v for _, v in chunk])
+            await self._outbox_done(keys=[ERASING_KEY, *(state_key(c) for c, _ in chunk)], args=[v for _, v in chunk])
 
+    @_timed("population")
     async def population(self) -> dict[str, dict[str, int]]:
         """Exact segment populations: {dimension: {segment: customers}}, zeros included."""
         raw = await self.redis.hgetall(POPULATION_KEY)
@@ -126,23 +181,27 @@ class RedisStore:
             out.setdefault(dimension, {})[segment] = int(count)
         return out
 
+    @_timed("due")
     async def due(self, partition: int, until: int, limit: int) -> list[tuple[str, int]]:
         """Customers of a partition whose next check is at or before ``until``, earliest first."""
         rows = await self.redis.zrangebyscore(timer_key(partition), "-inf", until, start=0, num=limit, withscores=True)
         return [(m.decode() if isinstance(m, bytes) else m, int(score)) for m, score in rows]
 
+    @_timed("drop_timers")
     async def drop_timers(self, entries: list[tuple[str, str]]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for key, customer_id in entries:
             pipe.zrem(key, customer_id)
         await pipe.execute()
 
+    @_timed("timer_backlog")
     async def timer_backlog(self, partitions: Iterable[int], until: int) -> int:
         pipe = self.redis.pipeline(transaction=False)
         for p in partitions:
             pipe.zcount(timer_key(p), "-inf", until)
         return sum(await pipe.execute())
 
+    @_timed("quantile_samples")
     async def quantile_samples(self) -> tuple[int, dict[str, list[float]]] | None:
         raw = await self.redis.get(QUANTILES_KEY)
         if raw is None:
@@ -150,6 +209,7 @@ class RedisStore:
         doc = orjson.loads(raw)
         return int(doc["taken_at"]), doc["samples"]
 
+    @_timed("save_quantile_samples")
     async def save_quantile_samples(self, taken_at: int, samples: dict[str, list[float]]) -> None:
         await self.redis.set(QUANTILES_KEY, orjson.dumps({"taken_at": taken_at, "samples": samples}))
 
@@ -165,6 +225,27 @@ class RedisStore:
         if chunk:
             yield chunk
 
+    @_timed("load_state")
     async def load_state(self, customer_id: str) -> Loaded:
-        v, s, p = await self.redis.hmget(state_key(customer_id), "v", "s", "p")
-        return Loaded(int(v) if v else 0, s, p)
+        v, s, p, o = await self.redis.hmget(state_key(customer_id), "v", "s", "p", "o")
+        return Loaded(int(v) if v else 0, s, p, o)
+
+    @_timed("lookup")
+    async def lookup(self, customer_id: str, partition: int) -> tuple[Loaded, list[bytes], int | None]:
+        """One customer for the lookup API: its hash, its recent change records (newest
+        first) and its next check time (ms, or None), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(state_key(customer_id), "v", "s", "p", "o")
+        pipe.lrange(changes_key(customer_id), 0, HISTORY - 1)
+        pipe.zscore(timer_key(partition), customer_id)
+        (v, s, p, o), recent, due = await pipe.execute()
+        return Loaded(int(v) if v else 0, s, p, o), list(recent), None if due is None else int(due)
+
+    @_timed("erasing")
+    async def erasing(self) -> list[tuple[str, Loaded]]:
+        """The customers whose erase awaits its commit, with what is left of them."""
+        ids = sorted(m.decode() if isinstance(m, bytes) else m for m in await self.redis.smembers(ERASING_KEY))
+        if not ids:
+            return []
+        loaded = await self.load(ids)
+        return [(cid, loaded[cid]) for cid in ids]

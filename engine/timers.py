@@ -68,10 +68,14 @@ class TimePlan:
     # ages ranked against the population: (state attribute, unit ms, feature, n or None for pct_rank)
     ranked_ages: frozenset[tuple[str, int, str, int | None]] = frozenset()
     population: Population | None = None
+    delays: bool = False  # actions with a delay wait in the state for their time
 
     @property
     def empty(self) -> bool:
-        return not (self.purchase_windows or self.browse_windows or self.complaints or self.thresholds or self.holds or self.windows or self.ranked_ages)
+        return not (
+            self.purchase_windows or self.browse_windows or self.complaints or self.thresholds or self.holds or self.windows
+            or self.ranked_ages or self.delays
+        )  # fmt: skip
 
     def __or__(self, other: TimePlan) -> TimePlan:
         return TimePlan(
@@ -83,6 +87,7 @@ class TimePlan:
             tuple(dict.fromkeys((*self.windows, *other.windows))),
             self.ranked_ages | other.ranked_ages,
             self.population or other.population,
+            self.delays or other.delays,
         )
 
 
@@ -139,7 +144,7 @@ def ranked_ages(expression: Expression) -> set[tuple[str, int, str, int | None]]
 
 def plan_for(
     expressions: list[Expression], reads: set[str], holds: dict[str, tuple[dict[str, int], dict[str, int]]],
-    aggregates: list[Aggregate] | None = None, population: Population | None = None,
+    aggregates: list[Aggregate] | None = None, population: Population | None = None, delays: bool = False,
 ) -> TimePlan:  # fmt: skip
     found: set[tuple[str, int]] = set()
     ranked: set[tuple[str, int, str, int | None]] = set()
@@ -155,6 +160,7 @@ def plan_for(
         windows=tuple(a for a in aggregates or () if a.window_ms is not None),
         ranked_ages=frozenset(ranked),
         population=population if ranked else None,
+        delays=delays,
     )
 
 
@@ -178,6 +184,9 @@ def next_check(plan: TimePlan, state: CustomerState, now: int) -> int | None:
     if plan.complaints:
         for ts in state.complaints:
             consider(ts + COMPLAINT_WINDOW_DAYS * DAY_MS)
+    if plan.delays:
+        for entry in state.delayed:
+            consider(entry["due"])
     for aggregate in plan.windows:
         for t in aggregate.expiries(state):
             consider(t)
@@ -190,6 +199,8 @@ def next_check(plan: TimePlan, state: CustomerState, now: int) -> int | None:
                 if change is not None:
                     reached, only_past = change
                     moment = ts + reached * unit
+                    if abs(moment - round(moment)) < 1e-6:  # a whole millisecond, but for float error
+                        moment = round(moment)
                     consider(max(math.floor(moment) + 1 if only_past else math.ceil(moment), now + 1))
     for attribute, offset in plan.thresholds:
         ts = getattr(state, attribute)

@@ -13,11 +13,13 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable, TypeVar
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -25,20 +27,23 @@ from aiokafka.partitioner import murmur2
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from engine.clock import make_clock, wall_ms
+from engine.api import ApiServer
+from engine.clock import EventClock, make_clock, wall_ms
 from engine.events import INPUT_TOPICS
 from engine.metrics import Metrics
 from engine.pipeline import BatchProcessor, BatchStats, ConcurrentWriteError, Prepared
 from engine.rules import RuleSet, check_files, load_rules, rule_files
 from engine.settings import Settings
 from engine.state import CustomerState, Features
-from engine.store_redis import RedisStore, connect
+from engine.store_redis import Loaded, RedisStore, connect
 from engine.topics import load_topics
 
 log = logging.getLogger(__name__)
 
 RETRIABLE: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, ConcurrentWriteError, asyncio.TimeoutError)
 MAX_ATTEMPTS = 8
+LAG_INTERVAL_S = 5.0  # how often the consumer lag gauges are refreshed
+ERASE_SWEEP_S = 5.0  # how often erased customers left behind by a stopped worker are looked for
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -133,7 +138,9 @@ async def _stop_tasks(tasks: list[asyncio.Task[None]], grace_s: float = 5.0) -> 
             log.warning("background task %s did not stop; leaving it", task.get_coro())
     for task in tasks:
         if task.done() and not task.cancelled() and task.exception() is not None:
-            log.warning("background task ended with %r", task.exception())
+            exc = task.exception()  # its message may name a customer: the type above debug, the rest at debug
+            log.warning("background task ended with %s", type(exc).__name__)
+            log.debug("background task ended with %r", exc)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -164,7 +171,7 @@ class Worker:
         self.rules = load_rules(settings.rules_file)
         self.metrics.rules_info.info({"version": self.rules.version})
         self.redis = connect(settings.redis_url)
-        self.store = RedisStore(self.redis)
+        self.store = RedisStore(self.redis, self.metrics)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2, max_batch_size=1 << 20, max_request_size=4 << 20
         )
@@ -179,11 +186,17 @@ class Worker:
             fetch_max_bytes=64 << 20,
         )
         self.processor = BatchProcessor(settings, self.rules, self.store, KafkaSink(self.producer), make_clock(settings.clock), self.metrics)
-        self.processor.input_partitions = next(t.partitions for t in load_topics(settings.topics_file) if t.name in INPUT_TOPICS)
+        declared = load_topics(settings.topics_file)
+        self.processor.input_partitions = next(t.partitions for t in declared if t.name in INPUT_TOPICS)
+        self._topics = frozenset(t.name for t in declared)
+        if undeclared := self._undeclared(self.rules):
+            raise ValueError(f"the rules send actions to topics not declared in {settings.topics_file}: {', '.join(undeclared)}")
         self.retry = RetryPolicy()
         self.stopping = asyncio.Event()
         self._outbox_task: asyncio.Task[None] | None = None
-        self._reevaluation: asyncio.Task[None] | None = None
+        self._reevaluation: asyncio.Task[int] | None = None
+        self._rescoring: asyncio.Task[int] | None = None  # re-score after the population sample moved
+        self._rescored_cuts: dict[str, tuple[float, ...]] | None = None
         self.on_timers: Callable[[BatchStats], None] | None = None
         # Batches, timers and re-evaluations take turns: one writes state at a time, one publishes at a time.
         self._state_lock = asyncio.Lock()
@@ -191,12 +204,26 @@ class Worker:
         self._rules_text = rules_fingerprint(settings.rules_file)
 
     async def run(self) -> None:
-        """Consume until ``stop()``; raises (without committing) on a non-retriable error."""
+        """Consume until ``stop()``; raises (without committing) on a non-retriable error.
+        With ``http_port`` set, the HTTP API (engine.api) is up for as long as this runs."""
+        api = ApiServer(self, self.settings.http_host, self.settings.http_port) if self.settings.http_port else None
+        if api is not None:
+            await api.start()
+        sweep = asyncio.create_task(self._sweep_erasures())
+        try:
+            await self._consume()
+        finally:
+            self.stopping.set()
+            await _stop_tasks([sweep])
+            if api is not None:
+                await api.stop()
+
+    async def _consume(self) -> None:
         await self.producer.start()
         try:
             self.consumer.subscribe(list(INPUT_TOPICS), listener=_Rebalance(self))
             await self.consumer.start()
-            background = [asyncio.create_task(self._refresh_population())]
+            background = [asyncio.create_task(self._refresh_population()), asyncio.create_task(self._watch_lag())]
             if self.settings.rules_reload_s:
                 background.append(asyncio.create_task(self._watch_rules()))
             if self.settings.timers and not self.rules.time_plan.empty:
@@ -207,14 +234,17 @@ class Worker:
                 await self._loop()
             finally:
                 self.stopping.set()  # background loops end at their next pause
-                if self._reevaluation is not None:
-                    background.append(self._reevaluation)
+                background += [t for t in (self._reevaluation, self._rescoring) if t is not None]
                 await _stop_tasks(background)  # stopped before the clients close
         finally:
             await self._close()
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def _undeclared(self, rules: RuleSet) -> list[str]:
+        """Action topics that topics/topics.yaml does not declare (nothing would create them)."""
+        return sorted({a.topic for a in rules.actions} - self._topics)
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once when the worker is stopping."""
@@ -246,6 +276,8 @@ class Worker:
         finally:
             if finishing is not None:
                 await finishing
+            if self._outbox_task is not None:  # the last cleanup (an erase's deletion) before the clients close
+                await self._outbox_task
 
     async def _finish(self, prepared: Prepared, started: float) -> None:
         async with self._publish_lock:
@@ -305,9 +337,7 @@ class Worker:
             except Exception as exc:
                 if not self.retry.retriable(exc) or attempt == self.retry.attempts - 1:
                     raise
-                if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
-                    self.metrics.redis_errors.inc()
-                self.metrics.batch_retries.inc()
+                self.metrics.batch_retries.inc()  # Redis errors are counted by the store, per call
                 delay = self.retry.delay(attempt)
                 log.warning("batch step failed (%s), retrying in %.1fs", type(exc).__name__, delay)
                 await asyncio.sleep(delay)
@@ -328,7 +358,8 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - retried on the next tick; the timers stay in Redis
-                log.warning("timer step failed: %r", exc)
+                log.warning("timer step failed: %s", type(exc).__name__)
+                log.debug("timer step failed", exc_info=True)
                 fired = 0
             if not fired:
                 await self._pause(interval)
@@ -336,7 +367,10 @@ class Worker:
                 await asyncio.sleep(0)
 
     async def _fire_due(self) -> int:
-        until = self.processor.clock.now()
+        clock = self.processor.clock
+        if isinstance(clock, EventClock) and clock.watermark is None:
+            return 0  # event time with no event seen yet (say, just restarted): nothing is known to be due
+        until = clock.now()
         fired = 0
         partitions = self._owned_partitions()
         for partition in partitions:
@@ -345,6 +379,8 @@ class Worker:
                 continue
             async with self._state_lock:
                 prepared = await self._with_retry(self.processor.fire_timers, due)
+            if self.settings.fault == "kill_after_timer_save" and prepared.stats.changes:
+                os.kill(os.getpid(), signal.SIGKILL)  # the timers' decisions written, nothing published
             async with self._publish_lock:
                 await self._with_retry(self.processor.publish, prepared)
             await self.store.outbox_published(prepared.stats.outboxes)
@@ -373,6 +409,8 @@ class Worker:
                 continue
             self._rules_text = fingerprint
             rules, problems = check_files(self.settings.rules_file)
+            if rules is not None and (undeclared := self._undeclared(rules)):
+                rules, problems = None, [f"actions to undeclared topics: {', '.join(undeclared)}"]
             if rules is None:
                 self.metrics.rules_reloads.labels("refused").inc()
                 log.error("new rules refused, %s stays in force:\n%s", self.processor.rules.version, "\n".join(problems))
@@ -400,29 +438,48 @@ class Worker:
         partition = (murmur2(customer_id.encode()) & 0x7FFFFFFF) % len(partitions)
         return TopicPartition(topic, partition) in assignment
 
-    async def _reevaluate_all(self, rules: RuleSet) -> None:
-        """Every customer this worker owns, in throttled batches, beside live traffic."""
+    async def _reevaluate_all(self, rules: RuleSet, rescore: bool = False) -> int:
+        """Every customer this worker owns, in throttled batches, beside live traffic.
+        ``rescore``: after the population sample moved (see ``rescore``)."""
         settings = self.settings
         done = 0
         try:
             async for ids in self.store.scan_customers(count=settings.reevaluate_batch):
                 if self.processor.rules is not rules or self.stopping.is_set():
-                    return  # superseded by a newer switch, or stopping
+                    return done  # superseded by a newer switch, or stopping
                 mine = [c for c in ids if self._owns(c)]
                 if mine:
                     async with self._state_lock:
-                        prepared = await self._with_retry(lambda ids: self.processor.reevaluate(ids, rules), mine)
+                        prepared = await self._with_retry(lambda ids: self.processor.reevaluate(ids, rules, rescore=rescore), mine)
                     async with self._publish_lock:
                         await self._with_retry(self.processor.publish, prepared)
                     await self.store.outbox_published(prepared.stats.outboxes)
                     done += len(mine)
                     self.metrics.reevaluated.inc(len(mine))
                 await asyncio.sleep(settings.reevaluate_pause_ms / 1000)
-            log.info("re-evaluated %d customers under %s", done, rules.version)
+            log.info("re-evaluated %d customers under %s%s", done, rules.version, " (population re-score)" if rescore else "")
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("re-evaluation under %s stopped after %d customers", rules.version, done)
+            log.error("re-evaluation under %s stopped after %d customers: %s", rules.version, done, type(sys.exc_info()[1]).__name__)
+            log.debug("re-evaluation stopped", exc_info=True)
+        return done
+
+    async def rescore(self) -> int:
+        """Re-score every customer this worker owns against the current population sample:
+        population-ranked scores (RFM quintiles) otherwise move only when an event or a
+        timer re-evaluates the customer. Changes carry ``cause.kind = timer``."""
+        return await self._reevaluate_all(self.processor.rules, rescore=True)
+
+    def _sample_moved(self, rules: RuleSet) -> bool:
+        """Whether the population's cut points (twentieths) moved by more than
+        ``rescore_drift`` since the last re-score: then scores may be stale."""
+        cuts = {f: tuple(v[int(i * (len(v) - 1) / 20)] for i in range(21)) for f, v in rules.population.samples.items() if v}
+        previous, self._rescored_cuts = self._rescored_cuts, cuts
+        if previous is None or set(previous) != set(cuts):
+            return True  # the first sample: customers decided before it are unscored
+        drift = self.settings.rescore_drift
+        return any(abs(a - b) > drift * max(abs(a), abs(b), 1e-9) for f in cuts for a, b in zip(previous[f], cuts[f]))
 
     async def _refresh_quantiles(self) -> None:
         """Keep the population samples behind quantile_score / pct_rank fresh: take the one
@@ -437,16 +494,34 @@ class Worker:
                     if shared is not None and 0 <= now - shared[0] < period_ms:
                         if shared[0] != rules.population.taken_at:
                             rules.population.replace(shared[1], shared[0])
+                            self._maybe_rescore(rules)
                     else:
                         samples = await self._sample_population(rules, now)
                         if samples:
                             await self.store.save_quantile_samples(now, samples)
                             rules.population.replace(samples, now)
                             log.info("population sample renewed: %s", {k: len(v) for k, v in samples.items()})
+                            self._maybe_rescore(rules)
                 except Exception as exc:  # noqa: BLE001 - a stale sample is better than a stopped worker
-                    log.warning("population sample refresh failed: %r", exc)
+                    log.warning("population sample refresh failed: %s", type(exc).__name__)
+                    log.debug("population sample refresh failed", exc_info=True)
             waiting = bool(rules.population_features) and rules.population.taken_at is None
             await self._pause(min(self.settings.quantiles_refresh_s, 2.0) if waiting else self.settings.quantiles_refresh_s)
+
+    async def renew_population_sample(self) -> None:
+        """Take a new population sample now and share it (the demo's last step; tools)."""
+        rules = self.processor.rules
+        if rules.population_features:
+            now = self.processor.clock.now()
+            samples = await self._sample_population(rules, now)
+            if samples:
+                await self.store.save_quantile_samples(now, samples)
+                rules.population.replace(samples, now)
+
+    def _maybe_rescore(self, rules: RuleSet) -> None:
+        """A background re-score when the sample moved enough, one at a time."""
+        if self._sample_moved(rules) and (self._rescoring is None or self._rescoring.done()):
+            self._rescoring = asyncio.create_task(self._reevaluate_all(rules, rescore=True))
 
     async def _sample_population(self, rules: RuleSet, now: int) -> dict[str, list[float]]:
         values: dict[str, list[float]] = {name: [] for name in rules.population_features}
@@ -464,6 +539,50 @@ class Worker:
             if seen >= self.settings.quantiles_sample:
                 break
         return {name: _thin(sorted(vals), 2000) for name, vals in values.items() if vals}
+
+    async def _watch_lag(self) -> None:
+        """Consumer lag per owned partition, for the lag gauges: the high watermark (from the
+        last fetch) minus the committed offset (what a new owner would start from), or minus
+        the position before anything is committed."""
+        while not self.stopping.is_set():
+            lags: dict[tuple[str, int], int] = {}
+            for tp in self.consumer.assignment():
+                try:
+                    highwater = self.consumer.highwater(tp)
+                    if highwater is None:
+                        continue  # not fetched yet
+                    done = self.processor.committed.get(f"{tp.topic}:{tp.partition}")
+                    if done is None:
+                        done = await asyncio.wait_for(self.consumer.position(tp), 1)
+                    lags[(tp.topic, tp.partition)] = max(0, highwater - done)
+                except Exception as exc:  # noqa: BLE001 - revoked meanwhile, or no position yet: next round
+                    log.debug("lag of %s unknown: %r", tp, exc)
+            self.metrics.set_consumer_lag(lags)
+            await self._pause(LAG_INTERVAL_S)
+
+    async def _sweep_erasures(self) -> None:
+        """Delete erased customers whose erase is committed but whose hash is still there: the
+        worker that wrote it stopped between its commit and its cleanup (engine.store_redis)."""
+        while not self.stopping.is_set():
+            await self._pause(ERASE_SWEEP_S)
+            if self.stopping.is_set():
+                break  # the clients are closing
+            try:
+                done = [(cid, row.version) for cid, row in await self.store.erasing() if self._erase_committed(row)]
+                if done:
+                    await self.store.outbox_published(done)
+                    log.info("deleted %d erased customers left behind", len(done))
+            except Exception as exc:  # noqa: BLE001 - tried again on the next round
+                log.warning("erase sweep failed: %s", type(exc).__name__)  # never the message: it may name the customer
+                log.debug("erase sweep failed", exc_info=True)
+
+    def _erase_committed(self, row: Loaded) -> bool:
+        if row.blob is not None:
+            return False  # a customer again (its write took it off the erasing set)
+        if row.offsets is None:
+            return row.version == 0  # the hash is gone already: only the set entry is left
+        committed = self.processor.committed  # partitions this worker owns only
+        return all(tp in committed and committed[tp] > offset for tp, offset in orjson.loads(row.offsets).items())
 
     async def _refresh_population(self) -> None:
         while not self.stopping.is_set():

@@ -30,6 +30,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 import orjson
 
+from engine.actions import Action, On
 from engine.aggregates import OPS, SOURCES, Aggregate, Source
 from engine.rules.expr import ANY, NUMBER, STRING, ExprError, Expression, compile_dimension, compile_expression, compile_value, population_features, uses_time
 from engine.rules.population import Population
@@ -393,7 +394,7 @@ def check_rules(text: str, origin: str = "<rules>", population: Population | Non
         return None, [f"{origin}:1:1: expected a mapping with 'dimensions'"]
     top = {str(k.value): (k, v) for k, v in _mapping(root)}
     for k, _ in top.values():
-        if k.value not in ("name", "description", "features", "dimensions"):
+        if k.value not in ("name", "description", "features", "dimensions", "actions"):
             check.at(k, f"unknown top-level field {k.value!r}")
     derived, derived_types, aggregates = _derived(check, top.get("features", (None, None))[1])
 
@@ -401,8 +402,12 @@ def check_rules(text: str, origin: str = "<rules>", population: Population | Non
         return derived_types.get(name) or base_type(name)
 
     dims_node = top.get("dimensions", (None, None))[1]
+    actions_node = top.get("actions", (None, None))[1]
+    actions = _actions(check, actions_node, type_of) if actions_node is not None else []
     dimensions: list[Dimension] = []
-    if not isinstance(dims_node, MappingNode) or not dims_node.value:
+    if actions and dims_node is None:
+        pass  # an actions-only pack: its triggers name dimensions of other packs
+    elif not isinstance(dims_node, MappingNode) or not dims_node.value:
         check.at(dims_node or root, "expected a non-empty 'dimensions' mapping")
     else:
         seen: set[str] = set()
@@ -424,16 +429,115 @@ def check_rules(text: str, origin: str = "<rules>", population: Population | Non
     sources = {n: e.source for n, e in derived.items()} | {n: f"aggregate {a.definition}" for n, a in aggregates.items()}
     wanted = set().union(*(population_features(e) for e in derived.values()),
                          *(population_features(x) for d in dimensions for s in d.segments for x in (s.enter, s.stay)))  # fmt: skip
-    reads = _base_features(set().union(*(set(d.reads) for d in dimensions)), derived)
+    reads = _base_features(set().union(*(set(d.reads) for d in dimensions), *(a.reads for a, _ in actions)), derived)
     holds = {d.name: ({s.name: s.min_dwell_ms for s in d.segments if s.min_dwell_ms}, {s.name: s.exit_grace_ms for s in d.segments if s.exit_grace_ms}) for d in dimensions}
     conditions = [x for d in dimensions for s in d.segments for x in (s.enter, s.stay)]
     expressions = [*(derived[n] for n in _derived_used(conditions, derived)), *conditions]  # what the dimensions read
     read_aggregates = [a for n, a in aggregates.items() if n in reads]
     return RuleSet.build(
         name, content_hash, tuple(dimensions), derived=fns, derived_sources=sources,
-        population=population, population_features=frozenset(wanted), time_plan=plan_for(expressions, reads, holds, read_aggregates, population),
-        aggregates=tuple(aggregates.values()),
+        population=population, population_features=frozenset(wanted),
+        time_plan=plan_for(expressions, reads, holds, read_aggregates, population, delays=any(a.delay_ms for a, _ in actions)),
+        aggregates=tuple(aggregates.values()), actions=tuple(a for a, _ in actions), action_marks=tuple((a.name, m) for a, m in actions),
     ), []
+
+
+ACTION_FIELDS = ("on", "topic", "params", "cooldown", "suppress", "delay", "description")
+TOPIC = re.compile(r"^actions\.[a-z][a-z0-9_]*$")
+
+
+def _actions(check: _Checker, node: Node, type_of: Any) -> list[tuple[Action, str]]:
+    """The ``actions:`` section: transition -> action (see engine.actions). Each comes with
+    the line:column of its trigger, to report a dimension or segment that the merged rule
+    packs do not have."""
+    if not isinstance(node, MappingNode):
+        check.at(node, "'actions' must be a mapping of name: action")
+        return []
+    found: list[tuple[Action, str]] = []
+    seen: set[str] = set()
+    for key, spec in _mapping(node):
+        name = str(key.value)
+        if name in seen or not NAME.match(name):
+            check.at(key, f"duplicate action {name!r}" if name in seen else f"action name {name!r} is not an identifier")
+            continue
+        seen.add(name)
+        if not isinstance(spec, MappingNode):
+            check.at(spec, f"action {name!r} must be a mapping with 'on' and 'topic'")
+            continue
+        before = len(check.problems)
+        fields = {str(k.value): (k, v) for k, v in _mapping(spec)}
+        for k, _ in fields.values():
+            if k.value not in ACTION_FIELDS:
+                check.at(k, f"unknown action field {k.value!r}: use {', '.join(ACTION_FIELDS)}")
+        on = fields.get("on", (None, None))[1]
+        triggers: list[On] = []
+        for item in (on.value if isinstance(on, SequenceNode) else [on]) if on is not None else []:
+            trigger = {str(k.value): v for k, v in _mapping(item)} if isinstance(item, MappingNode) else None
+            if trigger is None or "dimension" not in trigger:
+                check.at(item, f"action {name!r}: a trigger is {{dimension: ..., from: ..., to: ...}} (or grace: true)")
+                continue
+            for option, value in trigger.items():
+                if option not in ("dimension", "from", "to", "grace"):
+                    check.at(value, f"unknown trigger field {option!r}: use dimension, from, to, grace")
+            text = {k: (None if v.tag.endswith(":null") else str(v.value)) if isinstance(v, ScalarNode) else None for k, v in trigger.items()}
+            triggers.append(On(text["dimension"] or "", text.get("from"), text.get("to"), text.get("grace") in ("true", "True")))
+        if on is None:
+            check.at(key, f"action {name!r} needs 'on: {{dimension: ..., from: ..., to: ...}}' (or a list of them)")
+        topic_node = fields.get("topic", (None, None))[1]
+        topic = str(topic_node.value) if isinstance(topic_node, ScalarNode) else ""
+        if not TOPIC.match(topic):
+            check.at(topic_node or key, f"action {name!r} needs a 'topic' like actions.retention")
+        params: list[tuple[str, Any]] = []
+        names: set[str] = set()
+        param_node = fields.get("params", (None, None))[1]
+        if param_node is not None and not isinstance(param_node, MappingNode):
+            check.at(param_node, "'params' must be a mapping of name: expression")
+        elif param_node is not None:
+            for pkey, pvalue in _mapping(param_node):
+                expr = _expression(check, pvalue, type_of)
+                if expr is not None:
+                    params.append((str(pkey.value), compile_value(expr)))
+                    names |= expr.names
+        suppress = None
+        if "suppress" in fields:
+            expr = _expression(check, fields["suppress"][1], type_of)
+            suppress = compile_value(expr) if expr is not None else None
+            names |= expr.names if expr is not None else set()
+        durations = {}
+        for field in ("cooldown", "delay"):
+            if field in fields:
+                value = fields[field][1]
+                ms = parse_duration(str(value.value)) if isinstance(value, ScalarNode) else None
+                if ms is None:
+                    check.at(value, f"bad duration {getattr(value, 'value', '')!r}: use a number and s, m, h, d or w (e.g. 30d)")
+                durations[field] = ms or 0
+        if len(check.problems) > before:
+            continue
+        mark = f"{check.origin}:{on.start_mark.line + 1}:{on.start_mark.column + 1}"  # type: ignore[union-attr]
+        action = Action(
+            name, topic, tuple(triggers), tuple(params), durations.get("cooldown", 0), suppress, durations.get("delay", 0),
+            frozenset(names - {CURRENT}),
+        )
+        found.append((action, mark))
+    return found
+
+
+def check_actions(rules: RuleSet) -> list[str]:
+    """Every action's trigger names a dimension, and segments, that the rules have."""
+    problems = []
+    dimensions = {d.name: d for d in rules.dimensions}
+    marks = dict(rules.action_marks)
+    for action in rules.actions:
+        where = marks.get(action.name, "<rules>:1:1")
+        for trigger in action.on:
+            dim = dimensions.get(trigger.dimension)
+            if dim is None:
+                problems.append(f"{where}: action {action.name!r}: unknown dimension {trigger.dimension!r}")
+                continue
+            for segment in (trigger.from_, trigger.to):
+                if segment is not None and segment not in dim.outcomes:
+                    problems.append(f"{where}: action {action.name!r}: dimension {trigger.dimension!r} has no segment {segment!r}")
+    return problems
 
 
 def _reader(aggregate: Aggregate) -> Any:
@@ -443,6 +547,9 @@ def _reader(aggregate: Aggregate) -> Any:
 
 def parse_rules(text: str, origin: str = "<rules>") -> RuleSet:
     rules, problems = check_rules(text, origin)
+    if rules is not None:
+        problems = check_actions(rules)
+        rules = None if problems else rules
     if rules is None:
         raise RulesError("\n".join(problems), problems)
     return rules
@@ -478,9 +585,12 @@ def check_files(path: Path) -> tuple[RuleSet | None, list[str]]:
     if problems:
         return None, problems
     if len(packs) == 1 and not path.is_dir():
-        return packs[0], []
+        problems = check_actions(packs[0])
+        return (None, problems) if problems else (packs[0], [])
     dimensions: dict[str, Dimension] = {}
     aggregates: dict[str, Aggregate] = {}
+    actions: dict[str, Action] = {}
+    marks: dict[str, str] = {}
     derived: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for file, pack in zip(rule_files(path), packs):
@@ -494,6 +604,11 @@ def check_files(path: Path) -> tuple[RuleSet | None, list[str]]:
             derived[name] = fn
             sources[name] = pack.derived_sources[name]
         aggregates.update((a.name, a) for a in pack.aggregates)
+        for action in pack.actions:
+            if action.name in actions:
+                problems.append(f"{file}:1:1: action {action.name!r} is also defined by another pack")
+            actions[action.name] = action
+        marks.update(pack.action_marks)
     if problems:
         return None, problems
     content_hash = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:12]
@@ -501,10 +616,13 @@ def check_files(path: Path) -> tuple[RuleSet | None, list[str]]:
     plan = TimePlan()
     for pack in packs:
         plan = plan | pack.time_plan
-    return RuleSet.build(
+    merged = RuleSet.build(
         path.name, content_hash, tuple(dimensions.values()), derived=derived, derived_sources=sources,
         population=population, population_features=wanted, time_plan=plan, aggregates=tuple(aggregates.values()),
-    ), []
+        actions=tuple(actions.values()), action_marks=tuple(marks.items()),
+    )
+    problems = check_actions(merged)
+    return (None, problems) if problems else (merged, [])
 
 
 def load_rules(path: Path) -> RuleSet:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from engine.actions import Action
 from engine.aggregates import Aggregate
 from engine.rules.expr import Expression, Selector
 from engine.rules.population import Population
@@ -125,8 +126,11 @@ class RuleSet:
     population_features: frozenset[str] = frozenset()  # the features those functions rank
     time_plan: TimePlan = field(default_factory=TimePlan)  # what makes answers change with time alone
     aggregates: tuple[Aggregate, ...] = ()  # declared aggregations: the state keeps their partials
+    actions: tuple[Action, ...] = ()  # transition -> action (engine.actions)
+    action_marks: tuple[tuple[str, str], ...] = ()  # action name -> "file:line:column" of its trigger
     version: str = ""  # stamped on every change: the optional name plus the content hash
     aggregates_by_type: dict[str, tuple[Aggregate, ...]] = field(default_factory=dict)  # event type -> aggregations it feeds
+    actions_by_name: dict[str, Action] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.derived, Derived):
@@ -136,6 +140,7 @@ class RuleSet:
             for event_type in aggregate.triggers:
                 by_type.setdefault(event_type, []).append(aggregate)
         object.__setattr__(self, "aggregates_by_type", {t: tuple(a) for t, a in by_type.items()})
+        object.__setattr__(self, "actions_by_name", {a.name: a for a in self.actions})
 
     @classmethod
     def build(cls, name: str, content_hash: str, dimensions: tuple[Dimension, ...], **derived: Any) -> RuleSet:

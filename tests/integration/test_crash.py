@@ -26,8 +26,10 @@ from tests.integration.support import RunningWorker, consume_all, produce, setti
 N = 6000
 
 
-def expected_changes(events: list[dict[str, object]], offsets: dict[str, int], partitions: dict[str, int]) -> tuple[dict[str, str], dict[str, CustomerState]]:
-    """A pure fold of the same events in the same order: change_id -> customer, and states."""
+def expected_changes(
+    events: list[dict[str, object]], offsets: dict[str, int], partitions: dict[str, int]
+) -> tuple[dict[str, str], dict[str, CustomerState], set[str]]:
+    """A pure fold of the same events in the same order: change_id -> customer, states, action ids."""
     rules = load_rules(Settings().rules_file)
     by_customer: dict[str, list[Event]] = defaultdict(list)
     for ev in events:
@@ -36,12 +38,14 @@ def expected_changes(events: list[dict[str, object]], offsets: dict[str, int], p
         by_customer[cid].append(Event(str(ev["event_id"]), cid, "purchase", int(ev["ts"]), ev, src))  # type: ignore[call-overload]
     changes: dict[str, str] = {}
     states: dict[str, CustomerState] = {}
+    actions: set[str] = set()
     for cid, evs in by_customer.items():
         state = CustomerState()
         result = fold_customer(rules, state, cid, sorted(evs, key=lambda e: e.source.offset), now_for=lambda ts: ts, committed={}, dedupe_horizon_ms=7 * 86_400_000)
         changes.update({o.value["change_id"]: cid for o in result.outputs if o.topic == CHANGES_TOPIC and o.value})
+        actions.update(o.value["action_id"] for o in result.outputs if o.topic.startswith("actions.") and o.value)
         states[cid] = state
-    return changes, states
+    return changes, states, actions
 
 
 async def test_kill_after_redis_write_before_commit_loses_and_doubles_nothing(stack: DevStack, redis_client: Redis) -> None:
@@ -63,10 +67,16 @@ async def test_kill_after_redis_write_before_commit_loses_and_doubles_nothing(st
     async with RunningWorker(settings_for(stack, clock="event", timers=False, quantiles_refresh_s=0)) as w:  # the oracle knows events only
         await w.wait_for(N, timeout=120)
 
-    want_changes, want_states = expected_changes(events, offsets, partitions)
+    want_changes, want_states, want_actions = expected_changes(events, offsets, partitions)
     published = [orjson.loads(r.value) for r in await consume_all(stack, "segments.changes")]
     got_ids = [c["change_id"] for c in published]
     assert set(got_ids) == set(want_changes), "every expected change, and no other, was published"
+    actions = [orjson.loads(r.value) for t in ("actions.retention", "actions.loyalty", "actions.service") for r in await consume_all(stack, t)]
+    assert want_actions and {a["action_id"] for a in actions} == want_actions, "every expected action, and no other, was sent"
+    per_trigger: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for a in actions:
+        per_trigger[(a["trigger_change_id"], a["action"])].add(a["action_id"])
+    assert all(len(ids) == 1 for ids in per_trigger.values()), "redelivery never made a second action for a trigger"
     loaded = await RedisStore(redis_client).load(want_states)
     for cid, want in want_states.items():
         got = CustomerState.loads(loaded[cid].blob)

@@ -207,3 +207,17 @@ def test_a_comparison_of_a_string_aggregation_with_a_number_is_refused() -> None
     text = "features:\n  top: {op: most_frequent, field: category, of: browse}\ndimensions:\n  d:\n    segments:\n      - {name: x, when: top > 3}\n"
     rules, problems = check_rules(text, "r.yaml")
     assert rules is None and problems == ["r.yaml:6:31: type mismatch: comparing a string with a number ('3')"]
+
+
+def test_built_in_window_detail_is_kept_only_when_the_rules_read_those_windows() -> None:
+    lifetime_only = parse_rules("dimensions:\n  d:\n    segments:\n      - {name: buyer, when: orders_total > 0}\n")
+    windows = parse_rules("dimensions:\n  d:\n    segments:\n      - {name: hot, when: view_24h > 0 and spend_30d > 0}\n")
+    events = [
+        Event("b", "c", "browse", T0, {"action": "view"}, Source("events.browse", 0, 0)),
+        Event("p", "c", "purchase", T0 + 1, {"order_id": "o", "amount": 5.0}, Source("events.purchase", 0, 0)),
+    ]
+    lean, full = CustomerState(), CustomerState()
+    fold_customer(lifetime_only, lean, "c", events, now_for=lambda ts: ts, committed={}, dedupe_horizon_ms=DAY_MS)
+    fold_customer(windows, full, "c", events, now_for=lambda ts: ts, committed={}, dedupe_horizon_ms=DAY_MS)
+    assert (lean.purchases, lean.browse, lean.orders, lean.browse_total) == ([], {}, 1, 1)
+    assert full.purchases and full.browse and full.members["d"] == "hot"

@@ -89,7 +89,8 @@ def test_lifecycle_and_value_tier_walk() -> None:
     r = run(state, purchase(2, T0 + 10 * DAY_MS, 40.0))
     assert changes(r) == [("value_tier", "C", "B"), ("lifecycle", "new", "active")]
     r = run(state, purchase(3, T0 + 100 * DAY_MS, 200.0))  # back after 90 days away
-    assert changes(r) == [("value_tier", "B", "A"), ("lifecycle", "active", "reactivated")]
+    # first what time alone did meanwhile (at risk 60 days after the last purchase), then the purchase
+    assert changes(r) == [("lifecycle", "active", "at_risk"), ("value_tier", "B", "A"), ("lifecycle", "at_risk", "reactivated")]
     assert state.members == {"value_tier": "A", "lifecycle": "reactivated"}
 
 

@@ -183,8 +183,9 @@ def test_dlq_and_output_records_follow_their_schemas() -> None:
     rules = load_rules(Path(__file__).resolve().parents[2] / "rules")
     ev = Event("e1", "c1", "purchase", NOW - 1000, {"amount": 300.0, "order_id": "o"}, Source("events.purchase", 0, 3))
     result = fold_customer(rules, CustomerState(), "c1", [ev], now_for=lambda ts: ts, committed={}, dedupe_horizon_ms=1)
-    changes, members = schema("segments.changes.json"), schema("segments.members.json")
-    assert result.outputs
+    by_topic = {"segments.changes": schema("segments.changes.json"), "segments.members": schema("segments.members.json")}
+    actions = schema("actions.json")
+    assert {o.topic for o in result.outputs} >= {CHANGES_TOPIC, "segments.members", "actions.service"}  # value tier A: key account manager
     for out in result.outputs:
-        validator = changes if out.topic == CHANGES_TOPIC else members
+        validator = actions if out.topic.startswith("actions.") else by_topic[out.topic]
         assert validator.is_valid(out.value), list(validator.iter_errors(out.value))

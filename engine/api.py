@@ -1,0 +1,152 @@
+"""The HTTP API every worker serves on ``SEGENGINE_HTTP_PORT`` (aiohttp):
+
+    GET /customers/{id}   memberships, features, next check time, last changes   token
+    GET /segments         exact population per dimension and segment             token
+    GET /healthz          the process is alive                                   open
+    GET /readyz           Redis and the broker reachable, partitions assigned    open (503 when not)
+    GET /metrics          Prometheus text of the worker's registry               open
+
+With ``SEGENGINE_API_TOKEN`` set, the customer data endpoints want ``Authorization:
+Bearer <token>`` (401 without it or with another). Probes and the Prometheus scraper
+stay open: they carry no customer data, and need no secret to be configured. Redis is
+shared, so any worker answers for any customer, whichever worker owns its partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from engine.inspect import check_customer_id, customer_report, segments_report
+
+if TYPE_CHECKING:
+    from engine.worker import Worker
+
+log = logging.getLogger(__name__)
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+PROBE_TIMEOUT_S = 2.0
+WORKER: web.AppKey[Worker] = web.AppKey("worker")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body, default=str), status=status, content_type="application/json")
+
+
+def _auth(token: str | None) -> Any:
+    expected = f"Bearer {token}".encode() if token else None
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if expected is not None and request.path not in OPEN_PATHS:
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return web.Response(
+                    body=orjson.dumps({"error": "unauthorized"}), status=401, content_type="application/json",
+                    headers={"WWW-Authenticate": 'Bearer realm="segengine"'},
+                )  # fmt: skip
+        return await handler(request)
+
+    return middleware
+
+
+async def customer(request: web.Request) -> web.Response:
+    worker = request.app[WORKER]
+    customer_id = request.match_info["id"]
+    problem = check_customer_id(customer_id)
+    if problem is not None:
+        return _json({"error": problem}, 400)
+    processor = worker.processor
+    try:
+        report = await customer_report(worker.store, processor.rules, customer_id, processor.clock.now(), processor.input_partitions)
+    except RedisError as exc:
+        log.warning("customer lookup failed: %s", type(exc).__name__)
+        return _json({"error": "redis unavailable"}, 503)
+    if report is None:
+        return _json({"error": "unknown customer"}, 404)
+    return _json(report)
+
+
+async def segments(request: web.Request) -> web.Response:
+    worker = request.app[WORKER]
+    try:
+        report = await segments_report(worker.store)
+    except RedisError as exc:
+        log.warning("segment counts failed: %s", type(exc).__name__)
+        return _json({"error": "redis unavailable"}, 503)
+    return _json({"rules_version": worker.processor.rules.version, **report})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks = await readiness(request.app[WORKER])
+    ready = checks["redis"] and checks["kafka"] and checks["partitions"] > 0
+    return _json({"ready": ready, **checks}, 200 if ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[WORKER].metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def readiness(worker: Worker) -> dict[str, Any]:
+    """Redis answers a PING, the broker a metadata request, and the group gave us partitions."""
+
+    async def redis_ok() -> bool:
+        try:
+            return bool(await asyncio.wait_for(worker.redis.ping(), PROBE_TIMEOUT_S))
+        except (RedisError, OSError, asyncio.TimeoutError):
+            return False
+
+    async def kafka_ok() -> bool:
+        try:
+            return bool(await asyncio.wait_for(worker.producer.client.force_metadata_update(), PROBE_TIMEOUT_S))
+        except Exception:  # noqa: BLE001 - not started, closed, unreachable: all mean not ready
+            return False
+
+    redis, kafka = await asyncio.gather(redis_ok(), kafka_ok())
+    return {"redis": redis, "kafka": kafka, "partitions": len(worker.consumer.assignment())}
+
+
+def make_app(worker: Worker) -> web.Application:
+    token = worker.settings.api_token
+    app = web.Application(middlewares=[_auth(token.get_secret_value() if token is not None else None)])
+    app[WORKER] = worker
+    app.router.add_get("/customers/{id:.*}", customer)
+    app.router.add_get("/segments", segments)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+class ApiServer:
+    """The API of one worker, on ``host:port`` while the worker runs."""
+
+    def __init__(self, worker: Worker, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._runner = web.AppRunner(make_app(worker), access_log=None)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        log.info("API on %s", self.url)
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()

@@ -1,0 +1,110 @@
+"""All 69,659 real CDNOW purchases replayed (``engine.replay``) through one worker with the
+event-time clock, timers on, until time has caught up with the last event (1998-06-30).
+Then, for every one of the 23,570 customers, checked against independent oracles:
+
+  - frequency, recency, T and monetary value computed from the stored state equal
+    ``lifetimes.utils.summary_data_from_transaction_data`` (daily periods, observation end
+    1998-06-30) over the raw file;
+  - the stored memberships equal a batch evaluation of the same rules on the stored state
+    at the watermark (``RuleSet.evaluate`` on ``Features(state, at)``): what the event and
+    timer path decided incrementally is what the rules say at that moment.
+
+Monetary value (the mean of per-day totals, first day excluded) needs each purchase day's
+total; the state keeps purchases one by one for the last 365 days only, so it is checked
+for the customers whose purchases are all still there, and the rest are counted."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+from lifetimes.utils import summary_data_from_transaction_data
+from redis.asyncio import Redis
+
+from engine.datasets import CDNOW_CUSTOMERS, CDNOW_PURCHASES, DAY_MS, cdnow_path, customer_id
+from engine.devstack import DevStack
+from engine.evaluate import rfc3339
+from engine.replay import load, produce
+from engine.rules import load_rules
+from engine.state import CustomerState, Features
+from engine.store_redis import RedisStore
+from tests.integration.support import RunningWorker, consume_all, settings_for, values
+
+ROOT = Path(__file__).resolve().parents[2]
+END = "1998-06-30"
+END_DAY = int(datetime.fromisoformat(END).replace(tzinfo=timezone.utc).timestamp() * 1000) // DAY_MS
+
+
+def lifetimes_summary() -> pd.DataFrame:
+    df = pd.read_csv(cdnow_path(), sep=r"\s+", dtype={"customer_id": str, "date": str})
+    df["date"] = pd.to_datetime(df["date"], format="%Y%m%d")
+    return summary_data_from_transaction_data(
+        df, "customer_id", "date", monetary_value_col="dollar_value", observation_period_end=END, freq="D"
+    )
+
+
+def rfm_from_state(state: CustomerState) -> tuple[int, int, int, float | None]:
+    """(frequency, recency, T, monetary value) as lifetimes defines them with daily periods;
+    monetary value None when the state no longer holds every purchase."""
+    days = state.purchase_days
+    frequency, recency, age = len(days) - 1, days[-1] - days[0], END_DAY - days[0]
+    if len(state.purchases) != state.orders:
+        return frequency, recency, age, None
+    per_day: dict[int, float] = {}
+    for ts, amount in state.purchases:
+        per_day[int(ts) // DAY_MS] = per_day.get(int(ts) // DAY_MS, 0.0) + amount
+    repeat = [total for day, total in per_day.items() if day != days[0]]
+    return frequency, recency, age, sum(repeat) / len(repeat) if repeat else 0.0
+
+
+async def test_cdnow_replay_with_timers_matches_lifetimes_and_a_batch_evaluation(stack: DevStack, redis_client: Redis, tmp_path: Path) -> None:
+    started = time.perf_counter()
+    for pack in ("value_tier.yaml", "lifecycle.yaml"):  # the core path: a windowed tier and the lifecycle's thresholds
+        shutil.copy(ROOT / "rules" / pack, tmp_path / pack)
+    records = load(cdnow_path(), "cdnow")
+    assert len(records) == CDNOW_PURCHASES
+    replayed = await produce(stack.kafka_bootstrap, records)
+
+    settings = settings_for(stack, clock="event", rules_file=tmp_path, quantiles_refresh_s=0, rules_reload_s=0, timer_batch=2000)
+    async with RunningWorker(settings) as w:
+        await w.wait_for(CDNOW_PURCHASES, timeout=120)
+        clock, store = w.worker.processor.clock, RedisStore(redis_client)
+        at = clock.now()
+        assert rfc3339(at) == "1998-06-30T12:00:00.000Z"  # the watermark: the last purchase's time
+        deadline = asyncio.get_running_loop().time() + 120
+        while await store.timer_backlog(range(6), at):  # time catches up: every check due by then fires
+            assert asyncio.get_running_loop().time() < deadline, "timers due by the last event did not all fire"
+            await asyncio.sleep(0.2)
+    engine_s = time.perf_counter() - started
+
+    rules = load_rules(tmp_path)
+    oracle = lifetimes_summary()
+    assert len(oracle) == CDNOW_CUSTOMERS
+    loaded = await store.load(customer_id(c) for c in oracle.index)
+    mismatches, segment_mismatches, monetary_checked = [], [], 0
+    for row in oracle.itertuples():
+        cdnow_id = row.Index
+        state = CustomerState.loads(loaded[customer_id(str(cdnow_id))].blob)
+        frequency, recency, age, monetary = rfm_from_state(state)
+        want = (int(row.frequency), int(row.recency), int(row.T))
+        if (frequency, recency, age) != want or (monetary is not None and abs(monetary - row.monetary_value) > 1e-6):
+            mismatches.append((cdnow_id, (frequency, recency, age, monetary), (*want, row.monetary_value)))
+        monetary_checked += monetary is not None
+        batch = {d: decision.segment for d, decision in rules.evaluate(Features(state, at, rules.derived), state.members, at).items()}
+        if batch != state.members:
+            segment_mismatches.append((cdnow_id, state.members, batch))
+    assert not mismatches, f"{len(mismatches)} customers differ from lifetimes, e.g. {mismatches[:3]}"
+    assert not segment_mismatches, f"{len(segment_mismatches)} customers' segments differ from a batch evaluation, e.g. {segment_mismatches[:3]}"
+
+    changes = values(await consume_all(stack, "segments.changes", timeout=60))
+    by_timer = sum(1 for c in changes if c["cause"]["kind"] == "timer")
+    assert by_timer > 0 and len({c["change_id"] for c in changes}) == len(changes)
+    print(
+        f"\nCDNOW: {CDNOW_PURCHASES:,} purchases replayed at {replayed.eps:,.0f} events/s; engine and timers done in {engine_s:.1f} s;"
+        f" {len(changes):,} segment changes, {by_timer:,} caused by timers; monetary value checked for"
+        f" {monetary_checked:,} of {CDNOW_CUSTOMERS:,} customers (the others' first purchases are older than the state keeps)"
+    )
