@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from engine.metrics import Metrics
 
 POPULATION_KEY = "seg:population"
+RESCORED_KEY = "seg:rescored"  # the population cut points at the last re-score: {feature: [cuts]}
 QUANTILES_KEY = "seg:quantiles"  # {"taken_at": ms, "samples": {feature: [sorted values]}}
 FIELD_SEP = "\x1f"
 ERASING_KEY = "seg:erasing"  # customers erased, their erase not yet committed
@@ -208,6 +209,15 @@ class RedisStore:
             return None
         doc = orjson.loads(raw)
         return int(doc["taken_at"]), doc["samples"]
+
+    @_timed("rescored_cuts")
+    async def rescored_cuts(self) -> dict[str, list[float]] | None:
+        raw = await self.redis.get(RESCORED_KEY)
+        return None if raw is None else orjson.loads(raw)  # type: ignore[no-any-return]
+
+    @_timed("save_rescored_cuts")
+    async def save_rescored_cuts(self, cuts: dict[str, list[float]]) -> None:
+        await self.redis.set(RESCORED_KEY, orjson.dumps(cuts))
 
     @_timed("save_quantile_samples")
     async def save_quantile_samples(self, taken_at: int, samples: dict[str, list[float]]) -> None:

@@ -112,18 +112,31 @@ def _number(node: ast.AST) -> float | None:
     return None
 
 
+_MIRROR = {ast.Lt: ast.Gt, ast.Gt: ast.Lt, ast.LtE: ast.GtE, ast.GtE: ast.LtE, ast.Eq: ast.Eq, ast.NotEq: ast.NotEq}
+
+
 def thresholds(expression: Expression) -> set[tuple[str, int]]:
-    """Every 'age compared with a constant' in the expression, as (attribute, offset ms)."""
+    """Every 'age compared with a constant' in the expression, as (attribute, the offset in
+    ms after the attribute's time at which the comparison flips): ``age > C`` and ``age <= C``
+    flip once the age is past C, ``age >= C`` and ``age < C`` when it reaches C, ``==`` and
+    ``!=`` at both."""
     found: set[tuple[str, int]] = set()
     for node in ast.walk(expression.tree):
         if not isinstance(node, ast.Compare):
             continue
         operands = [node.left, *node.comparators]
-        for left, right in zip(operands, operands[1:]):
-            for age_node, const_node in ((left, right), (right, left)):
+        for op, left, right in zip(node.ops, operands, operands[1:]):
+            for age_node, const_node, kind in ((left, right, type(op)), (right, left, _MIRROR.get(type(op)))):
                 age, value = _age_of(age_node), _number(const_node)
-                if age is not None and value is not None:
-                    found.add((age[0], int(value * age[1])))
+                if age is None or value is None or kind is None:
+                    continue
+                at = value * age[1]
+                if abs(at - round(at)) < 1e-6:
+                    at = round(at)
+                if kind in (ast.Gt, ast.LtE, ast.Eq, ast.NotEq):
+                    found.add((age[0], math.floor(at) + 1))  # just past C
+                if kind in (ast.GtE, ast.Lt, ast.Eq, ast.NotEq):
+                    found.add((age[0], math.ceil(at)))  # at C
     return found
 
 
@@ -205,7 +218,7 @@ def next_check(plan: TimePlan, state: CustomerState, now: int) -> int | None:
     for attribute, offset in plan.thresholds:
         ts = getattr(state, attribute)
         if ts is not None:
-            consider(ts + offset + 1)  # just past the threshold: strict comparisons flip there
+            consider(ts + offset)
     for dimension, (dwell, grace) in plan.holds.items():
         segment = state.members.get(dimension)
         if segment is None:

@@ -196,7 +196,6 @@ class Worker:
         self._outbox_task: asyncio.Task[None] | None = None
         self._reevaluation: asyncio.Task[int] | None = None
         self._rescoring: asyncio.Task[int] | None = None  # re-score after the population sample moved
-        self._rescored_cuts: dict[str, tuple[float, ...]] | None = None
         self.on_timers: Callable[[BatchStats], None] | None = None
         # Batches, timers and re-evaluations take turns: one writes state at a time, one publishes at a time.
         self._state_lock = asyncio.Lock()
@@ -471,13 +470,14 @@ class Worker:
         timer re-evaluates the customer. Changes carry ``cause.kind = timer``."""
         return await self._reevaluate_all(self.processor.rules, rescore=True)
 
-    def _sample_moved(self, rules: RuleSet) -> bool:
-        """Whether the population's cut points (twentieths) moved by more than
-        ``rescore_drift`` since the last re-score: then scores may be stale."""
-        cuts = {f: tuple(v[int(i * (len(v) - 1) / 20)] for i in range(21)) for f, v in rules.population.samples.items() if v}
-        previous, self._rescored_cuts = self._rescored_cuts, cuts
+    def _cuts(self, rules: RuleSet) -> dict[str, list[float]]:
+        """The population's cut points (twentieths) per ranked feature."""
+        return {f: [v[int(i * (len(v) - 1) / 20)] for i in range(21)] for f, v in rules.population.samples.items() if v}
+
+    def _moved(self, previous: dict[str, list[float]] | None, cuts: dict[str, list[float]]) -> bool:
+        """Whether a cut point moved by more than ``rescore_drift`` since the last re-score."""
         if previous is None or set(previous) != set(cuts):
-            return True  # the first sample: customers decided before it are unscored
+            return True  # never re-scored: customers decided before any sample are unscored
         drift = self.settings.rescore_drift
         return any(abs(a - b) > drift * max(abs(a), abs(b), 1e-9) for f in cuts for a, b in zip(previous[f], cuts[f]))
 
@@ -494,14 +494,14 @@ class Worker:
                     if shared is not None and 0 <= now - shared[0] < period_ms:
                         if shared[0] != rules.population.taken_at:
                             rules.population.replace(shared[1], shared[0])
-                            self._maybe_rescore(rules)
+                            await self._maybe_rescore(rules)
                     else:
                         samples = await self._sample_population(rules, now)
                         if samples:
                             await self.store.save_quantile_samples(now, samples)
                             rules.population.replace(samples, now)
                             log.info("population sample renewed: %s", {k: len(v) for k, v in samples.items()})
-                            self._maybe_rescore(rules)
+                            await self._maybe_rescore(rules)
                 except Exception as exc:  # noqa: BLE001 - a stale sample is better than a stopped worker
                     log.warning("population sample refresh failed: %s", type(exc).__name__)
                     log.debug("population sample refresh failed", exc_info=True)
@@ -518,9 +518,14 @@ class Worker:
                 await self.store.save_quantile_samples(now, samples)
                 rules.population.replace(samples, now)
 
-    def _maybe_rescore(self, rules: RuleSet) -> None:
-        """A background re-score when the sample moved enough, one at a time."""
-        if self._sample_moved(rules) and (self._rescoring is None or self._rescoring.done()):
+    async def _maybe_rescore(self, rules: RuleSet) -> None:
+        """A background re-score when the sample moved enough since the last one (which any
+        worker may have run: the cut points it used are kept in Redis), one at a time."""
+        if self._rescoring is not None and not self._rescoring.done():
+            return
+        cuts = self._cuts(rules)
+        if self._moved(await self.store.rescored_cuts(), cuts):
+            await self.store.save_rescored_cuts(cuts)
             self._rescoring = asyncio.create_task(self._reevaluate_all(rules, rescore=True))
 
     async def _sample_population(self, rules: RuleSet, now: int) -> dict[str, list[float]]:

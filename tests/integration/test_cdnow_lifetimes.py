@@ -7,7 +7,9 @@ Then, for every one of the 23,570 customers, checked against independent oracles
     1998-06-30) over the raw file;
   - the stored memberships equal a batch evaluation of the same rules on the stored state
     at the watermark (``RuleSet.evaluate`` on ``Features(state, at)``): what the event and
-    timer path decided incrementally is what the rules say at that moment.
+    timer path decided incrementally is what the rules say at that moment;
+  - the timer-caused changes published are, change_id for change_id, those of a pure fold
+    of each customer's purchases followed by its checks due by the watermark.
 
 Monetary value (the mean of per-day totals, first day excluded) needs each purchase day's
 total; the state keeps purchases one by one for the last 365 days only, so it is checked
@@ -18,20 +20,24 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+import orjson
 import pandas as pd
 from lifetimes.utils import summary_data_from_transaction_data
 from redis.asyncio import Redis
 
 from engine.datasets import CDNOW_CUSTOMERS, CDNOW_PURCHASES, DAY_MS, cdnow_path, customer_id
 from engine.devstack import DevStack
-from engine.evaluate import rfc3339
-from engine.replay import load, produce
-from engine.rules import load_rules
+from engine.evaluate import CHANGES_TOPIC, FoldResult, fold_customer, reevaluate_customer, rfc3339
+from engine.events import Event, Source
+from engine.replay import Record, load, produce
+from engine.rules import RuleSet, load_rules
 from engine.state import CustomerState, Features
 from engine.store_redis import RedisStore
+from engine.timers import next_check
 from tests.integration.support import RunningWorker, consume_all, settings_for, values
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +65,27 @@ def rfm_from_state(state: CustomerState) -> tuple[int, int, int, float | None]:
         per_day[int(ts) // DAY_MS] = per_day.get(int(ts) // DAY_MS, 0.0) + amount
     repeat = [total for day, total in per_day.items() if day != days[0]]
     return frequency, recency, age, sum(repeat) / len(repeat) if repeat else 0.0
+
+
+def timer_changes_of_a_pure_fold(rules: RuleSet, records: list[Record], until: int) -> list[str]:
+    """The change_ids of every timer decision: each customer's purchases folded in the replayed
+    order (checks due by an event's time are decided before it, as the engine does), then its
+    checks due by ``until``, each at its due time, as the due loop takes them."""
+    by_customer: dict[str, list[Event]] = defaultdict(list)
+    for offset, record in enumerate(records):
+        ev = orjson.loads(record.value)
+        by_customer[ev["customer_id"]].append(Event(ev["event_id"], ev["customer_id"], ev["type"], record.ts, ev, Source(record.topic, 0, offset)))
+    ids: list[str] = []
+    for cid, events in by_customer.items():
+        state = CustomerState()
+        result = fold_customer(rules, state, cid, events, now_for=lambda ts: ts, committed={}, dedupe_horizon_ms=7 * DAY_MS)
+        decided = result.decided_at
+        assert decided is not None
+        while (due := next_check(rules.time_plan, state, decided)) is not None and due <= until:
+            decided = max(due, state.max_ts or 0)
+            reevaluate_customer(rules, state, cid, decided, result, {"kind": "timer"}, f"timer:{decided}")
+        ids += [o.value["change_id"] for o in result.outputs if o.topic == CHANGES_TOPIC and o.value and o.value["cause"]["kind"] == "timer"]
+    return ids
 
 
 async def test_cdnow_replay_with_timers_matches_lifetimes_and_a_batch_evaluation(stack: DevStack, redis_client: Redis, tmp_path: Path) -> None:
@@ -101,10 +128,12 @@ async def test_cdnow_replay_with_timers_matches_lifetimes_and_a_batch_evaluation
     assert not segment_mismatches, f"{len(segment_mismatches)} customers' segments differ from a batch evaluation, e.g. {segment_mismatches[:3]}"
 
     changes = values(await consume_all(stack, "segments.changes", timeout=60))
-    by_timer = sum(1 for c in changes if c["cause"]["kind"] == "timer")
-    assert by_timer > 0 and len({c["change_id"] for c in changes}) == len(changes)
+    assert len({c["change_id"] for c in changes}) == len(changes), "no change published twice"
+    by_timer = sorted(c["change_id"] for c in changes if c["cause"]["kind"] == "timer")
+    want = sorted(timer_changes_of_a_pure_fold(rules, records, at))
+    assert by_timer == want, f"{len(by_timer):,} timer changes published, {len(want):,} in a pure fold; {len(set(want) - set(by_timer)):,} missing"
     print(
         f"\nCDNOW: {CDNOW_PURCHASES:,} purchases replayed at {replayed.eps:,.0f} events/s; engine and timers done in {engine_s:.1f} s;"
-        f" {len(changes):,} segment changes, {by_timer:,} caused by timers; monetary value checked for"
+        f" {len(changes):,} segment changes, {len(by_timer):,} caused by timers; monetary value checked for"
         f" {monetary_checked:,} of {CDNOW_CUSTOMERS:,} customers (the others' first purchases are older than the state keeps)"
     )
