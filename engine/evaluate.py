@@ -106,6 +106,12 @@ def fold_customer(
     """Apply ``events`` (one customer's, in offset order) to ``state`` in place."""
     result = FoldResult()
     prune_outbox(state, committed)
+    held = [p for p in state.pending if p.get("c") is None]
+    if held and events:  # a timer or rules decision not known published (a crash): send it again,
+        first = events[0].source  # now as part of this record's outbox
+        for entry in held:
+            entry["c"], entry["o"] = f"{first.topic}:{first.partition}", first.offset
+            result.outputs.append(Output.from_pending(entry))
     for index, event in enumerate(events):
         try:
             _fold_one(rules, state, customer_id, event, now_for, dedupe_horizon_ms, result)

@@ -65,7 +65,9 @@ class BatchStats:
     changes: int = 0
     published: int = 0
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # what to commit
-    outboxes: list[tuple[str, int]] = field(default_factory=list)  # (customer, version) written with an outbox
+    # (customer, version, timer key, next check) written with an outbox; a timer or rules
+    # decision's outbox keeps the customer due at once until it is published (then: the real next check)
+    outboxes: list[tuple[str, int, str, int | None | str]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -201,6 +203,7 @@ class BatchProcessor:
         outcomes: Counter[tuple[str, str, str]] = Counter()
         actions: Counter[tuple[str, str]] = Counter()
         changes: Counter[tuple[str, str, str]] = Counter()
+        real_due: dict[str, int | None | str] = {}  # "" = the written next check is the real one
         todo = list(customer_ids)
         for _ in range(MAX_CAS_ROUNDS):
             if not todo:
@@ -214,9 +217,14 @@ class BatchProcessor:
                 if result.applied or result.duplicates or result.changes or result.reschedule:  # else nothing changed
                     decided = result.decided_at if result.decided_at is not None else self.clock.now()
                     due = None if rules.time_plan.empty else next_check(rules.time_plan, state, decided)
-                    writes.append(_write(cid, loaded[cid], state, result, timer_key(self.partition_of(cid)), due))
+                    held = any(p.get("c") is None for p in state.pending)  # no input record will re-send it
+                    writes.append(_write(cid, loaded[cid], state, result, timer_key(self.partition_of(cid)), decided if held else due))
+                    real_due[cid] = due if held else ""
             ok = dict(zip((w.customer_id for w in writes), await self.store.save(writes)))
-            stats.outboxes += [(w.customer_id, w.expected_version + 1) for w in writes if (w.outbox or w.erased) and ok[w.customer_id]]
+            stats.outboxes += [
+                (w.customer_id, w.expected_version + 1, w.timer_key, real_due[w.customer_id])
+                for w in writes if (w.outbox or w.erased) and ok[w.customer_id]
+            ]  # fmt: skip
             lost = {cid for cid, done in ok.items() if not done}
             for cid, result in results.items():
                 if cid in lost:

@@ -165,12 +165,18 @@ class RedisStore:
         return done
 
     @_timed("outbox_published")
-    async def outbox_published(self, written: list[tuple[str, int]]) -> None:
-        """Drop the outboxes of (customer, version) writes whose records are committed, and
-        delete the customers whose committed write was an erase."""
+    async def outbox_published(self, written: list[tuple[str, int]] | list[tuple[str, int, str, int | None | str]]) -> None:
+        """Drop the outboxes of (customer, version[, timer key, next check]) writes whose
+        records are published and committed, delete the customers whose committed write was
+        an erase, and give a timer or rules decision's customer its real next check (it was
+        kept due at once while its outbox waited: see engine.pipeline)."""
         for start in range(0, len(written), CHUNK):
             chunk = written[start : start + CHUNK]
-            await self._outbox_done(keys=[ERASING_KEY, *(state_key(c) for c, _ in chunk)], args=[v for _, v in chunk])
+            args: list[object] = []
+            for entry in chunk:
+                timers, due = (entry[2], entry[3]) if len(entry) == 4 else ("", "")  # type: ignore[misc]
+                args += [entry[1], timers, "none" if due is None else due]
+            await self._outbox_done(keys=[ERASING_KEY, *(state_key(e[0]) for e in chunk)], args=args)
 
     @_timed("population")
     async def population(self) -> dict[str, dict[str, int]]:

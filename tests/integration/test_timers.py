@@ -5,7 +5,7 @@ timer loop, with cause.kind = timer. The clock is the event-time watermark, move
 by another customer's events. Live, the due-time lag is measured. A worker killed after
 writing timers' decisions and before publishing them publishes each of those decisions
 once, with the same change_id, after a restart (once time has moved past the customers'
-next checks: the xfail test records that it does not at once)."""
+next checks, and at once: a decision's outbox keeps its customer due until published)."""
 
 from __future__ import annotations
 
@@ -208,11 +208,6 @@ async def test_timers_due_when_the_worker_is_killed_are_published_once_after_a_r
         assert ids == [expected_timer_changes(customer)[0][3]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a timer decision written before a crash is published only when the customer's next check is due "
-    "(never, if it has none), and is lost if an event for the customer comes first (see the timers report)",
-)
 async def test_timers_due_when_the_worker_is_killed_are_published_at_once_after_a_restart(stack: DevStack, redis_client: Redis, tmp_path: Path) -> None:
     rules = rule_packs(tmp_path, "lifecycle.yaml")
     held = await kill_while_timers_fire(stack, redis_client, rules)
