@@ -306,7 +306,11 @@ def _recent_changes(outputs: list[Output], outbox: bytes | None) -> tuple[bytes,
             recent.append(out.value)
         elif out.topic == MEMBERS_TOPIC and out.value is None:  # the tombstone of an erase
             recent.clear()
-    return tuple(orjson.dumps(v) for v in recent[-HISTORY:])
+    return tuple(orjson.dumps({k: v[k] for k in RECENT_FIELDS}) for v in recent[-HISTORY:])  # type: ignore[index]
+
+
+# What the recent-changes list keeps of a change (the full record is on segments.changes).
+RECENT_FIELDS = ("change_id", "dimension", "from", "to", "at", "reason")
 
 
 def _produced_at(outputs: list[Output], produced: dict[tuple[str, int, int], int], sample: int = 256) -> list[int]:
