@@ -376,13 +376,16 @@ class Worker:
             due = await self.store.due(partition, until, self.settings.timer_batch)
             if not due:
                 continue
+            # The state lock is held until the outboxes are published and dropped: an event batch
+            # folding one of these customers meanwhile would take the in-flight outbox for one a
+            # crash left behind, and send it a second time.
             async with self._state_lock:
                 prepared = await self._with_retry(self.processor.fire_timers, due)
-            if self.settings.fault == "kill_after_timer_save" and prepared.stats.changes:
-                os.kill(os.getpid(), signal.SIGKILL)  # the timers' decisions written, nothing published
-            async with self._publish_lock:
-                await self._with_retry(self.processor.publish, prepared)
-            await self.store.outbox_published(prepared.stats.outboxes)
+                if self.settings.fault == "kill_after_timer_save" and prepared.stats.changes:
+                    os.kill(os.getpid(), signal.SIGKILL)  # the timers' decisions written, nothing published
+                async with self._publish_lock:
+                    await self._with_retry(self.processor.publish, prepared)
+                await self.store.outbox_published(prepared.stats.outboxes)
             fired += len(due)
             self.metrics.timers_fired.inc(len(due))
             if self.settings.clock == "wall":
