@@ -7,6 +7,7 @@
  (c) naive_eps    a faust agent awaiting Redis once per event (the tutorial baseline)
  (d) latency      produce -> segment change, p50/p99, at a fixed offered load
  memory           Redis bytes per customer after (a)
+ re-evaluation    live p50/p99 at a fixed load before and while a rules switch re-evaluates every customer
  timers           a live-clock engine (its own stack): how many due customers per second
                   its due loop re-evaluates (a burst all due at once), and the due-time lag
                   p99 at a steady TIMER_STEADY_PER_S due customers per second
@@ -37,6 +38,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bench.reeval import OFFERED_EPS as REEVAL_EPS
+from bench.reeval import reevaluation_latency
 from engine.devstack import DevStack
 
 SEED = 20261124
@@ -379,6 +382,7 @@ async def main() -> None:
         engine.send_signal(signal.SIGTERM)
         await asyncio.wait_for(engine.wait(), 30)
         await redis.aclose()
+        reeval = await reevaluation_latency(stack, core_rules, "bench-engine", console)
         naive_eps, naive_events, naive_done = await naive_run(stack, len(records))
         replay_eps = await replay_run(stack)
     lifecycle_rules = Path(tempfile.mkdtemp(prefix="segengine-bench-timers-"))
@@ -400,6 +404,7 @@ async def main() -> None:
         "timer_steady_due_per_s": TIMER_STEADY_PER_S,
         "timer_missing": timer_missing,
         "replay_eps": round(replay_eps),
+        **reeval,
         "rules_for_core_figures": "value_tier + lifecycle",
         "events": len(records),
         "customers": CUSTOMERS,
@@ -424,6 +429,9 @@ async def main() -> None:
     table.add_row("(d) produce -> change p99", f"{results['p99_ms']} ms", "PASS" if results["p99_ms"] <= 250 else "MISS (<= 250 ms)")
     table.add_row("(d) offered load", f"{offered:,.0f} events/s", "")
     table.add_row("Redis memory per customer", f"{results['redis_bytes_per_customer']:,} bytes", "")
+    table.add_row(f"live p50 / p99 before a rules switch ({REEVAL_EPS:,} events/s)", f"{reeval['reeval_p50_ms_before']} / {reeval['reeval_p99_ms_before']} ms", "")
+    table.add_row("live p50 / p99 while every customer is re-evaluated", f"{reeval['reeval_p50_ms_during']} / {reeval['reeval_p99_ms_during']} ms", "")
+    table.add_row("rules re-evaluation: changes, duration", f"{reeval['reeval_changes']:,} changes in {reeval['reeval_seconds']} s", "")
     table.add_row("evaluate all shipped dimensions, 1 customer", f"{eval_us:.1f} µs", "PASS" if eval_us <= 20 else "MISS (<= 20 µs)")
     table.add_row(f"timers: due customers re-evaluated ({TIMER_BURST:,} due at once)", f"{timer_due_per_s:,.0f} customers/s", "")
     table.add_row(f"timers: due time -> change p99 (live, {TIMER_STEADY_PER_S:,} due/s)", f"{results['timer_lag_p99_ms']} ms", "")

@@ -4,8 +4,9 @@ loyalty tier only once its grace period is over, each exactly at the due time, b
 timer loop, with cause.kind = timer. The clock is the event-time watermark, moved forward
 by another customer's events. Live, the due-time lag is measured. A worker killed after
 writing timers' decisions and before publishing them publishes each of those decisions
-once, with the same change_id, after a restart (once time has moved past the customers'
-next checks, and at once: a decision's outbox keeps its customer due until published)."""
+once, with the same change_id, after a restart: at once (a decision's outbox keeps its
+customer due until published; an event for the customer sends it first), and without
+doubles once time has moved on."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import time
 from pathlib import Path
 
 import orjson
-import pytest
 from redis.asyncio import Redis
 
 from engine.devstack import DevStack
