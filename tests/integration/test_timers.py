@@ -192,7 +192,7 @@ async def test_timers_due_when_the_worker_is_killed_are_published_once_after_a_r
     held = await kill_while_timers_fire(stack, redis_client, rules)
     await produce(stack, "events.browse", [("clock", browse(2, "clock", T0 + 62 * DAY))])  # time moves on: at_risk is due too
     async with RunningWorker(settings_for(stack, clock="event", timer_interval_ms=50, rules_file=rules, quantiles_refresh_s=0)):
-        deadline = asyncio.get_running_loop().time() + 30
+        deadline = asyncio.get_running_loop().time() + 60  # the restarted worker first waits out the killed one's session
         while len(ids := {c["change_id"] for c in values(await consume_all(stack, "segments.changes")) if c["customer_id"] in KILLED}) < 3 * len(KILLED):
             assert asyncio.get_running_loop().time() < deadline, f"{len(ids)} of {3 * len(KILLED)} changes"
             await asyncio.sleep(0.2)
@@ -215,7 +215,7 @@ async def test_timers_due_when_the_worker_is_killed_are_published_at_once_after_
     await produce(stack, "events.purchase", [(victim, purchase(999, victim, T0 + 31 * DAY + 1, 5.0))])
     await produce(stack, "events.browse", [("clock", browse(2, "clock", T0 + 31 * DAY + 1))])  # the clock where it was
     async with RunningWorker(settings_for(stack, clock="event", timer_interval_ms=50, rules_file=rules, quantiles_refresh_s=0)):
-        deadline = asyncio.get_running_loop().time() + 30
+        deadline = asyncio.get_running_loop().time() + 60  # the restarted worker first waits out the killed one's session
         while len({c["customer_id"] for c in values(await consume_all(stack, "segments.changes")) if c["customer_id"] in KILLED and c["to"] == "active"}) < len(KILLED):
             assert asyncio.get_running_loop().time() < deadline, "every new -> active due before the kill is published after the restart"
             await asyncio.sleep(0.2)
