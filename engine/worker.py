@@ -451,11 +451,11 @@ class Worker:
                     return done  # superseded by a newer switch, or stopping
                 mine = [c for c in ids if self._owns(c)]
                 if mine:
-                    async with self._state_lock:
+                    async with self._state_lock:  # held until published: an event batch must not re-send this outbox meanwhile
                         prepared = await self._with_retry(lambda ids: self.processor.reevaluate(ids, rules, rescore=rescore), mine)
-                    async with self._publish_lock:
-                        await self._with_retry(self.processor.publish, prepared)
-                    await self.store.outbox_published(prepared.stats.outboxes)
+                        async with self._publish_lock:
+                            await self._with_retry(self.processor.publish, prepared)
+                        await self.store.outbox_published(prepared.stats.outboxes)
                     done += len(mine)
                     self.metrics.reevaluated.inc(len(mine))
                 await asyncio.sleep(settings.reevaluate_pause_ms / 1000)
