@@ -142,13 +142,7 @@ def _fold_one(
         return
     if state.checked_at is not None and not rules.time_plan.empty:
         _catch_up(rules, state, customer_id, now_for(event.ts), result, tp, src.offset)
-    plan = rules.time_plan  # which windows the rules read: only their detail is kept
-    if not apply(
-        state, event, dedupe_horizon_ms=dedupe_horizon_ms,
-        keep_purchases=plan.purchase_windows, keep_browse=plan.browse_windows, keep_complaints=plan.complaints,
-    ):  # fmt: skip
-        result.duplicates += 1
-        result.count(event, "duplicate")
+    if not _apply(rules, state, event, dedupe_horizon_ms, result):
         return
     if rules.aggregates or state.aggs:
         fold_all(rules.aggregates, rules.aggregates_by_type, state, event)
@@ -162,6 +156,20 @@ def _fold_one(
         out = Output(out.topic, out.key, out.value, tp, src.offset)
         state.pending.append(out.to_pending())
         result.outputs.append(out)
+
+
+def _apply(rules: RuleSet, state: CustomerState, event: Event, dedupe_horizon_ms: int, result: FoldResult) -> bool:
+    """Fold the event in, keeping only the window detail the rules read; False (counted) for
+    an ``event_id`` seen within the dedupe horizon."""
+    plan = rules.time_plan
+    if apply(
+        state, event, dedupe_horizon_ms=dedupe_horizon_ms,
+        keep_purchases=plan.purchase_windows, keep_browse=plan.browse_windows, keep_complaints=plan.complaints,
+    ):  # fmt: skip
+        return True
+    result.duplicates += 1
+    result.count(event, "duplicate")
+    return False
 
 
 MAX_CATCH_UP = 64  # timer decisions taken before one event, at most (then the due loop goes on)
@@ -301,13 +309,7 @@ def erase_customer(
     tp = f"{src.topic}:{src.partition}"
     members = dict(state.members)
     now = max(now_for(event.ts), state.max_ts or 0)
-    plan = rules.time_plan  # which windows the rules read: only their detail is kept
-    if not apply(
-        state, event, dedupe_horizon_ms=dedupe_horizon_ms,
-        keep_purchases=plan.purchase_windows, keep_browse=plan.browse_windows, keep_complaints=plan.complaints,
-    ):  # fmt: skip
-        result.duplicates += 1
-        result.count(event, "duplicate")
+    if not _apply(rules, state, event, dedupe_horizon_ms, result):
         return
     result.applied += 1
     result.count(event, "applied")

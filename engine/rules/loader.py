@@ -266,17 +266,23 @@ def _segment(check: _Checker, node: Node, type_of: Any, seen: dict[str, Node]) -
     else:
         check.at(name_node, f"segment {name!r} needs 'when', or both 'enter' and 'stay'")
         return None
+    durations = _durations(check, fields, ("min_dwell", "exit_grace"), "14d")
+    if enter is None or stay is None:
+        return None
+    return Segment(name, enter, stay, durations.get("min_dwell", 0), durations.get("exit_grace", 0))
+
+
+def _durations(check: _Checker, fields: dict[str, tuple[Node, Node]], keys: tuple[str, ...], example: str) -> dict[str, int]:
+    """The duration fields present among ``keys``, in ms; a bad one is reported (and 0)."""
     durations = {}
-    for key in ("min_dwell", "exit_grace"):
+    for key in keys:
         if key in fields:
             value = fields[key][1]
             ms = parse_duration(str(value.value)) if isinstance(value, ScalarNode) else None
             if ms is None:
-                check.at(value, f"bad duration {getattr(value, 'value', '')!r}: use a number and s, m, h, d or w (e.g. 14d)")
+                check.at(value, f"bad duration {getattr(value, 'value', '')!r}: use a number and s, m, h, d or w (e.g. {example})")
             durations[key] = ms or 0
-    if enter is None or stay is None:
-        return None
-    return Segment(name, enter, stay, durations.get("min_dwell", 0), durations.get("exit_grace", 0))
+    return durations
 
 
 def _always_true(expr: Expression) -> bool:
@@ -503,14 +509,7 @@ def _actions(check: _Checker, node: Node, type_of: Any) -> list[tuple[Action, st
             expr = _expression(check, fields["suppress"][1], type_of)
             suppress = compile_value(expr) if expr is not None else None
             names |= expr.names if expr is not None else set()
-        durations = {}
-        for field in ("cooldown", "delay"):
-            if field in fields:
-                value = fields[field][1]
-                ms = parse_duration(str(value.value)) if isinstance(value, ScalarNode) else None
-                if ms is None:
-                    check.at(value, f"bad duration {getattr(value, 'value', '')!r}: use a number and s, m, h, d or w (e.g. 30d)")
-                durations[field] = ms or 0
+        durations = _durations(check, fields, ("cooldown", "delay"), "30d")
         if len(check.problems) > before:
             continue
         mark = f"{check.origin}:{on.start_mark.line + 1}:{on.start_mark.column + 1}"  # type: ignore[union-attr]
