@@ -66,7 +66,7 @@ async def customer(request: web.Request) -> web.Response:
         return _json({"error": problem}, 400)
     processor = worker.processor
     try:
-        report = await customer_report(worker.store, processor.rules, customer_id, processor.clock.now(), processor.input_partitions)
+        report = await customer_report(worker.store, processor.rules, customer_id, processor.clock.now())
     except RedisError as exc:
         log.warning("customer lookup failed: %s", type(exc).__name__)
         return _json({"error": "redis unavailable"}, 503)

@@ -359,7 +359,7 @@ def inspect_customer(
     as_json: bool = typer.Option(False, "--json", help="JSON output (what GET /customers/{id} returns)"),
 ) -> None:
     """A customer's memberships, features, next check time and last changes. Exit 1 if unknown (or erased)."""
-    from engine.inspect import check_customer_id, customer_report, customer_tables, input_partitions
+    from engine.inspect import check_customer_id, customer_report, customer_tables
     from engine.store_redis import RedisStore, connect
 
     settings = _settings()
@@ -367,12 +367,12 @@ def inspect_customer(
     if (problem := check_customer_id(customer_id)) is not None:
         console.print(f"[red]{problem}[/red]")
         raise typer.Exit(2)
-    rules, now, partitions = _load_rules_or_exit(settings.rules_file), _at(at), input_partitions(settings.topics_file)
+    rules, now = _load_rules_or_exit(settings.rules_file), _at(at)
 
     async def main() -> None:
         redis = connect(redis_url)
         try:
-            report = await customer_report(RedisStore(redis), rules, customer_id, now, partitions)
+            report = await customer_report(RedisStore(redis), rules, customer_id, now)
         finally:
             await redis.aclose()
         if report is None:

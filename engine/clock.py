@@ -24,6 +24,9 @@ class Clock(Protocol):
     def now(self) -> int:
         """The current time (ms), with no event at hand."""
 
+    def observe(self, topic: str, partition: int, event_ts: int) -> None:
+        """An event of this topic-partition was read (event time: per-partition watermarks)."""
+
 
 class WallClock:
     def now_for(self, event_ts: int) -> int:
@@ -32,13 +35,28 @@ class WallClock:
     def now(self) -> int:
         return wall_ms()
 
+    def observe(self, topic: str, partition: int, event_ts: int) -> None:
+        return None
+
 
 class EventClock:
-    """Event-time watermark; it only moves forward."""
+    """Event-time watermark; it only moves forward.
+
+    Beside the global watermark it keeps one per input topic-partition: a customer's
+    records all arrive on its partitions, so time with no event at hand for a customer is
+    at most what its partitions have reached (a lagging partition's customers must not be
+    decided ahead of their own records still to be read: see ``Worker.decision_limit``)."""
 
     def __init__(self, lateness_ms: int = 0) -> None:
         self.lateness_ms = lateness_ms
         self.watermark: int | None = None
+        self.partitions: dict[tuple[str, int], int] = {}
+
+    def observe(self, topic: str, partition: int, event_ts: int) -> None:
+        tp = (topic, partition)
+        candidate = event_ts - self.lateness_ms
+        if candidate > self.partitions.get(tp, -1):
+            self.partitions[tp] = candidate
 
     def now_for(self, event_ts: int) -> int:
         candidate = event_ts - self.lateness_ms

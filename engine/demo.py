@@ -142,7 +142,7 @@ async def run_demo(settings: Settings, *, limit: int | None = None) -> None:
                 population = await store.population()
                 live.update(Group(progress, population_table(population)))
             # Every record is in; let time catch up: timers due up to the last event time fire.
-            partitions = range(worker.processor.input_partitions)
+            partitions = range(worker.input_partition_count)
             timer_task = progress.add_task("timers due up to the last event", total=None)
             while await store.timer_backlog(partitions, worker.processor.clock.now()):
                 if run_task.done():

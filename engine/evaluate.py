@@ -137,18 +137,23 @@ def _fold_one(
         result.count(event, "redelivered")
         result.outputs.extend(Output.from_pending(p) for p in state.pending if p["c"] == tp and p["o"] == src.offset)
         return
+    for out in catch_up(rules, state, customer_id, now_for(event.ts), result):
+        out = Output(out.topic, out.key, out.value, tp, src.offset)  # caused by processing this record: its outbox
+        state.pending.append(out.to_pending())
+        result.outputs.append(out)
     if event.type == "erase":
         erase_customer(rules, state, customer_id, event, now_for, dedupe_horizon_ms, result)
         return
-    if state.checked_at is not None and not rules.time_plan.empty:
-        _catch_up(rules, state, customer_id, now_for(event.ts), result, tp, src.offset)
+    if state.home is None:
+        state.home = src.partition  # its timers live with this partition, whose owner fires them
     if not _apply(rules, state, event, dedupe_horizon_ms, result):
         return
     if rules.aggregates or state.aggs:
         fold_all(rules.aggregates, rules.aggregates_by_type, state, event)
     result.applied += 1
     result.count(event, "applied")
-    now = max(now_for(event.ts), state.max_ts or 0)  # never decide before what the customer did
+    # never decide before what the customer did, nor before the customer's last decision
+    now = max(now_for(event.ts), state.max_ts or 0, state.checked_at or 0)
     result.decided_at = now
     cause = {"kind": "event", "event_id": event.event_id, "topic": src.topic, "partition": src.partition, "offset": src.offset}
     outputs = decide(rules, state, customer_id, now, cause, f"{tp}:{src.offset}", result, event.type)
@@ -172,21 +177,23 @@ def _apply(rules: RuleSet, state: CustomerState, event: Event, dedupe_horizon_ms
     return False
 
 
-MAX_CATCH_UP = 64  # timer decisions taken before one event, at most (then the due loop goes on)
+MAX_CATCH_UP = 64  # timer decisions taken before one decision, at most (then the due loop goes on)
 
 
-def _catch_up(rules: RuleSet, state: CustomerState, customer_id: str, until: int, result: FoldResult, tp: str, offset: int) -> None:
-    """Timers that fell due before this event are decided first, at their due times, as the
-    due loop would have (same ``change_id``): a replay, or a batch holding a customer's
-    events weeks apart, keeps the transitions that time alone made between them."""
+def catch_up(rules: RuleSet, state: CustomerState, customer_id: str, until: int, result: FoldResult, *, before: bool = False) -> list[Output]:
+    """Timers that fell due by ``until`` (``before``: strictly before it) are decided first, at
+    their due times, as the due loop would have (same ``change_id``): whatever decides a
+    customer next (an event, a rules switch, a population re-score) decides it after every
+    transition that time alone made up to then, so decisions stay in time order."""
+    outputs: list[Output] = []
+    if state.checked_at is None or rules.time_plan.empty:
+        return outputs
     for _ in range(MAX_CATCH_UP):
-        due = next_check(rules.time_plan, state, state.checked_at)  # type: ignore[arg-type]
-        if due is None or due > until:
-            return
-        for out in decide(rules, state, customer_id, due, {"kind": "timer"}, f"timer:{due}", result, "timer"):
-            out = Output(out.topic, out.key, out.value, tp, offset)  # caused by processing this record: its outbox
-            state.pending.append(out.to_pending())
-            result.outputs.append(out)
+        due = next_check(rules.time_plan, state, state.checked_at)
+        if due is None or due > until or (before and due == until):
+            break
+        outputs += decide(rules, state, customer_id, due, {"kind": "timer"}, f"timer:{due}", result, "timer")
+    return outputs
 
 
 def reevaluate_customer(
@@ -201,7 +208,8 @@ def reevaluate_customer(
     state.pending = [p for p in state.pending if p.get("c") is not None]
     result.reschedule = True
     only = "timer" if cause["kind"] == "timer" else None  # a timer re-evaluates the dimensions time can change
-    for out in decide(rules, state, customer_id, now, cause, cause_key, result, only):
+    caught_up = catch_up(rules, state, customer_id, now, result, before=True)
+    for out in [*caught_up, *decide(rules, state, customer_id, now, cause, cause_key, result, only)]:
         state.pending.append(out.to_pending())
         result.outputs.append(out)
 
@@ -308,9 +316,11 @@ def erase_customer(
     src = event.source
     tp = f"{src.topic}:{src.partition}"
     members = dict(state.members)
-    now = max(now_for(event.ts), state.max_ts or 0)
+    now = max(now_for(event.ts), state.max_ts or 0, state.checked_at or 0)
+    home = state.home
     if not _apply(rules, state, event, dedupe_horizon_ms, result):
         return
+    state.home = home  # its timer entry is removed from that partition's set
     result.applied += 1
     result.count(event, "applied")
     result.erased = True

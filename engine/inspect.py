@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 from rich.table import Table
 
 from engine.evaluate import CHANGES_TOPIC, rfc3339
+from engine.pipeline import home_of
 from engine.events import INPUT_TOPICS, Event, Rejected
 from engine.rules import RuleSet
 from engine.state import CustomerState, Features
@@ -36,18 +36,15 @@ def check_customer_id(customer_id: str) -> str | None:
     return None
 
 
-def partition_of(customer_id: str, partitions: int) -> int:
-    """The input partition that holds the customer (Kafka's default partitioner)."""
-    return (murmur2(customer_id.encode()) & 0x7FFFFFFF) % partitions
-
-
-async def customer_report(store: RedisStore, rules: RuleSet, customer_id: str, now: int, partitions: int) -> dict[str, Any] | None:
+async def customer_report(store: RedisStore, rules: RuleSet, customer_id: str, now: int) -> dict[str, Any] | None:
     """What the engine holds about one customer at ``now``; None when it holds nothing
     (never seen, or erased)."""
-    loaded, recent, due = await store.lookup(customer_id, partition_of(customer_id, partitions))
+    loaded, recent, quarantined = await store.lookup(customer_id)
     if loaded.blob is None:
         return None
     state = CustomerState.loads(loaded.blob)
+    home = home_of(state)  # its timers live in its home partition's set, wherever a formula would put it
+    due = None if home is None else await store.next_check(customer_id, home)
     features = {k: round(v, 4) if isinstance(v, float) else v for k, v in Features(state, now, rules.derived).all().items()}
     memberships = {
         dimension: {
@@ -64,6 +61,8 @@ async def customer_report(store: RedisStore, rules: RuleSet, customer_id: str, n
         "memberships": memberships,
         "features": features,
         "next_check": _time(due),
+        "home_partition": home,
+        "quarantined": None if quarantined is None else quarantined.decode(),  # the stage whose failure set it aside
         "changes": [orjson.loads(r) for r in recent],
     }
 
@@ -87,8 +86,15 @@ def _time(ms: int | None) -> str | None:
 
 
 def check_event(topic: str, text: str, *, now_ms: int, max_bytes: int, future_skew_ms: int) -> Event | Rejected:
-    """A hand-written event, checked exactly as the engine will check it."""
-    return validate(topic, 0, 0, None, text.encode(), now_ms=now_ms, max_bytes=max_bytes, future_skew_ms=future_skew_ms)
+    """A hand-written event, checked exactly as the engine will check it once ``produce_event``
+    has sent it keyed by its customer_id."""
+    try:
+        body = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        body = None
+    customer = body.get("customer_id") if isinstance(body, dict) else None
+    key = customer.encode() if isinstance(customer, str) else None
+    return validate(topic, 0, 0, key, text.encode(), now_ms=now_ms, max_bytes=max_bytes, future_skew_ms=future_skew_ms)
 
 
 async def produce_event(bootstrap: str, event: Event) -> tuple[int, int]:
@@ -171,6 +177,8 @@ def describe(topic: str, record: Mapping[str, Any]) -> str:
 def customer_tables(report: Mapping[str, Any]) -> list[Table]:
     """``inspect``: memberships, last changes and the features that are set."""
     who = f"{report['customer_id']} as of {report['as_of']} ({report['rules_version']}); next check: {report['next_check'] or 'none'}"
+    if report.get("quarantined"):
+        who += f"; QUARANTINED (processing failed at {report['quarantined']}; timers paused until an event for it applies)"
     members = Table(title=who)
     for column in ("dimension", "segment", "since", "leaving since"):
         members.add_column(column)

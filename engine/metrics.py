@@ -74,6 +74,21 @@ class Metrics:
         )  # fmt: skip
         self.rules_info = Info("segengine_rules", "The rules version in force", registry=r)
         self.rules_reloads = Counter("segengine_rules_reloads", "Rules files picked up, by outcome (applied, refused)", ["outcome"], registry=r)
+        self.quarantined = Counter(
+            "segengine_customers_quarantined",
+            "Customers set aside after processing them raised, by stage (fold, encode, timer, rules, load); "
+            "skipped by timers until an event for them applies",
+            ["stage"], registry=r,
+        )  # fmt: skip
+        self.copartition_mismatch = Counter(
+            "segengine_copartition_mismatch",
+            "Records that arrived on another partition number than their customer's first record (producers "
+            "partition the input topics differently); still correct, but two workers then share the customer",
+            ["topic"], registry=r,
+        )  # fmt: skip
+        self.revoked_commits = Counter(
+            "segengine_revoked_commits", "Batch commits refused because a rebalance took the partitions away (redelivered to their new owner)", registry=r
+        )
         self.reevaluated = Counter("segengine_reevaluated_customers", "Customers re-evaluated after a rules switch", registry=r)
         if process:  # process_* (CPU, memory, open files) and python_info, on this registry rather than the global one
             ProcessCollector(registry=r)

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
 import orjson
-from aiokafka.partitioner import murmur2
 
 from engine.clock import Clock, wall_ms
 from engine.dlq import dlq_record
@@ -64,6 +63,7 @@ class BatchStats:
     rejected: int = 0
     changes: int = 0
     published: int = 0
+    evaluated: int = 0  # customers folded and written
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # what to commit
     # (customer, version, timer key, next check) written with an outbox; a timer or rules
     # decision's outbox keeps the customer due at once until it is published (then: the real next check)
@@ -83,8 +83,14 @@ class ConcurrentWriteError(RuntimeError):
     """A customer kept changing under us (another worker owns its partition too)."""
 
 
+UntilFn = Callable[[int], "int | None"]  # input partition -> latest time its customers may be decided at
+
+
 class BatchProcessor:
-    def __init__(self, settings: Settings, rules: RuleSet, store: RedisStore, sink: Sink, clock: Clock, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, rules: RuleSet, store: RedisStore, sink: Sink, clock: Clock, metrics: Metrics,
+        *, decision_limit: UntilFn | None = None,
+    ) -> None:  # fmt: skip
         self.settings = settings
         self.rules = rules
         self.store = store
@@ -92,17 +98,12 @@ class BatchProcessor:
         self.clock = clock
         self.metrics = metrics
         self.committed: dict[str, int] = {}  # "topic:partition" -> committed offset (next to read)
+        self.read: dict[tuple[str, int], int] = {}  # topic-partition -> next offset after the records prepared
         self._dedupe_ms = int(settings.dedupe_horizon_days * 86_400_000)
-        self.input_partitions = 1  # set by the worker once it knows the input topics
-        self._partitions: dict[str, int] = {}  # this batch's customers -> their input partition
         self._skew_ms = int(settings.future_skew_s * 1000)
-
-    def partition_of(self, customer_id: str) -> int:
-        """The input partition that holds the customer (Kafka's default partitioner)."""
-        known = self._partitions.get(customer_id)
-        if known is not None:
-            return known
-        return (murmur2(customer_id.encode()) & 0x7FFFFFFF) % self.input_partitions
+        # How far time may move a customer of a partition with no event at hand (event time:
+        # not past the partition's own watermark while it lags); None: no limit but the clock.
+        self.decision_limit = decision_limit
 
     async def process(self, records: Iterable[Record]) -> BatchStats:
         """Prepare and publish in one go (tests, tools); the worker overlaps the two."""
@@ -136,6 +137,7 @@ class BatchProcessor:
                 rejected.append(result)
             else:
                 by_customer[result.customer_id].append(result)
+                self.clock.observe(rec.topic, rec.partition, result.ts)
                 lag_ms.append(now - result.ts)
                 produced[(rec.topic, rec.partition, rec.offset)] = rec.timestamp
 
@@ -143,12 +145,23 @@ class BatchProcessor:
             if len(events) > 1 and len({(e.source.topic, e.source.partition) for e in events}) > 1:
                 by_customer[cid] = _merge_by_time(events)
         rules = self.rules  # one version for the whole batch, whatever a reload does meanwhile
-        for cid, events in by_customer.items():
-            self._partitions.setdefault(cid, events[0].source.partition)
-        outputs = await self._apply(
-            list(by_customer), lambda cid, loaded: self._fold(rules, cid, by_customer[cid], loaded, rejected), stats, rules
-        )
-        self._partitions.clear()
+
+        # Events dead-lettered while folding, per customer: a customer folded again (it lost a
+        # compare-and-set race) replaces its list, so that no record is dead-lettered twice.
+        fold_rejects: dict[str, list[Rejected]] = {}
+
+        def fold(cid: str, loaded: Loaded) -> Folded:
+            fold_rejects[cid] = []
+            return self._fold(rules, cid, by_customer[cid], loaded, fold_rejects[cid])
+
+        def failed(cid: str, exc: BaseException) -> None:  # the customer could not be folded at all
+            fold_rejects[cid] = [_rejected(e, "processing_error", f"processing failed: {type(exc).__name__}") for e in by_customer[cid]]
+
+        outputs = await self._apply(list(by_customer), fold, stats, rules, stage="fold", failed=failed)
+        for rejects in fold_rejects.values():
+            rejected += rejects
+        for tp, offset in stats.next_offsets.items():
+            self.read[tp] = max(self.read.get(tp, 0), offset)
         out_records: list[OutRecord] = []
         for rej in rejected:
             out_records.append((DLQ_TOPIC, *dlq_record(rej, now)))
@@ -164,41 +177,71 @@ class BatchProcessor:
         stats.published = len(out_records)
         return Prepared(stats, out_records, _produced_at(outputs, produced))
 
-    async def reevaluate(self, customer_ids: list[str], rules: RuleSet, *, rescore: bool = False) -> Prepared:
+    async def reevaluate(self, customer_ids: list[str], rules: RuleSet, *, rescore: bool = False, owned: frozenset[int] | None = None) -> Prepared:
         """Re-evaluate these customers under ``rules`` (after a rules switch): changes carry
         ``cause.kind = rules``; state is written with the same compare-and-set as events.
         ``rescore``: the population sample moved instead, so the time-dependent dimensions
-        (population-ranked ones among them) are re-evaluated, as a timer would (``timer``)."""
+        (population-ranked ones among them) are re-evaluated, as a timer would (``timer``).
+        ``owned``: only customers whose home partition is one of these (the caller's)."""
         now = self.clock.now()
         if rescore:
             cause: dict[str, object] = {"kind": "timer"}
             key = f"population:{rules.population.taken_at}:{now}"
         else:
             cause, key = {"kind": "rules", "rules_version": rules.version}, f"rules:{rules.version}"
-        return await self._without_events([(cid, now) for cid in customer_ids], rules, cause, key)
+        return await self._without_events([(cid, now) for cid in customer_ids], rules, cause, key, owned=owned)
 
-    async def fire_timers(self, due: list[tuple[str, int]]) -> Prepared:
-        """Re-evaluate customers whose next check is due, each at its due time (``cause.kind = timer``)."""
-        return await self._without_events(due, self.rules, {"kind": "timer"}, "timer")
+    async def fire_timers(self, due: list[tuple[str, int]], partition: int) -> Prepared:
+        """Re-evaluate customers whose next check is due (from ``partition``'s timer set),
+        each at its due time (``cause.kind = timer``)."""
+        return await self._without_events(due, self.rules, {"kind": "timer"}, "timer", partition=partition)
 
-    async def _without_events(self, customers: list[tuple[str, int]], rules: RuleSet, cause: dict[str, object], key: str) -> Prepared:
+    async def _without_events(
+        self, customers: list[tuple[str, int]], rules: RuleSet, cause: dict[str, object], key: str,
+        *, partition: int | None = None, owned: frozenset[int] | None = None,
+    ) -> Prepared:  # fmt: skip
         stats = BatchStats()
         at = dict(customers)
-        loaded = await self.store.load(list(at))
-        gone = [cid for cid, row in loaded.items() if row.blob is None]
-        if gone:  # erased (or never written): their timers are stale
-            await self.store.drop_timers([(timer_key(self.partition_of(cid)), cid) for cid in gone])
-            for cid in gone:
-                del at[cid]
-        outputs = await self._apply(list(at), lambda cid, loaded: _reevaluate(rules, cid, loaded, at[cid], cause, key), stats, rules)
+        stale: list[tuple[str, str]] = []  # timer entries whose customer is gone or lives elsewhere now
+
+        def fold(cid: str, loaded: Loaded) -> Folded | None:
+            if loaded.blob is None:  # erased (or never written): nothing to decide
+                if partition is not None:
+                    stale.append((timer_key(partition), cid))
+                return None
+            state = CustomerState.loads(loaded.blob, loaded.outbox)
+            home = home_of(state)
+            if partition is not None:
+                if home is None:
+                    state.home = home = partition  # written before homes were recorded: adopt the set it is in
+                elif home != partition:
+                    stale.append((timer_key(partition), cid))
+                    return None
+            elif owned is not None and home not in owned:
+                return None  # another worker's customer
+            when = at[cid]
+            if partition is None and home is not None and self.decision_limit is not None:
+                limit = self.decision_limit(home)
+                when = when if limit is None else min(when, limit)
+            result = _reevaluate(rules, cid, state, when, cause, key)
+            return state, result, state.dumps()
+
+        outputs = await self._apply(list(at), fold, stats, rules, stage="timer" if partition is not None else "rules")
+        if stale:
+            await self.store.drop_timers(stale)
         records: list[OutRecord] = [(o.topic, o.key.encode(), None if o.value is None else orjson.dumps(o.value)) for o in outputs]
         stats.published = len(records)
         return Prepared(stats, records)
 
     async def _apply(
-        self, customer_ids: list[str], fold: Callable[[str, Loaded], tuple[CustomerState, FoldResult]], stats: BatchStats, rules: RuleSet
-    ) -> list[Output]:
-        """Fold every customer and write the states; retry customers that lost a race."""
+        self, customer_ids: list[str], fold: Callable[[str, Loaded], Folded | None], stats: BatchStats, rules: RuleSet,
+        *, stage: str, failed: Callable[[str, BaseException], None] | None = None,
+    ) -> list[Output]:  # fmt: skip
+        """Fold every customer and write the states; retry customers that lost a race.
+
+        An exception while folding or encoding one customer is that customer's alone: it is
+        quarantined (counted, marked in Redis, its timer taken off until an event for it
+        applies), ``failed`` is told, and the rest of the batch goes on."""
         outputs: dict[str, list[Output]] = {}
         outcomes: Counter[tuple[str, str, str]] = Counter()
         actions: Counter[tuple[str, str]] = Counter()
@@ -211,15 +254,33 @@ class BatchProcessor:
             loaded = await self.store.load(todo)
             writes: list[Write] = []
             results: dict[str, FoldResult] = {}
+            quarantined: list[tuple[str, str, str]] = []
             for cid in todo:
-                state, result = fold(cid, loaded[cid])
+                try:
+                    folded = fold(cid, loaded[cid])
+                    if folded is None:
+                        continue
+                    state, result, blob = folded
+                    if result.applied or result.duplicates or result.changes or result.reschedule:  # else nothing changed
+                        decided = state.checked_at if state.checked_at is not None else self.clock.now()
+                        due = None if rules.time_plan.empty else next_check(rules.time_plan, state, decided)
+                        held = any(p.get("c") is None for p in state.pending)  # no input record will re-send it
+                        home = home_of(state)
+                        timers = "" if home is None else timer_key(home)
+                        writes.append(_write(cid, loaded[cid], state, blob, result, timers, decided if held else due))
+                        real_due[cid] = due if held else ""
+                except Exception as exc:  # noqa: BLE001 - one customer's failure is contained to it
+                    quarantined.append((cid, stage, self._home_timers(loaded[cid])))
+                    log.error("customer quarantined at %s: %s", stage, type(exc).__name__)  # never the message: it may carry customer data
+                    log.debug("customer %r quarantined at %s", cid, stage, exc_info=True)
+                    if failed is not None:
+                        failed(cid, exc)
+                    continue
                 results[cid] = result
-                if result.applied or result.duplicates or result.changes or result.reschedule:  # else nothing changed
-                    decided = result.decided_at if result.decided_at is not None else self.clock.now()
-                    due = None if rules.time_plan.empty else next_check(rules.time_plan, state, decided)
-                    held = any(p.get("c") is None for p in state.pending)  # no input record will re-send it
-                    writes.append(_write(cid, loaded[cid], state, result, timer_key(self.partition_of(cid)), decided if held else due))
-                    real_due[cid] = due if held else ""
+            if quarantined:
+                await self.store.quarantine(quarantined)
+                for _, stage_, _ in quarantined:
+                    self.metrics.quarantined.labels(stage_).inc()
             ok = dict(zip((w.customer_id for w in writes), await self.store.save(writes)))
             stats.outboxes += [
                 (w.customer_id, w.expected_version + 1, w.timer_key, real_due[w.customer_id])
@@ -230,6 +291,7 @@ class BatchProcessor:
                 if cid in lost:
                     continue
                 outputs[cid] = result.outputs
+                stats.evaluated += 1
                 stats.applied += result.applied
                 stats.duplicates += result.duplicates
                 stats.redelivered += result.redelivered
@@ -250,8 +312,22 @@ class BatchProcessor:
             self.metrics.changes.labels(*labels).inc(n)
         return [out for cid in customer_ids for out in outputs.get(cid, ())]
 
-    def _fold(self, rules: RuleSet, cid: str, events: list[Event], loaded: Loaded, rejected: list[Rejected]) -> tuple[CustomerState, FoldResult]:
-        """Fold; an event that makes pure code raise is dead-lettered and the rest refolded."""
+    @staticmethod
+    def _home_timers(loaded: Loaded) -> str:
+        """The timer set of a customer whose state may not even decode ("" if unknown)."""
+        try:
+            home = home_of(CustomerState.loads(loaded.blob))
+        except Exception:  # noqa: BLE001 - a state that does not decode has no known home
+            return ""
+        return "" if home is None else timer_key(home)
+
+    def _fold(self, rules: RuleSet, cid: str, events: list[Event], loaded: Loaded, rejected: list[Rejected]) -> Folded:
+        """Fold and encode; an event that makes pure code raise, or leaves a state that cannot
+        be stored, is dead-lettered (with the code the error carries, else ``processing_error``)
+        and the rest refolded."""
+        for event in events:
+            if event.source.partition != events[0].source.partition:
+                self.metrics.copartition_mismatch.labels(event.source.topic).inc()
         while True:
             state = _loaded_state(loaded)
             try:
@@ -259,24 +335,67 @@ class BatchProcessor:
                     rules, state, cid, events,
                     now_for=self.clock.now_for, committed=self.committed, dedupe_horizon_ms=self._dedupe_ms,
                 )  # fmt: skip
-                return state, result
             except FoldError as exc:
-                bad = events[exc.index]
-                # The type only: the message of an exception raised on customer data may carry it (debug has it all).
-                log.error("event at %s:%d:%d failed in processing: %s", bad.source.topic, bad.source.partition, bad.source.offset, type(exc.cause).__name__)
-                log.debug("processing failed on %s:%d:%d", bad.source.topic, bad.source.partition, bad.source.offset, exc_info=exc.cause)
-                rejected.append(_rejected(bad, "processing_error", f"processing failed: {type(exc.cause).__name__}"))
-                events = events[: exc.index] + events[exc.index + 1 :]
+                index, cause = exc.index, exc.cause
+            else:
+                try:
+                    return state, result, encode(state)
+                except Exception as exc:  # noqa: BLE001 - found below: the event after which the state cannot be stored
+                    culprit = self._unstorable(rules, cid, events, loaded)
+                    if culprit is None:
+                        raise  # the state as loaded cannot be stored: the customer fails
+                    index, cause = culprit, exc
+            bad = events[index]
+            code = getattr(cause, "code", None)
+            code = code if isinstance(code, str) else "processing_error"
+            message = getattr(cause, "message", None) if code != "processing_error" else None
+            # The type only: the message of an exception raised on customer data may carry it (debug has it all).
+            log.error("event at %s:%d:%d failed in processing: %s", bad.source.topic, bad.source.partition, bad.source.offset, type(cause).__name__)
+            log.debug("processing failed on %s:%d:%d", bad.source.topic, bad.source.partition, bad.source.offset, exc_info=cause)
+            rejected.append(_rejected(bad, code, message if isinstance(message, str) else f"processing failed: {type(cause).__name__}"))
+            events = events[:index] + events[index + 1 :]
+
+    def _unstorable(self, rules: RuleSet, cid: str, events: list[Event], loaded: Loaded) -> int | None:
+        """The first event after which the folded state cannot be encoded (rare: refolds
+        prefixes); None when the state as loaded cannot be."""
+        try:
+            encode(_loaded_state(loaded))
+        except Exception:  # noqa: BLE001
+            return None
+        for i in range(len(events)):
+            state = _loaded_state(loaded)
+            fold_customer(rules, state, cid, events[: i + 1], now_for=self.clock.now_for, committed=self.committed, dedupe_horizon_ms=self._dedupe_ms)
+            try:
+                encode(state)
+            except Exception:  # noqa: BLE001
+                return i
+        return len(events) - 1
 
 
-def _reevaluate(rules: RuleSet, cid: str, loaded: Loaded, at: int, cause: dict[str, object], key: str) -> tuple[CustomerState, FoldResult]:
-    state = CustomerState.loads(loaded.blob, loaded.outbox)
+Folded = tuple[CustomerState, FoldResult, bytes]  # the state, what folding did, the encoded state
+
+
+def home_of(state: CustomerState) -> int | None:
+    """The input partition whose owner fires the customer's timers and re-evaluates it: the
+    partition of its first record (recorded in the state); for a state written before that
+    was recorded, the lowest partition it has records from."""
+    if state.home is not None:
+        return state.home
+    partitions = [int(tp.rpartition(":")[2]) for tp in state.offsets]
+    return min(partitions) if partitions else None
+
+
+def encode(state: CustomerState) -> bytes:
+    """The state document as stored; raises when it cannot be (a number JSON cannot hold)."""
+    return state.dumps()
+
+
+def _reevaluate(rules: RuleSet, cid: str, state: CustomerState, at: int, cause: dict[str, object], key: str) -> FoldResult:
     result = FoldResult()
-    if loaded.blob is not None:  # erased meanwhile: nothing to re-evaluate
-        at = max(at, state.max_ts or 0)  # never decide before what the customer did
-        result.decided_at = at
-        reevaluate_customer(rules, state, cid, at, result, dict(cause), f"{key}:{at}" if key == "timer" else key)
-    return state, result
+    at = max(at, state.max_ts or 0, state.checked_at or 0)  # never decide before what the customer did, nor before its last decision
+    result.decided_at = at
+    reevaluate_customer(rules, state, cid, at, result, dict(cause), f"{key}:{at}" if key == "timer" else key)
+    return result
 
 
 def _loaded_state(loaded: Loaded) -> CustomerState:
@@ -286,14 +405,14 @@ def _loaded_state(loaded: Loaded) -> CustomerState:
     return state
 
 
-def _write(cid: str, loaded: Loaded, state: CustomerState, result: FoldResult, timers: str, due: int | None) -> Write:
+def _write(cid: str, loaded: Loaded, state: CustomerState, blob: bytes, result: FoldResult, timers: str, due: int | None) -> Write:
     """What to write for one customer. Erased with nothing new since: no state document, only
     the applied offsets and the outbox, until the erase is committed (then the key goes)."""
     recent = _recent_changes(result.outputs, loaded.outbox)
     if result.erased and state.is_empty:
         offsets = orjson.dumps(state.offsets)
         return Write(cid, loaded.version, b"", state.dumps_outbox(), result.population, timers, None, recent, forget=True, offsets=offsets)
-    return Write(cid, loaded.version, state.dumps(), state.dumps_outbox(), result.population, timers, due, recent, forget=result.erased)
+    return Write(cid, loaded.version, blob, state.dumps_outbox(), result.population, timers, due, recent, forget=result.erased)
 
 
 def _recent_changes(outputs: list[Output], outbox: bytes | None) -> tuple[bytes, ...]:

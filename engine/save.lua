@@ -21,6 +21,7 @@ for i = 3, #KEYS, 2 do
   local m = tonumber(ARGV[a + 7])
   local v = tonumber(redis.call('HGET', key, 'v') or '0')
   if v == expected then
+    redis.call('HDEL', key, 'q')  -- quarantined (quarantine.lua) until a write succeeds
     if ARGV[a + 1] == '' then
       -- erased: no state document until the erase is committed (then outbox_done.lua deletes the hash)
       redis.call('HDEL', key, 's')

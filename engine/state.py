@@ -67,6 +67,7 @@ class CustomerState:
         self.actions_sent: dict[str, int] = {}  # action name -> when it was last sent (cooldowns)
         self.delayed: list[dict[str, Any]] = []  # actions waiting for their delay (engine.actions)
         self.pending: list[dict[str, Any]] = []  # outbox: output records not yet known committed
+        self.home: int | None = None  # the input partition of the customer's first record: its timers and owner
 
     # -- persistence -------------------------------------------------------------------------
 

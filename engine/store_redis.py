@@ -131,6 +131,7 @@ class RedisStore:
         self._load = _script(redis, "load.lua")
         self._save = _script(redis, "save.lua")
         self._outbox_done = _script(redis, "outbox_done.lua")
+        self._quarantine = _script(redis, "quarantine.lua")
 
     @_timed("load")
     async def load(self, customer_ids: Iterable[str]) -> dict[str, Loaded]:
@@ -177,6 +178,16 @@ class RedisStore:
                 timers, due = (entry[2], entry[3]) if len(entry) == 4 else ("", "")  # type: ignore[misc]
                 args += [entry[1], timers, "none" if due is None else due]
             await self._outbox_done(keys=[ERASING_KEY, *(state_key(e[0]) for e in chunk)], args=args)
+
+    @_timed("quarantine")
+    async def quarantine(self, entries: list[tuple[str, str, str]]) -> None:
+        """Set (customer, stage that failed, its timer set or "") aside: see quarantine.lua."""
+        for start in range(0, len(entries), CHUNK):
+            chunk = entries[start : start + CHUNK]
+            args: list[object] = []
+            for cid, stage, timers in chunk:
+                args += [stage, timers, cid]
+            await self._quarantine(keys=[state_key(cid) for cid, _, _ in chunk], args=args)
 
     @_timed("population")
     async def population(self) -> dict[str, dict[str, int]]:
@@ -247,15 +258,20 @@ class RedisStore:
         return Loaded(int(v) if v else 0, s, p, o)
 
     @_timed("lookup")
-    async def lookup(self, customer_id: str, partition: int) -> tuple[Loaded, list[bytes], int | None]:
+    async def lookup(self, customer_id: str) -> tuple[Loaded, list[bytes], bytes | None]:
         """One customer for the lookup API: its hash, its recent change records (newest
-        first) and its next check time (ms, or None), in one round trip."""
+        first) and, if it is quarantined, the stage that failed, in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(state_key(customer_id), "v", "s", "p", "o")
+        pipe.hmget(state_key(customer_id), "v", "s", "p", "o", "q")
         pipe.lrange(changes_key(customer_id), 0, HISTORY - 1)
-        pipe.zscore(timer_key(partition), customer_id)
-        (v, s, p, o), recent, due = await pipe.execute()
-        return Loaded(int(v) if v else 0, s, p, o), list(recent), None if due is None else int(due)
+        (v, s, p, o, q), recent = await pipe.execute()
+        return Loaded(int(v) if v else 0, s, p, o), list(recent), q
+
+    @_timed("next_check")
+    async def next_check(self, customer_id: str, partition: int) -> int | None:
+        """The customer's next check time (ms) in its home partition's timer set, or None."""
+        due = await self.redis.zscore(timer_key(partition), customer_id)
+        return None if due is None else int(due)
 
     @_timed("erasing")
     async def erasing(self) -> list[tuple[str, Loaded]]:

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, RebalanceInProgressError
 from aiokafka.partitioner import murmur2
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -44,6 +46,7 @@ RETRIABLE: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeout
 MAX_ATTEMPTS = 8
 LAG_INTERVAL_S = 5.0  # how often the consumer lag gauges are refreshed
 ERASE_SWEEP_S = 5.0  # how often erased customers left behind by a stopped worker are looked for
+REVOKE_WAIT_S = 30.0  # longest a rebalance waits for the batch in flight to be published and committed
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -118,6 +121,47 @@ def _thin(sorted_values: list[float], keep: int) -> list[float]:
     return [sorted_values[int(i * step)] for i in range(keep)]
 
 
+class PublishOrder:
+    """Output is published in the order state was written, whoever wrote it (an event batch,
+    the due loop, a re-evaluation): each takes a ticket while it holds the state lock, and
+    publishes when its turn comes. So, per customer, records appear in decision order, and
+    a timer's change never overtakes the event change decided before it."""
+
+    def __init__(self) -> None:
+        self._issued = 0
+        self._next = 0  # the ticket whose turn it is
+        self._abandoned: set[int] = set()
+        self._turn = asyncio.Condition()
+
+    def ticket(self) -> int:
+        ticket = self._issued
+        self._issued += 1
+        return ticket
+
+    @asynccontextmanager
+    async def turn(self, ticket: int) -> AsyncIterator[None]:
+        try:
+            async with self._turn:
+                await self._turn.wait_for(lambda: self._next == ticket)
+        except BaseException:  # cancelled while waiting: the later tickets must not wait for this one
+            self._abandoned.add(ticket)
+            await self._advance(ticket)
+            raise
+        try:
+            yield
+        finally:
+            await self._advance(ticket)
+
+    async def _advance(self, ticket: int) -> None:
+        async with self._turn:
+            if self._next == ticket:
+                self._next += 1
+                while self._next in self._abandoned:
+                    self._abandoned.discard(self._next)
+                    self._next += 1
+                self._turn.notify_all()
+
+
 def rules_fingerprint(path: Path) -> bytes:
     """The rules' bytes (every pack), to notice a change cheaply."""
     return b"\x00".join(f.read_bytes() for f in rule_files(path))
@@ -148,12 +192,26 @@ class _Rebalance(ConsumerRebalanceListener):
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Before the partitions go: let the batch in flight publish and commit (the group
+        waits for this), so that their new owner starts after it; a batch that takes too
+        long is left to be redelivered to the new owner (harmless: see engine.pipeline)."""
+        worker = self.worker
+        try:
+            await asyncio.wait_for(worker.idle.wait(), REVOKE_WAIT_S)
+        except asyncio.TimeoutError:
+            log.warning("a batch was still in flight after %.0f s at a rebalance; its records will be redelivered", REVOKE_WAIT_S)
         for tp in revoked:
-            self.worker.processor.committed.pop(f"{tp.topic}:{tp.partition}", None)
+            worker.processor.committed.pop(f"{tp.topic}:{tp.partition}", None)
+            worker.processor.read.pop((tp.topic, tp.partition), None)
+        log.info("revoked %d partitions", len(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
-            committed = await self.worker.consumer.committed(tp)
+            try:
+                committed = await self.worker.consumer.committed(tp)
+            except KafkaError as exc:  # known again after the next commit; until then the lag gauge uses the position
+                log.warning("committed offset of %s unknown: %s", tp, type(exc).__name__)
+                continue
             self.worker.processor.committed[f"{tp.topic}:{tp.partition}"] = committed or 0
         log.info("assigned %d partitions", len(assigned))
 
@@ -185,9 +243,12 @@ class Worker:
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
             fetch_max_bytes=64 << 20,
         )
-        self.processor = BatchProcessor(settings, self.rules, self.store, KafkaSink(self.producer), make_clock(settings.clock), self.metrics)
+        self.processor = BatchProcessor(
+            settings, self.rules, self.store, KafkaSink(self.producer), make_clock(settings.clock), self.metrics,
+            decision_limit=self.decision_limit,
+        )  # fmt: skip
         declared = load_topics(settings.topics_file)
-        self.processor.input_partitions = next(t.partitions for t in declared if t.name in INPUT_TOPICS)
+        self.input_partition_count = max(t.partitions for t in declared if t.name in INPUT_TOPICS)
         self._topics = frozenset(t.name for t in declared)
         if undeclared := self._undeclared(self.rules):
             raise ValueError(f"the rules send actions to topics not declared in {settings.topics_file}: {', '.join(undeclared)}")
@@ -197,9 +258,13 @@ class Worker:
         self._reevaluation: asyncio.Task[int] | None = None
         self._rescoring: asyncio.Task[int] | None = None  # re-score after the population sample moved
         self.on_timers: Callable[[BatchStats], None] | None = None
-        # Batches, timers and re-evaluations take turns: one writes state at a time, one publishes at a time.
+        # Batches, timers and re-evaluations take turns: one writes state at a time, and they
+        # publish in the order they wrote.
         self._state_lock = asyncio.Lock()
-        self._publish_lock = asyncio.Lock()
+        self._order = PublishOrder()
+        self._in_flight = 0  # event batches prepared and not yet committed
+        self.idle = asyncio.Event()  # no event batch in flight (a rebalance waits for it)
+        self.idle.set()
         self._rules_text = rules_fingerprint(settings.rules_file)
 
     async def run(self) -> None:
@@ -265,40 +330,67 @@ class Worker:
                         finishing = None
                     continue
                 started = time.perf_counter()
-                async with self._state_lock:
-                    prepared = await self._with_retry(self.processor.prepare, records)
+                self._in_flight += 1
+                self.idle.clear()
+                try:
+                    async with self._state_lock:
+                        prepared = await self._with_retry(self.processor.prepare, records)
+                        ticket = self._order.ticket()
+                except BaseException:
+                    self._batch_done()
+                    raise
                 if self.settings.fault == "kill_after_save" and prepared.stats.applied:
                     os.kill(os.getpid(), signal.SIGKILL)  # state written, nothing published or committed
                 if finishing is not None:
                     await finishing
-                finishing = asyncio.create_task(self._finish(prepared, started))
+                finishing = asyncio.create_task(self._finish(prepared, started, ticket))
         finally:
             if finishing is not None:
                 await finishing
             if self._outbox_task is not None:  # the last cleanup (an erase's deletion) before the clients close
                 await self._outbox_task
 
-    async def _finish(self, prepared: Prepared, started: float) -> None:
-        async with self._publish_lock:
-            await self._with_retry(self.processor.publish, prepared)
-        stats = prepared.stats
-        offsets = {TopicPartition(t, p): o for (t, p), o in stats.next_offsets.items()}
+    def _batch_done(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self.idle.set()
+
+    async def _finish(self, prepared: Prepared, started: float, ticket: int) -> None:
         try:
-            await self.consumer.commit(offsets)
-        except CommitFailedError as exc:
-            # A rebalance took the partitions away: their new owner reprocesses the
-            # batch, which changes nothing it already applied.
-            log.warning("commit failed after a rebalance, batch will be redelivered: %s", exc)
-        else:
-            for tp, offset in offsets.items():
+            async with self._order.turn(ticket):
+                await self._with_retry(self.processor.publish, prepared)
+            stats = prepared.stats
+            for tp, offset in (await self._commit({TopicPartition(t, p): o for (t, p), o in stats.next_offsets.items()})).items():
                 self.processor.committed[f"{tp.topic}:{tp.partition}"] = offset
+            # Published and acknowledged: the outboxes are no longer needed, committed or not
+            # (records a rebalance took away are redelivered, recognised as applied, and cause nothing new).
             await self._drop_outboxes(stats.outboxes)
+        finally:
+            self._batch_done()
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(stats.records)
         if self.on_batch is not None:
             maybe = self.on_batch(stats)
             if maybe is not None:
                 await maybe
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """Commit what this worker still owns, and return what was committed. Partitions a
+        rebalance took away are not: their new owner reads those records again, which
+        changes nothing it already applied. Never fatal."""
+        owned = self.consumer.assignment()
+        mine = {tp: o for tp, o in offsets.items() if tp in owned}
+        if len(mine) < len(offsets):
+            self.metrics.revoked_commits.inc()
+        if not mine:
+            return {}
+        try:
+            await self._with_retry(self.consumer.commit, mine)
+        except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
+            self.metrics.revoked_commits.inc()
+            log.warning("commit refused after a rebalance (%s); the records will be redelivered to their owner", type(exc).__name__)
+            return {}
+        return mine
 
     async def _next_batch(self) -> list:  # type: ignore[type-arg]
         """Up to batch_max_records, waiting at most batch_timeout_ms for the batch to fill:
@@ -365,14 +457,44 @@ class Worker:
             elif not live:
                 await asyncio.sleep(0)
 
-    async def _fire_due(self) -> int:
+    def decision_limit(self, partition: int) -> int | None:
+        """The latest time at which a customer of this input partition may be decided with no
+        event at hand (its due timers, a re-evaluation); None: not yet.
+
+        Live, that is now. In event time it is the watermark, but no further than what this
+        partition has reached on every input topic where records remain to be read: a
+        customer is never decided ahead of its own records still waiting in a lagging
+        partition (a replay stays equal to a fold of each customer's events in order)."""
         clock = self.processor.clock
-        if isinstance(clock, EventClock) and clock.watermark is None:
-            return 0  # event time with no event seen yet (say, just restarted): nothing is known to be due
-        until = clock.now()
+        if not isinstance(clock, EventClock):
+            return clock.now()
+        if clock.watermark is None:
+            return None  # event time with no event seen yet (say, just restarted): nothing is known to be due
+        limit = clock.watermark
+        assignment = self.consumer.assignment()
+        for topic in INPUT_TOPICS:
+            tp = TopicPartition(topic, partition)
+            if tp not in assignment:
+                continue
+            highwater = self.consumer.highwater(tp)
+            if highwater is None:
+                return None  # not fetched yet: how far it lags is unknown
+            read = self.processor.read.get((topic, partition), self.processor.committed.get(f"{topic}:{partition}", 0))
+            if read < highwater:  # records remain: not past what this partition has reached
+                reached = clock.partitions.get((topic, partition))
+                if reached is None:
+                    return None
+                limit = min(limit, reached)
+        return limit
+
+    async def _fire_due(self) -> int:
         fired = 0
         partitions = self._owned_partitions()
+        backlog_until = self.processor.clock.now()
         for partition in partitions:
+            until = self.decision_limit(partition)
+            if until is None:
+                continue
             due = await self.store.due(partition, until, self.settings.timer_batch)
             if not due:
                 continue
@@ -380,10 +502,10 @@ class Worker:
             # folding one of these customers meanwhile would take the in-flight outbox for one a
             # crash left behind, and send it a second time.
             async with self._state_lock:
-                prepared = await self._with_retry(self.processor.fire_timers, due)
+                prepared = await self._with_retry(lambda due: self.processor.fire_timers(due, partition), due)
                 if self.settings.fault == "kill_after_timer_save" and prepared.stats.changes:
                     os.kill(os.getpid(), signal.SIGKILL)  # the timers' decisions written, nothing published
-                async with self._publish_lock:
+                async with self._order.turn(self._order.ticket()):
                     await self._with_retry(self.processor.publish, prepared)
                 await self.store.outbox_published(prepared.stats.outboxes)
             fired += len(due)
@@ -394,7 +516,7 @@ class Worker:
                     self.metrics.timer_lag.observe(max(0, wall - at) / 1000)
             if self.on_timers is not None:
                 self.on_timers(prepared.stats)
-        self.metrics.timer_backlog.set(await self.store.timer_backlog(partitions, until) if partitions else 0)
+        self.metrics.timer_backlog.set(await self.store.timer_backlog(partitions, backlog_until) if partitions else 0)
         return fired
 
     async def _watch_rules(self) -> None:
@@ -428,18 +550,6 @@ class Worker:
                 self._reevaluation.cancel()
             self._reevaluation = asyncio.create_task(self._reevaluate_all(rules))
 
-    def _owns(self, customer_id: str) -> bool:
-        """Whether this worker's partitions hold the customer (re-evaluate only those)."""
-        assignment = self.consumer.assignment()
-        if not assignment:
-            return False
-        topic = next(iter(INPUT_TOPICS))
-        partitions = self.consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            return False
-        partition = (murmur2(customer_id.encode()) & 0x7FFFFFFF) % len(partitions)
-        return TopicPartition(topic, partition) in assignment
-
     async def _reevaluate_all(self, rules: RuleSet, rescore: bool = False) -> int:
         """Every customer this worker owns, in throttled batches, beside live traffic.
         ``rescore``: after the population sample moved (see ``rescore``)."""
@@ -449,15 +559,15 @@ class Worker:
             async for ids in self.store.scan_customers(count=settings.reevaluate_batch):
                 if self.processor.rules is not rules or self.stopping.is_set():
                     return done  # superseded by a newer switch, or stopping
-                mine = [c for c in ids if self._owns(c)]
-                if mine:
+                owned = frozenset(self._owned_partitions())
+                if owned:  # the customers whose home partition this worker owns (the others are skipped)
                     async with self._state_lock:  # held until published: an event batch must not re-send this outbox meanwhile
-                        prepared = await self._with_retry(lambda ids: self.processor.reevaluate(ids, rules, rescore=rescore), mine)
-                        async with self._publish_lock:
+                        prepared = await self._with_retry(lambda ids: self.processor.reevaluate(ids, rules, rescore=rescore, owned=owned), ids)
+                        async with self._order.turn(self._order.ticket()):
                             await self._with_retry(self.processor.publish, prepared)
                         await self.store.outbox_published(prepared.stats.outboxes)
-                    done += len(mine)
-                    self.metrics.reevaluated.inc(len(mine))
+                    done += prepared.stats.evaluated
+                    self.metrics.reevaluated.inc(prepared.stats.evaluated)
                 await asyncio.sleep(settings.reevaluate_pause_ms / 1000)
             log.info("re-evaluated %d customers under %s%s", done, rules.version, " (population re-score)" if rescore else "")
         except asyncio.CancelledError:
@@ -538,11 +648,16 @@ class Worker:
             for loaded in (await self.store.load(ids)).values():
                 if loaded.blob is None:
                     continue
-                features = Features(CustomerState.loads(loaded.blob), now, rules.derived)
-                for name, acc in values.items():
-                    value = features[name]
-                    if value is not None:
-                        acc.append(value)
+                try:
+                    features = Features(CustomerState.loads(loaded.blob), now, rules.derived)
+                    read = {name: features[name] for name in values}
+                except Exception as exc:  # noqa: BLE001 - one customer that cannot be read is left out of the sample
+                    self.metrics.quarantined.labels("sample").inc()
+                    log.warning("customer left out of the population sample: %s", type(exc).__name__)
+                    continue
+                for name, value in read.items():
+                    if value is not None and isinstance(value, (int, float)) and math.isfinite(value):
+                        values[name].append(value)
             seen += len(ids)
             if seen >= self.settings.quantiles_sample:
                 break

@@ -17,7 +17,6 @@ from redis.asyncio import Redis
 from engine.pipeline import RECENT_FIELDS
 from engine.devstack import DevStack
 from engine.evaluate import rfc3339
-from engine.inspect import partition_of
 from engine.settings import Settings
 from engine.state import CustomerState
 from engine.store_redis import HISTORY, state_key, timer_key
@@ -106,12 +105,14 @@ async def test_the_api_of_a_running_worker(stack: DevStack, redis_client: Redis)
         for customer in CUSTOMERS[:3]:
             status, report = await get(http, f"{base}/customers/{customer}", AUTH)
             assert status == 200
-            assert set(report) == {"customer_id", "as_of", "rules_version", "memberships", "features", "next_check", "changes"}
+            assert set(report) == {"customer_id", "as_of", "rules_version", "memberships", "features", "next_check", "changes", "home_partition", "quarantined"}
+            assert report["quarantined"] is None
             stored = CustomerState.loads(await redis_client.hget(state_key(customer), "s"))
             assert {d: m["segment"] for d, m in report["memberships"].items()} == stored.members
             assert all(set(m) == {"segment", "since", "leaving_since"} and m["since"].endswith("Z") for m in report["memberships"].values())
             assert report["features"]["orders_total"] == 2 and report["features"]["spend_total"] == stored.spend
-            due = await redis_client.zscore(timer_key(partition_of(customer, 6)), customer)
+            assert report["home_partition"] == stored.home  # the partition its records arrived on
+            due = await redis_client.zscore(timer_key(stored.home), customer)
             assert due is not None and report["next_check"] == rfc3339(int(due))  # purchases leave their windows: a timer is set
             mine = [c for c in changes if c["customer_id"] == customer]
             kept = [{k: c[k] for k in RECENT_FIELDS} for c in mine[::-1][:HISTORY]]
@@ -139,7 +140,8 @@ async def test_any_worker_answers_for_any_customer(stack: DevStack) -> None:
                 await asyncio.sleep(0.2)
             owned_by_a = {tp.partition for tp in a.worker.consumer.assignment()}
             assert owned_by_a and not owned_by_a & {tp.partition for tp in b.worker.consumer.assignment()}
-            elsewhere = [c for c in CUSTOMERS if partition_of(c, 6) not in owned_by_a]
+            homes = {c: CustomerState.loads(await a.worker.redis.hget(state_key(c), "s")).home for c in CUSTOMERS}
+            elsewhere = [c for c in CUSTOMERS if homes[c] not in owned_by_a]
             assert elsewhere  # a's API is asked about customers it does not own
             for customer in CUSTOMERS:
                 answers = [await get(http, f"http://127.0.0.1:{port}/customers/{customer}") for port in ports]

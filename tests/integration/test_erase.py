@@ -200,7 +200,6 @@ async def test_an_erase_redelivered_before_its_commit_and_a_deletion_left_behind
     store = RedisStore(Redis.from_url(stack.redis_url))
     try:
         processor = BatchProcessor(settings, load_rules(settings.rules_file), store, KafkaSink(producer), make_clock("wall"), Metrics(process=False))
-        processor.input_partitions = 6
         history, erase = [r for r in records if b'"erase"' not in r.value], [r for r in records if b'"erase"' in r.value]
         await processor.process(history)
         populated = await population(redis_client)

@@ -72,7 +72,7 @@ def test_events_after_an_erase_start_a_new_customer() -> None:
     entries = [(o.value["dimension"], o.value["from"], o.value["to"]) for o in result.outputs if o.topic == CHANGES_TOPIC]
     assert ("value_tier", None, "C") in entries and ("value_tier", "A", None) in entries
     # The state is written as a live customer; its recent changes are only the new ones.
-    write = _write("c1", Loaded(3, b"{}", None), state, result, "seg:timers:{p2}", None)
+    write = _write("c1", Loaded(3, b"{}", None), state, state.dumps(), result, "seg:timers:{p2}", None)
     assert write.blob and write.forget and not write.erased
     assert [orjson.loads(r)["from"] for r in write.recent] == [None, None]
 
@@ -81,7 +81,7 @@ def test_an_erased_customer_is_written_without_a_state_document() -> None:
     state = CustomerState()
     run(state, purchase(1, T0))
     result = run(state, erase(5, T0 + DAY_MS))
-    write = _write("c1", Loaded(3, b"{}", None), state, result, "seg:timers:{p2}", T0 + 9 * DAY_MS)
+    write = _write("c1", Loaded(3, b"{}", None), state, state.dumps(), result, "seg:timers:{p2}", T0 + 9 * DAY_MS)
     assert write.erased and write.forget and write.next_check is None and write.recent == ()
     assert orjson.loads(write.offsets) == {"events.purchase:2": 1, "events.profile:2": 5}
     assert orjson.loads(write.outbox) == state.pending

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from aiokafka.partitioner import DefaultPartitioner
-
 from engine.events import Event, Rejected
-from engine.inspect import TailFilter, check_customer_id, check_event, describe, partition_of
+from engine.inspect import TailFilter, check_customer_id, check_event, describe
+from engine.pipeline import home_of
+from engine.state import CustomerState
 
 
 def change(change_id: str, dimension: str, old: str | None, new: str | None) -> dict[str, object]:
@@ -20,12 +20,13 @@ def test_customer_ids_are_1_to_128_characters() -> None:
     assert check_customer_id("") is not None and check_customer_id("x" * 129) is not None
 
 
-def test_partition_of_is_where_the_producer_puts_the_customer() -> None:
-    producer = DefaultPartitioner()  # what aiokafka's producer uses for a keyed record
-    for i in range(200):
-        key = f"c{i}"
-        assert partition_of(key, 6) == producer(key.encode(), list(range(6)), list(range(6)))
-    assert {partition_of(f"c{i}", 6) for i in range(200)} == set(range(6))
+def test_a_customers_home_is_the_partition_its_records_arrived_on_never_a_formula() -> None:
+    state = CustomerState()
+    assert home_of(state) is None  # nothing applied yet
+    state.offsets = {"events.browse:4": 10, "events.purchase:2": 7}  # a state written before homes were recorded
+    assert home_of(state) == 2
+    state.home = 5  # recorded from its first record
+    assert home_of(state) == 5
 
 
 def test_tail_filter_shows_matching_changes_and_the_actions_they_triggered() -> None:
