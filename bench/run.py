@@ -12,12 +12,15 @@
                   its due loop re-evaluates (a burst all due at once), and the due-time lag
                   p99 at a steady TIMER_STEADY_PER_S due customers per second
  replay           the producer of `segengine replay`: the CDNOW file, read and produced
+ hot customer     pure fold cost per event of one customer after 10k and 50k of its events
+                  (bench/hot.py); `python -m bench.run --only hot` runs only this part
 
 Prints a table and writes bench-results.json. Speed is reported here, never asserted.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import platform
@@ -38,6 +41,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bench.hot import hot_customer
 from bench.reeval import OFFERED_EPS as REEVAL_EPS
 from bench.reeval import reevaluation_latency
 from engine.devstack import DevStack
@@ -369,6 +373,7 @@ async def main() -> None:
         shutil.copy(ROOT / "rules" / pack, core_rules / pack)
     eval_us = eval_cost_us(ROOT / "rules")
     console.print(f"evaluating all {len(__import__('engine.rules', fromlist=['load_rules']).load_rules(ROOT / 'rules').dimensions)} shipped dimensions for one customer: {eval_us:.1f} µs")
+    hot = hot_run()
     records = workload()
     async with DevStack() as stack:
         produce_eps = await produce(stack.kafka_bootstrap, records)
@@ -405,6 +410,7 @@ async def main() -> None:
         "timer_missing": timer_missing,
         "replay_eps": round(replay_eps),
         **reeval,
+        **hot,
         "rules_for_core_figures": "value_tier + lifecycle",
         "events": len(records),
         "customers": CUSTOMERS,
@@ -436,6 +442,7 @@ async def main() -> None:
     table.add_row(f"timers: due customers re-evaluated ({TIMER_BURST:,} due at once)", f"{timer_due_per_s:,.0f} customers/s", "")
     table.add_row(f"timers: due time -> change p99 (live, {TIMER_STEADY_PER_S:,} due/s)", f"{results['timer_lag_p99_ms']} ms", "")
     table.add_row("replay producer (CDNOW, --speed max)", f"{replay_eps:,.0f} events/s", "PASS" if replay_eps >= 30_000 else "MISS (>= 30,000)")
+    _hot_rows(table, hot)
     console.print(table)
     if missing:
         console.print(f"[yellow]warning: {missing} latency events got no change within 10 s[/yellow]")
@@ -444,5 +451,36 @@ async def main() -> None:
     console.print(f"written {ROOT / 'bench-results.json'}")
 
 
+def hot_run() -> dict[str, Any]:
+    with console.status("one hot customer: folding 51,000 of its events"):
+        return hot_customer()
+
+
+def _hot_rows(table: Table, hot: dict[str, Any]) -> None:
+    for n in ("10k", "50k"):
+        table.add_row(f"hot customer: fold cost per event after {n} of its events", f"{hot[f'hot_customer_us_per_event_{n}']:,.1f} µs", "")
+    table.add_row("hot customer: state document after 50k events", f"{hot['hot_customer_state_bytes_50k']:,} bytes", "")
+
+
+def only_hot() -> None:
+    """The hot-customer figures alone, merged into an existing bench-results.json."""
+    hot = hot_run()
+    table = Table(title="segengine benchmark: hot customer", show_header=True)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("target")
+    _hot_rows(table, hot)
+    console.print(table)
+    path = ROOT / "bench-results.json"
+    results = orjson.loads(path.read_bytes()) if path.exists() else {}
+    path.write_bytes(orjson.dumps({**results, **hot}, option=orjson.OPT_INDENT_2))
+    console.print(f"written {path}")
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description="segengine benchmark")
+    parser.add_argument("--only", choices=["hot"], help="run one part only (hot: the hot-customer fold cost, pure, about a minute)")
+    if parser.parse_args().only == "hot":
+        only_hot()
+    else:
+        asyncio.run(main())

@@ -15,6 +15,14 @@ one for an all-time aggregation, or one per time bucket for a windowed one (hour
 for windows up to 7 days, UTC-day buckets above). An event counts while its bucket's end
 is less than the window before "now", so a windowed value is exact to the bucket. Nothing
 is kept for aggregations that no rule declares. Pure: no I/O.
+
+Every partial is added to in O(1). ``distinct`` and ``most_frequent`` keep a dict per
+partial (value -> 1, value -> weight), bounded per aggregation: at most MAX_TRACKED
+(value, bucket) entries over all its buckets, and only values of at most MAX_VALUE_CHARS
+characters (a longer value is not tracked). The value is exact while the aggregation
+holds fewer than MAX_TRACKED entries. Past that, a windowed one drops its oldest buckets
+(its window shortens, the newest activity always counts); an all-time one, or a bucket
+that alone holds MAX_TRACKED values, takes no new value (a distinct count saturates).
 """
 
 from __future__ import annotations
@@ -31,6 +39,9 @@ HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 HOUR_BUCKETS_UP_TO_MS = 7 * DAY_MS
 NUMBER, STRING, ANY = "number", "string", "any"
+MAX_TRACKED = 1_000  # (value, bucket) entries of one distinct / most_frequent aggregation
+MAX_VALUE_CHARS = 100  # longer values are not tracked by distinct / most_frequent
+KEYED_OPS = frozenset({"distinct", "most_frequent"})  # partials keyed by value
 
 # op -> (needs a field, needs a numeric field, type of the result or None: the field's type)
 OPS: dict[str, tuple[bool, bool, str | None]] = {
@@ -121,17 +132,30 @@ class Aggregate:
 
     def _add(self, state: CustomerState, bucket: int, value: Any, ts: int, weight: float) -> None:
         aggs = state.aggs
+        add = _ADD[self.op]
+        keyed = self.op in KEYED_OPS
+        if keyed:
+            value = value if type(value) is str else str(value)
+            if len(value) > MAX_VALUE_CHARS:
+                return
         if self.window_ms is None:
-            aggs[self.key] = _ADD[self.op](aggs.get(self.key), value, ts, weight)
+            partial = aggs.get(self.key)
+            if keyed and partial is not None and len(partial) >= MAX_TRACKED and value not in _counts(partial):
+                return
+            aggs[self.key] = add(partial, value, ts, weight)
             return
         buckets = aggs.setdefault(self.key, [])
-        i = len(buckets)
-        while i and buckets[i - 1][0] > bucket:
-            i -= 1
-        if i and buckets[i - 1][0] == bucket:
-            buckets[i - 1][1] = _ADD[self.op](buckets[i - 1][1], value, ts, weight)
+        i = _find(buckets, bucket)
+        found = i < len(buckets) and buckets[i][0] == bucket
+        if keyed and not (found and value in _counts(buckets[i][1])):
+            dropped = _make_room(buckets, bucket)
+            if dropped < 0:
+                return
+            i -= dropped
+        if found:
+            buckets[i][1] = add(buckets[i][1], value, ts, weight)
         else:
-            buckets.insert(i, [bucket, _ADD[self.op](None, value, ts, weight)])
+            buckets.insert(i, [bucket, add(None, value, ts, weight)])
 
     def prune(self, state: CustomerState) -> None:
         """Drop buckets that can no longer fall in the window (relative to the latest event)."""
@@ -160,7 +184,10 @@ class Aggregate:
         merge = _MERGE[self.op]
         for bucket, partial in data:
             if (bucket + 1) * size > oldest and bucket * size <= now:
-                merged = partial if merged is None else merge(merged, partial)
+                if merged is None:  # the stored partial itself is never changed: keyed merges add into ``merged``
+                    merged = dict(partial) if type(partial) is dict else partial
+                else:
+                    merged = merge(merged, partial)
         return _FINAL[self.op](merged)
 
     def expiries(self, state: CustomerState) -> Iterator[int]:
@@ -168,6 +195,33 @@ class Aggregate:
         if self.window_ms is not None:
             for bucket, _ in state.aggs.get(self.key, ()):
                 yield (bucket + 1) * self.bucket_ms + self.window_ms
+
+
+def _find(buckets: list[list[Any]], bucket: int) -> int:
+    """Where ``bucket`` is or would go; events mostly come in time order: scan from the end."""
+    i = len(buckets)
+    while i and buckets[i - 1][0] >= bucket:
+        i -= 1
+        if buckets[i][0] == bucket:
+            break
+    return i
+
+
+def _make_room(buckets: list[list[Any]], bucket: int) -> int:
+    """Room for one more (value, bucket) entry in a keyed aggregation: drop its oldest
+    buckets (only ones older than ``bucket``) while it holds MAX_TRACKED entries. Returns
+    how many were dropped, or -1 when there is no room. O(buckets), only for a new value."""
+    tracked = sum(len(partial) for _, partial in buckets)
+    dropped = 0
+    while tracked >= MAX_TRACKED and buckets and buckets[0][0] < bucket:
+        tracked -= len(buckets.pop(0)[1])
+        dropped += 1
+    return dropped if tracked < MAX_TRACKED else -1
+
+
+def _counts(partial: Any) -> dict[str, float]:
+    """A keyed partial as a dict (distinct partials were lists of values before)."""
+    return dict.fromkeys(partial, 1) if type(partial) is list else partial  # type: ignore[no-any-return]
 
 
 def _is_number(value: Any) -> bool:
@@ -229,34 +283,38 @@ def _add_last(p: Any, v: Any, ts: int, w: float) -> Any:
     return [ts, v] if p is None or ts >= p[0] else p
 
 
-def _add_distinct(p: Any, v: Any, ts: int, w: float) -> Any:
-    key = str(v)
-    if p is None:
-        return [key]
-    if key not in p:
-        p.append(key)
+def _add_distinct(p: Any, v: str, ts: int, w: float) -> Any:
+    p = {} if p is None else _counts(p)
+    p[v] = 1
     return p
 
 
-def _add_most_frequent(p: Any, v: Any, ts: int, w: float) -> Any:
+def _add_most_frequent(p: Any, v: str, ts: int, w: float) -> Any:
     p = p if p is not None else {}
-    key = str(v) if not isinstance(v, str) else v
-    p[key] = p.get(key, 0) + w
+    p[v] = p.get(v, 0) + w
     return p
+
+
+def _merge_distinct(a: Any, b: Any) -> dict[str, float]:
+    """Into ``a`` (a copy the caller owns, or a legacy list, replaced)."""
+    a = _counts(a)
+    a.update(_counts(b))
+    return a
 
 
 def _merge_counts(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
-    out = dict(a)
+    """Into ``a`` (a copy the caller owns)."""
     for k, n in b.items():
-        out[k] = out.get(k, 0) + n
-    return out
+        a[k] = a.get(k, 0) + n
+    return a
 
 
 def _top(p: dict[str, float] | None) -> str | None:
     """The value with the greatest weight; ties go to the smallest value (deterministic)."""
     if not p:
         return None
-    return min(p.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+    best = max(p.values())
+    return min(k for k, n in p.items() if n == best)
 
 
 _ADD: dict[str, Callable[[Any, Any, int, float], Any]] = {
@@ -271,7 +329,7 @@ _MERGE: dict[str, Callable[[Any, Any], Any]] = {
     "max": max,
     "first": lambda a, b: a if a[0] <= b[0] else b,
     "last": lambda a, b: b if b[0] >= a[0] else a,
-    "distinct": lambda a, b: a + [x for x in b if x not in a],
+    "distinct": _merge_distinct,
     "most_frequent": _merge_counts,
 }
 _FINAL: dict[str, Callable[[Any], Any]] = {

@@ -61,9 +61,10 @@ REJECT_CODES = (
     "wrong_type",  # a field has the wrong JSON type
     "unknown_type",  # `type` not allowed on this topic
     "unknown_action",  # browse action / feedback kind not in the contract
-    "bad_ts",  # ts unparseable, or an RFC 3339 string without offset
+    "bad_ts",  # ts unparseable, negative (before 1970), or an RFC 3339 string without offset
     "future_ts",  # ts further in the future than the allowed skew
-    "bad_value",  # a value out of range: negative amount, NPS outside 0-10, ...
-    "key_mismatch",  # the record key is not the customer_id
-    "processing_error",  # valid, but processing it raised (a bug): kept aside, the partition goes on
+    "bad_value",  # a value out of range or over a size bound: negative amount, NPS outside 0-10, over 1,000 items, ...
+    "key_mismatch",  # the record has no key, or its key is not the customer_id
+    "limit_exceeded",  # valid, but it would take the customer past a per-customer state limit (engine.state)
+    "processing_error",  # validating or processing it raised (a bug): kept aside, the partition goes on
 )

@@ -45,7 +45,12 @@ async def customer_report(store: RedisStore, rules: RuleSet, customer_id: str, n
     state = CustomerState.loads(loaded.blob)
     home = home_of(state)  # its timers live in its home partition's set, wherever a formula would put it
     due = None if home is None else await store.next_check(customer_id, home)
-    features = {k: round(v, 4) if isinstance(v, float) else v for k, v in Features(state, now, rules.derived).all().items()}
+    try:
+        features: dict[str, Any] | None = {
+            k: round(v, 4) if isinstance(v, float) else v for k, v in Features(state, now, rules.derived).all().items()
+        }
+    except Exception:  # noqa: BLE001 - a state the rules cannot read (a quarantined customer): shown without features
+        features = None
     memberships = {
         dimension: {
             "segment": segment,
@@ -192,7 +197,7 @@ def customer_tables(report: Mapping[str, Any]) -> list[Table]:
     features = Table(title="features (zero and empty left out)")
     features.add_column("feature")
     features.add_column("value", justify="right")
-    for name, value in report["features"].items():
+    for name, value in (report["features"] or {}).items():
         if value not in (None, 0, 0.0, ""):
             features.add_row(name, str(value))
     return [members, changes, features]

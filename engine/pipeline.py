@@ -28,7 +28,7 @@ from engine.events import Event, Rejected
 from engine.metrics import Metrics
 from engine.rules import RuleSet
 from engine.settings import Settings
-from engine.state import CustomerState
+from engine.state import CustomerState, check_size
 from engine.store_redis import HISTORY, Loaded, RedisStore, Write, timer_key
 from engine.timers import next_check
 from engine.validate import validate
@@ -224,7 +224,7 @@ class BatchProcessor:
                 limit = self.decision_limit(home)
                 when = when if limit is None else min(when, limit)
             result = _reevaluate(rules, cid, state, when, cause, key)
-            return state, result, state.dumps()
+            return state, result, encode(state, len(loaded.blob or b""))
 
         outputs = await self._apply(list(at), fold, stats, rules, stage="timer" if partition is not None else "rules")
         if stale:
@@ -325,9 +325,6 @@ class BatchProcessor:
         """Fold and encode; an event that makes pure code raise, or leaves a state that cannot
         be stored, is dead-lettered (with the code the error carries, else ``processing_error``)
         and the rest refolded."""
-        for event in events:
-            if event.source.partition != events[0].source.partition:
-                self.metrics.copartition_mismatch.labels(event.source.topic).inc()
         while True:
             state = _loaded_state(loaded)
             try:
@@ -339,12 +336,17 @@ class BatchProcessor:
                 index, cause = exc.index, exc.cause
             else:
                 try:
-                    return state, result, encode(state)
+                    blob = encode(state, len(loaded.blob or b""))
                 except Exception as exc:  # noqa: BLE001 - found below: the event after which the state cannot be stored
                     culprit = self._unstorable(rules, cid, events, loaded)
                     if culprit is None:
                         raise  # the state as loaded cannot be stored: the customer fails
                     index, cause = culprit, exc
+                else:
+                    for event in events:  # co-partitioning broken upstream: still correct, counted
+                        if event.source.partition != state.home:
+                            self.metrics.copartition_mismatch.labels(event.source.topic).inc()
+                    return state, result, blob
             bad = events[index]
             code = getattr(cause, "code", None)
             code = code if isinstance(code, str) else "processing_error"
@@ -359,14 +361,14 @@ class BatchProcessor:
         """The first event after which the folded state cannot be encoded (rare: refolds
         prefixes); None when the state as loaded cannot be."""
         try:
-            encode(_loaded_state(loaded))
+            encode(_loaded_state(loaded), len(loaded.blob or b""))
         except Exception:  # noqa: BLE001
             return None
         for i in range(len(events)):
             state = _loaded_state(loaded)
             fold_customer(rules, state, cid, events[: i + 1], now_for=self.clock.now_for, committed=self.committed, dedupe_horizon_ms=self._dedupe_ms)
             try:
-                encode(state)
+                encode(state, len(loaded.blob or b""))
             except Exception:  # noqa: BLE001
                 return i
         return len(events) - 1
@@ -385,9 +387,12 @@ def home_of(state: CustomerState) -> int | None:
     return min(partitions) if partitions else None
 
 
-def encode(state: CustomerState) -> bytes:
-    """The state document as stored; raises when it cannot be (a number JSON cannot hold)."""
-    return state.dumps()
+def encode(state: CustomerState, previous: int = 0) -> bytes:
+    """The state document as stored; raises when it cannot be (a number JSON cannot hold) or
+    when it would grow past the size limit (``LimitExceeded``; ``previous``: the stored size)."""
+    blob = state.dumps()
+    check_size(blob, previous)
+    return blob
 
 
 def _reevaluate(rules: RuleSet, cid: str, state: CustomerState, at: int, cause: dict[str, object], key: str) -> FoldResult:

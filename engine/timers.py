@@ -177,6 +177,10 @@ def plan_for(
     )
 
 
+def _first(entry: list[float]) -> float:
+    return entry[0]
+
+
 def next_check(plan: TimePlan, state: CustomerState, now: int) -> int | None:
     """The earliest moment after ``now`` at which time alone may change a segment; None if never."""
     best: int | None = None
@@ -186,17 +190,24 @@ def next_check(plan: TimePlan, state: CustomerState, now: int) -> int | None:
         if t > now and (best is None or t < best):
             best = t
 
-    if plan.purchase_windows:
-        for ts, _ in state.purchases:
-            for days in PURCHASE_WINDOWS_DAYS:
-                consider(int(ts) + days * DAY_MS)
-    if plan.browse_windows:
-        for bucket in state.browse:
-            for hours in BROWSE_WINDOWS_HOURS.values():
-                consider((int(bucket) + hours) * HOUR_MS)
-    if plan.complaints:
-        for ts in state.complaints:
-            consider(ts + COMPLAINT_WINDOW_DAYS * DAY_MS)
+    # Purchases and complaints are sorted by time and browse buckets are few: per window, the
+    # next one to leave it is found by bisection (no scan of the customer's history).
+    if plan.purchase_windows and state.purchases:
+        purchases = state.purchases
+        for days in PURCHASE_WINDOWS_DAYS:
+            i = bisect_right(purchases, now - days * DAY_MS, key=_first)
+            if i < len(purchases):
+                consider(int(purchases[i][0]) + days * DAY_MS)
+    if plan.browse_windows and state.browse:
+        buckets = sorted(map(int, state.browse))
+        for hours in BROWSE_WINDOWS_HOURS.values():
+            i = bisect_right(buckets, (now - hours * HOUR_MS) // HOUR_MS)
+            if i < len(buckets):
+                consider((buckets[i] + hours) * HOUR_MS)
+    if plan.complaints and state.complaints:
+        i = bisect_right(state.complaints, now - COMPLAINT_WINDOW_DAYS * DAY_MS)
+        if i < len(state.complaints):
+            consider(state.complaints[i] + COMPLAINT_WINDOW_DAYS * DAY_MS)
     if plan.delays:
         for entry in state.delayed:
             consider(entry["due"])

@@ -2,11 +2,17 @@
 
 Pure and on the hot path: one ``orjson.loads`` and hand-written checks (the JSON Schemas
 in ``topics/schemas/`` document the same rules; a test keeps the two in agreement).
-Messages name the field at fault, never its value (values may be personal data).
+Messages name the field at fault and the limit, never its value (values may be personal data).
+
+``validate`` never raises: every field's JSON type is checked before the field is used,
+and anything unexpected that escapes the checks anyway becomes ``processing_error``, so
+no record can stop a partition. An accepted event's numbers are finite and within the
+bounds below, so no sum or state document built from them can overflow.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import datetime
 from typing import Any
@@ -15,10 +21,27 @@ import orjson
 
 from engine.events import BROWSE_ACTIONS, FEEDBACK_KINDS, INPUT_TOPICS, Event, Rejected, Source
 
-MAX_ID = 128
+log = logging.getLogger(__name__)
+
+# -- input bounds (the README's "Input bounds" table, and topics/schemas/) -------------------
+MAX_ID = 128  # event_id, customer_id, order_id: characters
+MAX_AMOUNT = 1e9  # purchase / refund amount: a billion in any currency is no retail order
+MAX_PRICE = 1e9  # browse price, items[].price
+MAX_QTY = 1_000_000  # items[].qty
+MAX_ITEMS = 1_000  # items per purchase
+MAX_STRING = 1_024  # every other string field but feedback `text` (bounded by the record size)
+MAX_ATTRIBUTES = 100  # attributes per profile event (and per customer: engine.state)
+MAX_ATTRIBUTE_NAME = 64  # characters (the same bound as engine.state's)
+MAX_ATTRIBUTE_STRING = 256  # characters in a string value (the same bound as engine.state's)
+MAX_ATTRIBUTE_NUMBER = 2**53 - 1  # magnitude: the integers every JSON consumer reads exactly (I-JSON)
+MAX_DEPTH = 32  # nesting of objects and lists, extra fields included
 SCORE_RANGE = {"nps": (0, 10), "csat": (1, 5), "review": (1, 5)}
+
+_ENVELOPE_STRINGS = ("source",)
 _BROWSE_STRINGS = ("page", "product_id", "category", "session_id", "query")
-_FEEDBACK_STRINGS = ("topic", "text")
+_ITEM_STRINGS = ("sku", "category")
+_FEEDBACK_STRINGS = ("topic",)
+_FREE_TEXT = ("text",)
 
 
 class _Reject(Exception):
@@ -38,13 +61,20 @@ def validate(
     max_bytes: int = 1 << 20,
     future_skew_ms: int = 300_000,
 ) -> Event | Rejected:
+    """Check one record; never raises. A record without a key is rejected: it may sit on
+    any partition, and so be owned by a worker that does not own its customer."""
     source = Source(topic, partition, offset)
     try:
         body = _decode(value, max_bytes)
-        event = _check(topic, key, body, now_ms, future_skew_ms)
+        event_id, customer_id, type_, ts = _check(topic, key, body, now_ms, future_skew_ms)
+        return Event(event_id, customer_id, type_, ts, body, source)
     except _Reject as rej:
         return Rejected(rej.code, rej.message, source, key, value)
-    return Event(event[0], event[1], event[2], event[3], body, source)
+    except Exception as exc:  # a bug in the checks: the record is set aside, the partition goes on
+        # The type only: the message of an exception raised on a record may carry its data.
+        log.error("validating the record at %s:%d:%d raised %s", topic, partition, offset, type(exc).__name__)
+        log.debug("validation raised on %s:%d:%d", topic, partition, offset, exc_info=exc)
+        return Rejected("processing_error", f"validation failed: {type(exc).__name__}", source, key, value)
 
 
 def _decode(value: bytes | None, max_bytes: int) -> dict[str, Any]:
@@ -54,15 +84,21 @@ def _decode(value: bytes | None, max_bytes: int) -> dict[str, Any]:
         raise _Reject("too_large", f"record value is {len(value)} bytes, the limit is {max_bytes}")
     try:
         body = orjson.loads(value)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError:  # also nesting deeper than orjson's 1024 levels
         try:
             value.decode("utf-8")
         except UnicodeDecodeError:
             raise _Reject("not_utf8", "record value is not UTF-8") from None
         raise _Reject("not_json", "record value is not JSON") from None
-    if not isinstance(body, dict):
-        raise _Reject("not_object", f"record value is a JSON {type(body).__name__}, not an object")
+    if type(body) is not dict:
+        raise _Reject("not_object", f"record value is a JSON {_json_type(body)}, not an object")
+    if value.count(b"[") + value.count(b"{") > MAX_DEPTH:  # fewer openers cannot nest deeper: the common case costs two scans
+        _check_depth(body)
     return body
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(value), "null")
 
 
 def _string_id(body: dict[str, Any], name: str) -> str:
@@ -88,35 +124,68 @@ def _timestamp(value: Any) -> int:
             raise _Reject("bad_ts", "'ts' is not an RFC 3339 timestamp") from None
         if parsed.tzinfo is None or "T" not in value.upper() and " " not in value:
             raise _Reject("bad_ts", "'ts' needs a date, a time and a UTC offset (RFC 3339)")
-        return int(parsed.timestamp() * 1000)
+        try:
+            ms = int(parsed.timestamp() * 1000)
+        except (OverflowError, ValueError):
+            raise _Reject("bad_ts", "'ts' is out of range") from None
+        if ms < 0:
+            raise _Reject("bad_ts", "'ts' must not be before 1970")
+        return ms
     raise _Reject("bad_ts", "'ts' must be an RFC 3339 string or integer epoch milliseconds")
 
 
-def _number(body: dict[str, Any], name: str, *, required: bool) -> float | None:
+def _number(body: dict[str, Any], name: str, *, required: bool, maximum: float, label: str | None = None) -> float | None:
+    """A number in [0, maximum]; bool is not a number (``type`` excludes the int subclass)."""
+    label = label or name
     value = body.get(name)
     if value is None:
         if required:
-            raise _Reject("missing_field", f"'{name}' is required")
+            raise _Reject("missing_field", f"'{label}' is required")
         return None
     if type(value) not in (int, float):
-        raise _Reject("wrong_type", f"'{name}' must be a number")
+        raise _Reject("wrong_type", f"'{label}' must be a number")
     if not math.isfinite(value):
-        raise _Reject("bad_value", f"'{name}' must be finite")
+        raise _Reject("bad_value", f"'{label}' must be finite")
+    if value < 0:
+        raise _Reject("bad_value", f"'{label}' must be >= 0")
+    if value > maximum:
+        raise _Reject("bad_value", f"'{label}' must be at most {maximum:,.0f}")
     return float(value)
 
 
-def _optional_strings(body: dict[str, Any], names: tuple[str, ...]) -> None:
+def _optional_strings(body: dict[str, Any], names: tuple[str, ...], *, max_len: int | None = MAX_STRING, prefix: str = "") -> None:
     for name in names:
         value = body.get(name)
-        if value is not None and type(value) is not str:
-            raise _Reject("wrong_type", f"'{name}' must be a string")
+        if value is None:
+            continue
+        if type(value) is not str:
+            raise _Reject("wrong_type", f"'{prefix}{name}' must be a string")
+        if max_len is not None and len(value) > max_len:
+            raise _Reject("bad_value", f"'{prefix}{name}' must be at most {max_len:,} characters")
+
+
+def _check_depth(body: dict[str, Any]) -> None:
+    """Nesting of at most MAX_DEPTH levels (the body is level 1), so that any accepted
+    event can be encoded again (orjson refuses to write 255 levels) and walked without recursion."""
+    level = [v for v in body.values() if type(v) in (dict, list)]
+    depth = 1
+    while level:
+        depth += 1
+        if depth > MAX_DEPTH:
+            raise _Reject("bad_value", f"the event is nested more than {MAX_DEPTH} levels deep")
+        nested: list[Any] = []
+        for container in level:
+            for v in container.values() if type(container) is dict else container:
+                if type(v) in (dict, list):
+                    nested.append(v)
+        level = nested
 
 
 def _check(topic: str, key: bytes | None, body: dict[str, Any], now_ms: int, skew_ms: int) -> tuple[str, str, str, int]:
     event_id = _string_id(body, "event_id")
     customer_id = _string_id(body, "customer_id")
     type_ = body.get("type")
-    if type_ is None or "ts" not in body or body["ts"] is None:
+    if type_ is None or body.get("ts") is None:
         raise _Reject("missing_field", "'type' and 'ts' are required")
     allowed = INPUT_TOPICS.get(topic)
     if allowed is None:
@@ -126,42 +195,46 @@ def _check(topic: str, key: bytes | None, body: dict[str, Any], now_ms: int, ske
     ts = _timestamp(body["ts"])
     if ts > now_ms + skew_ms:
         raise _Reject("future_ts", f"'ts' is more than {skew_ms // 1000} s in the future")
-    if key is not None and key != customer_id.encode():
+    if key is None:
+        raise _Reject("key_mismatch", "the record has no key (it must be keyed by its customer_id)")
+    if key != customer_id.encode():
         raise _Reject("key_mismatch", "the record key is not the customer_id")
-    source = body.get("source")
-    if source is not None and type(source) is not str:
-        raise _Reject("wrong_type", "'source' must be a string")
+    _optional_strings(body, _ENVELOPE_STRINGS)
     schema = body.get("schema", 1)
-    if schema != 1 or type(schema) is not int:
+    if type(schema) is not int or schema != 1:
         raise _Reject("bad_value", "'schema' must be 1")
     _TYPE_CHECKS[type_](body)
     return event_id, customer_id, type_, ts
 
 
+def _one_of(body: dict[str, Any], name: str, allowed: frozenset[str]) -> str:
+    value = body.get(name)
+    if value is None:
+        raise _Reject("missing_field", f"'{name}' is required")
+    if type(value) is not str:
+        raise _Reject("wrong_type", f"'{name}' must be a string")
+    if value not in allowed:
+        raise _Reject("unknown_action", f"'{name}' must be one of {sorted(allowed)}")
+    return value
+
+
 def _check_browse(body: dict[str, Any]) -> None:
-    action = body.get("action")
-    if action is None:
-        raise _Reject("missing_field", "'action' is required")
-    if action not in BROWSE_ACTIONS:
-        raise _Reject("unknown_action", f"'action' must be one of {sorted(BROWSE_ACTIONS)}")
+    _one_of(body, "action", BROWSE_ACTIONS)
     _optional_strings(body, _BROWSE_STRINGS)
-    price = _number(body, "price", required=False)
-    if price is not None and price < 0:
-        raise _Reject("bad_value", "'price' must be >= 0")
+    _number(body, "price", required=False, maximum=MAX_PRICE)
 
 
 def _check_order(body: dict[str, Any], *, refund: bool) -> None:
     _string_id(body, "order_id")
-    amount = _number(body, "amount", required=True)
-    assert amount is not None
-    if amount < 0 or (refund and amount == 0):
-        raise _Reject("bad_value", "'amount' must be > 0" if refund else "'amount' must be >= 0")
+    amount = _number(body, "amount", required=True, maximum=MAX_AMOUNT)
+    if refund and amount == 0:
+        raise _Reject("bad_value", "'amount' must be > 0")
 
 
 def _check_purchase(body: dict[str, Any]) -> None:
     _check_order(body, refund=False)
     currency = body.get("currency")
-    if currency is not None and (type(currency) is not str or len(currency) != 3 or not currency.isupper()):
+    if currency is not None and (type(currency) is not str or len(currency) != 3 or not currency.isascii() or not currency.isupper()):
         raise _Reject("bad_value", "'currency' must be an ISO 4217 code like 'EUR'")
     _optional_strings(body, ("channel",))
     items = body.get("items")
@@ -169,16 +242,19 @@ def _check_purchase(body: dict[str, Any]) -> None:
         return
     if type(items) is not list:
         raise _Reject("wrong_type", "'items' must be a list")
+    if len(items) > MAX_ITEMS:
+        raise _Reject("bad_value", f"'items' must hold at most {MAX_ITEMS:,} lines")
     for item in items:
         if type(item) is not dict:
             raise _Reject("wrong_type", "'items' must hold objects")
-        _optional_strings(item, ("sku", "category"))
+        _optional_strings(item, _ITEM_STRINGS, prefix="items[].")
         qty = item.get("qty")
-        if qty is not None and (type(qty) is not int or qty < 0):
-            raise _Reject("bad_value", "'items[].qty' must be an integer >= 0")
-        price = _number(item, "price", required=False)
-        if price is not None and price < 0:
-            raise _Reject("bad_value", "'items[].price' must be >= 0")
+        if qty is not None:
+            if type(qty) is not int:
+                raise _Reject("wrong_type", "'items[].qty' must be an integer")
+            if not 0 <= qty <= MAX_QTY:
+                raise _Reject("bad_value", f"'items[].qty' must be 0 to {MAX_QTY:,}")
+        _number(item, "price", required=False, maximum=MAX_PRICE, label="items[].price")
 
 
 def _check_refund(body: dict[str, Any]) -> None:
@@ -186,12 +262,9 @@ def _check_refund(body: dict[str, Any]) -> None:
 
 
 def _check_feedback(body: dict[str, Any]) -> None:
-    kind = body.get("kind")
-    if kind is None:
-        raise _Reject("missing_field", "'kind' is required")
-    if kind not in FEEDBACK_KINDS:
-        raise _Reject("unknown_action", f"'kind' must be one of {sorted(FEEDBACK_KINDS)}")
+    kind = _one_of(body, "kind", FEEDBACK_KINDS)
     _optional_strings(body, _FEEDBACK_STRINGS)
+    _optional_strings(body, _FREE_TEXT, max_len=None)
     bounds = SCORE_RANGE.get(kind)
     if bounds is None:
         return
@@ -210,8 +283,21 @@ def _check_profile(body: dict[str, Any]) -> None:
         raise _Reject("missing_field", "'attributes' is required")
     if type(attributes) is not dict:
         raise _Reject("wrong_type", "'attributes' must be an object")
-    for value in attributes.values():
-        if value is not None and type(value) not in (str, int, float, bool):
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise _Reject("bad_value", f"'attributes' must hold at most {MAX_ATTRIBUTES} attributes")
+    for name, value in attributes.items():
+        if not 1 <= len(name) <= MAX_ATTRIBUTE_NAME:
+            raise _Reject("bad_value", f"'attributes' names must be 1 to {MAX_ATTRIBUTE_NAME} characters")
+        kind = type(value)
+        if value is None or kind is bool:
+            continue
+        if kind is str:
+            if len(value) > MAX_ATTRIBUTE_STRING:
+                raise _Reject("bad_value", f"'attributes' string values must be at most {MAX_ATTRIBUTE_STRING} characters")
+        elif kind is int or kind is float:
+            if not math.isfinite(value) or abs(value) > MAX_ATTRIBUTE_NUMBER:
+                raise _Reject("bad_value", f"'attributes' numbers must be at most {MAX_ATTRIBUTE_NUMBER:,} in magnitude")
+        else:
             raise _Reject("wrong_type", "'attributes' values must be strings, numbers, booleans or null")
 
 
