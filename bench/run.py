@@ -14,6 +14,8 @@
  replay           the producer of `segengine replay`: the CDNOW file, read and produced
  hot customer     pure fold cost per event of one customer after 10k and 50k of its events
                   (bench/hot.py); `python -m bench.run --only hot` runs only this part
+ crc32            the same workload produced by confluent-kafka (CRC32 partitioner): engine and
+                  raw-consume rates in one run; `python -m bench.run --only crc32`
 
 Prints a table and writes bench-results.json. Speed is reported here, never asserted.
 """
@@ -100,6 +102,48 @@ async def produce(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> fl
     return len(records) / (time.perf_counter() - started)
 
 
+def produce_crc32(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> float:
+    """The same workload from a producer we did not write: confluent-kafka (librdkafka), with
+    its default partitioner (CRC32 of the key, not the Java client's murmur2)."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"})
+    started = time.perf_counter()
+    with Progress(TextColumn("producing workload (confluent-kafka, CRC32)"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("", total=len(records))
+        for i, (topic, key, value) in enumerate(records):
+            while True:
+                try:
+                    producer.produce(topic, value=value, key=key)
+                    break
+                except BufferError:  # the local queue is full: let it drain
+                    producer.poll(0.05)
+            if i % 10_000 == 9_999:
+                producer.poll(0)
+                progress.advance(task, 10_000)
+        if producer.flush(120) != 0:
+            raise RuntimeError("confluent-kafka did not deliver the whole workload")
+        progress.update(task, completed=len(records))
+    return len(records) / (time.perf_counter() - started)
+
+
+async def crc32_run(records: list[tuple[str, bytes, bytes]], rules: Path) -> dict[str, Any]:
+    """Engine and raw-consume rates, in one run, on a workload partitioned by CRC32."""
+    async with DevStack() as stack:
+        await asyncio.to_thread(produce_crc32, stack.kafka_bootstrap, records)
+        raw = await raw_consume(stack.kafka_bootstrap, len(records))
+        cpu: dict[str, float] = {}
+        eps, proc = await engine_run(stack, len(records), rules, cpu)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+    return {
+        "engine_eps_crc32": round(eps),
+        "raw_eps_crc32": round(raw),
+        "engine_raw_ratio_crc32": round(eps / raw, 4),
+        "cpu_us_per_event_crc32": round((cpu["end"] - cpu["start"]) / max(1, cpu["events"]) * 1e6, 1),
+    }
+
+
 async def raw_consume(bootstrap: str, total: int) -> float:
     consumer = AIOKafkaConsumer(*TOPICS, bootstrap_servers=bootstrap, group_id="bench-raw", auto_offset_reset="earliest",
                                 enable_auto_commit=False, max_partition_fetch_bytes=4 << 20, fetch_max_bytes=64 << 20)  # fmt: skip
@@ -128,7 +172,13 @@ def spawn(args: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
                                           stdout=asyncio.subprocess.DEVNULL, stderr=open(ROOT / ".bench-child.log", "ab"))  # type: ignore[return-value]
 
 
-async def engine_run(stack: DevStack, total: int, rules: Path) -> tuple[float, asyncio.subprocess.Process]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), steadier than wall time on a shared machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def engine_run(stack: DevStack, total: int, rules: Path, cpu: dict[str, float] | None = None) -> tuple[float, asyncio.subprocess.Process]:
     env = {"SEGENGINE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "SEGENGINE_REDIS_URL": stack.redis_url, "SEGENGINE_RULES_FILE": str(rules),
            "SEGENGINE_GROUP_ID": "bench-engine", "SEGENGINE_CLOCK": "event", "SEGENGINE_LOG_LEVEL": "WARNING"}  # fmt: skip
     proc = await spawn(["-m", "engine.cli", "run"], env)  # type: ignore[misc]
@@ -148,12 +198,18 @@ async def engine_run(stack: DevStack, total: int, rules: Path) -> tuple[float, a
             if n > last[1]:
                 if first is None:
                     first = (now, n)
+                    if cpu is not None:
+                        cpu["start"] = cpu_seconds(proc.pid)
                 last = (now, n)
+                if cpu is not None:
+                    cpu["end"] = cpu_seconds(proc.pid)
                 progress.update(task, completed=n)
             await asyncio.sleep(0.1)
     await watcher.stop()
     if first is None or last[1] < total:
         raise RuntimeError(f"the engine committed {last[1]} of {total} events")
+    if cpu is not None:
+        cpu["events"] = last[1] - first[1]
     return (last[1] - first[1]) / (last[0] - first[0]), proc
 
 
@@ -380,7 +436,8 @@ async def main() -> None:
         raw_eps = await raw_consume(stack.kafka_bootstrap, len(records))
         redis = Redis.from_url(stack.redis_url)
         before = int((await redis.info("memory"))["used_memory"])
-        engine_eps, engine = await engine_run(stack, len(records), core_rules)
+        cpu: dict[str, float] = {}
+        engine_eps, engine = await engine_run(stack, len(records), core_rules, cpu)
         after = int((await redis.info("memory"))["used_memory"])
         keys = await redis.dbsize()
         latencies, offered, missing = await latency(stack)
@@ -393,10 +450,14 @@ async def main() -> None:
     lifecycle_rules = Path(tempfile.mkdtemp(prefix="segengine-bench-timers-"))
     shutil.copy(ROOT / "rules" / "lifecycle.yaml", lifecycle_rules / "lifecycle.yaml")
     timer_due_per_s, timer_lags, timer_missing = await timer_run(lifecycle_rules)
+    crc32 = await crc32_run(records, core_rules)
 
     results = {
         "engine_eps": round(engine_eps),
         "raw_eps": round(raw_eps),
+        "engine_raw_ratio": round(engine_eps / raw_eps, 4),
+        "cpu_us_per_event": round((cpu["end"] - cpu["start"]) / max(1, cpu["events"]) * 1e6, 1),
+        **crc32,
         "naive_eps": round(naive_eps),
         "p50_ms": round(pct(latencies, 50), 1),
         "p99_ms": round(pct(latencies, 99), 1),
@@ -442,6 +503,9 @@ async def main() -> None:
     table.add_row(f"timers: due customers re-evaluated ({TIMER_BURST:,} due at once)", f"{timer_due_per_s:,.0f} customers/s", "")
     table.add_row(f"timers: due time -> change p99 (live, {TIMER_STEADY_PER_S:,} due/s)", f"{results['timer_lag_p99_ms']} ms", "")
     table.add_row("replay producer (CDNOW, --speed max)", f"{replay_eps:,.0f} events/s", "PASS" if replay_eps >= 30_000 else "MISS (>= 30,000)")
+    table.add_row("engine / raw consume, same run", f"{results['engine_raw_ratio']:.2%}", "")
+    table.add_row("engine CPU per event (its own process)", f"{results['cpu_us_per_event']:,.1f} µs", "")
+    _crc32_rows(table, crc32)
     _hot_rows(table, hot)
     console.print(table)
     if missing:
@@ -449,6 +513,30 @@ async def main() -> None:
     if timer_missing:
         console.print(f"[yellow]warning: {timer_missing} due customers got no timer change[/yellow]")
     console.print(f"written {ROOT / 'bench-results.json'}")
+
+
+def _crc32_rows(table: Table, crc32: dict[str, Any]) -> None:
+    table.add_row("(a') engine, CRC32-partitioned workload (confluent-kafka)", f"{crc32['engine_eps_crc32']:,} events/s", "")
+    table.add_row("(b') raw consume, the same workload", f"{crc32['raw_eps_crc32']:,} events/s", "")
+    table.add_row("(a') / (b') ratio; engine CPU per event", f"{crc32['engine_raw_ratio_crc32']:.2%}; {crc32['cpu_us_per_event_crc32']:,.1f} µs", "")
+
+
+def only_crc32() -> None:
+    """The CRC32-partitioned figures alone, merged into an existing bench-results.json."""
+    rules = Path(tempfile.mkdtemp(prefix="segengine-bench-rules-"))
+    for pack in ("value_tier.yaml", "lifecycle.yaml"):
+        shutil.copy(ROOT / "rules" / pack, rules / pack)
+    crc32 = asyncio.run(crc32_run(workload(), rules))
+    table = Table(title="segengine benchmark: CRC32-partitioned workload", show_header=True)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("target")
+    _crc32_rows(table, crc32)
+    console.print(table)
+    path = ROOT / "bench-results.json"
+    results = orjson.loads(path.read_bytes()) if path.exists() else {}
+    path.write_bytes(orjson.dumps({**results, **crc32}, option=orjson.OPT_INDENT_2))
+    console.print(f"written {path}")
 
 
 def hot_run() -> dict[str, Any]:
@@ -479,8 +567,14 @@ def only_hot() -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="segengine benchmark")
-    parser.add_argument("--only", choices=["hot"], help="run one part only (hot: the hot-customer fold cost, pure, about a minute)")
-    if parser.parse_args().only == "hot":
+    parser.add_argument(
+        "--only", choices=["hot", "crc32"],
+        help="run one part only (hot: the hot-customer fold cost, pure, about a minute; crc32: the engine on a CRC32-partitioned workload)",
+    )  # fmt: skip
+    only = parser.parse_args().only
+    if only == "hot":
         only_hot()
+    elif only == "crc32":
+        only_crc32()
     else:
         asyncio.run(main())
