@@ -527,15 +527,20 @@ def only_crc32() -> None:
     for pack in ("value_tier.yaml", "lifecycle.yaml"):
         shutil.copy(ROOT / "rules" / pack, rules / pack)
     crc32 = asyncio.run(crc32_run(workload(), rules))
-    table = Table(title="segengine benchmark: CRC32-partitioned workload", show_header=True)
+    _merge_results("CRC32-partitioned workload", crc32, _crc32_rows)
+
+
+def _merge_results(title: str, figures: dict[str, Any], rows: Callable[[Table, dict[str, Any]], None]) -> None:
+    """Print one part's figures and merge them into an existing bench-results.json."""
+    table = Table(title=f"segengine benchmark: {title}", show_header=True)
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_column("target")
-    _crc32_rows(table, crc32)
+    rows(table, figures)
     console.print(table)
     path = ROOT / "bench-results.json"
     results = orjson.loads(path.read_bytes()) if path.exists() else {}
-    path.write_bytes(orjson.dumps({**results, **crc32}, option=orjson.OPT_INDENT_2))
+    path.write_bytes(orjson.dumps({**results, **figures}, option=orjson.OPT_INDENT_2))
     console.print(f"written {path}")
 
 
@@ -552,17 +557,7 @@ def _hot_rows(table: Table, hot: dict[str, Any]) -> None:
 
 def only_hot() -> None:
     """The hot-customer figures alone, merged into an existing bench-results.json."""
-    hot = hot_run()
-    table = Table(title="segengine benchmark: hot customer", show_header=True)
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    table.add_column("target")
-    _hot_rows(table, hot)
-    console.print(table)
-    path = ROOT / "bench-results.json"
-    results = orjson.loads(path.read_bytes()) if path.exists() else {}
-    path.write_bytes(orjson.dumps({**results, **hot}, option=orjson.OPT_INDENT_2))
-    console.print(f"written {path}")
+    _merge_results("hot customer", hot_run(), _hot_rows)
 
 
 if __name__ == "__main__":
