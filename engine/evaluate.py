@@ -205,16 +205,25 @@ def catch_up(rules: RuleSet, state: CustomerState, customer_id: str, until: int,
 def reevaluate_customer(
     rules: RuleSet, state: CustomerState, customer_id: str, now: int, result: FoldResult, cause: dict[str, Any], cause_key: str
 ) -> None:
-    """Every dimension, with no event: after a rules switch (``cause.kind = rules``) or when
-    a timer is due (``timer``). Dimensions the rules no longer have are left. Outbox entries
-    have no input record: ones left by a crash are sent again here."""
+    """Every dimension, with no event: after a rules switch (``cause.kind = rules``), a
+    population re-score, or when a timer is due (``timer``, ``cause_key`` ``timer:<due>``).
+    Dimensions the rules no longer have are left. Outbox entries have no input record: ones
+    left by a crash are sent again here.
+
+    The customer's timers due by ``now`` are decided first, each at its due time and with
+    its own ``timer:<due>`` id (a timer due at ``now`` too, unless this is that timer). A
+    timer whose time the customer's decisions have already passed (a stale entry) decides
+    nothing: its moment was decided when they passed it."""
     for entry in state.pending:
         if entry.get("c") is None:
             result.outputs.append(Output.from_pending(entry))
     state.pending = [p for p in state.pending if p.get("c") is not None]
     result.reschedule = True
+    timer = cause_key.startswith("timer:")
+    if timer and state.checked_at is not None and now <= state.checked_at:
+        return
     only = "timer" if cause["kind"] == "timer" else None  # a timer re-evaluates the dimensions time can change
-    caught_up = catch_up(rules, state, customer_id, now, result, before=True)
+    caught_up = catch_up(rules, state, customer_id, now, result, before=timer)
     for out in [*caught_up, *decide(rules, state, customer_id, now, cause, cause_key, result, only)]:
         state.pending.append(out.to_pending())
         result.outputs.append(out)

@@ -220,9 +220,11 @@ class BatchProcessor:
             elif owned is not None and home not in owned:
                 return None  # another worker's customer
             when = at[cid]
-            if partition is None and home is not None and self.decision_limit is not None:
-                limit = self.decision_limit(home)
-                when = when if limit is None else min(when, limit)
+            if partition is None and self.decision_limit is not None:
+                limit = None if home is None else self.decision_limit(home)
+                if limit is None:
+                    return None  # its partition's time is not known yet (event time): not decided ahead of its records
+                when = min(when, limit)
             result = _reevaluate(rules, cid, state, when, cause, key)
             return state, result, encode(state, len(loaded.blob or b""))
 
@@ -397,7 +399,8 @@ def encode(state: CustomerState, previous: int = 0) -> bytes:
 
 def _reevaluate(rules: RuleSet, cid: str, state: CustomerState, at: int, cause: dict[str, object], key: str) -> FoldResult:
     result = FoldResult()
-    at = max(at, state.max_ts or 0, state.checked_at or 0)  # never decide before what the customer did, nor before its last decision
+    if key != "timer":  # never decide before what the customer did, nor before its last decision
+        at = max(at, state.max_ts or 0, state.checked_at or 0)  # (a timer keeps its due time: stale, it decides nothing)
     result.decided_at = at
     reevaluate_customer(rules, state, cid, at, result, dict(cause), f"{key}:{at}" if key == "timer" else key)
     return result

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         20, ge=0, description="longest time the broker holds a fetch with no new data (latency when idle)"
     )
+    session_timeout_ms: int = Field(10_000, ge=1000, description="consumer group session timeout: a worker silent this long is taken out of the group")
+    heartbeat_interval_ms: int = Field(
+        3_000, ge=50, description="consumer group heartbeat: a member learns of a rebalance at its next one, so this bounds how long a join or leave takes"
+    )
+    rebalance_timeout_ms: int = Field(30_000, ge=1000, description="how long the group waits for members to rejoin during a rebalance")
     dedupe_horizon_days: float = Field(7.0, gt=0, description="an event_id repeated within this counts once")
     max_event_bytes: int = Field(1 << 20, ge=1024)
     future_skew_s: float = Field(300.0, ge=0, description="events further than this in the future go to the DLQ")

@@ -242,6 +242,9 @@ class Worker:
             max_partition_fetch_bytes=4 << 20,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
             fetch_max_bytes=64 << 20,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            rebalance_timeout_ms=settings.rebalance_timeout_ms,
         )
         self.processor = BatchProcessor(
             settings, self.rules, self.store, KafkaSink(self.producer), make_clock(settings.clock), self.metrics,
@@ -457,6 +460,12 @@ class Worker:
             elif not live:
                 await asyncio.sleep(0)
 
+    @property
+    def time_known(self) -> bool:
+        """False in event time until a record was read: "now" is unknown (never the wall clock)."""
+        clock = self.processor.clock
+        return not isinstance(clock, EventClock) or clock.watermark is not None
+
     def decision_limit(self, partition: int) -> int | None:
         """The latest time at which a customer of this input partition may be decided with no
         event at hand (its due timers, a re-evaluation); None: not yet.
@@ -555,6 +564,8 @@ class Worker:
         ``rescore``: after the population sample moved (see ``rescore``)."""
         settings = self.settings
         done = 0
+        while not self.time_known and not self.stopping.is_set():
+            await self._pause(0.5)  # event time: nothing is decided before the first record says what time it is
         try:
             async for ids in self.store.scan_customers(count=settings.reevaluate_batch):
                 if self.processor.rules is not rules or self.stopping.is_set():
@@ -600,7 +611,7 @@ class Worker:
         period_ms = int(self.settings.quantiles_refresh_s * 1000)
         while not self.stopping.is_set():
             rules = self.processor.rules
-            if rules.population_features:
+            if rules.population_features and self.time_known:
                 try:
                     now = self.processor.clock.now()
                     shared = await self.store.quantile_samples()
@@ -624,7 +635,7 @@ class Worker:
     async def renew_population_sample(self) -> None:
         """Take a new population sample now and share it (the demo's last step; tools)."""
         rules = self.processor.rules
-        if rules.population_features:
+        if rules.population_features and self.time_known:
             now = self.processor.clock.now()
             samples = await self._sample_population(rules, now)
             if samples:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -11,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from engine.devstack import DevStack
-from engine.settings import Settings
+from engine.settings import REPO_ROOT, Settings
 from engine.worker import Worker
 
 Key = bytes | str | None
@@ -123,3 +125,165 @@ class RunningWorker:
         self.worker.stop()
         assert self.task is not None
         await self.task
+
+
+# -- producers, drain and output checks for the adversarial tests ------------------------------
+
+
+def produce_with_librdkafka(stack: DevStack, topic: str, records: list[tuple[str, dict[str, Any]]], timeout: float = 120) -> None:
+    """Produce with confluent-kafka (librdkafka) and its default partitioner, CRC32
+    ("consistent_random"), not the JVM's murmur2: a producer the engine did not write.
+    Blocking; waits until every record is acknowledged (``AssertionError`` otherwise)."""
+    from confluent_kafka import Producer
+
+    failed: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failed.append(str(err))
+
+    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "acks": "all", "linger.ms": 5, "enable.idempotence": False})
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, key=key.encode(), value=orjson.dumps(value), on_delivery=on_delivery)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.1)
+        producer.poll(0)
+    left = producer.flush(timeout)
+    assert left == 0, f"librdkafka: {left} records not acknowledged in {timeout} s"
+    assert not failed, f"librdkafka: {len(failed)} records failed, e.g. {failed[:3]}"
+
+
+async def end_offsets(stack: DevStack, topics: list[str]) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in await _partitions(stack.kafka_bootstrap, t)]
+        return dict(await consumer.end_offsets(tps))
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(stack: DevStack, group_id: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """What the consumer group committed, per topic-partition (0: nothing yet). Read by a
+    consumer that names the group but never joins it (it subscribes to nothing)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=group_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {tp: (await consumer.committed(tp)) or 0 for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+async def wait_committed(stack: DevStack, group_id: str, *, timeout: float, alive: Any = None) -> None:
+    """Until the group committed every input record produced so far (the end offsets as of
+    the call). ``alive()``, when given, is called on every round: it raises when a worker
+    stopped on its own."""
+    from engine.events import INPUT_TOPICS
+
+    ends = {tp: o for tp, o in (await end_offsets(stack, list(INPUT_TOPICS))).items() if o > 0}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        if alive is not None:
+            alive()
+        committed = await committed_offsets(stack, group_id, list(ends))
+        behind = {f"{tp.topic}:{tp.partition}": (committed.get(tp, 0), end) for tp, end in ends.items() if committed.get(tp, 0) < end}
+        if not behind:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"group {group_id!r} did not commit every input record in {timeout} s; (committed, end) behind: {behind}")
+        await asyncio.sleep(0.25)
+
+
+async def wait_timers_done(stack: DevStack, until: int, *, timeout: float, partitions: int = 6, alive: Any = None) -> None:
+    """Until no customer's next check is due at or before ``until`` (the due loop caught up)."""
+    from redis.asyncio import Redis
+
+    from engine.store_redis import RedisStore
+
+    redis = Redis.from_url(stack.redis_url)
+    try:
+        store = RedisStore(redis)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (backlog := await store.timer_backlog(range(partitions), until)) > 0:
+            if alive is not None:
+                alive()
+            if loop.time() > deadline:
+                sets = [{m for m, _ in await store.due(p, until, 1_000_000)} for p in range(partitions)]
+                customers = set().union(*sets)
+                twice = sum(1 for c in customers if sum(c in s for s in sets) > 1)
+                raise AssertionError(
+                    f"{backlog} timer entries ({len(customers)} customers, {twice} of them in more than one partition's timer set) "
+                    f"still due at or before {until} after {timeout} s: the due loop did not catch up"
+                )
+            await asyncio.sleep(0.25)
+    finally:
+        await redis.aclose()
+
+
+def changes_per_customer(changes: list[dict[str, Any]]) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """Change records per customer in the order published (one customer's changes share a
+    partition), duplicates (same ``change_id``) dropped; and a problem for every duplicate
+    whose content differs from the first copy (at-least-once allows a copy, never a different one)."""
+    first: dict[str, dict[str, Any]] = {}
+    per_customer: dict[str, list[dict[str, Any]]] = {}
+    problems: list[str] = []
+    for change in changes:
+        seen = first.get(change["change_id"])
+        if seen is None:
+            first[change["change_id"]] = change
+            per_customer.setdefault(change["customer_id"], []).append(change)
+        elif seen != change:
+            problems.append(f"change {change['change_id']} published twice with different content: {seen} / {change}")
+    return per_customer, problems
+
+
+def at_going_back(per_customer: dict[str, list[dict[str, Any]]], dimensions: Any = None) -> list[str]:
+    """Customers whose published changes (of ``dimensions``, default all) go back in time."""
+    problems = []
+    for cid, changes in per_customer.items():
+        ats = [c["at"] for c in changes if dimensions is None or c["dimension"] in dimensions]
+        for before, after in zip(ats, ats[1:]):
+            if after < before:  # RFC 3339 in UTC with milliseconds: text order is time order
+                problems.append(f"{cid}: {before} then {after}")
+                break
+    return problems
+
+
+# Quick consumer-group rebalances, for tests that join and leave workers often: a member
+# learns of a rebalance at its next heartbeat, so that interval bounds how long a join waits.
+FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 250, "rebalance_timeout_ms": 6000}
+
+
+def rule_packs(folder: Path, *packs: str) -> Path:
+    """A rules folder holding only these shipped packs (copied into ``folder``)."""
+    for pack in packs:
+        shutil.copy(REPO_ROOT / "rules" / pack, folder / pack)
+    return folder
+
+
+def murmur2_partition(key: bytes, partitions: int) -> int:
+    """The partition the JVM's (and aiokafka's) default partitioner picks for a key."""
+    from aiokafka.partitioner import murmur2
+
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def alive(*workers: RunningWorker) -> Any:
+    """A check that raises (with the worker's own error, if any) once a worker's task ended on its own."""
+
+    def check() -> None:
+        for w in workers:
+            if w.task is not None and w.task.done():
+                w.task.result()
+                raise AssertionError("a worker stopped on its own")
+
+    return check
+
+
+def metric(worker: RunningWorker, name: str, labels: dict[str, str] | None = None) -> float:
+    return worker.worker.metrics.registry.get_sample_value(name, labels or {}) or 0.0

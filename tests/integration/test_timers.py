@@ -2,17 +2,20 @@
 churned, drops a value tier when a big purchase leaves the 365-day window, and loses a
 loyalty tier only once its grace period is over, each exactly at the due time, by the
 timer loop, with cause.kind = timer. The clock is the event-time watermark, moved forward
-by another customer's events. Live, the due-time lag is measured. A worker killed after
-writing timers' decisions and before publishing them publishes each of those decisions
-once, with the same change_id, after a restart: at once (a decision's outbox keeps its
-customer due until published; an event for the customer sends it first), and without
-doubles once time has moved on."""
+by another customer's events. Live, the due-time lag is measured.
+
+A worker killed after writing timers' decisions and before publishing them: after a
+restart every one of those decisions is published, at once (a decision's outbox keeps its
+customer due until published; an event for the customer sends it first), with the
+change_id it was written with. Output is at-least-once: a change decided before the crash
+may be published again, always with the same change_id and identical content; nothing is
+missing; a change decided after the restart (no crash since) is published once; per
+customer, changes come in decision order and their ``at`` never decreases."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import sys
 import time
@@ -25,9 +28,18 @@ from engine.devstack import DevStack
 from engine.evaluate import change_id, rfc3339
 from engine.state import CustomerState
 from engine.store_redis import RedisStore, timer_key
-from tests.integration.support import RunningWorker, consume_all, produce, settings_for, values
+from tests.integration.support import (
+    RunningWorker,
+    at_going_back,
+    changes_per_customer,
+    consume_all,
+    produce,
+    rule_packs,
+    settings_for,
+    values,
+    wait_committed,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 DAY = 86_400_000
 T = (int(time.time() * 1000) // DAY - 1) * DAY
 T0 = T - 400 * DAY
@@ -40,13 +52,6 @@ def browse(n: int, customer: str, ts: int) -> dict[str, object]:
 
 def purchase(n: int, customer: str, ts: int, amount: float) -> dict[str, object]:
     return {"event_id": f"buy{n}", "customer_id": customer, "type": "purchase", "ts": ts, "order_id": f"o{n}", "amount": amount}
-
-
-def rule_packs(folder: Path, *packs: str) -> Path:
-    """A rules folder holding only these shipped packs."""
-    for pack in packs:
-        shutil.copy(ROOT / "rules" / pack, folder / pack)
-    return folder
 
 
 async def dimension_moves(stack: DevStack, customer: str, dimension: str = "lifecycle") -> list[dict[str, object]]:
@@ -150,6 +155,7 @@ async def test_live_a_timer_fires_at_its_due_time_on_the_wall_clock_and_its_lag_
 
 
 KILLED = [f"k{i:02d}" for i in range(60)]
+GROUP = "segengine"  # the worker's default group: the killed process and the restarted worker share it
 
 
 def first_check(i: int) -> int:
@@ -160,19 +166,25 @@ def first_check(i: int) -> int:
 async def kill_while_timers_fire(stack: DevStack, redis_client: Redis, rules: Path) -> dict[str, list[str]]:
     """Sixty customers' first purchases and a clock event that makes their new -> active due;
     a worker (its own process) SIGKILLed right after writing the first due timers' decisions,
-    before publishing them. Returns the change_ids held in the outbox of each customer written."""
+    before publishing them. Returns the timer change_ids held in the outbox of each customer written."""
     await produce(stack, "events.purchase", [(c, purchase(i, c, T0 + i * 60_000, 20.0)) for i, c in enumerate(KILLED)])
     await produce(stack, "events.browse", [("clock", browse(1, "clock", T0 + 31 * DAY))])
     env = {**os.environ, "SEGENGINE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "SEGENGINE_REDIS_URL": stack.redis_url,
            "SEGENGINE_CLOCK": "event", "SEGENGINE_FAULT": "kill_after_timer_save", "SEGENGINE_RULES_FILE": str(rules),
            "SEGENGINE_TIMER_INTERVAL_MS": "50", "SEGENGINE_QUANTILES_REFRESH_S": "0"}  # fmt: skip
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "engine.cli", "run", env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-    assert await asyncio.wait_for(proc.wait(), 60) == -signal.SIGKILL
+    try:
+        code = await asyncio.wait_for(proc.wait(), 180)  # a slow machine: start, join, consume, fire
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert code == -signal.SIGKILL, f"the worker process ended with {code}, not by the SIGKILL after its first timers' decisions"
     published = [c for c in values(await consume_all(stack, "segments.changes")) if c["customer_id"] in KILLED]
     assert not [c for c in published if c["cause"]["kind"] == "timer"], "nothing a timer decided was published before the kill"
     loaded = await RedisStore(redis_client).load(KILLED)
     held = {
-        c: [e["v"]["change_id"] for e in orjson.loads(loaded[c].outbox or b"[]") if e["t"] == "segments.changes" and e["c"] is None]
+        c: [e["v"]["change_id"] for e in orjson.loads(loaded[c].outbox or b"[]") if e["t"] == "segments.changes" and e["v"] and e["v"]["cause"]["kind"] == "timer"]
         for c in KILLED if CustomerState.loads(loaded[c].blob).members.get("lifecycle") == "active"
     }  # fmt: skip
     assert held and all(len(ids) == 1 for ids in held.values()), "the killed worker had written some timers' decisions, with their outbox"
@@ -187,23 +199,50 @@ def expected_timer_changes(customer: str) -> list[tuple[object, ...]]:
     ]
 
 
-async def test_timers_due_when_the_worker_is_killed_are_published_once_after_a_restart(stack: DevStack, redis_client: Redis, tmp_path: Path) -> None:
+async def settled(stack: DevStack, redis: Redis, want: set[str], clock: int, timeout: float = 180) -> list[dict[str, object]]:
+    """Until every change_id in ``want`` is on segments.changes, the group committed every
+    input record and no KILLED customer is due at or before ``clock`` (nothing left in
+    flight); then the KILLED customers' changes as published, copies included, in order."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout  # the restarted worker first waits out the killed one's session
+    while True:
+        changes = [c for c in values(await consume_all(stack, "segments.changes", timeout=60)) if c["customer_id"] in KILLED]
+        missing = want - {str(c["change_id"]) for c in changes}
+        due = [k for k in KILLED if (d := await next_due(redis, k)) is not None and d <= clock]
+        if not missing and not due:
+            break
+        assert loop.time() < deadline, f"after {timeout} s, {len(missing)} of {len(want)} expected changes not published; {len(due)} customers still due"
+        await asyncio.sleep(0.25)
+    await wait_committed(stack, GROUP, timeout=timeout)
+    return [c for c in values(await consume_all(stack, "segments.changes", timeout=60)) if c["customer_id"] in KILLED]
+
+
+def at_least_once_problems(changes: list[dict[str, object]]) -> tuple[dict[str, list[dict[str, object]]], list[str]]:
+    """The guarantee after a crash: a change may come again, always with its change_id and
+    identical content; per customer, the changes (each counted at its first appearance) come
+    in decision order and their ``at`` never decreases. Returns them per customer, and what breaks it."""
+    per_customer, problems = changes_per_customer(changes)  # type: ignore[arg-type]
+    problems += at_going_back(per_customer)  # type: ignore[arg-type]
+    return per_customer, problems  # type: ignore[return-value]
+
+
+async def test_timers_due_when_the_worker_is_killed_are_published_after_a_restart_with_their_ids(stack: DevStack, redis_client: Redis, tmp_path: Path) -> None:
     rules = rule_packs(tmp_path, "lifecycle.yaml")
     held = await kill_while_timers_fire(stack, redis_client, rules)
     await produce(stack, "events.browse", [("clock", browse(2, "clock", T0 + 62 * DAY))])  # time moves on: at_risk is due too
+    want = {str(ids[3]) for k in KILLED for ids in expected_timer_changes(k)}
     async with RunningWorker(settings_for(stack, clock="event", timer_interval_ms=50, rules_file=rules, quantiles_refresh_s=0)):
-        deadline = asyncio.get_running_loop().time() + 60  # the restarted worker first waits out the killed one's session
-        while len(ids := {c["change_id"] for c in values(await consume_all(stack, "segments.changes")) if c["customer_id"] in KILLED}) < 3 * len(KILLED):
-            assert asyncio.get_running_loop().time() < deadline, f"{len(ids)} of {3 * len(KILLED)} changes"
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(0.5)  # room for a duplicate to show
-    changes = [c for c in values(await consume_all(stack, "segments.changes")) if c["customer_id"] in KILLED]
+        changes = await settled(stack, redis_client, want, T0 + 62 * DAY)
+    per_customer, problems = at_least_once_problems(changes)
+    assert not problems, f"at-least-once with stable ids, in decision order: {problems[:3]}"
     for customer in KILLED:
-        mine = [c for c in changes if c["customer_id"] == customer]
-        timer = [(c["from"], c["to"], c["at"], c["change_id"]) for c in mine if c["cause"]["kind"] == "timer"]
-        assert timer == expected_timer_changes(customer), f"{customer}: each timer transition once, decided at its due time"
-        # the purchase's change may come twice (published, not committed, when the worker died), with one id
-        assert len({(c["from"], c["to"], c["change_id"]) for c in mine if c["cause"]["kind"] == "event"}) == 1
+        mine = per_customer[customer]
+        assert [(c["from"], c["to"]) for c in mine] == [(None, "new"), ("new", "active"), ("active", "at_risk")], f"{customer}: in decision order"
+        timer = [(c["from"], c["to"], c["at"], c["change_id"]) for c in mine if c["cause"]["kind"] == "timer"]  # type: ignore[index]
+        assert timer == expected_timer_changes(customer), f"{customer}: each timer transition, decided at its due time, with its id"
+        # decided by the restarted worker, which did not crash: published once
+        at_risk = [c for c in changes if c["customer_id"] == customer and c["to"] == "at_risk"]
+        assert len(at_risk) == 1, f"{customer}: a change decided after the restart, with no crash since, published {len(at_risk)} times"
     for customer, ids in held.items():  # the decision written before the kill is the one published
         assert ids == [expected_timer_changes(customer)[0][3]]
 
@@ -213,12 +252,13 @@ async def test_timers_due_when_the_worker_is_killed_are_published_at_once_after_
     held = await kill_while_timers_fire(stack, redis_client, rules)
     victim = sorted(held)[0]  # its next event comes before the restarted due loop looks at it
     await produce(stack, "events.purchase", [(victim, purchase(999, victim, T0 + 31 * DAY + 1, 5.0))])
-    await produce(stack, "events.browse", [("clock", browse(2, "clock", T0 + 31 * DAY + 1))])  # the clock where it was
+    await produce(stack, "events.browse", [("clock", browse(2, "clock", T0 + 31 * DAY + 1))])  # the clock where it was: nothing new falls due
+    want = {str(expected_timer_changes(k)[0][3]) for k in KILLED}
     async with RunningWorker(settings_for(stack, clock="event", timer_interval_ms=50, rules_file=rules, quantiles_refresh_s=0)):
-        deadline = asyncio.get_running_loop().time() + 60  # the restarted worker first waits out the killed one's session
-        while len({c["customer_id"] for c in values(await consume_all(stack, "segments.changes")) if c["customer_id"] in KILLED and c["to"] == "active"}) < len(KILLED):
-            assert asyncio.get_running_loop().time() < deadline, "every new -> active due before the kill is published after the restart"
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(0.5)  # room for a duplicate to show
-    active = [c for c in values(await consume_all(stack, "segments.changes")) if c["customer_id"] in KILLED and c["to"] == "active"]
-    assert sorted((c["customer_id"], c["change_id"]) for c in active) == sorted((k, expected_timer_changes(k)[0][3]) for k in KILLED), "each once, with its id"
+        changes = await settled(stack, redis_client, want, T0 + 31 * DAY + 1)
+    per_customer, problems = at_least_once_problems(changes)
+    assert not problems, f"at-least-once with stable ids, in decision order: {problems[:3]}"
+    active = {(str(c["customer_id"]), str(c["change_id"])) for cs in per_customer.values() for c in cs if c["to"] == "active"}
+    assert sorted(active) == sorted((k, str(expected_timer_changes(k)[0][3])) for k in KILLED), "every new -> active due before the kill, each with its id, and no other"
+    for customer in KILLED:
+        assert [(c["from"], c["to"]) for c in per_customer[customer]] == [(None, "new"), ("new", "active")], f"{customer}: in decision order"
