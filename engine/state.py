@@ -434,11 +434,13 @@ def _browse_windows(state: CustomerState, now: int) -> dict[str, Any]:
         return out
     last = now // HOUR_MS
     longest = _BROWSE_HOURS[-1]
-    parts = [[0] * len(ACTIONS) for _ in _BROWSE_HOURS]
+    parts: list[list[int]] | None = None
     for bucket, counts in state.browse.items():
         age = last - int(bucket)
         if age < 0 or age >= longest:
             continue
+        if parts is None:
+            parts = [[0] * len(ACTIONS) for _ in _BROWSE_HOURS]
         w = 0
         while age >= _BROWSE_HOURS[w]:
             w += 1
@@ -446,11 +448,15 @@ def _browse_windows(state: CustomerState, now: int) -> dict[str, Any]:
         for j, c in enumerate(counts):
             if c:
                 part[j] += c
+    if parts is None:  # nothing within the windows (a customer who browsed long ago)
+        return out
     running = [0] * len(ACTIONS)
     for (keys, _), part in zip(_BROWSE_KEYS, parts):
         for j, key in enumerate(keys):
-            running[j] += part[j]
-            out[key] = running[j]
+            if part[j]:
+                running[j] += part[j]
+            if running[j]:
+                out[key] = running[j]
     return out
 
 
