@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -34,10 +35,15 @@ console = Console(stderr=True)
 
 
 def _settings(**overrides: object) -> Settings:
+    from engine.settings import settings_problems, unknown_variables
+
+    for line in unknown_variables(os.environ):
+        console.print(f"[yellow]warning:[/yellow] {line}", highlight=False, soft_wrap=True)
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        console.print(f"[red]invalid settings:[/red] {exc}")
+        for line in settings_problems(exc, os.environ):
+            console.print(f"[red]invalid setting:[/red] {line}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 

@@ -6,10 +6,12 @@ With neither ``kafka_bootstrap`` nor ``redis_url`` set, the commands that need a
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -62,3 +64,37 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.kafka_bootstrap is None and self.redis_url is None
+
+
+ENV_PREFIX = "SEGENGINE_"
+SECRET_FIELDS = frozenset({"api_token"})
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line per ``SEGENGINE_*`` variable that names no setting (a typo would otherwise be
+    ignored in silence), with the closest known name."""
+    known = sorted(env_name(f) for f in Settings.model_fields)
+    lines = []
+    for var in sorted(v for v in environ if v.startswith(ENV_PREFIX) and v not in known):
+        close = difflib.get_close_matches(var, known, n=1, cutoff=0.75)
+        lines.append(f"unknown setting {var}" + (f": did you mean {close[0]}?" if close else " (ignored)"))
+    return lines
+
+
+def settings_problems(exc: ValidationError, environ: Mapping[str, str]) -> list[str]:
+    """One line per invalid setting, naming the variable and the value given (never a
+    secret's) and what is allowed, instead of pydantic's field-level report."""
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        var = env_name(field)
+        if var in environ:
+            given = f"{var}={'***' if field in SECRET_FIELDS else repr(environ[var])}"
+        else:
+            given = f"setting {field!r}"
+        lines.append(f"{given}: {error['msg']}")
+    return lines
