@@ -1,6 +1,6 @@
 """The command line: wiring only.
 
-    segengine run     one worker on the configured (or embedded) Kafka and Redis
+    segengine run     one worker on the configured Kafka and Redis (--embedded: a development stack)
     segengine dev     start the embedded stack and keep it up until Ctrl-C
     segengine demo    the CDNOW demo on the embedded stack
     segengine demo-produce   only produce the demo stream to the configured Kafka
@@ -85,9 +85,18 @@ def run(
     rules: Optional[Path] = typer.Option(None, help="rules file or folder of packs (default: rules/)"),
     clock: Optional[str] = typer.Option(None, help="wall (live) or event (replay of history)"),
     http_port: Optional[int] = typer.Option(None, help="serve the HTTP API (/customers, /segments, /healthz, /readyz, /metrics) on this port (0 = off)"),
+    embedded: Optional[bool] = typer.Option(
+        None, "--embedded", help="start the embedded broker and Redis for what is not configured (development; env SEGENGINE_EMBEDDED)"
+    ),
 ) -> None:
-    """Run one worker. Without SEGENGINE_KAFKA_BOOTSTRAP / SEGENGINE_REDIS_URL it starts the embedded stack."""
-    settings = _settings(rules_file=rules, clock=clock, http_port=http_port)
+    """Run one worker on SEGENGINE_KAFKA_BOOTSTRAP and SEGENGINE_REDIS_URL (or, with --embedded, a development stack)."""
+    settings = _settings(rules_file=rules, clock=clock, http_port=http_port, embedded=embedded)
+    if (missing := settings.missing_connections()) and not settings.embedded:
+        console.print(
+            f"[red]set {' and '.join(missing)}[/red] (or run with --embedded / SEGENGINE_EMBEDDED=true for a development stack)",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+        raise typer.Exit(2)
     _logging(settings)
 
     async def main() -> None:
@@ -114,7 +123,7 @@ def dev() -> None:
 
         async with stack_for(settings) as (bootstrap, redis_url):
             console.print(f"Kafka  [bold]{bootstrap}[/bold]\nRedis  [bold]{redis_url}[/bold]")
-            console.print(f"export SEGENGINE_KAFKA_BOOTSTRAP={bootstrap} SEGENGINE_REDIS_URL={redis_url}")
+            console.print(f"export SEGENGINE_KAFKA_BOOTSTRAP={bootstrap} SEGENGINE_REDIS_URL={redis_url}", soft_wrap=True, highlight=False)
             console.print("Ctrl-C stops both.")
             await asyncio.Event().wait()
 

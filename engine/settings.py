@@ -1,7 +1,8 @@
 """One frozen settings object, read from the environment (``SEGENGINE_`` prefix) and CLI flags.
 
-With neither ``kafka_bootstrap`` nor ``redis_url`` set, the commands that need a stack
-(``segengine dev``, the demo, the test fixtures) start the embedded one themselves.
+The embedded stack starts only when asked for: ``segengine dev``, the demo, the test
+fixtures, and ``segengine run --embedded`` (``SEGENGINE_EMBEDDED=true``). ``run`` without a
+broker or Redis configured, and not asked to embed them, stops with one line saying what to set.
 """
 
 from __future__ import annotations
@@ -61,9 +62,13 @@ class Settings(BaseSettings):
         None, description="testing only: SIGKILL the worker at this point of the first batch (kill_after_timer_save: of due timers) that writes state"
     )
 
-    @property
-    def embedded(self) -> bool:
-        return self.kafka_bootstrap is None and self.redis_url is None
+    embedded: bool = Field(
+        False, description="`run`: start the embedded broker and Redis for what is not configured (development only; never implied)"
+    )
+
+    def missing_connections(self) -> list[str]:
+        """The connection variables a worker needs that are not set."""
+        return [var for var, value in (("SEGENGINE_KAFKA_BOOTSTRAP", self.kafka_bootstrap), ("SEGENGINE_REDIS_URL", self.redis_url)) if not value]
 
 
 ENV_PREFIX = "SEGENGINE_"
