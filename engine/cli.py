@@ -65,7 +65,9 @@ def _logging(settings: Settings) -> None:
 
 
 def _run(coro: object) -> None:
-    """Run until done; Ctrl-C or SIGTERM cancels the main task so that cleanup runs."""
+    """Run until done; Ctrl-C or SIGTERM cancels the main task so that cleanup runs. An
+    expected failure (a dependency out of reach, a port in use) ends in one line and exit
+    code 1; the traceback only at debug log level."""
 
     async def main() -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
@@ -77,7 +79,37 @@ def _run(coro: object) -> None:
         except asyncio.CancelledError:
             console.print("[yellow]stopped[/yellow]")
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the command's failure, said in one line
+        logging.getLogger("engine").debug("the command failed", exc_info=exc)
+        console.print(f"[red]error:[/red] {failure_line(exc)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def failure_line(exc: BaseException) -> str:
+    """One line for a command's failure: what could not be done and why. Only the messages of
+    connection and OS errors are shown (they name hosts and ports, not customers)."""
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    def first_line(e: BaseException) -> str:
+        return (str(e).strip().splitlines() or [""])[0]
+
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+        return f"cannot reach Redis: {first_line(exc)}"
+    if isinstance(exc, KafkaConnectionError):
+        return f"cannot reach the Kafka broker: {first_line(exc)}"
+    if isinstance(exc, KafkaError):
+        return f"Kafka: {type(exc).__name__}: {first_line(exc)}"
+    if isinstance(exc, OSError):
+        if exc.errno == 98:
+            return f"address already in use: {first_line(exc)}"
+        return f"{type(exc).__name__}: {first_line(exc)}"
+    return f"{type(exc).__name__} (run with SEGENGINE_LOG_LEVEL=DEBUG for the traceback)"
 
 
 @app.command()

@@ -28,3 +28,25 @@ def test_run_never_starts_an_embedded_stack_unless_asked() -> None:
         done = subprocess.run([sys.executable, "-m", "engine.cli", "run"], cwd=ROOT, env={**clean, **extra}, capture_output=True, text=True, timeout=120)
         assert done.returncode == 2, done.stderr
         assert done.stderr.strip().splitlines() == [f"set {missing} (or run with --embedded / SEGENGINE_EMBEDDED=true for a development stack)"]
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:  # bound, never listening: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_dependency_out_of_reach_is_one_line_and_exit_1() -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SEGENGINE_")}
+    port = closed_port()
+    cases = (
+        (["segments"], {"SEGENGINE_REDIS_URL": f"redis://127.0.0.1:{port}/0"}, "error: cannot reach Redis: "),
+        (["run"], {"SEGENGINE_REDIS_URL": f"redis://127.0.0.1:{port}/0", "SEGENGINE_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}"}, "error: cannot reach "),
+    )
+    for args, extra, start in cases:
+        done = subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=ROOT, env={**clean, **extra}, capture_output=True, text=True, timeout=180)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1, done.stderr
+        assert len(lines) <= 3 and lines[-1].startswith(start) and str(port) in lines[-1], done.stderr
