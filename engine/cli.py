@@ -99,6 +99,10 @@ def failure_line(exc: BaseException) -> str:
     def first_line(e: BaseException) -> str:
         return (str(e).strip().splitlines() or [""])[0]
 
+    from engine.rules.ruleset import RulesError
+
+    if isinstance(exc, RulesError):
+        return f"invalid rules: {exc.problems[0]}" + (f" (and {len(exc.problems) - 1} more: segengine rules check)" if len(exc.problems) > 1 else "")
     if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
         return f"cannot reach Redis: {first_line(exc)}"
     if isinstance(exc, KafkaConnectionError):
@@ -129,6 +133,7 @@ def run(
             highlight=False, soft_wrap=True,
         )  # fmt: skip
         raise typer.Exit(2)
+    _load_rules_or_exit(settings.rules_file)  # invalid rules: the `rules check` lines, before anything starts
     _logging(settings)
 
     async def main() -> None:
@@ -247,10 +252,14 @@ def _at(at: Optional[str]) -> int:
 
 def _load_rules_or_exit(path: Path):  # type: ignore[no-untyped-def]
     from engine.rules import check_files
+    from engine.rules.ruleset import RulesError
 
-    rules, problems = check_files(path)
+    try:
+        rules, problems = check_files(path)
+    except RulesError as exc:  # no rules to check at all (an empty folder)
+        rules, problems = None, exc.problems
     for problem in problems:
-        console.print(problem, markup=False, highlight=False)
+        console.print(problem, markup=False, highlight=False, soft_wrap=True)
     if rules is None:
         raise typer.Exit(1)
     return rules

@@ -50,3 +50,17 @@ def test_a_dependency_out_of_reach_is_one_line_and_exit_1() -> None:
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 1, done.stderr
         assert len(lines) <= 3 and lines[-1].startswith(start) and str(port) in lines[-1], done.stderr
+
+
+def test_invalid_rules_are_the_rules_check_lines_before_anything_starts(tmp_path: Path) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SEGENGINE_")}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndimensions:\n  d:\n    segments:\n      - name: a\n        when: nosuch_feature > 1\n    default: b\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    port = closed_port()  # nothing may be connected to: the rules are refused first
+    env = {**clean, "SEGENGINE_REDIS_URL": f"redis://127.0.0.1:{port}/0", "SEGENGINE_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}"}
+    for args, expected in ((["run", "--rules", str(bad)], f"{bad}:6:"), (["rules", "check", str(empty)], f"{empty}:1:1: no *.yaml rule packs")):
+        done = subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith(expected), done.stderr
