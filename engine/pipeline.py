@@ -28,7 +28,7 @@ from engine.events import Event, Rejected
 from engine.metrics import Metrics
 from engine.rules import RuleSet
 from engine.settings import Settings
-from engine.state import CustomerState, check_size
+from engine.state import CustomerState, LimitExceeded, check_size
 from engine.store_redis import HISTORY, Loaded, RedisStore, Write, timer_key
 from engine.timers import next_check
 from engine.validate import validate
@@ -203,6 +203,7 @@ class BatchProcessor:
         stats = BatchStats()
         at = dict(customers)
         stale: list[tuple[str, str]] = []  # timer entries whose customer is gone or lives elsewhere now
+        limits: dict[int, int | None] = {}  # home partition -> its decision limit, once per call
 
         def fold(cid: str, loaded: Loaded) -> Folded | None:
             if loaded.blob is None:  # erased (or never written): nothing to decide
@@ -221,12 +222,14 @@ class BatchProcessor:
                 return None  # another worker's customer
             when = at[cid]
             if partition is None and self.decision_limit is not None:
-                limit = None if home is None else self.decision_limit(home)
+                if home is not None and home not in limits:
+                    limits[home] = self.decision_limit(home)
+                limit = None if home is None else limits[home]
                 if limit is None:
                     return None  # its partition's time is not known yet (event time): not decided ahead of its records
                 when = min(when, limit)
             result = _reevaluate(rules, cid, state, when, cause, key)
-            return state, result, encode(state, len(loaded.blob or b""))
+            return state, result, encode(state, loaded)
 
         outputs = await self._apply(list(at), fold, stats, rules, stage="timer" if partition is not None else "rules")
         if stale:
@@ -328,17 +331,13 @@ class BatchProcessor:
         be stored, is dead-lettered (with the code the error carries, else ``processing_error``)
         and the rest refolded."""
         while True:
-            state = _loaded_state(loaded)
             try:
-                result = fold_customer(
-                    rules, state, cid, events,
-                    now_for=self.clock.now_for, committed=self.committed, dedupe_horizon_ms=self._dedupe_ms,
-                )  # fmt: skip
+                state, result = self._fold_events(rules, cid, events, loaded)
             except FoldError as exc:
                 index, cause = exc.index, exc.cause
             else:
                 try:
-                    blob = encode(state, len(loaded.blob or b""))
+                    blob = encode(state, loaded)
                 except Exception as exc:  # noqa: BLE001 - found below: the event after which the state cannot be stored
                     culprit = self._unstorable(rules, cid, events, loaded)
                     if culprit is None:
@@ -350,27 +349,32 @@ class BatchProcessor:
                             self.metrics.copartition_mismatch.labels(event.source.topic).inc()
                     return state, result, blob
             bad = events[index]
-            code = getattr(cause, "code", None)
-            code = code if isinstance(code, str) else "processing_error"
-            message = getattr(cause, "message", None) if code != "processing_error" else None
-            # The type only: the message of an exception raised on customer data may carry it (debug has it all).
+            if isinstance(cause, LimitExceeded):
+                code, message = cause.code, cause.message
+            else:  # the type only: the message of an exception raised on customer data may carry it (debug has it all)
+                code, message = "processing_error", f"processing failed: {type(cause).__name__}"
             log.error("event at %s:%d:%d failed in processing: %s", bad.source.topic, bad.source.partition, bad.source.offset, type(cause).__name__)
             log.debug("processing failed on %s:%d:%d", bad.source.topic, bad.source.partition, bad.source.offset, exc_info=cause)
-            rejected.append(_rejected(bad, code, message if isinstance(message, str) else f"processing failed: {type(cause).__name__}"))
+            rejected.append(_rejected(bad, code, message))
             events = events[:index] + events[index + 1 :]
+
+    def _fold_events(self, rules: RuleSet, cid: str, events: list[Event], loaded: Loaded) -> tuple[CustomerState, FoldResult]:
+        state = _loaded_state(loaded)
+        result = fold_customer(
+            rules, state, cid, events, now_for=self.clock.now_for, committed=self.committed, dedupe_horizon_ms=self._dedupe_ms
+        )
+        return state, result
 
     def _unstorable(self, rules: RuleSet, cid: str, events: list[Event], loaded: Loaded) -> int | None:
         """The first event after which the folded state cannot be encoded (rare: refolds
         prefixes); None when the state as loaded cannot be."""
         try:
-            encode(_loaded_state(loaded), len(loaded.blob or b""))
+            encode(_loaded_state(loaded), loaded)
         except Exception:  # noqa: BLE001
             return None
         for i in range(len(events)):
-            state = _loaded_state(loaded)
-            fold_customer(rules, state, cid, events[: i + 1], now_for=self.clock.now_for, committed=self.committed, dedupe_horizon_ms=self._dedupe_ms)
             try:
-                encode(state, len(loaded.blob or b""))
+                encode(self._fold_events(rules, cid, events[: i + 1], loaded)[0], loaded)
             except Exception:  # noqa: BLE001
                 return i
         return len(events) - 1
@@ -389,11 +393,11 @@ def home_of(state: CustomerState) -> int | None:
     return min(partitions) if partitions else None
 
 
-def encode(state: CustomerState, previous: int = 0) -> bytes:
+def encode(state: CustomerState, loaded: Loaded) -> bytes:
     """The state document as stored; raises when it cannot be (a number JSON cannot hold) or
-    when it would grow past the size limit (``LimitExceeded``; ``previous``: the stored size)."""
+    when it would grow past the size limit (``LimitExceeded``; ``loaded``: what is stored now)."""
     blob = state.dumps()
-    check_size(blob, previous)
+    check_size(blob, len(loaded.blob or b""))
     return blob
 
 

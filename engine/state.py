@@ -176,7 +176,9 @@ def apply(
     state.offsets[tp] = event.source.offset
     ts = event.ts
     if state.max_ts is None or ts >= state.max_ts - dedupe_horizon_ms:  # an older one would be forgotten at once
-        _remember(state, fingerprint, ts)
+        state.seen[fingerprint] = ts
+        if state.seen_oldest is not None and ts < state.seen_oldest:  # unknown (None): _prune_seen learns it
+            state.seen_oldest = ts
     state.max_ts = ts if state.max_ts is None else max(state.max_ts, ts)
     state.first_seen = ts if state.first_seen is None else min(state.first_seen, ts)
     _APPLY[event.type](state, event.body, ts)
@@ -188,15 +190,6 @@ def apply(
         state.complaints = []
     _prune(state, dedupe_horizon_ms)
     return True
-
-
-def _remember(state: CustomerState, fingerprint: str, ts: int) -> None:
-    seen = state.seen
-    oldest = state.seen_oldest
-    if oldest is None and seen:  # a document from before the bound was kept: learn it once
-        oldest = min(seen.values())
-    seen[fingerprint] = ts
-    state.seen_oldest = ts if oldest is None else min(oldest, ts)
 
 
 def _check_attributes(attributes: Mapping[str, Any], update: Mapping[str, Any]) -> None:
@@ -405,13 +398,9 @@ def _purchase_windows(state: CustomerState, now: int) -> dict[str, Any]:
     for orders_key, spend_key, span in _PURCHASE_KEYS:
         oldest = now - span
         while i >= 0 and purchases[i][0] > oldest:
-            value = purchases[i][1]
-            if type(value) is list:  # merged purchases (past the cap)
-                spend += value[0]
-                orders += value[1]
-            else:
-                spend += value
-                orders += 1
+            amount, count = _amount_orders(purchases[i])
+            spend += amount
+            orders += count
             i -= 1
         out[orders_key] = orders
         out[spend_key] = round(spend, 2)

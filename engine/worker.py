@@ -496,6 +496,20 @@ class Worker:
                 limit = min(limit, reached)
         return limit
 
+    async def _decide_and_publish(self, step: Callable[[T], Awaitable[Prepared]], arg: T, *, fault: str | None = None) -> Prepared:
+        """A decision with no event (due timers, a re-evaluation): written, published in its
+        turn, its outboxes dropped, all under the state lock. An event batch folding one of
+        these customers meanwhile would take the in-flight outbox for one a crash left
+        behind, and send it a second time."""
+        async with self._state_lock:
+            prepared = await self._with_retry(step, arg)
+            if fault is not None and self.settings.fault == fault and prepared.stats.changes:
+                os.kill(os.getpid(), signal.SIGKILL)  # the decisions written, nothing published
+            async with self._order.turn(self._order.ticket()):
+                await self._with_retry(self.processor.publish, prepared)
+            await self.store.outbox_published(prepared.stats.outboxes)
+        return prepared
+
     async def _fire_due(self) -> int:
         fired = 0
         partitions = self._owned_partitions()
@@ -507,16 +521,7 @@ class Worker:
             due = await self.store.due(partition, until, self.settings.timer_batch)
             if not due:
                 continue
-            # The state lock is held until the outboxes are published and dropped: an event batch
-            # folding one of these customers meanwhile would take the in-flight outbox for one a
-            # crash left behind, and send it a second time.
-            async with self._state_lock:
-                prepared = await self._with_retry(lambda due: self.processor.fire_timers(due, partition), due)
-                if self.settings.fault == "kill_after_timer_save" and prepared.stats.changes:
-                    os.kill(os.getpid(), signal.SIGKILL)  # the timers' decisions written, nothing published
-                async with self._order.turn(self._order.ticket()):
-                    await self._with_retry(self.processor.publish, prepared)
-                await self.store.outbox_published(prepared.stats.outboxes)
+            prepared = await self._decide_and_publish(lambda due: self.processor.fire_timers(due, partition), due, fault="kill_after_timer_save")
             fired += len(due)
             self.metrics.timers_fired.inc(len(due))
             if self.settings.clock == "wall":
@@ -572,11 +577,7 @@ class Worker:
                     return done  # superseded by a newer switch, or stopping
                 owned = frozenset(self._owned_partitions())
                 if owned:  # the customers whose home partition this worker owns (the others are skipped)
-                    async with self._state_lock:  # held until published: an event batch must not re-send this outbox meanwhile
-                        prepared = await self._with_retry(lambda ids: self.processor.reevaluate(ids, rules, rescore=rescore, owned=owned), ids)
-                        async with self._order.turn(self._order.ticket()):
-                            await self._with_retry(self.processor.publish, prepared)
-                        await self.store.outbox_published(prepared.stats.outboxes)
+                    prepared = await self._decide_and_publish(lambda ids: self.processor.reevaluate(ids, rules, rescore=rescore, owned=owned), ids)
                     done += prepared.stats.evaluated
                     self.metrics.reevaluated.inc(prepared.stats.evaluated)
                 await asyncio.sleep(settings.reevaluate_pause_ms / 1000)
