@@ -5,12 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit integration bench dev lint clean prometheus-tools
+.PHONY: demo test unit integration bench dev lint format clean prometheus-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench,test,lint]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -36,6 +36,16 @@ integration: $(STAMP) prometheus-tools
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# ruff (lint, and the formatter in check mode) and mypy --strict on the package
+lint: $(STAMP)
+	$(BIN)/ruff check engine tests bench
+	$(BIN)/ruff format --check engine tests bench
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix engine tests bench
+	$(BIN)/ruff format engine tests bench
 
 dev: $(STAMP)
 	$(BIN)/segengine dev

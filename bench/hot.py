@@ -11,13 +11,14 @@ counts less). With per-customer cost bounded, the two figures are about the same
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from engine.evaluate import fold_customer
-from engine.events import Event, Source
-from engine.rules import load_rules
-from engine.state import CustomerState
+from segengine.evaluate import fold_customer
+from segengine.events import Event, Source
+from segengine.rules import load_rules
+from segengine.state import CustomerState
 
 BATCH = 100
 MEASURE = 1_000
@@ -37,7 +38,10 @@ def hot_events(customer_id: str = "hot") -> Iterator[Event]:
         ts = T0 + i * STEP_MS
         body: dict[str, Any]
         if i % 50 == 49:
-            type_, body = "profile", {"attributes": {"city": f"city-{i % 7}", "age": 20 + i % 50, "last_campaign": f"c{i}"}}
+            type_, body = (
+                "profile",
+                {"attributes": {"city": f"city-{i % 7}", "age": 20 + i % 50, "last_campaign": f"c{i}"}},
+            )
         elif i % 5 == 4:
             type_, body = "purchase", {"order_id": f"o{i}", "amount": 10.0 + i % 90,
                                        "items": [{"sku": f"s{i}", "category": f"cat-{i}", "qty": 1, "price": 10.0}]}  # fmt: skip
@@ -59,7 +63,9 @@ def hot_customer(checkpoints: tuple[int, ...] = CHECKPOINTS, rules_dir: Path = R
     out: dict[str, Any] = {}
     for checkpoint in sorted(checkpoints):
         while folded < checkpoint:
-            blob, outbox = _batch(rules, blob, outbox, [next(events) for _ in range(min(BATCH, checkpoint - folded))], committed)
+            blob, outbox = _batch(
+                rules, blob, outbox, [next(events) for _ in range(min(BATCH, checkpoint - folded))], committed
+            )
             folded += min(BATCH, checkpoint - folded)
         started = time.process_time()
         for _ in range(MEASURE // BATCH):
@@ -72,10 +78,14 @@ def hot_customer(checkpoints: tuple[int, ...] = CHECKPOINTS, rules_dir: Path = R
     return out
 
 
-def _batch(rules: Any, blob: bytes, outbox: bytes, batch: list[Event], committed: dict[str, int]) -> tuple[bytes, bytes]:
+def _batch(
+    rules: Any, blob: bytes, outbox: bytes, batch: list[Event], committed: dict[str, int]
+) -> tuple[bytes, bytes]:
     """One batch as the pipeline folds it: decode, fold, encode; then the batch is committed."""
     state = CustomerState.loads(blob, outbox)
-    fold_customer(rules, state, "hot", batch, now_for=lambda ts: ts, committed=committed, dedupe_horizon_ms=DEDUPE_HORIZON_MS)
+    fold_customer(
+        rules, state, "hot", batch, now_for=lambda ts: ts, committed=committed, dedupe_horizon_ms=DEDUPE_HORIZON_MS
+    )
     for event in batch:
         committed[f"{event.source.topic}:{event.source.partition}"] = event.source.offset + 1
     return state.dumps(), state.dumps_outbox()

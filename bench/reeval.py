@@ -23,7 +23,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from rich.console import Console
 
-from engine.devstack import DevStack
+from segengine.devstack import DevStack
 
 OFFERED_EPS = 1_000
 BEFORE_S = 5
@@ -45,14 +45,19 @@ async def reevaluation_latency(stack: DevStack, rules_dir: Path, group_id: str, 
     env = {**os.environ, "SEGENGINE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "SEGENGINE_REDIS_URL": stack.redis_url,
            "SEGENGINE_RULES_FILE": str(work), "SEGENGINE_GROUP_ID": group_id, "SEGENGINE_RULES_RELOAD_S": "0.5",
            "SEGENGINE_LOG_LEVEL": "WARNING"}  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "engine.cli", "run", env=env, stdout=asyncio.subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "segengine", "run", env=env, stdout=asyncio.subprocess.DEVNULL
+    )
     consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10)
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, linger_ms=0)
     await consumer.start()
     await producer.start()
     try:
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - learn the partitions first
-        tps = [TopicPartition("segments.changes", p) for p in sorted(consumer.partitions_for_topic("segments.changes") or ())]
+        await consumer._client.force_metadata_update()
+        tps = [
+            TopicPartition("segments.changes", p)
+            for p in sorted(consumer.partitions_for_topic("segments.changes") or ())
+        ]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         for tp in tps:
@@ -88,7 +93,13 @@ async def reevaluation_latency(stack: DevStack, rules_dir: Path, group_id: str, 
                     await asyncio.sleep(delay)
                 for _ in range(per_slice):
                     cid = f"reev-{n:06d}"
-                    ev = {"event_id": cid, "customer_id": cid, "type": "browse", "ts": int(time.time() * 1000), "action": "view"}
+                    ev = {
+                        "event_id": cid,
+                        "customer_id": cid,
+                        "type": "browse",
+                        "ts": int(time.time() * 1000),
+                        "action": "view",
+                    }
                     sent[cid] = time.perf_counter()
                     await producer.send("events.browse", value=orjson.dumps(ev), key=cid.encode())
                     n += 1
@@ -97,7 +108,13 @@ async def reevaluation_latency(stack: DevStack, rules_dir: Path, group_id: str, 
 
         for probe in range(600):  # until the worker has joined its group and answers
             cid = f"reev-probe-{probe}"
-            ev = {"event_id": cid, "customer_id": cid, "type": "browse", "ts": int(time.time() * 1000), "action": "view"}
+            ev = {
+                "event_id": cid,
+                "customer_id": cid,
+                "type": "browse",
+                "ts": int(time.time() * 1000),
+                "action": "view",
+            }
             await producer.send_and_wait("events.browse", value=orjson.dumps(ev), key=cid.encode())
             sent[cid] = time.perf_counter()
             await asyncio.sleep(0.1)
@@ -150,5 +167,5 @@ async def reevaluation_latency(stack: DevStack, rules_dir: Path, group_id: str, 
             proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), 15)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()

@@ -33,8 +33,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -46,7 +47,7 @@ from rich.table import Table
 from bench.hot import hot_customer
 from bench.reeval import OFFERED_EPS as REEVAL_EPS
 from bench.reeval import reevaluation_latency
-from engine.devstack import DevStack
+from segengine.devstack import DevStack
 
 SEED = 20261124
 EVENTS = 200_000
@@ -92,7 +93,9 @@ async def produce(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> fl
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20)
     await producer.start()
     started = time.perf_counter()
-    with Progress(TextColumn("producing workload"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("producing workload"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
         task = progress.add_task("", total=len(records))
         for i in range(0, len(records), 10_000):
             futures = [await producer.send(t, value=v, key=k) for t, k, v in records[i : i + 10_000]]
@@ -109,7 +112,13 @@ def produce_crc32(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> fl
 
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"})
     started = time.perf_counter()
-    with Progress(TextColumn("producing workload (confluent-kafka, CRC32)"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("producing workload (confluent-kafka, CRC32)"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         task = progress.add_task("", total=len(records))
         for i, (topic, key, value) in enumerate(records):
             while True:
@@ -168,8 +177,14 @@ async def committed_total(watcher: AIOKafkaConsumer, tps: list[TopicPartition]) 
 
 
 def spawn(args: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
-    return asyncio.create_subprocess_exec(sys.executable, *args, env={**os.environ, **env}, cwd=ROOT,
-                                          stdout=asyncio.subprocess.DEVNULL, stderr=open(ROOT / ".bench-child.log", "ab"))  # type: ignore[return-value]
+    return asyncio.create_subprocess_exec(
+        sys.executable,
+        *args,
+        env={**os.environ, **env},
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=open(ROOT / ".bench-child.log", "ab"),
+    )  # type: ignore[return-value]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -178,16 +193,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def engine_run(stack: DevStack, total: int, rules: Path, cpu: dict[str, float] | None = None) -> tuple[float, asyncio.subprocess.Process]:
+async def engine_run(
+    stack: DevStack, total: int, rules: Path, cpu: dict[str, float] | None = None
+) -> tuple[float, asyncio.subprocess.Process]:
     env = {"SEGENGINE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "SEGENGINE_REDIS_URL": stack.redis_url, "SEGENGINE_RULES_FILE": str(rules),
            "SEGENGINE_GROUP_ID": "bench-engine", "SEGENGINE_CLOCK": "event", "SEGENGINE_LOG_LEVEL": "WARNING"}  # fmt: skip
-    proc = await spawn(["-m", "engine.cli", "run"], env)  # type: ignore[misc]
-    watcher = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id="bench-engine", enable_auto_commit=False)
+    proc = await spawn(["-m", "segengine", "run"], env)  # type: ignore[misc]
+    watcher = AIOKafkaConsumer(
+        bootstrap_servers=stack.kafka_bootstrap, group_id="bench-engine", enable_auto_commit=False
+    )
     await watcher.start()
     tps = [TopicPartition(t, p) for t in TOPICS for p in range(6)]
     first: tuple[float, int] | None = None
     last: tuple[float, int] = (time.perf_counter(), 0)
-    with Progress(TextColumn("(a) engine"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("(a) engine"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
         task = progress.add_task("", total=total)
         deadline = time.perf_counter() + 600
         while last[1] < total and time.perf_counter() < deadline:
@@ -217,8 +238,10 @@ async def latency(stack: DevStack) -> tuple[list[float], float, int]:
     """New customers' first events at OFFERED_EPS; time to their first segment change."""
     consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10)
     await consumer.start()
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - learn the partitions first
-    tps = [TopicPartition("segments.changes", p) for p in sorted(consumer.partitions_for_topic("segments.changes") or ())]
+    await consumer._client.force_metadata_update()
+    tps = [
+        TopicPartition("segments.changes", p) for p in sorted(consumer.partitions_for_topic("segments.changes") or ())
+    ]
     consumer.assign(tps)
     await consumer.seek_to_end(*tps)
     for tp in tps:
@@ -246,7 +269,9 @@ async def latency(stack: DevStack) -> tuple[list[float], float, int]:
     slice_s, per_slice = 0.01, OFFERED_EPS // 100
     started = time.perf_counter()
     n = 0
-    with Progress(TextColumn(f"(d) latency at {OFFERED_EPS:,} events/s"), BarColumn(), MofNCompleteColumn(), console=console) as progress:
+    with Progress(
+        TextColumn(f"(d) latency at {OFFERED_EPS:,} events/s"), BarColumn(), MofNCompleteColumn(), console=console
+    ) as progress:
         task = progress.add_task("", total=OFFERED_EPS * LATENCY_SECONDS)
         while n < OFFERED_EPS * LATENCY_SECONDS:
             target = started + (n // per_slice) * slice_s
@@ -255,7 +280,13 @@ async def latency(stack: DevStack) -> tuple[list[float], float, int]:
                 await asyncio.sleep(delay)
             for _ in range(per_slice):
                 cid = f"lat-{n:06d}"
-                ev = {"event_id": f"lat-{n}", "customer_id": cid, "type": "browse", "ts": int(time.time() * 1000), "action": "view"}
+                ev = {
+                    "event_id": f"lat-{n}",
+                    "customer_id": cid,
+                    "type": "browse",
+                    "ts": int(time.time() * 1000),
+                    "action": "view",
+                }
                 sent[cid] = time.perf_counter()
                 await producer.send("events.browse", value=orjson.dumps(ev), key=cid.encode())
                 n += 1
@@ -278,7 +309,9 @@ async def naive_run(stack: DevStack, total: int) -> tuple[float, int, bool]:
     last = (time.perf_counter(), 0)
     budget_end: float | None = None
     try:
-        with Progress(TextColumn("(c) naive faust agent"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+        with Progress(
+            TextColumn("(c) naive faust agent"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        ) as progress:
             task = progress.add_task("", total=total)
             give_up = time.perf_counter() + 120
             while last[1] < total:
@@ -300,7 +333,7 @@ async def naive_run(stack: DevStack, total: int) -> tuple[float, int, bool]:
             proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), 10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
         await redis.aclose()
     if first is None or last[0] == first[0]:
@@ -319,14 +352,21 @@ async def timer_run(rules: Path) -> tuple[float, list[float], int]:
         env = {"SEGENGINE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "SEGENGINE_REDIS_URL": stack.redis_url, "SEGENGINE_RULES_FILE": str(rules),
                "SEGENGINE_GROUP_ID": "bench-timers", "SEGENGINE_CLOCK": "wall", "SEGENGINE_LOG_LEVEL": "WARNING",
                "SEGENGINE_QUANTILES_REFRESH_S": "0", "SEGENGINE_RULES_RELOAD_S": "0"}  # fmt: skip
-        proc = await spawn(["-m", "engine.cli", "run"], env)  # type: ignore[misc]
+        proc = await spawn(["-m", "segengine", "run"], env)  # type: ignore[misc]
         changes = AIOKafkaConsumer("segments.changes", bootstrap_servers=stack.kafka_bootstrap, auto_offset_reset="earliest",
                                    enable_auto_commit=False, fetch_max_wait_ms=10)  # fmt: skip
         producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, linger_ms=20, max_batch_size=1 << 20)
         await changes.start()
         await producer.start()
         try:
-            warm_up = {"event_id": "w", "customer_id": "warm-up", "type": "purchase", "ts": int(time.time() * 1000), "order_id": "w", "amount": 1.0}
+            warm_up = {
+                "event_id": "w",
+                "customer_id": "warm-up",
+                "type": "purchase",
+                "ts": int(time.time() * 1000),
+                "order_id": "w",
+                "amount": 1.0,
+            }
             await producer.send_and_wait("events.purchase", key=b"warm-up", value=orjson.dumps(warm_up))
             if not await _read_changes(changes, lambda read: any(c["customer_id"] == "warm-up" for c, _ in read), 60):
                 raise RuntimeError("the live engine did not start")
@@ -336,7 +376,14 @@ async def timer_run(rules: Path) -> tuple[float, list[float], int]:
             due.update({f"steady-{i:05d}": steady_start + i * 1000 // TIMER_STEADY_PER_S for i in range(TIMER_STEADY)})
             futures = []
             for i, (cid, at) in enumerate(due.items()):
-                ev = {"event_id": f"t{i}", "customer_id": cid, "type": "purchase", "ts": at - 60 * day - 1, "order_id": f"t{i}", "amount": 10.0}
+                ev = {
+                    "event_id": f"t{i}",
+                    "customer_id": cid,
+                    "type": "purchase",
+                    "ts": at - 60 * day - 1,
+                    "order_id": f"t{i}",
+                    "amount": 10.0,
+                }
                 futures.append(await producer.send("events.purchase", key=cid.encode(), value=orjson.dumps(ev)))
             await asyncio.gather(*futures)
             fired: dict[str, int] = {}
@@ -350,12 +397,16 @@ async def timer_run(rules: Path) -> tuple[float, list[float], int]:
                         ingested[0] = max(ingested[0], published)
                 return len(fired) >= len(due)
 
-            with Progress(TextColumn("(e) timers coming due"), BarColumn(), TimeElapsedColumn(), console=console) as progress:
+            with Progress(
+                TextColumn("(e) timers coming due"), BarColumn(), TimeElapsedColumn(), console=console
+            ) as progress:
                 task = progress.add_task("", total=len(due))
                 await _read_changes(changes, lambda read: (all_fired(read), progress.update(task, completed=len(fired)))[0],
                                     TIMER_LEAD_S + 5 + TIMER_STEADY / TIMER_STEADY_PER_S + 60)  # fmt: skip
             if ingested[0] > first_due:
-                console.print("[yellow]warning: the timer customers were not all ingested before they came due[/yellow]")
+                console.print(
+                    "[yellow]warning: the timer customers were not all ingested before they came due[/yellow]"
+                )
         finally:
             await producer.stop()
             await changes.stop()
@@ -367,7 +418,9 @@ async def timer_run(rules: Path) -> tuple[float, list[float], int]:
     return rate, lags, len(due) - len(fired)
 
 
-async def _read_changes(consumer: AIOKafkaConsumer, until: Callable[[list[tuple[dict[str, Any], int]]], bool], timeout_s: float) -> bool:
+async def _read_changes(
+    consumer: AIOKafkaConsumer, until: Callable[[list[tuple[dict[str, Any], int]]], bool], timeout_s: float
+) -> bool:
     """Hand the segment changes read, batch by batch, as (change, record timestamp: when it
     was published), to ``until``; stop when it returns True (then True) or the time is up."""
     deadline = time.perf_counter() + timeout_s
@@ -380,9 +433,9 @@ async def _read_changes(consumer: AIOKafkaConsumer, until: Callable[[list[tuple[
 
 async def replay_run(stack: DevStack) -> float:
     """`segengine replay --format cdnow` at --speed max: the same reader and producer."""
-    from engine.datasets import cdnow_path
-    from engine.replay import load
-    from engine.replay import produce as replay_produce
+    from segengine.datasets import cdnow_path
+    from segengine.replay import load
+    from segengine.replay import produce as replay_produce
 
     records = load(cdnow_path(), "cdnow")
     stats = await replay_produce(stack.kafka_bootstrap, records)
@@ -392,10 +445,10 @@ async def replay_run(stack: DevStack) -> float:
 def eval_cost_us(rules_path: Path) -> float:
     """Micro-benchmark: microseconds to evaluate every dimension of the shipped rules for one
     customer with purchases, browses, feedback and a profile (features computed fresh)."""
-    from engine.evaluate import FoldResult, decide
-    from engine.events import Event, Source
-    from engine.rules import load_rules
-    from engine.state import CustomerState, apply
+    from segengine.evaluate import FoldResult, decide
+    from segengine.events import Event, Source
+    from segengine.rules import load_rules
+    from segengine.state import CustomerState, apply
 
     rules = load_rules(rules_path)
     state = CustomerState()
@@ -428,7 +481,9 @@ async def main() -> None:
     for pack in ("value_tier.yaml", "lifecycle.yaml"):
         shutil.copy(ROOT / "rules" / pack, core_rules / pack)
     eval_us = eval_cost_us(ROOT / "rules")
-    console.print(f"evaluating all {len(__import__('engine.rules', fromlist=['load_rules']).load_rules(ROOT / 'rules').dimensions)} shipped dimensions for one customer: {eval_us:.1f} µs")
+    console.print(
+        f"evaluating all {len(__import__('segengine.rules', fromlist=['load_rules']).load_rules(ROOT / 'rules').dimensions)} shipped dimensions for one customer: {eval_us:.1f} µs"
+    )
     hot = hot_run()
     records = workload()
     async with DevStack() as stack:
@@ -489,20 +544,54 @@ async def main() -> None:
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_column("target")
-    table.add_row("(a) engine, sustained", f"{engine_eps:,.0f} events/s", "PASS" if engine_eps >= 10_000 else "MISS (>= 10,000)")
+    table.add_row(
+        "(a) engine, sustained", f"{engine_eps:,.0f} events/s", "PASS" if engine_eps >= 10_000 else "MISS (>= 10,000)"
+    )
     table.add_row("(b) raw aiokafka + orjson (ceiling)", f"{raw_eps:,.0f} events/s", "")
-    table.add_row("(c) naive faust agent, 1 Redis await/event", f"{naive_eps:,.0f} events/s" + ("" if naive_done else f" ({naive_events:,} events in {NAIVE_BUDGET_S} s)"), "")
+    table.add_row(
+        "(c) naive faust agent, 1 Redis await/event",
+        f"{naive_eps:,.0f} events/s" + ("" if naive_done else f" ({naive_events:,} events in {NAIVE_BUDGET_S} s)"),
+        "",
+    )
     table.add_row("(d) produce -> change p50", f"{results['p50_ms']} ms", "")
-    table.add_row("(d) produce -> change p99", f"{results['p99_ms']} ms", "PASS" if results["p99_ms"] <= 250 else "MISS (<= 250 ms)")
+    table.add_row(
+        "(d) produce -> change p99",
+        f"{results['p99_ms']} ms",
+        "PASS" if results["p99_ms"] <= 250 else "MISS (<= 250 ms)",
+    )
     table.add_row("(d) offered load", f"{offered:,.0f} events/s", "")
     table.add_row("Redis memory per customer", f"{results['redis_bytes_per_customer']:,} bytes", "")
-    table.add_row(f"live p50 / p99 before a rules switch ({REEVAL_EPS:,} events/s)", f"{reeval['reeval_p50_ms_before']} / {reeval['reeval_p99_ms_before']} ms", "")
-    table.add_row("live p50 / p99 while every customer is re-evaluated", f"{reeval['reeval_p50_ms_during']} / {reeval['reeval_p99_ms_during']} ms", "")
-    table.add_row("rules re-evaluation: changes, duration", f"{reeval['reeval_changes']:,} changes in {reeval['reeval_seconds']} s", "")
-    table.add_row("evaluate all shipped dimensions, 1 customer", f"{eval_us:.1f} µs", "PASS" if eval_us <= 20 else "MISS (<= 20 µs)")
-    table.add_row(f"timers: due customers re-evaluated ({TIMER_BURST:,} due at once)", f"{timer_due_per_s:,.0f} customers/s", "")
-    table.add_row(f"timers: due time -> change p99 (live, {TIMER_STEADY_PER_S:,} due/s)", f"{results['timer_lag_p99_ms']} ms", "")
-    table.add_row("replay producer (CDNOW, --speed max)", f"{replay_eps:,.0f} events/s", "PASS" if replay_eps >= 30_000 else "MISS (>= 30,000)")
+    table.add_row(
+        f"live p50 / p99 before a rules switch ({REEVAL_EPS:,} events/s)",
+        f"{reeval['reeval_p50_ms_before']} / {reeval['reeval_p99_ms_before']} ms",
+        "",
+    )
+    table.add_row(
+        "live p50 / p99 while every customer is re-evaluated",
+        f"{reeval['reeval_p50_ms_during']} / {reeval['reeval_p99_ms_during']} ms",
+        "",
+    )
+    table.add_row(
+        "rules re-evaluation: changes, duration",
+        f"{reeval['reeval_changes']:,} changes in {reeval['reeval_seconds']} s",
+        "",
+    )
+    table.add_row(
+        "evaluate all shipped dimensions, 1 customer",
+        f"{eval_us:.1f} µs",
+        "PASS" if eval_us <= 20 else "MISS (<= 20 µs)",
+    )
+    table.add_row(
+        f"timers: due customers re-evaluated ({TIMER_BURST:,} due at once)", f"{timer_due_per_s:,.0f} customers/s", ""
+    )
+    table.add_row(
+        f"timers: due time -> change p99 (live, {TIMER_STEADY_PER_S:,} due/s)", f"{results['timer_lag_p99_ms']} ms", ""
+    )
+    table.add_row(
+        "replay producer (CDNOW, --speed max)",
+        f"{replay_eps:,.0f} events/s",
+        "PASS" if replay_eps >= 30_000 else "MISS (>= 30,000)",
+    )
     table.add_row("engine / raw consume, same run", f"{results['engine_raw_ratio']:.2%}", "")
     table.add_row("engine CPU per event (its own process)", f"{results['cpu_us_per_event']:,.1f} µs", "")
     _crc32_rows(table, crc32)
@@ -516,9 +605,15 @@ async def main() -> None:
 
 
 def _crc32_rows(table: Table, crc32: dict[str, Any]) -> None:
-    table.add_row("(a') engine, CRC32-partitioned workload (confluent-kafka)", f"{crc32['engine_eps_crc32']:,} events/s", "")
+    table.add_row(
+        "(a') engine, CRC32-partitioned workload (confluent-kafka)", f"{crc32['engine_eps_crc32']:,} events/s", ""
+    )
     table.add_row("(b') raw consume, the same workload", f"{crc32['raw_eps_crc32']:,} events/s", "")
-    table.add_row("(a') / (b') ratio; engine CPU per event", f"{crc32['engine_raw_ratio_crc32']:.2%}; {crc32['cpu_us_per_event_crc32']:,.1f} µs", "")
+    table.add_row(
+        "(a') / (b') ratio; engine CPU per event",
+        f"{crc32['engine_raw_ratio_crc32']:.2%}; {crc32['cpu_us_per_event_crc32']:,.1f} µs",
+        "",
+    )
 
 
 def only_crc32() -> None:
@@ -551,7 +646,11 @@ def hot_run() -> dict[str, Any]:
 
 def _hot_rows(table: Table, hot: dict[str, Any]) -> None:
     for n in ("10k", "50k"):
-        table.add_row(f"hot customer: fold cost per event after {n} of its events", f"{hot[f'hot_customer_us_per_event_{n}']:,.1f} µs", "")
+        table.add_row(
+            f"hot customer: fold cost per event after {n} of its events",
+            f"{hot[f'hot_customer_us_per_event_{n}']:,.1f} µs",
+            "",
+        )
     table.add_row("hot customer: state document after 50k events", f"{hot['hot_customer_state_bytes_50k']:,} bytes", "")
 
 

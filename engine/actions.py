@@ -22,8 +22,9 @@ what was sent (cooldowns) and what waits (delays), written atomically with the r
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 Value = Callable[[Mapping[str, Any], Any, Any], Any]  # compiled expression: (features, current, now)
 OUTCOMES = ("sent", "cooled_down", "suppressed", "cancelled")
@@ -75,7 +76,9 @@ def action_id(customer_id: str, name: str, trigger_id: str) -> str:
 
 
 def grace_trigger_id(customer_id: str, dimension: str, segment: str, started: int) -> str:
-    return hashlib.blake2b(f"{customer_id}\x1f{dimension}\x1fgrace\x1f{segment}\x1f{started}".encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(
+        f"{customer_id}\x1f{dimension}\x1fgrace\x1f{segment}\x1f{started}".encode(), digest_size=16
+    ).hexdigest()
 
 
 @dataclass(slots=True)
@@ -94,7 +97,15 @@ def on_trigger(
     decided = Decided([], [])
     for action in matching:
         if action.delay_ms:
-            state.delayed.append({"a": action.name, "t": trigger.trigger_id, "d": trigger.dimension, "s": trigger.segment, "due": trigger.at + action.delay_ms})
+            state.delayed.append(
+                {
+                    "a": action.name,
+                    "t": trigger.trigger_id,
+                    "d": trigger.dimension,
+                    "s": trigger.segment,
+                    "due": trigger.at + action.delay_ms,
+                }
+            )
             continue
         _fire(action, state, customer_id, features, trigger.trigger_id, trigger.at, rfc3339, decided)
     return decided

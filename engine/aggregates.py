@@ -28,12 +28,13 @@ that alone holds MAX_TRACKED values, takes no new value (a distinct count satura
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.events import Event
-    from engine.state import CustomerState
+    from .events import Event
+    from .state import CustomerState
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -60,9 +61,27 @@ _ENVELOPE = {"source": STRING}
 # What an aggregation can read: event kinds and their fields (``purchase_item`` is one
 # item of a purchase, with the order's fields beside the item's own).
 SOURCES: dict[str, dict[str, str]] = {
-    "browse": {**_ENVELOPE, "action": STRING, "page": STRING, "product_id": STRING, "category": STRING, "price": NUMBER, "session_id": STRING, "query": STRING},
+    "browse": {
+        **_ENVELOPE,
+        "action": STRING,
+        "page": STRING,
+        "product_id": STRING,
+        "category": STRING,
+        "price": NUMBER,
+        "session_id": STRING,
+        "query": STRING,
+    },
     "purchase": {**_ENVELOPE, "order_id": STRING, "amount": NUMBER, "currency": STRING, "channel": STRING},
-    "purchase_item": {**_ENVELOPE, "order_id": STRING, "currency": STRING, "channel": STRING, "sku": STRING, "category": STRING, "qty": NUMBER, "price": NUMBER},
+    "purchase_item": {
+        **_ENVELOPE,
+        "order_id": STRING,
+        "currency": STRING,
+        "channel": STRING,
+        "sku": STRING,
+        "category": STRING,
+        "qty": NUMBER,
+        "price": NUMBER,
+    },
     "refund": {**_ENVELOPE, "order_id": STRING, "amount": NUMBER},
     "feedback": {**_ENVELOPE, "kind": STRING, "score": NUMBER, "topic": STRING},
 }
@@ -99,7 +118,9 @@ class Aggregate:
 
     def __post_init__(self) -> None:
         if not self.key:
-            object.__setattr__(self, "key", f"{self.name}:{hashlib.blake2b(self.definition.encode(), digest_size=3).hexdigest()}")
+            object.__setattr__(
+                self, "key", f"{self.name}:{hashlib.blake2b(self.definition.encode(), digest_size=3).hexdigest()}"
+            )
 
     @property
     def bucket_ms(self) -> int:
@@ -126,7 +147,9 @@ class Aggregate:
                 if source.where is not None and not source.where(row, None, None):
                     continue
                 value = row[self.field] if self.field is not None else None
-                if self.field is not None and (value is None or (numeric and not _is_number(value)) or isinstance(value, (dict, list))):
+                if self.field is not None and (
+                    value is None or (numeric and not _is_number(value)) or isinstance(value, (dict, list))
+                ):
                     continue
                 self._add(state, bucket, value, event.ts, source.weight)
 
@@ -239,7 +262,9 @@ def _rows(kind: str, event: Event) -> Iterator[Row]:
             yield Row({**order, **item})
 
 
-def fold_all(aggregates: tuple[Aggregate, ...], by_type: Mapping[str, tuple[Aggregate, ...]], state: CustomerState, event: Event) -> None:
+def fold_all(
+    aggregates: tuple[Aggregate, ...], by_type: Mapping[str, tuple[Aggregate, ...]], state: CustomerState, event: Event
+) -> None:
     """Fold one event into every declared aggregation that reads its type, prune every
     windowed one, and forget partials that no declaration owns any more."""
     for agg in by_type.get(event.type, ()):

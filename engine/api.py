@@ -17,17 +17,18 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from engine.inspect import check_customer_id, customer_report, segments_report
+from .inspect import check_customer_id, customer_report, segments_report
 
 if TYPE_CHECKING:
-    from engine.worker import Worker
+    from .worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +107,13 @@ async def readiness(worker: Worker) -> dict[str, Any]:
     async def redis_ok() -> bool:
         try:
             return bool(await asyncio.wait_for(worker.redis.ping(), PROBE_TIMEOUT_S))
-        except (RedisError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, RedisError, OSError):
             return False
 
     async def kafka_ok() -> bool:
         try:
             return bool(await asyncio.wait_for(worker.producer.client.force_metadata_update(), PROBE_TIMEOUT_S))
-        except Exception:  # noqa: BLE001 - not started, closed, unreachable: all mean not ready
+        except Exception:
             return False
 
     redis, kafka = await asyncio.gather(redis_ok(), kafka_ok())

@@ -1,12 +1,12 @@
 """The command line: wiring only.
 
-    segengine run     one worker on the configured Kafka and Redis (--embedded: a development stack)
-    segengine dev     start the embedded stack and keep it up until Ctrl-C
-    segengine demo    the CDNOW demo on the embedded stack
-    segengine demo-produce   only produce the demo stream to the configured Kafka
-    segengine topics create  create the topics of topics/topics.yaml on the configured Kafka
-    segengine rules check|explain|simulate   rules tooling for marketers
-    segengine inspect|segments|tail|produce  look customers up, watch changes, send one event
+segengine run     one worker on the configured Kafka and Redis (--embedded: a development stack)
+segengine dev     start the embedded stack and keep it up until Ctrl-C
+segengine demo    the CDNOW demo on the embedded stack
+segengine demo-produce   only produce the demo stream to the configured Kafka
+segengine topics create  create the topics of topics/topics.yaml on the configured Kafka
+segengine rules check|explain|simulate   rules tooling for marketers
+segengine inspect|segments|tail|produce  look customers up, watch changes, send one event
 """
 
 from __future__ import annotations
@@ -16,26 +16,36 @@ import logging
 import os
 import signal
 import sys
+from datetime import UTC
 from pathlib import Path
-from typing import Optional
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from engine.settings import Settings
+from .settings import Settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="segengine: streaming customer segmentation.")
-topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics, as declared in topics/topics.yaml.")
+HELP = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    context_settings=HELP,
+    help="segengine: streaming customer segmentation.",
+)
+topics_app = typer.Typer(
+    no_args_is_help=True, context_settings=HELP, help="Kafka topics, as declared in topics/topics.yaml."
+)
 app.add_typer(topics_app, name="topics")
-rules_app = typer.Typer(no_args_is_help=True, help="Check rules, explain a customer's segments, preview a change.")
+rules_app = typer.Typer(
+    no_args_is_help=True, context_settings=HELP, help="Check rules, explain a customer's segments, preview a change."
+)
 app.add_typer(rules_app, name="rules")
 out = Console()
 console = Console(stderr=True)
 
 
 def _settings(**overrides: object) -> Settings:
-    from engine.settings import settings_problems, unknown_variables
+    from .settings import settings_problems, unknown_variables
 
     for line in unknown_variables(os.environ):
         console.print(f"[yellow]warning:[/yellow] {line}", highlight=False, soft_wrap=True)
@@ -53,7 +63,14 @@ def _logging(settings: Settings) -> None:
 
         class JsonFormatter(logging.Formatter):
             def format(self, record: logging.LogRecord) -> str:
-                return json.dumps({"ts": self.formatTime(record), "level": record.levelname, "logger": record.name, "msg": record.getMessage()})
+                return json.dumps(
+                    {
+                        "ts": self.formatTime(record),
+                        "level": record.levelname,
+                        "logger": record.name,
+                        "msg": record.getMessage(),
+                    }
+                )
 
         handler: logging.Handler = logging.StreamHandler()
         handler.setFormatter(JsonFormatter())
@@ -83,8 +100,8 @@ def _run(coro: object) -> None:
         asyncio.run(main())
     except (typer.Exit, typer.Abort, KeyboardInterrupt):
         raise
-    except Exception as exc:  # noqa: BLE001 - the command's failure, said in one line
-        logging.getLogger("engine").debug("the command failed", exc_info=exc)
+    except Exception as exc:
+        logging.getLogger("segengine").debug("the command failed", exc_info=exc)
         console.print(f"[red]error:[/red] {failure_line(exc)}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
@@ -99,10 +116,12 @@ def failure_line(exc: BaseException) -> str:
     def first_line(e: BaseException) -> str:
         return (str(e).strip().splitlines() or [""])[0]
 
-    from engine.rules.ruleset import RulesError
+    from .rules.ruleset import RulesError
 
     if isinstance(exc, RulesError):
-        return f"invalid rules: {exc.problems[0]}" + (f" (and {len(exc.problems) - 1} more: segengine rules check)" if len(exc.problems) > 1 else "")
+        return f"invalid rules: {exc.problems[0]}" + (
+            f" (and {len(exc.problems) - 1} more: segengine rules check)" if len(exc.problems) > 1 else ""
+        )
     if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
         return f"cannot reach Redis: {first_line(exc)}"
     if isinstance(exc, KafkaConnectionError):
@@ -116,13 +135,34 @@ def failure_line(exc: BaseException) -> str:
     return f"{type(exc).__name__} (run with SEGENGINE_LOG_LEVEL=DEBUG for the traceback)"
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        out.print(f"segengine {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", "-V", callback=_print_version, is_eager=True, help="print the version and exit"
+    ),
+) -> None:
+    """segengine: streaming customer segmentation."""
+
+
 @app.command()
 def run(
-    rules: Optional[Path] = typer.Option(None, help="rules file or folder of packs (default: rules/)"),
-    clock: Optional[str] = typer.Option(None, help="wall (live) or event (replay of history)"),
-    http_port: Optional[int] = typer.Option(None, help="serve the HTTP API (/customers, /segments, /healthz, /readyz, /metrics) on this port (0 = off)"),
-    embedded: Optional[bool] = typer.Option(
-        None, "--embedded", help="start the embedded broker and Redis for what is not configured (development; env SEGENGINE_EMBEDDED)"
+    rules: Path | None = typer.Option(None, help="rules file or folder of packs (default: rules/)"),
+    clock: str | None = typer.Option(None, help="wall (live) or event (replay of history)"),
+    http_port: int | None = typer.Option(
+        None, help="serve the HTTP API (/customers, /segments, /healthz, /readyz, /metrics) on this port (0 = off)"
+    ),
+    embedded: bool | None = typer.Option(
+        None,
+        "--embedded",
+        help="start the embedded broker and Redis for what is not configured (development; env SEGENGINE_EMBEDDED)",
     ),
 ) -> None:
     """Run one worker on SEGENGINE_KAFKA_BOOTSTRAP and SEGENGINE_REDIS_URL (or, with --embedded, a development stack)."""
@@ -137,13 +177,15 @@ def run(
     _logging(settings)
 
     async def main() -> None:
-        from engine.devstack import stack_for
-        from engine.worker import Worker
+        from .devstack import stack_for
+        from .worker import Worker
 
         async with stack_for(settings) as (bootstrap, redis_url):
             worker_settings = settings.model_copy(update={"kafka_bootstrap": bootstrap, "redis_url": redis_url})
             worker = Worker(worker_settings)  # serves the HTTP API while it runs, when http_port is set
-            logging.getLogger("engine").info("worker starting: rules %s, clock %s", worker.rules.version, settings.clock)
+            logging.getLogger("segengine").info(
+                "worker starting: rules %s, clock %s", worker.rules.version, settings.clock
+            )
             await worker.run()
 
     _run(main())
@@ -156,11 +198,15 @@ def dev() -> None:
     _logging(settings)
 
     async def main() -> None:
-        from engine.devstack import stack_for
+        from .devstack import stack_for
 
         async with stack_for(settings) as (bootstrap, redis_url):
             console.print(f"Kafka  [bold]{bootstrap}[/bold]\nRedis  [bold]{redis_url}[/bold]")
-            console.print(f"export SEGENGINE_KAFKA_BOOTSTRAP={bootstrap} SEGENGINE_REDIS_URL={redis_url}", soft_wrap=True, highlight=False)
+            console.print(
+                f"export SEGENGINE_KAFKA_BOOTSTRAP={bootstrap} SEGENGINE_REDIS_URL={redis_url}",
+                soft_wrap=True,
+                highlight=False,
+            )
             console.print("Ctrl-C stops both.")
             await asyncio.Event().wait()
 
@@ -169,12 +215,12 @@ def dev() -> None:
 
 @app.command()
 def demo(
-    limit: Optional[int] = typer.Option(None, help="replay only the first N events (default: all)"),
+    limit: int | None = typer.Option(None, help="replay only the first N events (default: all)"),
 ) -> None:
     """Replay the CDNOW purchase history (plus synthetic browse/feedback/profile events) through the engine."""
     settings = _settings(clock="event", quantiles_refresh_s=10)  # a replay moves fast: rank against a fresh population
     _logging(settings.model_copy(update={"log_level": "WARNING"}))
-    from engine.demo import run_demo
+    from .demo import run_demo
 
     _run(run_demo(settings, limit=limit))
 
@@ -194,7 +240,7 @@ def topics_create() -> None:
     bootstrap = _require_kafka(settings)
 
     async def create() -> None:
-        from engine.topics import create_topics, load_topics
+        from .topics import create_topics, load_topics
 
         created = await create_topics(bootstrap, load_topics(settings.topics_file))
         console.print(f"created {len(created)} topics: {', '.join(created) or '(all existed)'}")
@@ -203,28 +249,30 @@ def topics_create() -> None:
 
 
 @app.command("demo-produce")
-def demo_produce(limit: Optional[int] = typer.Option(None, help="only the first N events")) -> None:
+def demo_produce(limit: int | None = typer.Option(None, help="only the first N events")) -> None:
     """Produce the demo stream (CDNOW + synthetic events) to the configured Kafka, without running a worker."""
     settings = _settings()
     _logging(settings)
     bootstrap = _require_kafka(settings)
-    from engine.demo import produce_demo
+    from .demo import produce_demo
 
     _run(produce_demo(bootstrap, limit))
 
 
 @app.command()
 def replay(
-    file: Optional[Path] = typer.Argument(None, help="the events file (cdnow: default the copy shipped in the lifetimes package)"),
+    file: Path | None = typer.Argument(
+        None, help="the events file (cdnow: default the copy shipped in the lifetimes package)"
+    ),
     fmt: str = typer.Option(..., "--format", help="cdnow, csv or jsonl"),
     speed: str = typer.Option("max", help="max, or Nx: N times real time from the first event's time"),
-    until: Optional[str] = typer.Option(None, help="stop after this event date (YYYY-MM-DD, inclusive) or RFC 3339 time"),
+    until: str | None = typer.Option(None, help="stop after this event date (YYYY-MM-DD, inclusive) or RFC 3339 time"),
 ) -> None:
     """Backfill: produce a file of historical events into the input topics in event-time order (run workers with SEGENGINE_CLOCK=event)."""
     settings = _settings()
     _logging(settings)
     bootstrap = _require_kafka(settings)
-    from engine.replay import ReplayError, prepare, replay_with_progress
+    from .replay import ReplayError, prepare, replay_with_progress
 
     try:
         records, pace = prepare(file, fmt, speed, until)
@@ -234,11 +282,11 @@ def replay(
     _run(replay_with_progress(bootstrap, records, pace, progress_to=console, report_to=out))
 
 
-def _at(at: Optional[str]) -> int:
+def _at(at: str | None) -> int:
     """--at: an RFC 3339 time or a date (for replayed history); default the wall clock."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    from engine.clock import wall_ms
+    from .clock import wall_ms
 
     if at is None:
         return wall_ms()
@@ -247,12 +295,12 @@ def _at(at: Optional[str]) -> int:
     except ValueError:
         console.print(f"[red]--at {at!r} is not a date or an RFC 3339 time[/red]")
         raise typer.Exit(2) from None
-    return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+    return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def _load_rules_or_exit(path: Path):  # type: ignore[no-untyped-def]
-    from engine.rules import check_files
-    from engine.rules.ruleset import RulesError
+    from .rules import check_files
+    from .rules.ruleset import RulesError
 
     try:
         rules, problems = check_files(path)
@@ -283,8 +331,8 @@ def rules_check(path: Path = typer.Argument(..., help="a rules file or a folder 
 @rules_app.command("explain")
 def rules_explain(
     customer_id: str,
-    rules_path: Optional[Path] = typer.Option(None, "--rules", help="rules (default: SEGENGINE_RULES_FILE)"),
-    at: Optional[str] = typer.Option(None, help="evaluate at this time (default: now)"),
+    rules_path: Path | None = typer.Option(None, "--rules", help="rules (default: SEGENGINE_RULES_FILE)"),
+    at: str | None = typer.Option(None, help="evaluate at this time (default: now)"),
     as_json: bool = typer.Option(False, "--json", help="JSON output for scripts"),
 ) -> None:
     """A customer's features, and for each dimension the segment, the rule that matched and the values it read."""
@@ -293,9 +341,9 @@ def rules_explain(
     rules = _load_rules_or_exit(settings.rules_file)
 
     async def main() -> None:
-        from engine.rules.tools import explain
-        from engine.state import CustomerState
-        from engine.store_redis import RedisStore, connect
+        from .rules.tools import explain
+        from .state import CustomerState
+        from .store_redis import RedisStore, connect
 
         redis = connect(redis_url)
         try:
@@ -317,7 +365,13 @@ def rules_explain(
         for column in ("dimension", "stored", "now", "rule", "values read"):
             table.add_column(column)
         for name, d in report["dimensions"].items():
-            table.add_row(name, str(d["stored"]), str(d["segment"]), d["reason"], ", ".join(f"{k}={v}" for k, v in d["read"].items()))
+            table.add_row(
+                name,
+                str(d["stored"]),
+                str(d["segment"]),
+                d["reason"],
+                ", ".join(f"{k}={v}" for k, v in d["read"].items()),
+            )
         out.print(table)
         features = Table(title="features")
         features.add_column("feature")
@@ -333,8 +387,8 @@ def rules_explain(
 @rules_app.command("simulate")
 def rules_simulate(
     new_rules: Path = typer.Argument(..., help="the rules file or folder to preview"),
-    at: Optional[str] = typer.Option(None, help="evaluate at this time (default: now)"),
-    sample: Optional[int] = typer.Option(None, help="only the first N customers found"),
+    at: str | None = typer.Option(None, help="evaluate at this time (default: now)"),
+    sample: int | None = typer.Option(None, help="only the first N customers found"),
     as_json: bool = typer.Option(False, "--json", help="JSON output for scripts"),
 ) -> None:
     """Who would move if NEW_RULES went live: per dimension, a from -> to matrix. Emits nothing."""
@@ -348,9 +402,9 @@ def rules_simulate(
 
         from rich.progress import Progress
 
-        from engine.rules.tools import simulate
-        from engine.state import CustomerState
-        from engine.store_redis import RedisStore, connect
+        from .rules.tools import simulate
+        from .state import CustomerState
+        from .store_redis import RedisStore, connect
 
         redis = connect(redis_url)
         store = RedisStore(redis)
@@ -363,7 +417,7 @@ def rules_simulate(
                 async for ids in store.scan_customers():
                     ids = ids[: None if sample is None else max(0, sample - seen)]
                     loaded = await store.load(ids)
-                    states = [CustomerState.loads(l.blob) for l in loaded.values() if l.blob is not None]
+                    states = [CustomerState.loads(row.blob) for row in loaded.values() if row.blob is not None]
                     present.update(k for st in states for k in st.aggs)
                     for dim, counts in simulate(rules, states, now).items():
                         totals.setdefault(dim, Counter()).update(counts)
@@ -382,8 +436,13 @@ def rules_simulate(
         if as_json:
             import orjson
 
-            report = {d: [{"from": a, "to": b, "customers": n} for (a, b), n in sorted(c.items(), key=str)] for d, c in totals.items()}
-            sys.stdout.write(orjson.dumps({"customers": seen, "rules_version": rules.version, "moves": report}).decode() + "\n")
+            report = {
+                d: [{"from": a, "to": b, "customers": n} for (a, b), n in sorted(c.items(), key=str)]
+                for d, c in totals.items()
+            }
+            sys.stdout.write(
+                orjson.dumps({"customers": seen, "rules_version": rules.version, "moves": report}).decode() + "\n"
+            )
             return
         from rich.table import Table
 
@@ -411,12 +470,12 @@ def _print_json(value: object) -> None:
 @app.command("inspect")
 def inspect_customer(
     customer_id: str,
-    at: Optional[str] = typer.Option(None, help="features at this time (default: now)"),
+    at: str | None = typer.Option(None, help="features at this time (default: now)"),
     as_json: bool = typer.Option(False, "--json", help="JSON output (what GET /customers/{id} returns)"),
 ) -> None:
     """A customer's memberships, features, next check time and last changes. Exit 1 if unknown (or erased)."""
-    from engine.inspect import check_customer_id, customer_report, customer_tables
-    from engine.store_redis import RedisStore, connect
+    from .inspect import check_customer_id, customer_report, customer_tables
+    from .store_redis import RedisStore, connect
 
     settings = _settings()
     redis_url = _require_redis(settings)
@@ -443,10 +502,12 @@ def inspect_customer(
 
 
 @app.command()
-def segments(as_json: bool = typer.Option(False, "--json", help="JSON output (the population part of GET /segments)")) -> None:
+def segments(
+    as_json: bool = typer.Option(False, "--json", help="JSON output (the population part of GET /segments)"),
+) -> None:
     """Customers per dimension and segment: the exact counters the workers keep."""
-    from engine.inspect import population_table, segments_report
-    from engine.store_redis import RedisStore, connect
+    from .inspect import population_table, segments_report
+    from .store_redis import RedisStore, connect
 
     redis_url = _require_redis(_settings())
 
@@ -465,13 +526,13 @@ def segments(as_json: bool = typer.Option(False, "--json", help="JSON output (th
 
 @app.command()
 def tail(
-    dimension: Optional[str] = typer.Option(None, help="only changes of this dimension"),
-    segment: Optional[str] = typer.Option(None, help="only changes from or to this segment"),
+    dimension: str | None = typer.Option(None, help="only changes of this dimension"),
+    segment: str | None = typer.Option(None, help="only changes from or to this segment"),
     from_beginning: bool = typer.Option(False, "--from-beginning", help="start at the oldest record kept, not now"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per line, with its topic"),
 ) -> None:
     """Follow segment changes and actions live (segments.changes, actions.*) until Ctrl-C; filtered, actions show with their change."""
-    from engine.inspect import TailFilter, describe, follow
+    from .inspect import TailFilter, describe, follow
 
     bootstrap = _require_kafka(_settings())
     wanted = TailFilter(dimension, segment)
@@ -493,17 +554,25 @@ def tail(
 
 @app.command()
 def produce(
-    topic: str = typer.Argument(..., help="an input topic: events.browse, events.purchase, events.feedback, events.profile"),
+    topic: str = typer.Argument(
+        ..., help="an input topic: events.browse, events.purchase, events.feedback, events.profile"
+    ),
     event: str = typer.Argument(..., help="the event as JSON ('-': read it from stdin)"),
 ) -> None:
     """Send one hand-written event, checked first as the engine checks it; a rejected one prints its reason code and exits 1."""
-    from engine.clock import wall_ms
-    from engine.events import Rejected
-    from engine.inspect import check_event, produce_event
+    from .clock import wall_ms
+    from .events import Rejected
+    from .inspect import check_event, produce_event
 
     settings = _settings()
     text = sys.stdin.read() if event == "-" else event
-    checked = check_event(topic, text, now_ms=wall_ms(), max_bytes=settings.max_event_bytes, future_skew_ms=int(settings.future_skew_s * 1000))
+    checked = check_event(
+        topic,
+        text,
+        now_ms=wall_ms(),
+        max_bytes=settings.max_event_bytes,
+        future_skew_ms=int(settings.future_skew_s * 1000),
+    )
     if isinstance(checked, Rejected):
         console.print(f"rejected: {checked.code}: {checked.message}", markup=False, highlight=False)
         raise typer.Exit(1)
@@ -511,7 +580,11 @@ def produce(
 
     async def main() -> None:
         partition, offset = await produce_event(bootstrap, checked)
-        out.print(f"sent {checked.type} {checked.event_id} to {topic} partition {partition} offset {offset}", markup=False, highlight=False)
+        out.print(
+            f"sent {checked.type} {checked.event_id} to {topic} partition {partition} offset {offset}",
+            markup=False,
+            highlight=False,
+        )
 
     _run(main())
 

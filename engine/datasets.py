@@ -9,19 +9,30 @@ from there without importing ``lifetimes``.
 from __future__ import annotations
 
 import hashlib
-
 import importlib.util
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 CDNOW_PURCHASES = 69_659
 CDNOW_CUSTOMERS = 23_570
-CITIES = ("Shanghai", "Beijing", "Guangzhou", "Shenzhen", "Chengdu", "Hangzhou", "New York", "London", "Berlin", "Paris")
+CITIES = (
+    "Shanghai",
+    "Beijing",
+    "Guangzhou",
+    "Shenzhen",
+    "Chengdu",
+    "Hangzhou",
+    "New York",
+    "London",
+    "Berlin",
+    "Paris",
+)
 CATEGORIES = ("rock", "pop", "jazz", "classical", "soundtrack", "hiphop")
 
 
@@ -60,7 +71,7 @@ def customer_id(cdnow_id: str) -> str:
 
 
 def date_ms(yyyymmdd: str, hour: int = 12) -> int:
-    day = datetime.strptime(yyyymmdd, "%Y%m%d").replace(hour=hour, tzinfo=timezone.utc)
+    day = datetime.strptime(yyyymmdd, "%Y%m%d").replace(hour=hour, tzinfo=UTC)
     return int(day.timestamp() * 1000)
 
 
@@ -75,7 +86,14 @@ def purchase_event(p: Purchase) -> dict[str, Any]:
         "amount": p.amount,
         "currency": "USD",
         "channel": "web",
-        "items": [{"sku": "cd", "category": favourite_genre(customer_id(p.customer)), "qty": p.cds, "price": round(p.amount / max(p.cds, 1), 2)}],
+        "items": [
+            {
+                "sku": "cd",
+                "category": favourite_genre(customer_id(p.customer)),
+                "qty": p.cds,
+                "price": round(p.amount / max(p.cds, 1), 2),
+            }
+        ],
     }
 
 
@@ -111,7 +129,14 @@ def demo_events(purchases: list[Purchase], seed: int = 7) -> list[tuple[str, dic
         first_seen[cid] = ts
         for _ in range(rng.randint(1, 4)):
             n += 1
-            events.append(("events.browse", _browse(n, cid, ts + rng.randint(0, 48) * HOUR_MS, rng.choice(("view", "search", "add_to_cart")), rng)))
+            events.append(
+                (
+                    "events.browse",
+                    _browse(
+                        n, cid, ts + rng.randint(0, 48) * HOUR_MS, rng.choice(("view", "search", "add_to_cart")), rng
+                    ),
+                )
+            )
     for cid, ts in first_seen.items():
         n += 1
         events.append(("events.profile", _profile(n, cid, ts - HOUR_MS, rng)))
@@ -140,7 +165,14 @@ def _browse(n: int, cid: str, ts: int, action: str, rng: random.Random) -> dict[
 
 def _feedback(n: int, cid: str, ts: int, rng: random.Random) -> dict[str, Any]:
     kind = rng.choices(("nps", "csat", "complaint"), weights=(6, 3, 1))[0]
-    event: dict[str, Any] = {"event_id": f"syn-{n}", "customer_id": cid, "type": "feedback", "ts": ts, "source": "survey", "kind": kind}
+    event: dict[str, Any] = {
+        "event_id": f"syn-{n}",
+        "customer_id": cid,
+        "type": "feedback",
+        "ts": ts,
+        "source": "survey",
+        "kind": kind,
+    }
     if kind == "nps":
         event["score"] = rng.choices(range(11), weights=(1, 1, 1, 1, 2, 3, 4, 6, 10, 10, 8))[0]
     elif kind == "csat":

@@ -18,24 +18,59 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from engine.datasets import demo_events, read_cdnow
-from engine.devstack import stack_for
-from engine.evaluate import rfc3339
-from engine.pipeline import BatchStats
-from engine.settings import Settings
-from engine.store_redis import RedisStore
-from engine.worker import Worker
+from .datasets import demo_events, read_cdnow
+from .devstack import stack_for
+from .evaluate import rfc3339
+from .pipeline import BatchStats
+from .settings import Settings
+from .store_redis import RedisStore
+from .worker import Worker
 
 console = Console()
 
 # Records a real upstream might send by mistake; each must land in events.dlq.
 MALFORMED: list[tuple[str, bytes, bytes]] = [
     ("events.purchase", b"cdnow-00001", b"{not json"),
-    ("events.purchase", b"cdnow-00002", orjson.dumps({"event_id": "bad-1", "customer_id": "cdnow-00002", "type": "purchase", "ts": 852076800000, "order_id": "x", "amount": -5})),
-    ("events.browse", b"cdnow-00003", orjson.dumps({"event_id": "bad-2", "customer_id": "cdnow-00003", "type": "browse", "ts": 852076800000, "action": "teleport"})),
-    ("events.browse", b"cdnow-00004", orjson.dumps({"event_id": "bad-3", "customer_id": "", "type": "browse", "ts": 852076800000, "action": "view"})),
+    (
+        "events.purchase",
+        b"cdnow-00002",
+        orjson.dumps(
+            {
+                "event_id": "bad-1",
+                "customer_id": "cdnow-00002",
+                "type": "purchase",
+                "ts": 852076800000,
+                "order_id": "x",
+                "amount": -5,
+            }
+        ),
+    ),
+    (
+        "events.browse",
+        b"cdnow-00003",
+        orjson.dumps(
+            {
+                "event_id": "bad-2",
+                "customer_id": "cdnow-00003",
+                "type": "browse",
+                "ts": 852076800000,
+                "action": "teleport",
+            }
+        ),
+    ),
+    (
+        "events.browse",
+        b"cdnow-00004",
+        orjson.dumps({"event_id": "bad-3", "customer_id": "", "type": "browse", "ts": 852076800000, "action": "view"}),
+    ),
     ("events.feedback", b"cdnow-00005", b"\xff\xfe\x00garbage"),
-    ("events.profile", b"cdnow-00006", orjson.dumps({"event_id": "bad-4", "customer_id": "cdnow-00006", "type": "profile", "ts": "yesterday", "attributes": {}})),
+    (
+        "events.profile",
+        b"cdnow-00006",
+        orjson.dumps(
+            {"event_id": "bad-4", "customer_id": "cdnow-00006", "type": "profile", "ts": "yesterday", "attributes": {}}
+        ),
+    ),
 ]
 
 
@@ -79,14 +114,18 @@ def demo_records(limit: int | None = None) -> list[tuple[str, bytes, bytes]]:
     if limit is not None:
         events = events[:limit]
     records = [(topic, ev["customer_id"].encode(), orjson.dumps(ev)) for topic, ev in events]
-    console.print(f"{len(purchases):,} real purchases, {len(events):,} events in all, {len(MALFORMED)} malformed records")
+    console.print(
+        f"{len(purchases):,} real purchases, {len(events):,} events in all, {len(MALFORMED)} malformed records"
+    )
     return records + MALFORMED
 
 
 async def produce_demo(bootstrap: str, limit: int | None = None) -> None:
     """Only produce the demo stream (for a stack whose workers run elsewhere)."""
     records = demo_records(limit)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), TimeElapsedColumn()) as progress:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), TimeElapsedColumn()
+    ) as progress:
         await _produce(bootstrap, records, progress)
 
 
@@ -97,12 +136,23 @@ async def run_demo(settings: Settings, *, limit: int | None = None) -> None:
 
     async with stack_for(settings) as (bootstrap, redis_url):
         console.print(f"embedded stack: Kafka {bootstrap}, Redis {redis_url}")
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), TimeElapsedColumn())
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+        )
         with progress:
             await _produce(bootstrap, records, progress)
 
-        api = {"http_port": settings.http_port or _free_port(), "http_host": "127.0.0.1"}  # the worker serves its API there
-        worker_settings = settings.model_copy(update={"kafka_bootstrap": bootstrap, "redis_url": redis_url, "group_id": "segengine-demo", **api})
+        api = {
+            "http_port": settings.http_port or _free_port(),
+            "http_host": "127.0.0.1",
+        }  # the worker serves its API there
+        worker_settings = settings.model_copy(
+            update={"kafka_bootstrap": bootstrap, "redis_url": redis_url, "group_id": "segengine-demo", **api}
+        )
         totals = BatchStats()
         done = asyncio.Event()
 
@@ -127,7 +177,13 @@ async def run_demo(settings: Settings, *, limit: int | None = None) -> None:
         worker.on_timers = on_timers
         url = f"http://127.0.0.1:{api['http_port']}"
         console.print(f"API (while the demo runs): {url}/segments, {url}/customers/cdnow-00042, {url}/metrics")
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), TimeElapsedColumn())
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+        )
         task = progress.add_task("segmenting", total=len(records))
         store = RedisStore(worker.redis)
         run_task = asyncio.create_task(worker.run())
@@ -171,10 +227,11 @@ async def run_demo(settings: Settings, *, limit: int | None = None) -> None:
     summary.add_row("events applied", f"{totals.applied:,}")
     summary.add_row("duplicates ignored", f"{totals.duplicates:,}")
     summary.add_row("rejected to events.dlq", f"{totals.rejected:,}")
-    summary.add_row("segment changes emitted", f"{totals.changes + timer_changes[1]:,} ({timer_changes[1]:,} by timers)")
+    summary.add_row(
+        "segment changes emitted", f"{totals.changes + timer_changes[1]:,} ({timer_changes[1]:,} by timers)"
+    )
     summary.add_row("as of (event time)", rfc3339(worker.processor.clock.now()))
     summary.add_row("engine throughput", f"{totals.records / engine_seconds:,.0f} events/s ({engine_seconds:.1f} s)")
     summary.add_row("metrics snapshot", str(snapshot))
     summary.add_row("wall time", f"{time.perf_counter() - started:.1f} s")
     console.print(summary)
-

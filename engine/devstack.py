@@ -29,8 +29,8 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
-from engine.settings import Settings
-from engine.topics import create_topics, load_topics
+from .settings import Settings
+from .topics import create_topics, load_topics
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,14 @@ START_TIMEOUT_S = 30.0
 STOP_GRACE_S = 5.0
 _PORT_ATTEMPTS = 3  # a free port can be taken by someone else before the server binds it
 # tansu reads these from the environment; a stray one (a schema registry) would change its behaviour.
-_TANSU_ENV = ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT")
+_TANSU_ENV = (
+    "CLUSTER_ID",
+    "LISTENER_URL",
+    "ADVERTISED_LISTENER_URL",
+    "STORAGE_ENGINE",
+    "SCHEMA_REGISTRY",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+)
 
 
 class DevStackError(RuntimeError):
@@ -272,7 +279,7 @@ class DevStack:
                 await writer.wait_closed()
                 await asyncio.wait_for(ready(server.address), timeout=5)
                 return
-            except Exception as exc:  # noqa: BLE001 - not answering yet
+            except Exception as exc:
                 last_error = exc
                 await asyncio.sleep(0.05)
         raise DevStackError(

@@ -15,11 +15,11 @@ still in its input topic, at the topic, partition and offset the dead letter nam
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 
-from engine.events import Rejected
+from .events import Rejected
 
 MAX_DLQ_BYTES = 900_000
 KEPT_BYTES = 65_536
@@ -37,7 +37,7 @@ def _text(raw: bytes | None) -> tuple[str | None, str]:
 def dlq_record(rejected: Rejected, received_at_ms: int) -> tuple[bytes | None, bytes]:
     key, key_encoding = _text(rejected.key)
     value, value_encoding = _text(rejected.value)
-    received = datetime.fromtimestamp(received_at_ms / 1000, tz=timezone.utc)
+    received = datetime.fromtimestamp(received_at_ms / 1000, tz=UTC)
     record = {
         "error": {"code": rejected.code, "message": rejected.message},
         "topic": rejected.source.topic,

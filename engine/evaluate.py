@@ -12,16 +12,17 @@ same ``change_id``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
-from engine.actions import Decided, Trigger, due_delayed, grace_trigger_id, on_trigger
-from engine.aggregates import fold_all
-from engine.events import Event
-from engine.rules import RuleSet
-from engine.state import CustomerState, Features, already_applied, apply
-from engine.timers import next_check
+from .actions import Decided, Trigger, due_delayed, grace_trigger_id, on_trigger
+from .aggregates import fold_all
+from .events import Event
+from .rules import RuleSet
+from .state import CustomerState, Features, already_applied, apply
+from .timers import next_check
 
 CHANGES_TOPIC = "segments.changes"
 MEMBERS_TOPIC = "segments.members"
@@ -76,7 +77,7 @@ class FoldError(Exception):
 
 
 def rfc3339(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def change_id(customer_id: str, dimension: str, cause_key: str, old: str | None, new: str | None) -> str:
@@ -88,9 +89,7 @@ def change_id(customer_id: str, dimension: str, cause_key: str, old: str | None,
 def prune_outbox(state: CustomerState, committed: Mapping[str, int]) -> None:
     """Drop outbox entries whose input record is committed (so they were published)."""
     if state.pending:
-        state.pending = [
-            p for p in state.pending if p.get("c") is None or p["o"] >= committed.get(p["c"], 0)
-        ]
+        state.pending = [p for p in state.pending if p.get("c") is None or p["o"] >= committed.get(p["c"], 0)]
 
 
 def fold_customer(
@@ -115,7 +114,7 @@ def fold_customer(
     for index, event in enumerate(events):
         try:
             _fold_one(rules, state, customer_id, event, now_for, dedupe_horizon_ms, result)
-        except Exception as exc:  # noqa: BLE001 - any bug in pure code: dead-letter this event
+        except Exception as exc:
             raise FoldError(index, exc) from exc
     return result
 
@@ -161,7 +160,13 @@ def _fold_one(
     # never decide before what the customer did, nor before the customer's last decision
     now = max(now_for(event.ts), state.max_ts or 0, state.checked_at or 0)
     result.decided_at = now
-    cause = {"kind": "event", "event_id": event.event_id, "topic": src.topic, "partition": src.partition, "offset": src.offset}
+    cause = {
+        "kind": "event",
+        "event_id": event.event_id,
+        "topic": src.topic,
+        "partition": src.partition,
+        "offset": src.offset,
+    }
     outputs = decide(rules, state, customer_id, now, cause, f"{tp}:{src.offset}", result, event.type)
     for out in outputs:
         out = Output(out.topic, out.key, out.value, tp, src.offset)
@@ -186,7 +191,9 @@ def _apply(rules: RuleSet, state: CustomerState, event: Event, dedupe_horizon_ms
 MAX_CATCH_UP = 64  # timer decisions taken before one decision, at most (then the due loop goes on)
 
 
-def catch_up(rules: RuleSet, state: CustomerState, customer_id: str, until: int, result: FoldResult, *, before: bool = False) -> list[Output]:
+def catch_up(
+    rules: RuleSet, state: CustomerState, customer_id: str, until: int, result: FoldResult, *, before: bool = False
+) -> list[Output]:
     """Timers that fell due by ``until`` (``before``: strictly before it) are decided first, at
     their due times, as the due loop would have (same ``change_id``): whatever decides a
     customer next (an event, a rules switch, a population re-score) decides it after every
@@ -203,7 +210,13 @@ def catch_up(rules: RuleSet, state: CustomerState, customer_id: str, until: int,
 
 
 def reevaluate_customer(
-    rules: RuleSet, state: CustomerState, customer_id: str, now: int, result: FoldResult, cause: dict[str, Any], cause_key: str
+    rules: RuleSet,
+    state: CustomerState,
+    customer_id: str,
+    now: int,
+    result: FoldResult,
+    cause: dict[str, Any],
+    cause_key: str,
 ) -> None:
     """Every dimension, with no event: after a rules switch (``cause.kind = rules``), a
     population re-score, or when a timer is due (``timer``, ``cause_key`` ``timer:<due>``).
@@ -262,7 +275,12 @@ def decide(
         if move.grace_started is not None and dimension not in grace and old is not None and rules.actions:
             trigger = Trigger(grace_trigger_id(customer_id, dimension, old, move.grace_started), dimension, old, now)
             matching = [a for a in rules.actions if a.matches_grace(dimension, old)]
-            _actions(on_trigger(rules.actions, state, customer_id, features, trigger, matching, rfc3339), customer_id, outputs, result)
+            _actions(
+                on_trigger(rules.actions, state, customer_id, features, trigger, matching, rfc3339),
+                customer_id,
+                outputs,
+                result,
+            )
         if move.grace_started is not None:
             grace[dimension] = move.grace_started
         elif dimension in grace:
@@ -305,12 +323,21 @@ def decide(
         if rules.actions:
             matching = [a for a in rules.actions if a.matches(dimension, old, new)]
             if matching:
-                decided = on_trigger(rules.actions, state, customer_id, features, Trigger(cid, dimension, new, now), matching, rfc3339)
+                decided = on_trigger(
+                    rules.actions, state, customer_id, features, Trigger(cid, dimension, new, now), matching, rfc3339
+                )
                 _actions(decided, customer_id, outputs, result)
     if state.delayed:
-        _actions(due_delayed(rules.actions_by_name, state, customer_id, features, now, rfc3339), customer_id, outputs, result)
+        _actions(
+            due_delayed(rules.actions_by_name, state, customer_id, features, now, rfc3339), customer_id, outputs, result
+        )
     if any(o.topic == CHANGES_TOPIC for o in outputs):
-        members = {"customer_id": customer_id, "memberships": dict(state.members), "rules_version": rules.version, "updated_at": at}
+        members = {
+            "customer_id": customer_id,
+            "memberships": dict(state.members),
+            "rules_version": rules.version,
+            "updated_at": at,
+        }
         outputs.append(Output(MEMBERS_TOPIC, customer_id, members))
     return outputs
 
@@ -322,7 +349,13 @@ def _actions(decided: Decided, customer_id: str, outputs: list[Output], result: 
 
 
 def erase_customer(
-    rules: RuleSet, state: CustomerState, customer_id: str, event: Event, now_for: NowFn, dedupe_horizon_ms: int, result: FoldResult
+    rules: RuleSet,
+    state: CustomerState,
+    customer_id: str,
+    event: Event,
+    now_for: NowFn,
+    dedupe_horizon_ms: int,
+    result: FoldResult,
 ) -> None:
     """An erase: an exit (``to: null``, ``cause.kind = erase``) from every membership, a
     tombstone for ``segments.members``, and the state forgotten (``state._apply_erase``). The
@@ -341,7 +374,13 @@ def erase_customer(
     result.erased = True
     result.decided_at = now
     at = rfc3339(now)
-    cause = {"kind": "erase", "event_id": event.event_id, "topic": src.topic, "partition": src.partition, "offset": src.offset}
+    cause = {
+        "kind": "erase",
+        "event_id": event.event_id,
+        "topic": src.topic,
+        "partition": src.partition,
+        "offset": src.offset,
+    }
     outputs = []
     for dimension, old in members.items():
         result.population[(dimension, old)] = result.population.get((dimension, old), 0) - 1

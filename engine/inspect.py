@@ -16,14 +16,14 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.table import Table
 
-from engine.evaluate import CHANGES_TOPIC, rfc3339
-from engine.pipeline import home_of
-from engine.events import INPUT_TOPICS, Event, Rejected
-from engine.rules import RuleSet
-from engine.state import CustomerState, Features
-from engine.store_redis import RedisStore
-from engine.topics import load_topics
-from engine.validate import MAX_ID, validate
+from .evaluate import CHANGES_TOPIC, rfc3339
+from .events import INPUT_TOPICS, Event, Rejected
+from .pipeline import home_of
+from .rules import RuleSet
+from .state import CustomerState, Features
+from .store_redis import RedisStore
+from .topics import load_topics
+from .validate import MAX_ID, validate
 
 TAIL_PATTERN = r"^(segments\.changes|actions\..+)$"  # what `segengine tail` follows
 NONE = "-"  # how a missing segment (first entry, exit by erase) is shown
@@ -49,7 +49,7 @@ async def customer_report(store: RedisStore, rules: RuleSet, customer_id: str, n
         features: dict[str, Any] | None = {
             k: round(v, 4) if isinstance(v, float) else v for k, v in Features(state, now, rules.derived).all().items()
         }
-    except Exception:  # noqa: BLE001 - a state the rules cannot read (a quarantined customer): shown without features
+    except Exception:
         features = None
     memberships = {
         dimension: {
@@ -107,7 +107,9 @@ async def produce_event(bootstrap: str, event: Event) -> tuple[int, int]:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
-        meta = await producer.send_and_wait(event.source.topic, orjson.dumps(event.body), key=event.customer_id.encode())
+        meta = await producer.send_and_wait(
+            event.source.topic, orjson.dumps(event.body), key=event.customer_id.encode()
+        )
     finally:
         await producer.stop()
     return meta.partition, meta.offset
@@ -173,7 +175,9 @@ def describe(topic: str, record: Mapping[str, Any]) -> str:
             f"({cause.get('kind')}{where}; {record.get('reason')})"
         )
     params = ", ".join(f"{k}={v}" for k, v in (record.get("params") or {}).items())
-    return f"{record.get('at')}  {record.get('customer_id')}  action {record.get('action')} [{topic}]" + (f"  {params}" if params else "")
+    return f"{record.get('at')}  {record.get('customer_id')}  action {record.get('action')} [{topic}]" + (
+        f"  {params}" if params else ""
+    )
 
 
 # -- tables for people -----------------------------------------------------------------------
@@ -183,7 +187,9 @@ def customer_tables(report: Mapping[str, Any]) -> list[Table]:
     """``inspect``: memberships, last changes and the features that are set."""
     who = f"{report['customer_id']} as of {report['as_of']} ({report['rules_version']}); next check: {report['next_check'] or 'none'}"
     if report.get("quarantined"):
-        who += f"; QUARANTINED (processing failed at {report['quarantined']}; timers paused until an event for it applies)"
+        who += (
+            f"; QUARANTINED (processing failed at {report['quarantined']}; timers paused until an event for it applies)"
+        )
     members = Table(title=who)
     for column in ("dimension", "segment", "since", "leaving since"):
         members.add_column(column)
@@ -193,7 +199,14 @@ def customer_tables(report: Mapping[str, Any]) -> list[Table]:
     for column in ("at", "dimension", "from", "to", "cause", "reason"):
         changes.add_column(column)
     for c in report["changes"]:
-        changes.add_row(c["at"], c["dimension"], c["from"] or NONE, c["to"] or NONE, (c.get("cause") or {}).get("kind", ""), c["reason"])
+        changes.add_row(
+            c["at"],
+            c["dimension"],
+            c["from"] or NONE,
+            c["to"] or NONE,
+            (c.get("cause") or {}).get("kind", ""),
+            c["reason"],
+        )
     features = Table(title="features (zero and empty left out)")
     features.add_column("feature")
     features.add_column("value", justify="right")

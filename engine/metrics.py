@@ -32,14 +32,20 @@ class Metrics:
         )  # fmt: skip
         self.dlq = Counter("segengine_dlq", "Records sent to events.dlq by reason code", ["code"], registry=r)
         self.changes = Counter(
-            "segengine_segment_changes", "Segment changes by dimension, from and to", ["dimension", "from_segment", "to_segment"], registry=r
+            "segengine_segment_changes",
+            "Segment changes by dimension, from and to",
+            ["dimension", "from_segment", "to_segment"],
+            registry=r,
         )
         self.batch_seconds = Histogram(
             "segengine_batch_seconds", "Time to process one batch, from fetch to commit",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r,
         )  # fmt: skip
         self.batch_size = Histogram(
-            "segengine_batch_records", "Records per batch", buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000), registry=r
+            "segengine_batch_records",
+            "Records per batch",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+            registry=r,
         )
         self.event_lag = Histogram(
             "segengine_event_lag_seconds", "Event time to applied (wall clock)", buckets=LATENCY_BUCKETS, registry=r
@@ -50,7 +56,10 @@ class Metrics:
             buckets=CHANGE_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.population = Gauge(
-            "segengine_segment_population", "Customers per dimension and segment (exact)", ["dimension", "segment"], registry=r
+            "segengine_segment_population",
+            "Customers per dimension and segment (exact)",
+            ["dimension", "segment"],
+            registry=r,
         )
         self.consumer_lag = Gauge(
             "segengine_consumer_lag_records", "Records not yet consumed, per assigned input partition (high watermark - position)",
@@ -62,18 +71,29 @@ class Metrics:
             ["command"], buckets=REDIS_BUCKETS, registry=r,
         )  # fmt: skip
         self.batch_retries = Counter("segengine_batch_retries", "Batches retried after a retriable error", registry=r)
-        self.cas_conflicts = Counter("segengine_cas_conflicts", "Customer writes retried after a concurrent write", registry=r)
-        self.timer_lag = Histogram(
-            "segengine_timer_lag_seconds", "Due time to timer re-evaluation (live clock)", buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 60), registry=r
+        self.cas_conflicts = Counter(
+            "segengine_cas_conflicts", "Customer writes retried after a concurrent write", registry=r
         )
-        self.timer_backlog = Gauge("segengine_timer_backlog", "Customers whose next check is due and not yet taken", registry=r)
-        self.timers_fired = Counter("segengine_timers_fired", "Customers re-evaluated because their next check was due", registry=r)
+        self.timer_lag = Histogram(
+            "segengine_timer_lag_seconds",
+            "Due time to timer re-evaluation (live clock)",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 60),
+            registry=r,
+        )
+        self.timer_backlog = Gauge(
+            "segengine_timer_backlog", "Customers whose next check is due and not yet taken", registry=r
+        )
+        self.timers_fired = Counter(
+            "segengine_timers_fired", "Customers re-evaluated because their next check was due", registry=r
+        )
         self.actions = Counter(
             "segengine_actions", "Actions triggered by segment changes, by action name and outcome (sent, cooled_down, suppressed, cancelled)",
             ["action", "outcome"], registry=r,
         )  # fmt: skip
         self.rules_info = Info("segengine_rules", "The rules version in force", registry=r)
-        self.rules_reloads = Counter("segengine_rules_reloads", "Rules files picked up, by outcome (applied, refused)", ["outcome"], registry=r)
+        self.rules_reloads = Counter(
+            "segengine_rules_reloads", "Rules files picked up, by outcome (applied, refused)", ["outcome"], registry=r
+        )
         self.quarantined = Counter(
             "segengine_customers_quarantined",
             "Customers set aside after processing them raised, by stage (fold, encode, timer, rules, load); "
@@ -87,9 +107,13 @@ class Metrics:
             ["topic"], registry=r,
         )  # fmt: skip
         self.revoked_commits = Counter(
-            "segengine_revoked_commits", "Batch commits refused because a rebalance took the partitions away (redelivered to their new owner)", registry=r
+            "segengine_revoked_commits",
+            "Batch commits refused because a rebalance took the partitions away (redelivered to their new owner)",
+            registry=r,
         )
-        self.reevaluated = Counter("segengine_reevaluated_customers", "Customers re-evaluated after a rules switch", registry=r)
+        self.reevaluated = Counter(
+            "segengine_reevaluated_customers", "Customers re-evaluated after a rules switch", registry=r
+        )
         if process:  # process_* (CPU, memory, open files) and python_info, on this registry rather than the global one
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)

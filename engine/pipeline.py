@@ -16,22 +16,23 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
 import orjson
 
-from engine.clock import Clock, wall_ms
-from engine.dlq import dlq_record
-from engine.evaluate import CHANGES_TOPIC, MEMBERS_TOPIC, FoldError, FoldResult, Output, fold_customer, reevaluate_customer
-from engine.events import Event, Rejected
-from engine.metrics import Metrics
-from engine.rules import RuleSet
-from engine.settings import Settings
-from engine.state import CustomerState, LimitExceeded, check_size
-from engine.store_redis import HISTORY, Loaded, RedisStore, Write, timer_key
-from engine.timers import next_check
-from engine.validate import validate
+from .clock import Clock, wall_ms
+from .dlq import dlq_record
+from .evaluate import CHANGES_TOPIC, MEMBERS_TOPIC, FoldError, FoldResult, Output, fold_customer, reevaluate_customer
+from .events import Event, Rejected
+from .metrics import Metrics
+from .rules import RuleSet
+from .settings import Settings
+from .state import CustomerState, LimitExceeded, check_size
+from .store_redis import HISTORY, Loaded, RedisStore, Write, timer_key
+from .timers import next_check
+from .validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class BatchStats:
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # what to commit
     # (customer, version, timer key, next check) written with an outbox; a timer or rules
     # decision's outbox keeps the customer due at once until it is published (then: the real next check)
-    outboxes: list[tuple[str, int, str, int | None | str]] = field(default_factory=list)
+    outboxes: list[tuple[str, int, str, int | str | None]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -76,7 +77,9 @@ class Prepared:
 
     stats: BatchStats
     records: list[OutRecord]
-    produced_at: list[int] = field(default_factory=list)  # Kafka timestamps of the events behind a sample of the changes
+    produced_at: list[int] = field(
+        default_factory=list
+    )  # Kafka timestamps of the events behind a sample of the changes
 
 
 class ConcurrentWriteError(RuntimeError):
@@ -155,7 +158,9 @@ class BatchProcessor:
             return self._fold(rules, cid, by_customer[cid], loaded, fold_rejects[cid])
 
         def failed(cid: str, exc: BaseException) -> None:  # the customer could not be folded at all
-            fold_rejects[cid] = [_rejected(e, "processing_error", f"processing failed: {type(exc).__name__}") for e in by_customer[cid]]
+            fold_rejects[cid] = [
+                _rejected(e, "processing_error", f"processing failed: {type(exc).__name__}") for e in by_customer[cid]
+            ]
 
         outputs = await self._apply(list(by_customer), fold, stats, rules, stage="fold", failed=failed)
         for rejects in fold_rejects.values():
@@ -177,7 +182,9 @@ class BatchProcessor:
         stats.published = len(out_records)
         return Prepared(stats, out_records, _produced_at(outputs, produced))
 
-    async def reevaluate(self, customer_ids: list[str], rules: RuleSet, *, rescore: bool = False, owned: frozenset[int] | None = None) -> Prepared:
+    async def reevaluate(
+        self, customer_ids: list[str], rules: RuleSet, *, rescore: bool = False, owned: frozenset[int] | None = None
+    ) -> Prepared:
         """Re-evaluate these customers under ``rules`` (after a rules switch): changes carry
         ``cause.kind = rules``; state is written with the same compare-and-set as events.
         ``rescore``: the population sample moved instead, so the time-dependent dimensions
@@ -234,7 +241,9 @@ class BatchProcessor:
         outputs = await self._apply(list(at), fold, stats, rules, stage="timer" if partition is not None else "rules")
         if stale:
             await self.store.drop_timers(stale)
-        records: list[OutRecord] = [(o.topic, o.key.encode(), None if o.value is None else orjson.dumps(o.value)) for o in outputs]
+        records: list[OutRecord] = [
+            (o.topic, o.key.encode(), None if o.value is None else orjson.dumps(o.value)) for o in outputs
+        ]
         stats.published = len(records)
         return Prepared(stats, records)
 
@@ -251,7 +260,7 @@ class BatchProcessor:
         outcomes: Counter[tuple[str, str, str]] = Counter()
         actions: Counter[tuple[str, str]] = Counter()
         changes: Counter[tuple[str, str, str]] = Counter()
-        real_due: dict[str, int | None | str] = {}  # "" = the written next check is the real one
+        real_due: dict[str, int | str | None] = {}  # "" = the written next check is the real one
         todo = list(customer_ids)
         for _ in range(MAX_CAS_ROUNDS):
             if not todo:
@@ -266,7 +275,9 @@ class BatchProcessor:
                     if folded is None:
                         continue
                     state, result, blob = folded
-                    if result.applied or result.duplicates or result.changes or result.reschedule:  # else nothing changed
+                    if (
+                        result.applied or result.duplicates or result.changes or result.reschedule
+                    ):  # else nothing changed
                         decided = state.checked_at if state.checked_at is not None else self.clock.now()
                         due = None if rules.time_plan.empty else next_check(rules.time_plan, state, decided)
                         held = any(p.get("c") is None for p in state.pending)  # no input record will re-send it
@@ -274,9 +285,11 @@ class BatchProcessor:
                         timers = "" if home is None else timer_key(home)
                         writes.append(_write(cid, loaded[cid], state, blob, result, timers, decided if held else due))
                         real_due[cid] = due if held else ""
-                except Exception as exc:  # noqa: BLE001 - one customer's failure is contained to it
+                except Exception as exc:
                     quarantined.append((cid, stage, self._home_timers(loaded[cid])))
-                    log.error("customer quarantined at %s: %s", stage, type(exc).__name__)  # never the message: it may carry customer data
+                    log.error(
+                        "customer quarantined at %s: %s", stage, type(exc).__name__
+                    )  # never the message: it may carry customer data
                     log.debug("customer %r quarantined at %s", cid, stage, exc_info=True)
                     if failed is not None:
                         failed(cid, exc)
@@ -322,7 +335,7 @@ class BatchProcessor:
         """The timer set of a customer whose state may not even decode ("" if unknown)."""
         try:
             home = home_of(CustomerState.loads(loaded.blob))
-        except Exception:  # noqa: BLE001 - a state that does not decode has no known home
+        except Exception:
             return ""
         return "" if home is None else timer_key(home)
 
@@ -338,7 +351,7 @@ class BatchProcessor:
             else:
                 try:
                     blob = encode(state, loaded)
-                except Exception as exc:  # noqa: BLE001 - found below: the event after which the state cannot be stored
+                except Exception as exc:
                     culprit = self._unstorable(rules, cid, events, loaded)
                     if culprit is None:
                         raise  # the state as loaded cannot be stored: the customer fails
@@ -353,15 +366,35 @@ class BatchProcessor:
                 code, message = cause.code, cause.message
             else:  # the type only: the message of an exception raised on customer data may carry it (debug has it all)
                 code, message = "processing_error", f"processing failed: {type(cause).__name__}"
-            log.error("event at %s:%d:%d failed in processing: %s", bad.source.topic, bad.source.partition, bad.source.offset, type(cause).__name__)
-            log.debug("processing failed on %s:%d:%d", bad.source.topic, bad.source.partition, bad.source.offset, exc_info=cause)
+            log.error(
+                "event at %s:%d:%d failed in processing: %s",
+                bad.source.topic,
+                bad.source.partition,
+                bad.source.offset,
+                type(cause).__name__,
+            )
+            log.debug(
+                "processing failed on %s:%d:%d",
+                bad.source.topic,
+                bad.source.partition,
+                bad.source.offset,
+                exc_info=cause,
+            )
             rejected.append(_rejected(bad, code, message))
             events = events[:index] + events[index + 1 :]
 
-    def _fold_events(self, rules: RuleSet, cid: str, events: list[Event], loaded: Loaded) -> tuple[CustomerState, FoldResult]:
+    def _fold_events(
+        self, rules: RuleSet, cid: str, events: list[Event], loaded: Loaded
+    ) -> tuple[CustomerState, FoldResult]:
         state = _loaded_state(loaded)
         result = fold_customer(
-            rules, state, cid, events, now_for=self.clock.now_for, committed=self.committed, dedupe_horizon_ms=self._dedupe_ms
+            rules,
+            state,
+            cid,
+            events,
+            now_for=self.clock.now_for,
+            committed=self.committed,
+            dedupe_horizon_ms=self._dedupe_ms,
         )
         return state, result
 
@@ -370,12 +403,12 @@ class BatchProcessor:
         prefixes); None when the state as loaded cannot be."""
         try:
             encode(_loaded_state(loaded), loaded)
-        except Exception:  # noqa: BLE001
+        except Exception:
             return None
         for i in range(len(events)):
             try:
                 encode(self._fold_events(rules, cid, events[: i + 1], loaded)[0], loaded)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 return i
         return len(events) - 1
 
@@ -401,10 +434,14 @@ def encode(state: CustomerState, loaded: Loaded) -> bytes:
     return blob
 
 
-def _reevaluate(rules: RuleSet, cid: str, state: CustomerState, at: int, cause: dict[str, object], key: str) -> FoldResult:
+def _reevaluate(
+    rules: RuleSet, cid: str, state: CustomerState, at: int, cause: dict[str, object], key: str
+) -> FoldResult:
     result = FoldResult()
     if key != "timer":  # never decide before what the customer did, nor before its last decision
-        at = max(at, state.max_ts or 0, state.checked_at or 0)  # (a timer keeps its due time: stale, it decides nothing)
+        at = max(
+            at, state.max_ts or 0, state.checked_at or 0
+        )  # (a timer keeps its due time: stale, it decides nothing)
     result.decided_at = at
     reevaluate_customer(rules, state, cid, at, result, dict(cause), f"{key}:{at}" if key == "timer" else key)
     return result
@@ -417,20 +454,37 @@ def _loaded_state(loaded: Loaded) -> CustomerState:
     return state
 
 
-def _write(cid: str, loaded: Loaded, state: CustomerState, blob: bytes, result: FoldResult, timers: str, due: int | None) -> Write:
+def _write(
+    cid: str, loaded: Loaded, state: CustomerState, blob: bytes, result: FoldResult, timers: str, due: int | None
+) -> Write:
     """What to write for one customer. Erased with nothing new since: no state document, only
     the applied offsets and the outbox, until the erase is committed (then the key goes)."""
     recent = _recent_changes(result.outputs, loaded.outbox)
     if result.erased and state.is_empty:
         offsets = orjson.dumps(state.offsets)
-        return Write(cid, loaded.version, b"", state.dumps_outbox(), result.population, timers, None, recent, forget=True, offsets=offsets)
-    return Write(cid, loaded.version, blob, state.dumps_outbox(), result.population, timers, due, recent, forget=result.erased)
+        return Write(
+            cid,
+            loaded.version,
+            b"",
+            state.dumps_outbox(),
+            result.population,
+            timers,
+            None,
+            recent,
+            forget=True,
+            offsets=offsets,
+        )
+    return Write(
+        cid, loaded.version, blob, state.dumps_outbox(), result.population, timers, due, recent, forget=result.erased
+    )
 
 
 def _recent_changes(outputs: list[Output], outbox: bytes | None) -> tuple[bytes, ...]:
     """The change records this write adds to the customer's recent changes, oldest first:
     not the outbox's re-sends (added when first written), nothing before an erase."""
-    resent = {e["v"]["change_id"] for e in orjson.loads(outbox) if e["t"] == CHANGES_TOPIC and e["v"]} if outbox else set()
+    resent = (
+        {e["v"]["change_id"] for e in orjson.loads(outbox) if e["t"] == CHANGES_TOPIC and e["v"]} if outbox else set()
+    )
     recent: list[dict[str, object]] = []
     for out in outputs:
         if out.topic == CHANGES_TOPIC and out.value is not None and out.value["change_id"] not in resent:

@@ -26,18 +26,19 @@ import re
 import time
 from bisect import bisect_right
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from enum import Enum
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
-from engine.datasets import cdnow_path, purchase_event, read_cdnow
-from engine.events import INPUT_TOPICS
+from .datasets import cdnow_path, purchase_event, read_cdnow
+from .events import INPUT_TOPICS
 
 TOPIC_OF = {type_: topic for topic, types in INPUT_TOPICS.items() for type_ in types}
 NUMBER_FIELDS = ("amount", "price", "score", "schema")  # CSV cells that are numbers in the contract
@@ -47,7 +48,7 @@ SLICE = 20_000  # records per step at --speed max
 MAX_PROBLEMS = 5
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     cdnow = "cdnow"
     csv = "csv"
     jsonl = "jsonl"
@@ -190,12 +191,12 @@ def parse_until(text: str) -> int:
     """--until: a date (that whole UTC day included) or an RFC 3339 time (inclusive), in ms."""
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
-            day = datetime.fromisoformat(text.strip()).replace(tzinfo=timezone.utc)
+            day = datetime.fromisoformat(text.strip()).replace(tzinfo=UTC)
             return int((day + timedelta(days=1)).timestamp() * 1000) - 1
         parsed = datetime.fromisoformat(text)
     except ValueError:
         raise ReplayError(f"--until {text!r} is not a date (YYYY-MM-DD) or an RFC 3339 time") from None
-    return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+    return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def parse_speed(text: str) -> float | None:
@@ -270,7 +271,9 @@ async def produce(
             groups: dict[tuple[str, int], list[Record]] = {}
             for record in chunk:
                 parts = partitions[record.topic]
-                groups.setdefault((record.topic, parts[(murmur2(record.key) & 0x7FFFFFFF) % len(parts)]), []).append(record)
+                groups.setdefault((record.topic, parts[(murmur2(record.key) & 0x7FFFFFFF) % len(parts)]), []).append(
+                    record
+                )
             # One sender per partition: each hands its batches over in order, side by side.
             for sent in await asyncio.gather(*(_send(producer, tp, items, on_acked) for tp, items in groups.items())):
                 acks.extend(sent)  # one future per producer batch
@@ -329,7 +332,9 @@ def prepare(path: Path | None, fmt: str, speed: str, until: str | None) -> tuple
     return load(path, format_, until=None if until is None else parse_until(until)), pace
 
 
-async def replay_with_progress(bootstrap: str, records: list[Record], speed: float | None, *, progress_to: Any, report_to: Any) -> ReplayStats:
+async def replay_with_progress(
+    bootstrap: str, records: list[Record], speed: float | None, *, progress_to: Any, report_to: Any
+) -> ReplayStats:
     """``produce`` with a progress bar (events acknowledged, rate, event time reached) on one
     rich console, and the rate achieved printed on another."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -345,10 +350,14 @@ async def replay_with_progress(bootstrap: str, records: list[Record], speed: flo
             done[0] += n
             done[1] = max(done[1], ts)
             rate = done[0] / max(time.perf_counter() - started, 1e-9)
-            at = datetime.fromtimestamp(done[1] / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+            at = datetime.fromtimestamp(done[1] / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
             progress.update(task, completed=done[0], rate=f"{rate:,.0f} events/s", at=at)
 
         stats = await produce(bootstrap, records, speed=speed, on_acked=on_acked)
     topics = ", ".join(f"{topic} {n:,}" for topic, n in sorted((stats.per_topic or {}).items()))
-    report_to.print(f"replayed {stats.events:,} events ({topics or 'none'}) in {stats.seconds:.2f} s: {stats.eps:,.0f} events/s", highlight=False, soft_wrap=True)
+    report_to.print(
+        f"replayed {stats.events:,} events ({topics or 'none'}) in {stats.seconds:.2f} s: {stats.eps:,.0f} events/s",
+        highlight=False,
+        soft_wrap=True,
+    )
     return stats

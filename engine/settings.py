@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from .paths import SHIPPED_RULES, SHIPPED_TOPICS
 
 
 class Settings(BaseSettings):
@@ -24,8 +24,10 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(None, description="host:port[,host:port]; unset = embedded broker")
     redis_url: str | None = Field(None, description="redis://host:port/db; unset = embedded redis-server")
     group_id: str = "segengine"
-    topics_file: Path = REPO_ROOT / "topics" / "topics.yaml"
-    rules_file: Path = Field(REPO_ROOT / "rules", description="a rules file, or a folder of rule packs (*.yaml)")
+    topics_file: Path = Field(SHIPPED_TOPICS, description="the topic declarations (default: the shipped topics.yaml)")
+    rules_file: Path = Field(
+        SHIPPED_RULES, description="a rules file, or a folder of rule packs (*.yaml); default: the shipped packs"
+    )
     clock: Literal["wall", "event"] = Field(
         "wall", description="wall: now is the wall clock; event: now is the event-time watermark (replays)"
     )
@@ -37,38 +39,64 @@ class Settings(BaseSettings):
     timers: bool = Field(True, description="run the due loop (time alone moves customers)")
     timer_interval_ms: int = Field(200, ge=10, description="how often a worker looks for due customers")
     timer_batch: int = Field(500, ge=1, description="due customers taken per partition and step")
-    quantiles_refresh_s: float = Field(60.0, ge=0, description="how often population samples for quantile_score are renewed (0 = never)")
+    quantiles_refresh_s: float = Field(
+        60.0, ge=0, description="how often population samples for quantile_score are renewed (0 = never)"
+    )
     rescore_drift: float = Field(
-        0.05, ge=0, description="re-score every customer when a population cut point moved by more than this share (0 = on every new sample)"
+        0.05,
+        ge=0,
+        description="re-score every customer when a population cut point moved by more than this share (0 = on every new sample)",
     )
     quantiles_sample: int = Field(10_000, ge=10, description="customers sampled for quantile_score / pct_rank")
     fetch_max_wait_ms: int = Field(
         20, ge=0, description="longest time the broker holds a fetch with no new data (latency when idle)"
     )
-    session_timeout_ms: int = Field(10_000, ge=1000, description="consumer group session timeout: a worker silent this long is taken out of the group")
-    heartbeat_interval_ms: int = Field(
-        3_000, ge=50, description="consumer group heartbeat: a member learns of a rebalance at its next one, so this bounds how long a join or leave takes"
+    session_timeout_ms: int = Field(
+        10_000,
+        ge=1000,
+        description="consumer group session timeout: a worker silent this long is taken out of the group",
     )
-    rebalance_timeout_ms: int = Field(30_000, ge=1000, description="how long the group waits for members to rejoin during a rebalance")
+    heartbeat_interval_ms: int = Field(
+        3_000,
+        ge=50,
+        description="consumer group heartbeat: a member learns of a rebalance at its next one, so this bounds how long a join or leave takes",
+    )
+    rebalance_timeout_ms: int = Field(
+        30_000, ge=1000, description="how long the group waits for members to rejoin during a rebalance"
+    )
     dedupe_horizon_days: float = Field(7.0, gt=0, description="an event_id repeated within this counts once")
     max_event_bytes: int = Field(1 << 20, ge=1024)
     future_skew_s: float = Field(300.0, ge=0, description="events further than this in the future go to the DLQ")
-    http_port: int = Field(0, ge=0, le=65535, description="port of the HTTP API (/customers, /segments, /healthz, /readyz, /metrics); 0 = do not serve")
+    http_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="port of the HTTP API (/customers, /segments, /healthz, /readyz, /metrics); 0 = do not serve",
+    )
     http_host: str = Field("0.0.0.0", description="address the HTTP API listens on")
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
     api_token: SecretStr | None = Field(None, description="bearer token for /customers and /segments; unset = open")
     fault: Literal["kill_after_save", "kill_after_timer_save"] | None = Field(
-        None, description="testing only: SIGKILL the worker at this point of the first batch (kill_after_timer_save: of due timers) that writes state"
+        None,
+        description="testing only: SIGKILL the worker at this point of the first batch (kill_after_timer_save: of due timers) that writes state",
     )
 
     embedded: bool = Field(
-        False, description="`run`: start the embedded broker and Redis for what is not configured (development only; never implied)"
+        False,
+        description="`run`: start the embedded broker and Redis for what is not configured (development only; never implied)",
     )
 
     def missing_connections(self) -> list[str]:
         """The connection variables a worker needs that are not set."""
-        return [var for var, value in (("SEGENGINE_KAFKA_BOOTSTRAP", self.kafka_bootstrap), ("SEGENGINE_REDIS_URL", self.redis_url)) if not value]
+        return [
+            var
+            for var, value in (
+                ("SEGENGINE_KAFKA_BOOTSTRAP", self.kafka_bootstrap),
+                ("SEGENGINE_REDIS_URL", self.redis_url),
+            )
+            if not value
+        ]
 
 
 ENV_PREFIX = "SEGENGINE_"

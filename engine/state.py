@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable, Mapping
 from operator import itemgetter
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import orjson
 
-from engine.events import BROWSE_ACTIONS, Event
+from .events import BROWSE_ACTIONS, Event
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -81,7 +82,9 @@ class CustomerState:
     storing a state costs one orjson call and nothing per field."""
 
     def __init__(self) -> None:
-        self.purchases: list[list[Any]] = []  # [ts_ms, amount] or merged [ts_ms, [amount, orders]], last 365 days, by ts
+        self.purchases: list[
+            list[Any]
+        ] = []  # [ts_ms, amount] or merged [ts_ms, [amount, orders]], last 365 days, by ts
         self.orders = 0
         self.spend = 0.0
         self.first_purchase: int | None = None
@@ -143,7 +146,9 @@ def check_size(blob: bytes, previous: int = 0) -> None:
     ``previous`` (the stored document's size): a document written over the limit before the
     limit existed can still take events that do not grow it."""
     if len(blob) > MAX_STATE_BYTES and len(blob) > previous:
-        raise LimitExceeded(LIMIT_EXCEEDED, f"the customer's state would be {len(blob)} bytes, the limit is {MAX_STATE_BYTES}")
+        raise LimitExceeded(
+            LIMIT_EXCEEDED, f"the customer's state would be {len(blob)} bytes, the limit is {MAX_STATE_BYTES}"
+        )
 
 
 # -- folding events in --------------------------------------------------------------------
@@ -204,7 +209,10 @@ def _check_attributes(attributes: Mapping[str, Any], update: Mapping[str, Any]) 
         else:
             added += name not in attributes
     if added and len(attributes) + added - removed > MAX_ATTRIBUTES:
-        raise LimitExceeded(LIMIT_EXCEEDED, f"the profile would have {len(attributes) + added - removed} attributes, the limit is {MAX_ATTRIBUTES}")
+        raise LimitExceeded(
+            LIMIT_EXCEEDED,
+            f"the profile would have {len(attributes) + added - removed} attributes, the limit is {MAX_ATTRIBUTES}",
+        )
 
 
 _first = itemgetter(0)
@@ -555,7 +563,7 @@ class Features(dict[str, Any]):
     missing values are None.
     """
 
-    __slots__ = ("state", "now", "derived", "table")
+    __slots__ = ("derived", "now", "state", "table")
 
     def __init__(self, state: CustomerState, now: int, derived: Mapping[str, Callable[..., Any]] | None = None) -> None:
         super().__init__()

@@ -26,9 +26,10 @@ slot; segengine targets a single Redis primary for now.
 from __future__ import annotations
 
 import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import hiredis
 import orjson
@@ -36,7 +37,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 
 if TYPE_CHECKING:
-    from engine.metrics import Metrics
+    from .metrics import Metrics
 
 POPULATION_KEY = "seg:population"
 RESCORED_KEY = "seg:rescored"  # the population cut points at the last re-score: {feature: [cuts]}
@@ -102,7 +103,7 @@ class Write:
 
 
 def _script(redis: Redis, name: str):  # type: ignore[no-untyped-def]
-    return redis.register_script(files("engine").joinpath(name).read_text())
+    return redis.register_script(files(__package__ or "segengine").joinpath(name).read_text())
 
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -157,7 +158,16 @@ class RedisStore:
                 keys += [state_key(w.customer_id), changes_key(w.customer_id)]
                 moves = [(f"{d}{FIELD_SEP}{s}", n) for (d, s), n in w.population.items() if n]
                 due = "" if w.next_check is None else w.next_check
-                args += [w.expected_version, w.blob, w.outbox, w.timer_key or timer_key(0), due, w.customer_id, len(moves), len(w.recent)]
+                args += [
+                    w.expected_version,
+                    w.blob,
+                    w.outbox,
+                    w.timer_key or timer_key(0),
+                    due,
+                    w.customer_id,
+                    len(moves),
+                    len(w.recent),
+                ]
                 args += ["1" if w.forget else "", w.offsets]
                 for field, delta in moves:
                     args += [field, delta]
@@ -166,7 +176,9 @@ class RedisStore:
         return done
 
     @_timed("outbox_published")
-    async def outbox_published(self, written: list[tuple[str, int]] | list[tuple[str, int, str, int | None | str]]) -> None:
+    async def outbox_published(
+        self, written: list[tuple[str, int]] | list[tuple[str, int, str, int | str | None]]
+    ) -> None:
         """Drop the outboxes of (customer, version[, timer key, next check]) writes whose
         records are published and committed, delete the customers whose committed write was
         an erase, and give a timer or rules decision's customer its real next check (it was

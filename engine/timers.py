@@ -27,7 +27,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from engine.state import (
+from .state import (
     ACTIONS,
     BROWSE_WINDOWS_HOURS,
     COMPLAINT_WINDOW_DAYS,
@@ -38,9 +38,9 @@ from engine.state import (
 )
 
 if TYPE_CHECKING:
-    from engine.aggregates import Aggregate
-    from engine.rules.expr import Expression
-    from engine.rules.population import Population
+    from .aggregates import Aggregate
+    from .rules.expr import Expression
+    from .rules.population import Population
 
 # feature -> (state attribute holding the timestamp, unit of the feature in ms)
 AGE_FEATURES = {
@@ -49,7 +49,11 @@ AGE_FEATURES = {
     "days_since_last_browse": ("last_browse", DAY_MS),
     "days_since_first_seen": ("first_seen", DAY_MS),
 }
-TS_FEATURES = {"first_purchase_ts": "first_purchase", "last_purchase_ts": "last_purchase", "last_browse_ts": "last_browse"}
+TS_FEATURES = {
+    "first_purchase_ts": "first_purchase",
+    "last_purchase_ts": "last_purchase",
+    "last_browse_ts": "last_browse",
+}
 UNIT = {"days_since": DAY_MS, "hours_since": HOUR_MS}
 PURCHASE_WINDOW_FEATURES = {f"{k}_{d}d" for d in PURCHASE_WINDOWS_DAYS for k in ("orders", "spend")}
 BROWSE_WINDOW_FEATURES = {f"{a}_{w}" for a in ACTIONS for w in BROWSE_WINDOWS_HOURS}
@@ -63,7 +67,9 @@ class TimePlan:
     browse_windows: bool = False
     complaints: bool = False
     thresholds: frozenset[tuple[str, int]] = frozenset()  # (state attribute, offset ms)
-    holds: dict[str, tuple[dict[str, int], dict[str, int]]] = field(default_factory=dict)  # dimension -> (dwell, grace) per segment
+    holds: dict[str, tuple[dict[str, int], dict[str, int]]] = field(
+        default_factory=dict
+    )  # dimension -> (dwell, grace) per segment
     windows: tuple[Aggregate, ...] = ()  # declared windowed aggregations the rules read
     # ages ranked against the population: (state attribute, unit ms, feature, n or None for pct_rank)
     ranked_ages: frozenset[tuple[str, int, str, int | None]] = frozenset()
@@ -150,7 +156,11 @@ def ranked_ages(expression: Expression) -> set[tuple[str, int, str, int | None]]
             and node.args and isinstance(node.args[0], ast.Name) and node.args[0].id in AGE_FEATURES
         ):  # fmt: skip
             attribute, unit = AGE_FEATURES[node.args[0].id]
-            n = node.args[1].value if node.func.id == "quantile_score" and isinstance(node.args[1], ast.Constant) else None
+            n = (
+                node.args[1].value
+                if node.func.id == "quantile_score" and isinstance(node.args[1], ast.Constant)
+                else None
+            )
             found.add((attribute, unit, node.args[0].id, n))  # type: ignore[arg-type]
     return found
 
@@ -259,9 +269,8 @@ def next_rank_change(sample: list[float], value: float, n: int | None) -> tuple[
         return score(bisect_right(sample, sample[i]) / size)
 
     start = bisect_right(sample, value)
-    if start and sample[start - 1] == value:  # on a population value now: just past it is next
-        if past(start - 1) != at(start - 1):
-            return value, True
+    if start and sample[start - 1] == value and past(start - 1) != at(start - 1):
+        return value, True  # on a population value now: just past it is next
     if start >= size:
         return None
     current = score(start / size)

@@ -16,12 +16,12 @@ from typing import Any
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from engine.events import INPUT_TOPICS
-from engine.settings import REPO_ROOT
+from .events import INPUT_TOPICS
+from .paths import SHIPPED_TOPICS
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FILE = REPO_ROOT / "topics" / "topics.yaml"
+DEFAULT_FILE = SHIPPED_TOPICS
 INPUT_TOPIC_NAMES: frozenset[str] = frozenset(INPUT_TOPICS)
 CLEANUP_POLICIES = frozenset({"delete", "compact", "compact,delete", "delete,compact"})
 _FIELDS = frozenset({"name", "partitions", "cleanup_policy", "retention_ms", "key", "value_schema"})
@@ -84,7 +84,9 @@ def _parse(path: Path, index: int, spec: Any) -> Topic:
         where = f"{path}: topic {spec['name']!r}"
     unknown = sorted(set(spec) - _FIELDS)
     if unknown:
-        raise TopicsError(f"{where}: unknown field(s) {', '.join(map(str, unknown))}; allowed: {', '.join(sorted(_FIELDS))}")
+        raise TopicsError(
+            f"{where}: unknown field(s) {', '.join(map(str, unknown))}; allowed: {', '.join(sorted(_FIELDS))}"
+        )
     for field in ("name", "partitions", "key", "value_schema"):
         if spec.get(field) is None:
             raise TopicsError(f"{where}: missing field {field!r}")
@@ -95,7 +97,9 @@ def _parse(path: Path, index: int, spec: Any) -> Topic:
     if not _is_int(partitions) or partitions < 1:
         raise TopicsError(f"{where}: 'partitions' must be an integer >= 1, got {partitions!r}")
     if policy not in CLEANUP_POLICIES:
-        raise TopicsError(f"{where}: 'cleanup_policy' must be one of {', '.join(sorted(CLEANUP_POLICIES))}, got {policy!r}")
+        raise TopicsError(
+            f"{where}: 'cleanup_policy' must be one of {', '.join(sorted(CLEANUP_POLICIES))}, got {policy!r}"
+        )
     if retention is not None and (not _is_int(retention) or retention < -1 or retention == 0):
         raise TopicsError(f"{where}: 'retention_ms' must be a positive integer (or -1 = forever), got {retention!r}")
     return Topic(name, partitions, policy, retention, str(spec["key"]), str(spec["value_schema"]))
@@ -147,7 +151,12 @@ async def create_topics(bootstrap: str, topics: Iterable[Topic], *, replication:
                 raise TopicsError(f"the broker at {bootstrap} refused to create topics: {'; '.join(failed)}")
         for t in missing:
             if t.name in created:
-                log.info("created topic %s (%d partitions, %s)", t.name, t.partitions, ", ".join(f"{k}={v}" for k, v in t.configs.items()))
+                log.info(
+                    "created topic %s (%d partitions, %s)",
+                    t.name,
+                    t.partitions,
+                    ", ".join(f"{k}={v}" for k, v in t.configs.items()),
+                )
         declared_inputs = [t.name for t in topics if t.name in INPUT_TOPIC_NAMES]
         if declared_inputs:
             described = await admin.describe_topics(declared_inputs)

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from engine.events import BROWSE_ACTIONS, FEEDBACK_KINDS, INPUT_TOPICS, Event, Rejected, Source
+from .events import BROWSE_ACTIONS, FEEDBACK_KINDS, INPUT_TOPICS, Event, Rejected, Source
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +92,17 @@ def _decode(value: bytes | None, max_bytes: int) -> dict[str, Any]:
         raise _Reject("not_json", "record value is not JSON") from None
     if type(body) is not dict:
         raise _Reject("not_object", f"record value is a JSON {_json_type(body)}, not an object")
-    if value.count(b"[") + value.count(b"{") > MAX_DEPTH:  # fewer openers cannot nest deeper: the common case costs two scans
+    if (
+        value.count(b"[") + value.count(b"{") > MAX_DEPTH
+    ):  # fewer openers cannot nest deeper: the common case costs two scans
         _check_depth(body)
     return body
 
 
 def _json_type(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(value), "null")
+    return {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}.get(
+        type(value), "null"
+    )
 
 
 def _string_id(body: dict[str, Any], name: str) -> str:
@@ -122,7 +126,7 @@ def _timestamp(value: Any) -> int:
             parsed = datetime.fromisoformat(value)
         except ValueError:
             raise _Reject("bad_ts", "'ts' is not an RFC 3339 timestamp") from None
-        if parsed.tzinfo is None or "T" not in value.upper() and " " not in value:
+        if parsed.tzinfo is None or ("T" not in value.upper() and " " not in value):
             raise _Reject("bad_ts", "'ts' needs a date, a time and a UTC offset (RFC 3339)")
         try:
             ms = int(parsed.timestamp() * 1000)
@@ -134,7 +138,9 @@ def _timestamp(value: Any) -> int:
     raise _Reject("bad_ts", "'ts' must be an RFC 3339 string or integer epoch milliseconds")
 
 
-def _number(body: dict[str, Any], name: str, *, required: bool, maximum: float, label: str | None = None) -> float | None:
+def _number(
+    body: dict[str, Any], name: str, *, required: bool, maximum: float, label: str | None = None
+) -> float | None:
     """A number in [0, maximum]; bool is not a number (``type`` excludes the int subclass)."""
     label = label or name
     value = body.get(name)
@@ -153,7 +159,9 @@ def _number(body: dict[str, Any], name: str, *, required: bool, maximum: float, 
     return float(value)
 
 
-def _optional_strings(body: dict[str, Any], names: tuple[str, ...], *, max_len: int | None = MAX_STRING, prefix: str = "") -> None:
+def _optional_strings(
+    body: dict[str, Any], names: tuple[str, ...], *, max_len: int | None = MAX_STRING, prefix: str = ""
+) -> None:
     for name in names:
         value = body.get(name)
         if value is None:
@@ -234,7 +242,9 @@ def _check_order(body: dict[str, Any], *, refund: bool) -> None:
 def _check_purchase(body: dict[str, Any]) -> None:
     _check_order(body, refund=False)
     currency = body.get("currency")
-    if currency is not None and (type(currency) is not str or len(currency) != 3 or not currency.isascii() or not currency.isupper()):
+    if currency is not None and (
+        type(currency) is not str or len(currency) != 3 or not currency.isascii() or not currency.isupper()
+    ):
         raise _Reject("bad_value", "'currency' must be an ISO 4217 code like 'EUR'")
     _optional_strings(body, ("channel",))
     items = body.get("items")
@@ -293,10 +303,14 @@ def _check_profile(body: dict[str, Any]) -> None:
             continue
         if kind is str:
             if len(value) > MAX_ATTRIBUTE_STRING:
-                raise _Reject("bad_value", f"'attributes' string values must be at most {MAX_ATTRIBUTE_STRING} characters")
+                raise _Reject(
+                    "bad_value", f"'attributes' string values must be at most {MAX_ATTRIBUTE_STRING} characters"
+                )
         elif kind is int or kind is float:
             if not math.isfinite(value) or abs(value) > MAX_ATTRIBUTE_NUMBER:
-                raise _Reject("bad_value", f"'attributes' numbers must be at most {MAX_ATTRIBUTE_NUMBER:,} in magnitude")
+                raise _Reject(
+                    "bad_value", f"'attributes' numbers must be at most {MAX_ATTRIBUTE_NUMBER:,} in magnitude"
+                )
         else:
             raise _Reject("wrong_type", "'attributes' values must be strings, numbers, booleans or null")
 

@@ -10,16 +10,18 @@ the range assignor, so one worker owns all of a customer's events on every topic
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable, TypeVar
+from typing import TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -29,20 +31,25 @@ from aiokafka.partitioner import murmur2
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from engine.api import ApiServer
-from engine.clock import EventClock, make_clock, wall_ms
-from engine.events import INPUT_TOPICS
-from engine.metrics import Metrics
-from engine.pipeline import BatchProcessor, BatchStats, ConcurrentWriteError, Prepared
-from engine.rules import RuleSet, check_files, load_rules, rule_files
-from engine.settings import Settings
-from engine.state import CustomerState, Features
-from engine.store_redis import Loaded, RedisStore, connect
-from engine.topics import load_topics
+from .api import ApiServer
+from .clock import EventClock, make_clock, wall_ms
+from .events import INPUT_TOPICS
+from .metrics import Metrics
+from .pipeline import BatchProcessor, BatchStats, ConcurrentWriteError, Prepared
+from .rules import RuleSet, check_files, load_rules, rule_files
+from .settings import Settings
+from .state import CustomerState, Features
+from .store_redis import Loaded, RedisStore, connect
+from .topics import load_topics
 
 log = logging.getLogger(__name__)
 
-RETRIABLE: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, ConcurrentWriteError, asyncio.TimeoutError)
+RETRIABLE: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConcurrentWriteError,
+    asyncio.TimeoutError,
+)
 MAX_ATTEMPTS = 8
 LAG_INTERVAL_S = 5.0  # how often the consumer lag gauges are refreshed
 ERASE_SWEEP_S = 5.0  # how often erased customers left behind by a stopped worker are looked for
@@ -198,8 +205,11 @@ class _Rebalance(ConsumerRebalanceListener):
         worker = self.worker
         try:
             await asyncio.wait_for(worker.idle.wait(), REVOKE_WAIT_S)
-        except asyncio.TimeoutError:
-            log.warning("a batch was still in flight after %.0f s at a rebalance; its records will be redelivered", REVOKE_WAIT_S)
+        except TimeoutError:
+            log.warning(
+                "a batch was still in flight after %.0f s at a rebalance; its records will be redelivered",
+                REVOKE_WAIT_S,
+            )
         for tp in revoked:
             worker.processor.committed.pop(f"{tp.topic}:{tp.partition}", None)
             worker.processor.read.pop((tp.topic, tp.partition), None)
@@ -231,7 +241,11 @@ class Worker:
         self.redis = connect(settings.redis_url)
         self.store = RedisStore(self.redis, self.metrics)
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2, max_batch_size=1 << 20, max_request_size=4 << 20
+            bootstrap_servers=settings.kafka_bootstrap,
+            acks="all",
+            linger_ms=2,
+            max_batch_size=1 << 20,
+            max_request_size=4 << 20,
         )
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
@@ -254,7 +268,9 @@ class Worker:
         self.input_partition_count = max(t.partitions for t in declared if t.name in INPUT_TOPICS)
         self._topics = frozenset(t.name for t in declared)
         if undeclared := self._undeclared(self.rules):
-            raise ValueError(f"the rules send actions to topics not declared in {settings.topics_file}: {', '.join(undeclared)}")
+            raise ValueError(
+                f"the rules send actions to topics not declared in {settings.topics_file}: {', '.join(undeclared)}"
+            )
         self.retry = RetryPolicy()
         self.stopping = asyncio.Event()
         self._outbox_task: asyncio.Task[None] | None = None
@@ -317,7 +333,7 @@ class Worker:
         """Sleep, but wake at once when the worker is stopping."""
         try:
             await asyncio.wait_for(self.stopping.wait(), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _loop(self) -> None:
@@ -363,7 +379,9 @@ class Worker:
             async with self._order.turn(ticket):
                 await self._with_retry(self.processor.publish, prepared)
             stats = prepared.stats
-            for tp, offset in (await self._commit({TopicPartition(t, p): o for (t, p), o in stats.next_offsets.items()})).items():
+            for tp, offset in (
+                await self._commit({TopicPartition(t, p): o for (t, p), o in stats.next_offsets.items()})
+            ).items():
                 self.processor.committed[f"{tp.topic}:{tp.partition}"] = offset
             # Published and acknowledged: the outboxes are no longer needed, committed or not
             # (records a rebalance took away are redelivered, recognised as applied, and cause nothing new).
@@ -391,7 +409,10 @@ class Worker:
             await self._with_retry(self.consumer.commit, mine)
         except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
             self.metrics.revoked_commits.inc()
-            log.warning("commit refused after a rebalance (%s); the records will be redelivered to their owner", type(exc).__name__)
+            log.warning(
+                "commit refused after a rebalance (%s); the records will be redelivered to their owner",
+                type(exc).__name__,
+            )
             return {}
         return mine
 
@@ -403,7 +424,9 @@ class Worker:
         records: list = []  # type: ignore[type-arg]
         while len(records) < settings.batch_max_records:
             remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
-            fetched = await self.consumer.getmany(timeout_ms=remaining_ms, max_records=settings.batch_max_records - len(records))
+            fetched = await self.consumer.getmany(
+                timeout_ms=remaining_ms, max_records=settings.batch_max_records - len(records)
+            )
             for recs in fetched.values():
                 records.extend(recs)
             if remaining_ms == 0 or self.stopping.is_set():
@@ -421,7 +444,7 @@ class Worker:
     async def _drop_outboxes_now(self, written: list[tuple[str, int]]) -> None:
         try:
             await self.store.outbox_published(written)
-        except Exception as exc:  # noqa: BLE001 - an outbox left behind is pruned on the next event
+        except Exception as exc:
             log.debug("outbox cleanup failed: %r", exc)
 
     async def _with_retry(self, step: Callable[[T], Awaitable[R]], arg: T) -> R:
@@ -451,7 +474,7 @@ class Worker:
                 fired = await self._fire_due()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - retried on the next tick; the timers stay in Redis
+            except Exception as exc:
                 log.warning("timer step failed: %s", type(exc).__name__)
                 log.debug("timer step failed", exc_info=True)
                 fired = 0
@@ -496,7 +519,9 @@ class Worker:
                 limit = min(limit, reached)
         return limit
 
-    async def _decide_and_publish(self, step: Callable[[T], Awaitable[Prepared]], arg: T, *, fault: str | None = None) -> Prepared:
+    async def _decide_and_publish(
+        self, step: Callable[[T], Awaitable[Prepared]], arg: T, *, fault: str | None = None
+    ) -> Prepared:
         """A decision with no event (due timers, a re-evaluation): written, published in its
         turn, its outboxes dropped, all under the state lock. An event batch folding one of
         these customers meanwhile would take the in-flight outbox for one a crash left
@@ -521,7 +546,9 @@ class Worker:
             due = await self.store.due(partition, until, self.settings.timer_batch)
             if not due:
                 continue
-            prepared = await self._decide_and_publish(lambda due: self.processor.fire_timers(due, partition), due, fault="kill_after_timer_save")
+            prepared = await self._decide_and_publish(
+                functools.partial(self.processor.fire_timers, partition=partition), due, fault="kill_after_timer_save"
+            )
             fired += len(due)
             self.metrics.timers_fired.inc(len(due))
             if self.settings.clock == "wall":
@@ -551,7 +578,9 @@ class Worker:
                 rules, problems = None, [f"actions to undeclared topics: {', '.join(undeclared)}"]
             if rules is None:
                 self.metrics.rules_reloads.labels("refused").inc()
-                log.error("new rules refused, %s stays in force:\n%s", self.processor.rules.version, "\n".join(problems))
+                log.error(
+                    "new rules refused, %s stays in force:\n%s", self.processor.rules.version, "\n".join(problems)
+                )
                 continue
             if rules.version == self.processor.rules.version:
                 continue
@@ -577,15 +606,24 @@ class Worker:
                     return done  # superseded by a newer switch, or stopping
                 owned = frozenset(self._owned_partitions())
                 if owned:  # the customers whose home partition this worker owns (the others are skipped)
-                    prepared = await self._decide_and_publish(lambda ids: self.processor.reevaluate(ids, rules, rescore=rescore, owned=owned), ids)
+                    prepared = await self._decide_and_publish(
+                        functools.partial(self.processor.reevaluate, rules=rules, rescore=rescore, owned=owned), ids
+                    )
                     done += prepared.stats.evaluated
                     self.metrics.reevaluated.inc(prepared.stats.evaluated)
                 await asyncio.sleep(settings.reevaluate_pause_ms / 1000)
-            log.info("re-evaluated %d customers under %s%s", done, rules.version, " (population re-score)" if rescore else "")
+            log.info(
+                "re-evaluated %d customers under %s%s", done, rules.version, " (population re-score)" if rescore else ""
+            )
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.error("re-evaluation under %s stopped after %d customers: %s", rules.version, done, type(sys.exc_info()[1]).__name__)
+            log.error(
+                "re-evaluation under %s stopped after %d customers: %s",
+                rules.version,
+                done,
+                type(sys.exc_info()[1]).__name__,
+            )
             log.debug("re-evaluation stopped", exc_info=True)
         return done
 
@@ -627,11 +665,13 @@ class Worker:
                             rules.population.replace(samples, now)
                             log.info("population sample renewed: %s", {k: len(v) for k, v in samples.items()})
                             await self._maybe_rescore(rules)
-                except Exception as exc:  # noqa: BLE001 - a stale sample is better than a stopped worker
+                except Exception as exc:
                     log.warning("population sample refresh failed: %s", type(exc).__name__)
                     log.debug("population sample refresh failed", exc_info=True)
             waiting = bool(rules.population_features) and rules.population.taken_at is None
-            await self._pause(min(self.settings.quantiles_refresh_s, 2.0) if waiting else self.settings.quantiles_refresh_s)
+            await self._pause(
+                min(self.settings.quantiles_refresh_s, 2.0) if waiting else self.settings.quantiles_refresh_s
+            )
 
     async def renew_population_sample(self) -> None:
         """Take a new population sample now and share it (the demo's last step; tools)."""
@@ -663,7 +703,7 @@ class Worker:
                 try:
                     features = Features(CustomerState.loads(loaded.blob), now, rules.derived)
                     read = {name: features[name] for name in values}
-                except Exception as exc:  # noqa: BLE001 - one customer that cannot be read is left out of the sample
+                except Exception as exc:
                     self.metrics.quarantined.labels("sample").inc()
                     log.warning("customer left out of the population sample: %s", type(exc).__name__)
                     continue
@@ -690,7 +730,7 @@ class Worker:
                     if done is None:
                         done = await asyncio.wait_for(self.consumer.position(tp), 1)
                     lags[(tp.topic, tp.partition)] = max(0, highwater - done)
-                except Exception as exc:  # noqa: BLE001 - revoked meanwhile, or no position yet: next round
+                except Exception as exc:
                     log.debug("lag of %s unknown: %r", tp, exc)
             self.metrics.set_consumer_lag(lags)
             await self._pause(LAG_INTERVAL_S)
@@ -707,7 +747,7 @@ class Worker:
                 if done:
                     await self.store.outbox_published(done)
                     log.info("deleted %d erased customers left behind", len(done))
-            except Exception as exc:  # noqa: BLE001 - tried again on the next round
+            except Exception as exc:
                 log.warning("erase sweep failed: %s", type(exc).__name__)  # never the message: it may name the customer
                 log.debug("erase sweep failed", exc_info=True)
 
@@ -723,7 +763,7 @@ class Worker:
         while not self.stopping.is_set():
             try:
                 self.metrics.set_population(await self.store.population())
-            except Exception as exc:  # noqa: BLE001 - a gauge refresh must never stop the worker
+            except Exception as exc:
                 log.debug("population refresh failed: %r", exc)
             await self._pause(5)
 
@@ -731,5 +771,5 @@ class Worker:
         for close in (self.consumer.stop, self.producer.stop, self.redis.aclose):
             try:
                 await close()
-            except Exception as exc:  # noqa: BLE001 - best effort on the way out
+            except Exception as exc:
                 log.debug("close failed: %r", exc)

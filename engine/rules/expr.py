@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import ast
 import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 Env = Mapping[str, Any]
 
@@ -135,7 +136,7 @@ def _col(node: ast.AST) -> int:
     return getattr(node, "col_offset", 0) + 1
 
 
-def _check(node: ast.AST, type_of: Callable[[str], str | None], names: set[str]) -> str:  # noqa: C901
+def _check(node: ast.AST, type_of: Callable[[str], str | None], names: set[str]) -> str:
     """Refuse every node outside the language; collect the names read; return the type."""
     match node:
         case ast.Constant(value=value) if value is None:
@@ -186,7 +187,9 @@ def _check(node: ast.AST, type_of: Callable[[str], str | None], names: set[str])
                 usage = "quantile_score(feature, n)" if fname == "quantile_score" else "pct_rank(feature)"
                 raise ExprError(f"use {usage} with a feature name", _col(node))
             _expect_number(args[0], _check(args[0], type_of, names), f"{fname}()")
-            if fname == "quantile_score" and not (isinstance(args[1], ast.Constant) and type(args[1].value) is int and args[1].value >= 2):
+            if fname == "quantile_score" and not (
+                isinstance(args[1], ast.Constant) and type(args[1].value) is int and args[1].value >= 2
+            ):
                 raise ExprError("quantile_score(feature, n) needs a whole number n >= 2", _col(args[1]))
             return NUMBER
         case ast.Call(func=ast.Name(id=fname), args=args, keywords=[]):
@@ -283,7 +286,10 @@ def _arith(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
 
 
 HELPERS: dict[str, Any] = {
-    **{f"_cmp_{op.__name__}": (_equality if op in (ast.Eq, ast.NotEq) else _ordering)(fn) for op, fn in _COMPARE.items()},
+    **{
+        f"_cmp_{op.__name__}": (_equality if op in (ast.Eq, ast.NotEq) else _ordering)(fn)
+        for op, fn in _COMPARE.items()
+    },
     **{f"_op_{op.__name__}": _arith(fn) for op, fn in _ARITH.items()},
     "_neg": lambda a: None if a is None else -a,
     "_in": lambda a, k: a is not None and a in k,
@@ -298,7 +304,7 @@ class _Translator:
         self.local = local  # feature name -> local variable
         self.constants: dict[str, Any] = {}
 
-    def __call__(self, node: ast.AST) -> str:  # noqa: C901 - one case per node kind
+    def __call__(self, node: ast.AST) -> str:
         match node:
             case ast.Constant(value=value):
                 return repr(value)
@@ -343,8 +349,13 @@ Selector = Callable[[Env, Any, Any], tuple[int, tuple[Any, ...]]]
 
 
 def _build(lines: list[str], translate: _Translator, name: str, population: Any = None) -> Any:
-    namespace: dict[str, Any] = {"__builtins__": {"bool": bool}, **HELPERS, **translate.constants, "population": population}
-    exec(compile("\n".join(lines), f"<rules:{name}>", "exec"), namespace)  # noqa: S102 - source built from a checked AST only
+    namespace: dict[str, Any] = {
+        "__builtins__": {"bool": bool},
+        **HELPERS,
+        **translate.constants,
+        "population": population,
+    }
+    exec(compile("\n".join(lines), f"<rules:{name}>", "exec"), namespace)
     return namespace[name]
 
 
@@ -357,7 +368,10 @@ def _locals(expressions: list[Expression], current_name: str) -> tuple[list[str]
 
 def uses_time(expression: Expression) -> bool:
     """Whether the expression calls a function of the decision's time."""
-    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in TIME_FUNCTIONS for n in ast.walk(expression.tree))
+    return any(
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in TIME_FUNCTIONS
+        for n in ast.walk(expression.tree)
+    )
 
 
 def population_features(expression: Expression) -> set[str]:
@@ -365,12 +379,17 @@ def population_features(expression: Expression) -> set[str]:
     return {
         node.args[0].id
         for node in ast.walk(expression.tree)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in POPULATION_FUNCTIONS
-        and node.args and isinstance(node.args[0], ast.Name)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in POPULATION_FUNCTIONS
+        and node.args
+        and isinstance(node.args[0], ast.Name)
     }
 
 
-def compile_dimension(segments: list[tuple[str, Expression, Expression]], current_name: str = "current", population: Any = None) -> Selector:
+def compile_dimension(
+    segments: list[tuple[str, Expression, Expression]], current_name: str = "current", population: Any = None
+) -> Selector:
     """One function for an ordered list of segments (name, enter, stay):
     (features, current, now) -> (index of the first segment that holds or -1, the values
     read in sorted name order). A segment holds when it is the current one and its stay
@@ -396,7 +415,9 @@ def compile_conditions(conditions: list[Expression], current_name: str = "curren
     return compile_dimension([(f"#{i}", c, c) for i, c in enumerate(conditions)], current_name)
 
 
-def compile_value(expression: Expression, current_name: str = "current", population: Any = None) -> Callable[[Env, Any, Any], Any]:
+def compile_value(
+    expression: Expression, current_name: str = "current", population: Any = None
+) -> Callable[[Env, Any, Any], Any]:
     """(features, current, now) -> the expression's value (derived features)."""
     names, local = _locals([expression], current_name)
     translate = _Translator(local)

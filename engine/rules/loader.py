@@ -25,18 +25,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-import orjson
-
-from engine.actions import Action, On
-from engine.aggregates import OPS, SOURCES, Aggregate, Source
-from engine.rules.expr import ANY, NUMBER, STRING, ExprError, Expression, compile_dimension, compile_expression, compile_value, population_features, uses_time
-from engine.rules.population import Population
-from engine.timers import TimePlan, plan_for
-from engine.rules.ruleset import CURRENT, Dimension, RuleSet, RulesError, Segment
-from engine.state import FEATURES, PROFILE_PREFIX, TIME_DEPENDENT, changed_by
+from ..actions import Action, On
+from ..aggregates import OPS, SOURCES, Aggregate, Source
+from ..state import FEATURES, PROFILE_PREFIX, TIME_DEPENDENT, changed_by
+from ..timers import TimePlan, plan_for
+from .expr import (
+    ANY,
+    NUMBER,
+    STRING,
+    ExprError,
+    Expression,
+    compile_dimension,
+    compile_expression,
+    compile_value,
+    population_features,
+    uses_time,
+)
+from .population import Population
+from .ruleset import CURRENT, Dimension, RulesError, RuleSet, Segment
 
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -59,7 +69,10 @@ class _Checker:
         self.problems.append(Problem(node.start_mark.line + 1, node.start_mark.column + 1 + column_offset, message))
 
     def formatted(self) -> list[str]:
-        return [f"{self.origin}:{p.line}:{p.column}: {p.message}" for p in sorted(self.problems, key=lambda p: (p.line, p.column))]
+        return [
+            f"{self.origin}:{p.line}:{p.column}: {p.message}"
+            for p in sorted(self.problems, key=lambda p: (p.line, p.column))
+        ]
 
 
 def parse_duration(text: str) -> int | None:
@@ -138,7 +151,9 @@ def _derived(check: _Checker, node: Node | None) -> tuple[dict[str, Expression],
             check.at(keys[visiting[visiting.index(name)]], f"dependency cycle: {cycle}")
             return None
         visiting.append(name)
-        expr = _expression(check, specs[name], lambda n: visit(n) if n in specs else types[n] if n in types else base_type(n))
+        expr = _expression(
+            check, specs[name], lambda n: visit(n) if n in specs else types[n] if n in types else base_type(n)
+        )
         visiting.pop()
         if expr is None:
             types[name] = ANY
@@ -179,7 +194,10 @@ def _aggregate(check: _Checker, name: str, node: MappingNode) -> Aggregate | Non
     if window_node is not None and not (isinstance(window_node, ScalarNode) and str(window_node.value) == "all"):
         window_ms = parse_duration(str(window_node.value)) if isinstance(window_node, ScalarNode) else None
         if not window_ms:
-            check.at(window_node, f"bad duration {getattr(window_node, 'value', '')!r}: use a number and s, m, h, d or w (e.g. 30d), or 'all'")
+            check.at(
+                window_node,
+                f"bad duration {getattr(window_node, 'value', '')!r}: use a number and s, m, h, d or w (e.g. 30d), or 'all'",
+            )
     of_node = fields.get("of", (None, None))[1]
     if of_node is None:
         check.at(node, f"aggregation {name!r} needs 'of': {', '.join(SOURCES)}")
@@ -199,7 +217,14 @@ def _aggregate(check: _Checker, name: str, node: MappingNode) -> Aggregate | Non
             for option in options:
                 if option not in ("where", "weight"):
                     check.at(spec, f"unknown source field {option!r}: use where, weight")
-            per_kind.append((kind_key, str(kind_key.value), options.get("where", shared_where), options.get("weight", shared_weight)))
+            per_kind.append(
+                (
+                    kind_key,
+                    str(kind_key.value),
+                    options.get("where", shared_where),
+                    options.get("weight", shared_weight),
+                )
+            )
     sources: list[Source] = []
     described: list[list[object]] = []
     result = result_type
@@ -213,7 +238,9 @@ def _aggregate(check: _Checker, name: str, node: MappingNode) -> Aggregate | Non
                 check.at(field_node or node, f"{kind} events have no field {field!r}")
                 continue
             if numeric and columns[field] != NUMBER:
-                check.at(field_node or node, f"type mismatch: {op} needs a number, {kind}.{field} is a {columns[field]}")
+                check.at(
+                    field_node or node, f"type mismatch: {op} needs a number, {kind}.{field} is a {columns[field]}"
+                )
                 continue
             if result is None:
                 result = columns[field]
@@ -272,7 +299,9 @@ def _segment(check: _Checker, node: Node, type_of: Any, seen: dict[str, Node]) -
     return Segment(name, enter, stay, durations.get("min_dwell", 0), durations.get("exit_grace", 0))
 
 
-def _durations(check: _Checker, fields: dict[str, tuple[Node, Node]], keys: tuple[str, ...], example: str) -> dict[str, int]:
+def _durations(
+    check: _Checker, fields: dict[str, tuple[Node, Node]], keys: tuple[str, ...], example: str
+) -> dict[str, int]:
     """The duration fields present among ``keys``, in ms; a bad one is reported (and 0)."""
     durations = {}
     for key in keys:
@@ -280,7 +309,10 @@ def _durations(check: _Checker, fields: dict[str, tuple[Node, Node]], keys: tupl
             value = fields[key][1]
             ms = parse_duration(str(value.value)) if isinstance(value, ScalarNode) else None
             if ms is None:
-                check.at(value, f"bad duration {getattr(value, 'value', '')!r}: use a number and s, m, h, d or w (e.g. {example})")
+                check.at(
+                    value,
+                    f"bad duration {getattr(value, 'value', '')!r}: use a number and s, m, h, d or w (e.g. {example})",
+                )
             durations[key] = ms or 0
     return durations
 
@@ -331,12 +363,21 @@ def _derived_used(expressions: list[Expression], derived: dict[str, Expression])
 def _triggers(names: set[str], derived: dict[str, Expression], aggregates: dict[str, Aggregate]) -> frozenset[str]:
     """Event types that can change any of these features, through derived ones too."""
     return frozenset().union(
-        *(aggregates[n].triggers | {"erase"} if n in aggregates else changed_by(n) for n in _base_features(names, derived))
+        *(
+            aggregates[n].triggers | {"erase"} if n in aggregates else changed_by(n)
+            for n in _base_features(names, derived)
+        )
     )
 
 
 def _dimension(
-    check: _Checker, key: ScalarNode, node: Node, type_of: Any, derived: dict[str, Expression], population: Population, aggregates: dict[str, Aggregate]
+    check: _Checker,
+    key: ScalarNode,
+    node: Node,
+    type_of: Any,
+    derived: dict[str, Expression],
+    population: Population,
+    aggregates: dict[str, Aggregate],
 ) -> Dimension | None:
     name = str(key.value)
     if not isinstance(node, MappingNode):
@@ -378,15 +419,23 @@ def _dimension(
             if shadowed_by is not None:
                 check.at(default_node, f"unreachable default: {shadowed_by!r} always matches")
     triples = [(s.name, s.enter, s.stay) for s in segments]
-    reads = tuple(sorted(set().union(*(e.names for s in segments for e in (s.enter, s.stay))) - {CURRENT})) if segments else ()
+    reads = (
+        tuple(sorted(set().union(*(e.names for s in segments for e in (s.enter, s.stay))) - {CURRENT}))
+        if segments
+        else ()
+    )
     positions = {s.name: i for i, s in enumerate(segments)}
     triggers = _triggers(set(reads), derived, aggregates)
     if _timed(segments, derived, aggregates):
         triggers |= {"timer"}
-    return Dimension(name, tuple(segments), default, reads, compile_dimension(triples, population=population), positions, triggers)
+    return Dimension(
+        name, tuple(segments), default, reads, compile_dimension(triples, population=population), positions, triggers
+    )
 
 
-def check_rules(text: str, origin: str = "<rules>", population: Population | None = None) -> tuple[RuleSet | None, list[str]]:
+def check_rules(
+    text: str, origin: str = "<rules>", population: Population | None = None
+) -> tuple[RuleSet | None, list[str]]:
     """Every problem in the file, as 'origin:line:column: message'; the RuleSet when none."""
     population = population if population is not None else Population()
     check = _Checker(origin)
@@ -432,19 +481,36 @@ def check_rules(text: str, origin: str = "<rules>", population: Population | Non
     content_hash = hashlib.sha256(text.encode()).hexdigest()[:12]
     fns = {n: compile_value(e, population=population) for n, e in derived.items()}
     fns.update({n: _reader(a) for n, a in aggregates.items()})
-    sources = {n: e.source for n, e in derived.items()} | {n: f"aggregate {a.definition}" for n, a in aggregates.items()}
+    sources = {n: e.source for n, e in derived.items()} | {
+        n: f"aggregate {a.definition}" for n, a in aggregates.items()
+    }
     wanted = set().union(*(population_features(e) for e in derived.values()),
                          *(population_features(x) for d in dimensions for s in d.segments for x in (s.enter, s.stay)))  # fmt: skip
     reads = _base_features(set().union(*(set(d.reads) for d in dimensions), *(a.reads for a, _ in actions)), derived)
-    holds = {d.name: ({s.name: s.min_dwell_ms for s in d.segments if s.min_dwell_ms}, {s.name: s.exit_grace_ms for s in d.segments if s.exit_grace_ms}) for d in dimensions}
+    holds = {
+        d.name: (
+            {s.name: s.min_dwell_ms for s in d.segments if s.min_dwell_ms},
+            {s.name: s.exit_grace_ms for s in d.segments if s.exit_grace_ms},
+        )
+        for d in dimensions
+    }
     conditions = [x for d in dimensions for s in d.segments for x in (s.enter, s.stay)]
     expressions = [*(derived[n] for n in _derived_used(conditions, derived)), *conditions]  # what the dimensions read
     read_aggregates = [a for n, a in aggregates.items() if n in reads]
     return RuleSet.build(
-        name, content_hash, tuple(dimensions), derived=fns, derived_sources=sources,
-        population=population, population_features=frozenset(wanted),
-        time_plan=plan_for(expressions, reads, holds, read_aggregates, population, delays=any(a.delay_ms for a, _ in actions)),
-        aggregates=tuple(aggregates.values()), actions=tuple(a for a, _ in actions), action_marks=tuple((a.name, m) for a, m in actions),
+        name,
+        content_hash,
+        tuple(dimensions),
+        derived=fns,
+        derived_sources=sources,
+        population=population,
+        population_features=frozenset(wanted),
+        time_plan=plan_for(
+            expressions, reads, holds, read_aggregates, population, delays=any(a.delay_ms for a, _ in actions)
+        ),
+        aggregates=tuple(aggregates.values()),
+        actions=tuple(a for a, _ in actions),
+        action_marks=tuple((a.name, m) for a, m in actions),
     ), []
 
 
@@ -464,7 +530,9 @@ def _actions(check: _Checker, node: Node, type_of: Any) -> list[tuple[Action, st
     for key, spec in _mapping(node):
         name = str(key.value)
         if name in seen or not NAME.match(name):
-            check.at(key, f"duplicate action {name!r}" if name in seen else f"action name {name!r} is not an identifier")
+            check.at(
+                key, f"duplicate action {name!r}" if name in seen else f"action name {name!r} is not an identifier"
+            )
             continue
         seen.add(name)
         if not isinstance(spec, MappingNode):
@@ -485,8 +553,13 @@ def _actions(check: _Checker, node: Node, type_of: Any) -> list[tuple[Action, st
             for option, value in trigger.items():
                 if option not in ("dimension", "from", "to", "grace"):
                     check.at(value, f"unknown trigger field {option!r}: use dimension, from, to, grace")
-            text = {k: (None if v.tag.endswith(":null") else str(v.value)) if isinstance(v, ScalarNode) else None for k, v in trigger.items()}
-            triggers.append(On(text["dimension"] or "", text.get("from"), text.get("to"), text.get("grace") in ("true", "True")))
+            text = {
+                k: (None if v.tag.endswith(":null") else str(v.value)) if isinstance(v, ScalarNode) else None
+                for k, v in trigger.items()
+            }
+            triggers.append(
+                On(text["dimension"] or "", text.get("from"), text.get("to"), text.get("grace") in ("true", "True"))
+            )
         if on is None:
             check.at(key, f"action {name!r} needs 'on: {{dimension: ..., from: ..., to: ...}}' (or a list of them)")
         topic_node = fields.get("topic", (None, None))[1]
@@ -514,7 +587,13 @@ def _actions(check: _Checker, node: Node, type_of: Any) -> list[tuple[Action, st
             continue
         mark = f"{check.origin}:{on.start_mark.line + 1}:{on.start_mark.column + 1}"  # type: ignore[union-attr]
         action = Action(
-            name, topic, tuple(triggers), tuple(params), durations.get("cooldown", 0), suppress, durations.get("delay", 0),
+            name,
+            topic,
+            tuple(triggers),
+            tuple(params),
+            durations.get("cooldown", 0),
+            suppress,
+            durations.get("delay", 0),
             frozenset(names - {CURRENT}),
         )
         found.append((action, mark))
@@ -535,7 +614,9 @@ def check_actions(rules: RuleSet) -> list[str]:
                 continue
             for segment in (trigger.from_, trigger.to):
                 if segment is not None and segment not in dim.outcomes:
-                    problems.append(f"{where}: action {action.name!r}: dimension {trigger.dimension!r} has no segment {segment!r}")
+                    problems.append(
+                        f"{where}: action {action.name!r}: dimension {trigger.dimension!r} has no segment {segment!r}"
+                    )
     return problems
 
 
@@ -616,9 +697,17 @@ def check_files(path: Path) -> tuple[RuleSet | None, list[str]]:
     for pack in packs:
         plan = plan | pack.time_plan
     merged = RuleSet.build(
-        path.name, content_hash, tuple(dimensions.values()), derived=derived, derived_sources=sources,
-        population=population, population_features=wanted, time_plan=plan, aggregates=tuple(aggregates.values()),
-        actions=tuple(actions.values()), action_marks=tuple(marks.items()),
+        path.name,
+        content_hash,
+        tuple(dimensions.values()),
+        derived=derived,
+        derived_sources=sources,
+        population=population,
+        population_features=wanted,
+        time_plan=plan,
+        aggregates=tuple(aggregates.values()),
+        actions=tuple(actions.values()),
+        action_marks=tuple(marks.items()),
     )
     problems = check_actions(merged)
     return (None, problems) if problems else (merged, [])

@@ -10,15 +10,16 @@ long); moving *up* happens at once. See docs/rules.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
-from engine.actions import Action
-from engine.aggregates import Aggregate
-from engine.rules.expr import Expression, Selector
-from engine.rules.population import Population
-from engine.state import Derived
-from engine.timers import TimePlan
+from ..actions import Action
+from ..aggregates import Aggregate
+from ..state import Derived
+from ..timers import TimePlan
+from .expr import Expression, Selector
+from .population import Population
 
 CURRENT = "current"
 
@@ -81,12 +82,22 @@ class Dimension:
     def segment(self, index: int) -> str | None:
         return self.default if index < 0 else self.segments[index].name
 
-    def decide(self, features: Mapping[str, Any], current: str | None, now: int, since: int | None, grace_started: int | None) -> Move:
+    def decide(
+        self, features: Mapping[str, Any], current: str | None, now: int, since: int | None, grace_started: int | None
+    ) -> Move:
         """Pure: where the customer goes in this dimension, hysteresis included."""
         index, values = self.select(features, current, now)
         return self.resolve(index, values, current, now, since, grace_started)
 
-    def resolve(self, index: int, values: tuple[Any, ...], current: str | None, now: int, since: int | None, grace_started: int | None) -> Move:
+    def resolve(
+        self,
+        index: int,
+        values: tuple[Any, ...],
+        current: str | None,
+        now: int,
+        since: int | None,
+        grace_started: int | None,
+    ) -> Move:
         """Hysteresis on top of the first segment that holds (``select``)."""
         target = self.segment(index)
         position = self.positions.get(current) if current is not None else None
@@ -129,7 +140,9 @@ class RuleSet:
     actions: tuple[Action, ...] = ()  # transition -> action (engine.actions)
     action_marks: tuple[tuple[str, str], ...] = ()  # action name -> "file:line:column" of its trigger
     version: str = ""  # stamped on every change: the optional name plus the content hash
-    aggregates_by_type: dict[str, tuple[Aggregate, ...]] = field(default_factory=dict)  # event type -> aggregations it feeds
+    aggregates_by_type: dict[str, tuple[Aggregate, ...]] = field(
+        default_factory=dict
+    )  # event type -> aggregations it feeds
     actions_by_name: dict[str, Action] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -144,8 +157,13 @@ class RuleSet:
 
     @classmethod
     def build(cls, name: str, content_hash: str, dimensions: tuple[Dimension, ...], **derived: Any) -> RuleSet:
-        return cls(name, content_hash, dimensions, version=f"{name}@{content_hash}" if name else content_hash, **derived)
+        return cls(
+            name, content_hash, dimensions, version=f"{name}@{content_hash}" if name else content_hash, **derived
+        )
 
     def evaluate(self, features: Mapping[str, Any], current: Mapping[str, str], now: int = 0) -> dict[str, Decision]:
         """Pure, without hysteresis state (tools and tests): every dimension, explained."""
-        return {dim.name: dim.explain(dim.decide(features, current.get(dim.name), now, None, None)) for dim in self.dimensions}
+        return {
+            dim.name: dim.explain(dim.decide(features, current.get(dim.name), now, None, None))
+            for dim in self.dimensions
+        }

@@ -4,10 +4,11 @@ would move if the rules changed. The command line feeds these from Redis."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
-from engine.rules.ruleset import RuleSet
-from engine.state import CustomerState, Features
+from ..state import CustomerState, Features
+from .ruleset import RuleSet
 
 
 def explain(rules: RuleSet, state: CustomerState, now: int) -> dict[str, Any]:
@@ -19,12 +20,19 @@ def explain(rules: RuleSet, state: CustomerState, now: int) -> dict[str, Any]:
         current = state.members.get(dim.name)
         move = dim.decide(features, current, now, state.member_since.get(dim.name), state.grace_since.get(dim.name))
         decision = dim.explain(move)
-        dimensions[dim.name] = {"stored": current, "segment": decision.segment, "reason": decision.reason, "read": decision.read}
+        dimensions[dim.name] = {
+            "stored": current,
+            "segment": decision.segment,
+            "reason": decision.reason,
+            "read": decision.read,
+        }
     values = {k: round(v, 4) if isinstance(v, float) else v for k, v in features.all().items()}
     return {"now": now, "rules_version": rules.version, "features": values, "dimensions": dimensions}
 
 
-def simulate(rules: RuleSet, states: Iterable[CustomerState], now: int) -> dict[str, Counter[tuple[str | None, str | None]]]:
+def simulate(
+    rules: RuleSet, states: Iterable[CustomerState], now: int
+) -> dict[str, Counter[tuple[str | None, str | None]]]:
     """Per dimension, (current segment, segment under ``rules``) -> customers; nothing emitted."""
     matrix: dict[str, Counter[tuple[str | None, str | None]]] = {dim.name: Counter() for dim in rules.dimensions}
     for state in states:

@@ -16,11 +16,10 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from redis.asyncio import Redis
 
-from engine.devstack import DevStack
+from segengine.devstack import DevStack
 from tests.integration.support import Key, Value, consume_all, produce
 
 log = logging.getLogger(__name__)
-
 
 
 @pytest.fixture

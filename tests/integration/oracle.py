@@ -20,12 +20,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.evaluate import CHANGES_TOPIC, FoldResult, decide, fold_customer
-from engine.events import Event, Rejected
-from engine.rules import RuleSet
-from engine.state import CustomerState
-from engine.timers import next_check
-from engine.validate import validate
+from segengine.evaluate import CHANGES_TOPIC, FoldResult, decide, fold_customer
+from segengine.events import Event, Rejected
+from segengine.rules import RuleSet
+from segengine.state import CustomerState
+from segengine.timers import next_check
+from segengine.validate import validate
 
 DEDUPE_HORIZON_MS = 7 * 86_400_000
 
@@ -45,7 +45,9 @@ def events_from_records(records: Iterable[Any]) -> dict[str, list[Event]]:
     """Valid events per customer, from consumed input records (topic, partition, offset, key, value)."""
     by_customer: dict[str, list[Event]] = defaultdict(list)
     for rec in records:
-        result = validate(rec.topic, rec.partition, rec.offset, rec.key, rec.value, now_ms=2**62, max_bytes=1 << 20, future_skew_ms=0)
+        result = validate(
+            rec.topic, rec.partition, rec.offset, rec.key, rec.value, now_ms=2**62, max_bytes=1 << 20, future_skew_ms=0
+        )
         assert not isinstance(result, Rejected), f"the test produced an invalid event: {result}"
         by_customer[result.customer_id].append(result)
     return by_customer
@@ -59,7 +61,9 @@ def _decide_due(rules: RuleSet, state: CustomerState, customer_id: str, until: i
         due = next_check(rules.time_plan, state, state.checked_at)
         if due is None or due > until:
             return
-        result.outputs.extend(decide(rules, state, customer_id, due, {"kind": "timer"}, f"timer:{due}", result, "timer"))
+        result.outputs.extend(
+            decide(rules, state, customer_id, due, {"kind": "timer"}, f"timer:{due}", result, "timer")
+        )
 
 
 def fold(rules: RuleSet, customer_id: str, events: Iterable[Event], until: int) -> Folded:
@@ -69,7 +73,9 @@ def fold(rules: RuleSet, customer_id: str, events: Iterable[Event], until: int) 
     result = FoldResult()
     for event in sorted(events, key=lambda e: (e.ts, e.source.topic, e.source.partition, e.source.offset)):
         _decide_due(rules, state, customer_id, event.ts, result)
-        step = fold_customer(rules, state, customer_id, [event], now_for=lambda ts: ts, committed={}, dedupe_horizon_ms=DEDUPE_HORIZON_MS)
+        step = fold_customer(
+            rules, state, customer_id, [event], now_for=lambda ts: ts, committed={}, dedupe_horizon_ms=DEDUPE_HORIZON_MS
+        )
         result.outputs.extend(step.outputs)
         state.pending.clear()  # the outbox: nothing here is ever published twice
     _decide_due(rules, state, customer_id, until, result)

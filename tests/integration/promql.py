@@ -7,7 +7,21 @@ import re
 
 from prometheus_client.parser import text_string_to_metric_families
 
-_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right", "inf", "nan"}
+_KEYWORDS = {
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "inf",
+    "nan",
+}
 _IDENT = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 
 

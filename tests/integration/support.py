@@ -12,9 +12,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
-from engine.devstack import DevStack
-from engine.settings import REPO_ROOT, Settings
-from engine.worker import Worker
+from segengine.devstack import DevStack
+from segengine.settings import Settings
+from segengine.worker import Worker
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 Key = bytes | str | None
 Value = bytes | dict[str, Any] | None
@@ -49,7 +51,9 @@ async def consume_all(
     ``timeout`` passed; the caller asserts on the count, so a shortfall shows there.
     """
     partitions = await _partitions(stack.kafka_bootstrap, topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in partitions]
@@ -69,7 +73,9 @@ async def consume_all(
                     break
                 positions = {tp.partition: await consumer.position(tp) for tp in tps}
                 ends = {tp.partition: end[tp] for tp in tps}
-                raise TimeoutError(f"{topic}: read {len(records)} records in {timeout} s; positions {positions}, end offsets {ends}")
+                raise TimeoutError(
+                    f"{topic}: read {len(records)} records in {timeout} s; positions {positions}, end offsets {ends}"
+                )
             batch = await consumer.getmany(timeout_ms=100)
             for recs in batch.values():
                 records.extend(recs)
@@ -130,7 +136,9 @@ class RunningWorker:
 # -- producers, drain and output checks for the adversarial tests ------------------------------
 
 
-def produce_with_librdkafka(stack: DevStack, topic: str, records: list[tuple[str, dict[str, Any]]], timeout: float = 120) -> None:
+def produce_with_librdkafka(
+    stack: DevStack, topic: str, records: list[tuple[str, dict[str, Any]]], timeout: float = 120
+) -> None:
     """Produce with confluent-kafka (librdkafka) and its default partitioner, CRC32
     ("consistent_random"), not the JVM's murmur2: a producer the engine did not write.
     Blocking; waits until every record is acknowledged (``AssertionError`` otherwise)."""
@@ -142,7 +150,9 @@ def produce_with_librdkafka(stack: DevStack, topic: str, records: list[tuple[str
         if err is not None:
             failed.append(str(err))
 
-    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "acks": "all", "linger.ms": 5, "enable.idempotence": False})
+    producer = Producer(
+        {"bootstrap.servers": stack.kafka_bootstrap, "acks": "all", "linger.ms": 5, "enable.idempotence": False}
+    )
     for key, value in records:
         while True:
             try:
@@ -181,7 +191,7 @@ async def wait_committed(stack: DevStack, group_id: str, *, timeout: float, aliv
     """Until the group committed every input record produced so far (the end offsets as of
     the call). ``alive()``, when given, is called on every round: it raises when a worker
     stopped on its own."""
-    from engine.events import INPUT_TOPICS
+    from segengine.events import INPUT_TOPICS
 
     ends = {tp: o for tp, o in (await end_offsets(stack, list(INPUT_TOPICS))).items() if o > 0}
     loop = asyncio.get_running_loop()
@@ -190,19 +200,27 @@ async def wait_committed(stack: DevStack, group_id: str, *, timeout: float, aliv
         if alive is not None:
             alive()
         committed = await committed_offsets(stack, group_id, list(ends))
-        behind = {f"{tp.topic}:{tp.partition}": (committed.get(tp, 0), end) for tp, end in ends.items() if committed.get(tp, 0) < end}
+        behind = {
+            f"{tp.topic}:{tp.partition}": (committed.get(tp, 0), end)
+            for tp, end in ends.items()
+            if committed.get(tp, 0) < end
+        }
         if not behind:
             return
         if loop.time() > deadline:
-            raise AssertionError(f"group {group_id!r} did not commit every input record in {timeout} s; (committed, end) behind: {behind}")
+            raise AssertionError(
+                f"group {group_id!r} did not commit every input record in {timeout} s; (committed, end) behind: {behind}"
+            )
         await asyncio.sleep(0.25)
 
 
-async def wait_timers_done(stack: DevStack, until: int, *, timeout: float, partitions: int = 6, alive: Any = None) -> None:
+async def wait_timers_done(
+    stack: DevStack, until: int, *, timeout: float, partitions: int = 6, alive: Any = None
+) -> None:
     """Until no customer's next check is due at or before ``until`` (the due loop caught up)."""
     from redis.asyncio import Redis
 
-    from engine.store_redis import RedisStore
+    from segengine.store_redis import RedisStore
 
     redis = Redis.from_url(stack.redis_url)
     try:

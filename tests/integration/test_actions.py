@@ -9,9 +9,9 @@ import asyncio
 from collections import Counter, defaultdict
 from typing import Any
 
-from engine.devstack import DevStack
+from segengine.devstack import DevStack
 from tests.integration.support import RunningWorker, consume_all, produce, settings_for, values
-from tests.integration.test_rule_packs import DAY, HOUR, T, TOPIC, ev
+from tests.integration.test_rule_packs import DAY, HOUR, TOPIC, T, ev
 
 ACTION_TOPICS = ("actions.retention", "actions.loyalty", "actions.service")
 MINUTE = 60_000
@@ -67,8 +67,12 @@ async def test_every_default_action(stack: DevStack) -> None:
     assert got == want
     assert len({a["action_id"] for a in actions}) == len(actions)
     reminder = next(a for a in actions if a["action"] == "cart_reminder")
-    assert reminder["at"].startswith(__import__("engine.evaluate", fromlist=["rfc3339"]).rfc3339(T - 6 * HOUR + MINUTE + 2 * HOUR)[:19])
+    assert reminder["at"].startswith(
+        __import__("segengine.evaluate", fromlist=["rfc3339"]).rfc3339(T - 6 * HOUR + MINUTE + 2 * HOUR)[:19]
+    )
     changes = {c["change_id"] for c in values(await consume_all(stack, "segments.changes"))}
-    assert all(a["trigger_change_id"] in changes for a in actions if a["action"] != "retention_gift")  # a gift's trigger is the grace
+    assert all(
+        a["trigger_change_id"] in changes for a in actions if a["action"] != "retention_gift"
+    )  # a gift's trigger is the grace
     offer = next(a for a in actions if a["customer_id"] == "sleepy" and a["action"] == "winback_offer")
     assert offer["params"]["offer_value"] == 30.0  # 10% of the year's 300

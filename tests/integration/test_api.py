@@ -14,12 +14,12 @@ import aiohttp
 import orjson
 from redis.asyncio import Redis
 
-from engine.pipeline import RECENT_FIELDS
-from engine.devstack import DevStack
-from engine.evaluate import rfc3339
-from engine.settings import Settings
-from engine.state import CustomerState
-from engine.store_redis import HISTORY, state_key, timer_key
+from segengine.devstack import DevStack
+from segengine.evaluate import rfc3339
+from segengine.pipeline import RECENT_FIELDS
+from segengine.settings import Settings
+from segengine.state import CustomerState
+from segengine.store_redis import HISTORY, state_key, timer_key
 from tests.integration.support import RunningWorker, consume_all, produce, settings_for, values
 
 DAY = 86_400_000
@@ -37,7 +37,14 @@ def free_port() -> int:
 
 
 def purchase(n: int, customer: str, days_ago: float, amount: float) -> dict[str, Any]:
-    return {"event_id": f"{customer}-p{n}", "customer_id": customer, "type": "purchase", "ts": NOW - int(days_ago * DAY), "order_id": f"{customer}-{n}", "amount": amount}
+    return {
+        "event_id": f"{customer}-p{n}",
+        "customer_id": customer,
+        "type": "purchase",
+        "ts": NOW - int(days_ago * DAY),
+        "order_id": f"{customer}-{n}",
+        "amount": amount,
+    }
 
 
 async def get(http: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
@@ -73,10 +80,20 @@ async def recount(redis: Redis) -> dict[str, dict[str, int]]:
 
 async def test_the_api_of_a_running_worker(stack: DevStack, redis_client: Redis) -> None:
     for i, customer in enumerate(CUSTOMERS):
-        await produce(stack, "events.purchase", [(customer, purchase(1, customer, 40, 20.0 * (i + 1))), (customer, purchase(2, customer, 1 + i % 3, 15.0 * i))])
+        await produce(
+            stack,
+            "events.purchase",
+            [
+                (customer, purchase(1, customer, 40, 20.0 * (i + 1))),
+                (customer, purchase(2, customer, 1 + i % 3, 15.0 * i)),
+            ],
+        )
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    async with RunningWorker(settings_for(stack, http_port=port, http_host="127.0.0.1", api_token=TOKEN, **QUIET)) as w, aiohttp.ClientSession() as http:
+    async with (
+        RunningWorker(settings_for(stack, http_port=port, http_host="127.0.0.1", api_token=TOKEN, **QUIET)) as w,
+        aiohttp.ClientSession() as http,
+    ):
         await w.wait_for(2 * len(CUSTOMERS))
 
         # Open: liveness, readiness, metrics.
@@ -97,7 +114,9 @@ async def test_the_api_of_a_running_worker(stack: DevStack, redis_client: Redis)
         status, body = await get(http, f"{base}/segments", AUTH)
         assert status == 200 and set(body) == {"rules_version", "population"}
         assert body["rules_version"] == w.worker.rules.version
-        assert {d: {s: n for s, n in segs.items() if n} for d, segs in body["population"].items()} == await recount(redis_client)
+        assert {d: {s: n for s, n in segs.items() if n} for d, segs in body["population"].items()} == await recount(
+            redis_client
+        )
         assert sum(body["population"]["value_tier"].values()) == len(CUSTOMERS)
 
         # /customers/{id}
@@ -105,15 +124,30 @@ async def test_the_api_of_a_running_worker(stack: DevStack, redis_client: Redis)
         for customer in CUSTOMERS[:3]:
             status, report = await get(http, f"{base}/customers/{customer}", AUTH)
             assert status == 200
-            assert set(report) == {"customer_id", "as_of", "rules_version", "memberships", "features", "next_check", "changes", "home_partition", "quarantined"}
+            assert set(report) == {
+                "customer_id",
+                "as_of",
+                "rules_version",
+                "memberships",
+                "features",
+                "next_check",
+                "changes",
+                "home_partition",
+                "quarantined",
+            }
             assert report["quarantined"] is None
             stored = CustomerState.loads(await redis_client.hget(state_key(customer), "s"))
             assert {d: m["segment"] for d, m in report["memberships"].items()} == stored.members
-            assert all(set(m) == {"segment", "since", "leaving_since"} and m["since"].endswith("Z") for m in report["memberships"].values())
+            assert all(
+                set(m) == {"segment", "since", "leaving_since"} and m["since"].endswith("Z")
+                for m in report["memberships"].values()
+            )
             assert report["features"]["orders_total"] == 2 and report["features"]["spend_total"] == stored.spend
             assert report["home_partition"] == stored.home  # the partition its records arrived on
             due = await redis_client.zscore(timer_key(stored.home), customer)
-            assert due is not None and report["next_check"] == rfc3339(int(due))  # purchases leave their windows: a timer is set
+            assert due is not None and report["next_check"] == rfc3339(
+                int(due)
+            )  # purchases leave their windows: a timer is set
             mine = [c for c in changes if c["customer_id"] == customer]
             kept = [{k: c[k] for k in RECENT_FIELDS} for c in mine[::-1][:HISTORY]]
             assert report["changes"] == kept  # the last change records (their main fields), newest first
@@ -154,7 +188,12 @@ async def test_not_ready_without_redis(stack: DevStack) -> None:
     base = f"http://127.0.0.1:{port}"
     no_redis = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     settings = Settings(
-        kafka_bootstrap=stack.kafka_bootstrap, redis_url=no_redis, http_port=port, http_host="127.0.0.1", quantiles_refresh_s=0, rules_reload_s=0
+        kafka_bootstrap=stack.kafka_bootstrap,
+        redis_url=no_redis,
+        http_port=port,
+        http_host="127.0.0.1",
+        quantiles_refresh_s=0,
+        rules_reload_s=0,
     )
     async with RunningWorker(settings) as w, aiohttp.ClientSession() as http:
         deadline = asyncio.get_running_loop().time() + 30

@@ -7,10 +7,18 @@ from __future__ import annotations
 import pandas as pd
 from redis.asyncio import Redis
 
-from engine.datasets import CDNOW_CUSTOMERS, CDNOW_PURCHASES, DAY_MS, cdnow_path, customer_id, iter_purchase_events, read_cdnow
-from engine.devstack import DevStack
-from engine.state import CustomerState
-from engine.store_redis import RedisStore
+from segengine.datasets import (
+    CDNOW_CUSTOMERS,
+    CDNOW_PURCHASES,
+    DAY_MS,
+    cdnow_path,
+    customer_id,
+    iter_purchase_events,
+    read_cdnow,
+)
+from segengine.devstack import DevStack
+from segengine.state import CustomerState
+from segengine.store_redis import RedisStore
 from tests.integration.support import RunningWorker, produce, settings_for
 
 
@@ -40,8 +48,20 @@ async def test_cdnow_replay_matches_batch_computation(stack: DevStack, redis_cli
     mismatches = []
     for cdnow_id, row in oracle.iterrows():
         state = CustomerState.loads(loaded[customer_id(str(cdnow_id))].blob)
-        got = (state.orders, round(state.spend, 2), state.first_purchase // DAY_MS, state.last_purchase // DAY_MS, len(state.purchase_days))
-        want = (int(row.orders), round(float(row.spend), 2), int(row.first_day), int(row.last_day), int(row.distinct_days))
+        got = (
+            state.orders,
+            round(state.spend, 2),
+            state.first_purchase // DAY_MS,
+            state.last_purchase // DAY_MS,
+            len(state.purchase_days),
+        )
+        want = (
+            int(row.orders),
+            round(float(row.spend), 2),
+            int(row.first_day),
+            int(row.last_day),
+            int(row.distinct_days),
+        )
         if got != want:
             mismatches.append((cdnow_id, got, want))
     assert not mismatches, f"{len(mismatches)} customers differ, e.g. {mismatches[:3]}"

@@ -1,4 +1,4 @@
-"""All 69,659 real CDNOW purchases replayed (``engine.replay``) through one worker with the
+"""All 69,659 real CDNOW purchases replayed (``segengine.replay``) through one worker with the
 event-time clock, timers on, until time has caught up with the last event (1998-06-30).
 Then, for every one of the 23,570 customers, checked against independent oracles:
 
@@ -21,7 +21,7 @@ import asyncio
 import shutil
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -29,20 +29,20 @@ import pandas as pd
 from lifetimes.utils import summary_data_from_transaction_data
 from redis.asyncio import Redis
 
-from engine.datasets import CDNOW_CUSTOMERS, CDNOW_PURCHASES, DAY_MS, cdnow_path, customer_id
-from engine.devstack import DevStack
-from engine.evaluate import CHANGES_TOPIC, FoldResult, fold_customer, reevaluate_customer, rfc3339
-from engine.events import Event, Source
-from engine.replay import Record, load, produce
-from engine.rules import RuleSet, load_rules
-from engine.state import CustomerState, Features
-from engine.store_redis import RedisStore
-from engine.timers import next_check
+from segengine.datasets import CDNOW_CUSTOMERS, CDNOW_PURCHASES, DAY_MS, cdnow_path, customer_id
+from segengine.devstack import DevStack
+from segengine.evaluate import CHANGES_TOPIC, FoldResult, fold_customer, reevaluate_customer, rfc3339
+from segengine.events import Event, Source
+from segengine.replay import Record, load, produce
+from segengine.rules import RuleSet, load_rules
+from segengine.state import CustomerState, Features
+from segengine.store_redis import RedisStore
+from segengine.timers import next_check
 from tests.integration.support import RunningWorker, consume_all, settings_for, values
 
 ROOT = Path(__file__).resolve().parents[2]
 END = "1998-06-30"
-END_DAY = int(datetime.fromisoformat(END).replace(tzinfo=timezone.utc).timestamp() * 1000) // DAY_MS
+END_DAY = int(datetime.fromisoformat(END).replace(tzinfo=UTC).timestamp() * 1000) // DAY_MS
 
 
 def lifetimes_summary() -> pd.DataFrame:
@@ -74,11 +74,15 @@ def timer_changes_of_a_pure_fold(rules: RuleSet, records: list[Record], until: i
     by_customer: dict[str, list[Event]] = defaultdict(list)
     for offset, record in enumerate(records):
         ev = orjson.loads(record.value)
-        by_customer[ev["customer_id"]].append(Event(ev["event_id"], ev["customer_id"], ev["type"], record.ts, ev, Source(record.topic, 0, offset)))
+        by_customer[ev["customer_id"]].append(
+            Event(ev["event_id"], ev["customer_id"], ev["type"], record.ts, ev, Source(record.topic, 0, offset))
+        )
     ids: list[str] = []
     for cid, events in by_customer.items():
         state = CustomerState()
-        results = [fold_customer(rules, state, cid, events, now_for=lambda ts: ts, committed={}, dedupe_horizon_ms=7 * DAY_MS)]
+        results = [
+            fold_customer(rules, state, cid, events, now_for=lambda ts: ts, committed={}, dedupe_horizon_ms=7 * DAY_MS)
+        ]
         decided = results[0].decided_at
         assert decided is not None
         while (due := next_check(rules.time_plan, state, decided)) is not None and due <= until:
@@ -86,11 +90,18 @@ def timer_changes_of_a_pure_fold(rules: RuleSet, records: list[Record], until: i
             decided = max(due, state.max_ts or 0)
             results.append(FoldResult())
             reevaluate_customer(rules, state, cid, decided, results[-1], {"kind": "timer"}, f"timer:{decided}")
-        ids += [o.value["change_id"] for r in results for o in r.outputs if o.topic == CHANGES_TOPIC and o.value and o.value["cause"]["kind"] == "timer"]
+        ids += [
+            o.value["change_id"]
+            for r in results
+            for o in r.outputs
+            if o.topic == CHANGES_TOPIC and o.value and o.value["cause"]["kind"] == "timer"
+        ]
     return ids
 
 
-async def test_cdnow_replay_with_timers_matches_lifetimes_and_a_batch_evaluation(stack: DevStack, redis_client: Redis, tmp_path: Path) -> None:
+async def test_cdnow_replay_with_timers_matches_lifetimes_and_a_batch_evaluation(
+    stack: DevStack, redis_client: Redis, tmp_path: Path
+) -> None:
     started = time.perf_counter()
     for pack in ("value_tier.yaml", "lifecycle.yaml"):  # the core path: a windowed tier and the lifecycle's thresholds
         shutil.copy(ROOT / "rules" / pack, tmp_path / pack)
@@ -98,7 +109,9 @@ async def test_cdnow_replay_with_timers_matches_lifetimes_and_a_batch_evaluation
     assert len(records) == CDNOW_PURCHASES
     replayed = await produce(stack.kafka_bootstrap, records)
 
-    settings = settings_for(stack, clock="event", rules_file=tmp_path, quantiles_refresh_s=0, rules_reload_s=0, timer_batch=2000)
+    settings = settings_for(
+        stack, clock="event", rules_file=tmp_path, quantiles_refresh_s=0, rules_reload_s=0, timer_batch=2000
+    )
     async with RunningWorker(settings) as w:
         await w.wait_for(CDNOW_PURCHASES, timeout=120)
         clock, store = w.worker.processor.clock, RedisStore(redis_client)
@@ -123,17 +136,24 @@ async def test_cdnow_replay_with_timers_matches_lifetimes_and_a_batch_evaluation
         if (frequency, recency, age) != want or (monetary is not None and abs(monetary - row.monetary_value) > 1e-6):
             mismatches.append((cdnow_id, (frequency, recency, age, monetary), (*want, row.monetary_value)))
         monetary_checked += monetary is not None
-        batch = {d: decision.segment for d, decision in rules.evaluate(Features(state, at, rules.derived), state.members, at).items()}
+        batch = {
+            d: decision.segment
+            for d, decision in rules.evaluate(Features(state, at, rules.derived), state.members, at).items()
+        }
         if batch != state.members:
             segment_mismatches.append((cdnow_id, state.members, batch))
     assert not mismatches, f"{len(mismatches)} customers differ from lifetimes, e.g. {mismatches[:3]}"
-    assert not segment_mismatches, f"{len(segment_mismatches)} customers' segments differ from a batch evaluation, e.g. {segment_mismatches[:3]}"
+    assert not segment_mismatches, (
+        f"{len(segment_mismatches)} customers' segments differ from a batch evaluation, e.g. {segment_mismatches[:3]}"
+    )
 
     changes = values(await consume_all(stack, "segments.changes", timeout=60))
     assert len({c["change_id"] for c in changes}) == len(changes), "no change published twice"
     by_timer = sorted(c["change_id"] for c in changes if c["cause"]["kind"] == "timer")
     want = sorted(timer_changes_of_a_pure_fold(rules, records, at))
-    assert by_timer == want, f"{len(by_timer):,} timer changes published, {len(want):,} in a pure fold; {len(set(want) - set(by_timer)):,} missing"
+    assert by_timer == want, (
+        f"{len(by_timer):,} timer changes published, {len(want):,} in a pure fold; {len(set(want) - set(by_timer)):,} missing"
+    )
     print(
         f"\nCDNOW: {CDNOW_PURCHASES:,} purchases replayed at {replayed.eps:,.0f} events/s; engine and timers done in {engine_s:.1f} s;"
         f" {len(changes):,} segment changes, {len(by_timer):,} caused by timers; monetary value checked for"

@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from engine.devstack import DevStack
-from engine.store_redis import RedisStore
+from segengine.devstack import DevStack
+from segengine.store_redis import RedisStore
 from tests.integration.support import RunningWorker, consume_all, settings_for, values
 
 NOW = int(time.time() * 1000)
@@ -23,7 +23,13 @@ NOW = int(time.time() * 1000)
 async def segengine(stack: DevStack, *args: str) -> tuple[int, str, str]:
     env = {**os.environ, "SEGENGINE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "SEGENGINE_REDIS_URL": stack.redis_url}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "engine.cli", *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        sys.executable,
+        "-m",
+        "segengine",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
@@ -31,13 +37,24 @@ async def segengine(stack: DevStack, *args: str) -> tuple[int, str, str]:
 
 
 def purchase(event_id: str, customer: str, amount: Any) -> str:
-    return orjson.dumps({"event_id": event_id, "customer_id": customer, "type": "purchase", "ts": NOW - 3_600_000, "order_id": event_id, "amount": amount}).decode()
+    return orjson.dumps(
+        {
+            "event_id": event_id,
+            "customer_id": customer,
+            "type": "purchase",
+            "ts": NOW - 3_600_000,
+            "order_id": event_id,
+            "amount": amount,
+        }
+    ).decode()
 
 
 async def test_produce_refuses_a_bad_event_and_sends_a_good_one(stack: DevStack) -> None:
     code, out, err = await segengine(stack, "produce", "events.purchase", purchase("bad-1", "kim", -4))
     assert code == 1 and "bad_value" in err, (out, err)
-    code, out, err = await segengine(stack, "produce", "events.browse", purchase("bad-2", "kim", 4))  # a purchase on the browse topic
+    code, out, err = await segengine(
+        stack, "produce", "events.browse", purchase("bad-2", "kim", 4)
+    )  # a purchase on the browse topic
     assert code == 1 and "unknown_type" in err, (out, err)
     code, out, err = await segengine(stack, "produce", "events.purchase", "{not json")
     assert code == 1 and "not_json" in err, (out, err)
@@ -52,7 +69,9 @@ async def test_produce_refuses_a_bad_event_and_sends_a_good_one(stack: DevStack)
 
 async def test_segments_and_inspect_print_what_the_workers_keep(stack: DevStack, redis_client: Redis) -> None:
     for n, customer in enumerate(("lea", "max", "noa")):
-        code, out, err = await segengine(stack, "produce", "events.purchase", purchase(f"p{n}", customer, 30.0 + 200 * n))
+        code, out, err = await segengine(
+            stack, "produce", "events.purchase", purchase(f"p{n}", customer, 30.0 + 200 * n)
+        )
         assert code == 0, (out, err)
     async with RunningWorker(settings_for(stack)) as w:
         await w.wait_for(3)

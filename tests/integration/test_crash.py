@@ -13,14 +13,14 @@ from collections import defaultdict
 import orjson
 from redis.asyncio import Redis
 
-from engine.datasets import iter_purchase_events, read_cdnow
-from engine.devstack import DevStack
-from engine.evaluate import CHANGES_TOPIC, fold_customer
-from engine.events import Event, Source
-from engine.rules import load_rules
-from engine.settings import Settings
-from engine.state import CustomerState
-from engine.store_redis import RedisStore
+from segengine.datasets import iter_purchase_events, read_cdnow
+from segengine.devstack import DevStack
+from segengine.evaluate import CHANGES_TOPIC, fold_customer
+from segengine.events import Event, Source
+from segengine.rules import load_rules
+from segengine.settings import Settings
+from segengine.state import CustomerState
+from segengine.store_redis import RedisStore
 from tests.integration.support import RunningWorker, consume_all, produce, settings_for
 
 N = 6000
@@ -41,14 +41,24 @@ def expected_changes(
     actions: set[str] = set()
     for cid, evs in by_customer.items():
         state = CustomerState()
-        result = fold_customer(rules, state, cid, sorted(evs, key=lambda e: e.source.offset), now_for=lambda ts: ts, committed={}, dedupe_horizon_ms=7 * 86_400_000)
+        result = fold_customer(
+            rules,
+            state,
+            cid,
+            sorted(evs, key=lambda e: e.source.offset),
+            now_for=lambda ts: ts,
+            committed={},
+            dedupe_horizon_ms=7 * 86_400_000,
+        )
         changes.update({o.value["change_id"]: cid for o in result.outputs if o.topic == CHANGES_TOPIC and o.value})
         actions.update(o.value["action_id"] for o in result.outputs if o.topic.startswith("actions.") and o.value)
         states[cid] = state
     return changes, states, actions
 
 
-async def test_kill_after_redis_write_before_commit_loses_and_doubles_nothing(stack: DevStack, redis_client: Redis) -> None:
+async def test_kill_after_redis_write_before_commit_loses_and_doubles_nothing(
+    stack: DevStack, redis_client: Redis
+) -> None:
     events = [ev for _, ev in iter_purchase_events(read_cdnow()[:N])]
     await produce(stack, "events.purchase", [(ev["customer_id"], ev) for ev in events])
     records = await consume_all(stack, "events.purchase", expect=N)
@@ -58,21 +68,37 @@ async def test_kill_after_redis_write_before_commit_loses_and_doubles_nothing(st
     env = {**os.environ, "SEGENGINE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "SEGENGINE_REDIS_URL": stack.redis_url,
            "SEGENGINE_CLOCK": "event", "SEGENGINE_FAULT": "kill_after_save", "SEGENGINE_BATCH_MAX_RECORDS": "500",
            "SEGENGINE_TIMERS": "false", "SEGENGINE_QUANTILES_REFRESH_S": "0"}  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "engine.cli", "run", env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "segengine",
+        "run",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     assert await asyncio.wait_for(proc.wait(), 60) == -signal.SIGKILL
     written = await redis_client.hlen("seg:population")
     assert written > 0, "the killed worker had written state"
     assert len(await consume_all(stack, "segments.changes")) == 0, "nothing was published before the kill"
 
-    async with RunningWorker(settings_for(stack, clock="event", timers=False, quantiles_refresh_s=0)) as w:  # the oracle knows events only
+    async with RunningWorker(
+        settings_for(stack, clock="event", timers=False, quantiles_refresh_s=0)
+    ) as w:  # the oracle knows events only
         await w.wait_for(N, timeout=120)
 
     want_changes, want_states, want_actions = expected_changes(events, offsets, partitions)
     published = [orjson.loads(r.value) for r in await consume_all(stack, "segments.changes")]
     got_ids = [c["change_id"] for c in published]
     assert set(got_ids) == set(want_changes), "every expected change, and no other, was published"
-    actions = [orjson.loads(r.value) for t in ("actions.retention", "actions.loyalty", "actions.service") for r in await consume_all(stack, t)]
-    assert want_actions and {a["action_id"] for a in actions} == want_actions, "every expected action, and no other, was sent"
+    actions = [
+        orjson.loads(r.value)
+        for t in ("actions.retention", "actions.loyalty", "actions.service")
+        for r in await consume_all(stack, t)
+    ]
+    assert want_actions and {a["action_id"] for a in actions} == want_actions, (
+        "every expected action, and no other, was sent"
+    )
     per_trigger: dict[tuple[str, str], set[str]] = defaultdict(set)
     for a in actions:
         per_trigger[(a["trigger_change_id"], a["action"])].add(a["action_id"])

@@ -19,10 +19,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from redis.asyncio import Redis
 
-import engine.devstack
-from engine.devstack import DevStack, DevStackError, stack_for
-from engine.settings import REPO_ROOT, Settings
-from engine.topics import load_topics
+import segengine.devstack
+from segengine.devstack import DevStack, DevStackError, stack_for
+from segengine.settings import Settings
+from segengine.topics import load_topics
+from tests.integration.support import REPO_ROOT
 
 Produce = Callable[..., Awaitable[None]]
 ConsumeAll = Callable[..., Awaitable[list[Any]]]
@@ -71,7 +72,9 @@ async def test_stack_creates_every_declared_topic_with_its_partitions_and_policy
         await admin.close()
     assert {d["topic"]: len(d["partitions"]) for d in described} == {t.name: t.partitions for t in declared}
     policies = {name: dict((e[0], e[1]) for e in entries) for _, _, _, name, entries in configs.resources}
-    assert {name: cfg["cleanup.policy"] for name, cfg in policies.items()} == {t.name: t.cleanup_policy for t in declared}
+    assert {name: cfg["cleanup.policy"] for name, cfg in policies.items()} == {
+        t.name: t.cleanup_policy for t in declared
+    }
     assert policies["segments.members"]["cleanup.policy"] == "compact"
     assert policies["events.purchase"]["retention.ms"] == "604800000"
 
@@ -82,7 +85,10 @@ async def test_records_come_back_and_one_customer_lands_on_one_partition_number(
     await produce(stack, "events.purchase", [("alice", {"event_id": "p1", "amount": 12.5}), (b"bob", b"raw bytes")])
     await produce(stack, "events.browse", [("alice", {"event_id": "b1"})])
     purchases = await consume_all(stack, "events.purchase")
-    assert sorted((r.key, r.value) for r in purchases) == [(b"alice", b'{"event_id":"p1","amount":12.5}'), (b"bob", b"raw bytes")]
+    assert sorted((r.key, r.value) for r in purchases) == [
+        (b"alice", b'{"event_id":"p1","amount":12.5}'),
+        (b"bob", b"raw bytes"),
+    ]
     (browse,) = await consume_all(stack, "events.browse", expect=1)
     assert browse.partition == next(r.partition for r in purchases if r.key == b"alice")  # co-partitioned
     assert await consume_all(stack, "events.feedback") == []
@@ -97,7 +103,7 @@ async def test_redis_answers(redis_client: Redis) -> None:
 async def test_stop_ends_both_servers_and_removes_their_directory() -> None:
     stack = DevStack()
     await stack.start()
-    pids, workdir = stack.pids, stack._workdir  # noqa: SLF001 - checking the cleanup
+    pids, workdir = stack.pids, stack._workdir
     assert len(pids) == 2 and all(alive(p) for p in pids) and workdir is not None and workdir.is_dir()
     await stack.stop()
     assert await refuses(stack.kafka_bootstrap)
@@ -107,8 +113,10 @@ async def test_stop_ends_both_servers_and_removes_their_directory() -> None:
     await stack.stop()  # a second stop is harmless
 
 
-async def test_a_server_that_dies_while_starting_fails_clearly_and_stops_the_other(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine.devstack, "tansu_binary", lambda: "/bin/false")
+async def test_a_server_that_dies_while_starting_fails_clearly_and_stops_the_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(segengine.devstack, "tansu_binary", lambda: "/bin/false")
     before = children(os.getpid())
     stack = DevStack()
     with pytest.raises(DevStackError, match=r"tansu exited with code 1 while starting on 127\.0\.0\.1:\d+"):
@@ -117,14 +125,18 @@ async def test_a_server_that_dies_while_starting_fails_clearly_and_stops_the_oth
     assert stack.pids == []
 
 
-async def test_a_server_that_never_answers_times_out_with_its_log(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+async def test_a_server_that_never_answers_times_out_with_its_log(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     fake = tmp_path / "fake-tansu"
     fake.write_text("#!/bin/sh\necho 'fake broker: listening nowhere'\nexec sleep 60\n")
     fake.chmod(0o755)
-    monkeypatch.setattr(engine.devstack, "tansu_binary", lambda: str(fake))
+    monkeypatch.setattr(segengine.devstack, "tansu_binary", lambda: str(fake))
     before = children(os.getpid())
     stack = DevStack(redis=False, start_timeout=0.5)
-    with pytest.raises(DevStackError, match=r"(?s)tansu on 127\.0\.0\.1:\d+ did not answer within .*fake broker: listening nowhere"):
+    with pytest.raises(
+        DevStackError, match=r"(?s)tansu on 127\.0\.0\.1:\d+ did not answer within .*fake broker: listening nowhere"
+    ):
         await stack.start()
     assert children(os.getpid()) == before
 
@@ -133,7 +145,7 @@ async def test_servers_do_not_outlive_a_process_that_forgot_to_stop_them(tmp_pat
     script = textwrap.dedent(
         """
         import asyncio
-        from engine.devstack import DevStack
+        from segengine.devstack import DevStack
 
         async def main():
             stack = DevStack()
@@ -155,7 +167,7 @@ async def test_stack_for_with_both_addresses_starts_nothing(stack: DevStack, mon
     def no_stack(*args: object, **kwargs: object) -> DevStack:
         raise AssertionError("stack_for started an embedded stack although both addresses were configured")
 
-    monkeypatch.setattr(engine.devstack, "DevStack", no_stack)
+    monkeypatch.setattr(segengine.devstack, "DevStack", no_stack)
     before = children(os.getpid())
     settings = Settings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url)
     async with stack_for(settings) as (bootstrap, redis_url):
@@ -193,7 +205,7 @@ async def test_stack_for_creates_missing_topics_on_a_configured_broker() -> None
 
 async def test_dev_command_serves_until_ctrl_c() -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "engine.cli", "dev", cwd=REPO_ROOT, stderr=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "segengine", "dev", cwd=REPO_ROOT, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "COLUMNS": "200"}, start_new_session=True,
     )  # fmt: skip
     try:

@@ -14,15 +14,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from redis.asyncio import Redis
 
-from engine.clock import make_clock
-from engine.devstack import DevStack
-from engine.evaluate import change_id
-from engine.metrics import Metrics
-from engine.pipeline import BatchProcessor
-from engine.rules import load_rules
-from engine.state import CustomerState
-from engine.store_redis import ERASING_KEY, HISTORY, RedisStore, state_key
-from engine.worker import KafkaSink
+from segengine.clock import make_clock
+from segengine.devstack import DevStack
+from segengine.evaluate import change_id
+from segengine.metrics import Metrics
+from segengine.pipeline import BatchProcessor
+from segengine.rules import load_rules
+from segengine.state import CustomerState
+from segengine.store_redis import ERASING_KEY, HISTORY, RedisStore, state_key
+from segengine.worker import KafkaSink
 from tests.integration.support import RunningWorker, consume_all, produce, settings_for, values
 
 DAY = 86_400_000
@@ -36,11 +36,53 @@ def events_of(customer: str) -> list[tuple[str, dict[str, Any]]]:
     """(topic, event): a purchase history, a browse, a complaint and a profile."""
     base = {"customer_id": customer}
     return [
-        ("events.purchase", {**base, "event_id": f"{customer}-p1", "type": "purchase", "ts": NOW - 20 * DAY, "order_id": f"{customer}-o1", "amount": 120.0}),
-        ("events.purchase", {**base, "event_id": f"{customer}-p2", "type": "purchase", "ts": NOW - 2 * DAY, "order_id": f"{customer}-o2", "amount": 260.0}),
-        ("events.browse", {**base, "event_id": f"{customer}-b1", "type": "browse", "ts": NOW - DAY, "action": "add_to_cart", "category": "runners"}),
-        ("events.feedback", {**base, "event_id": f"{customer}-f1", "type": "feedback", "ts": NOW - DAY, "kind": "nps", "score": 3}),
-        ("events.profile", {**base, "event_id": f"{customer}-a1", "type": "profile", "ts": NOW - DAY, "attributes": {"city": "Lyon", "age": 41}}),
+        (
+            "events.purchase",
+            {
+                **base,
+                "event_id": f"{customer}-p1",
+                "type": "purchase",
+                "ts": NOW - 20 * DAY,
+                "order_id": f"{customer}-o1",
+                "amount": 120.0,
+            },
+        ),
+        (
+            "events.purchase",
+            {
+                **base,
+                "event_id": f"{customer}-p2",
+                "type": "purchase",
+                "ts": NOW - 2 * DAY,
+                "order_id": f"{customer}-o2",
+                "amount": 260.0,
+            },
+        ),
+        (
+            "events.browse",
+            {
+                **base,
+                "event_id": f"{customer}-b1",
+                "type": "browse",
+                "ts": NOW - DAY,
+                "action": "add_to_cart",
+                "category": "runners",
+            },
+        ),
+        (
+            "events.feedback",
+            {**base, "event_id": f"{customer}-f1", "type": "feedback", "ts": NOW - DAY, "kind": "nps", "score": 3},
+        ),
+        (
+            "events.profile",
+            {
+                **base,
+                "event_id": f"{customer}-a1",
+                "type": "profile",
+                "ts": NOW - DAY,
+                "attributes": {"city": "Lyon", "age": 41},
+            },
+        ),
     ]
 
 
@@ -99,7 +141,10 @@ async def memberships(redis: Redis, customer: str) -> dict[str, str]:
 async def commit(stack: DevStack, group: str, offsets: dict[TopicPartition, int]) -> None:
     """Set the group's committed offsets (as an operator resetting a consumer group would)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=stack.kafka_bootstrap, group_id=group, enable_auto_commit=False, partition_assignment_strategy=(RangePartitionAssignor,)
+        bootstrap_servers=stack.kafka_bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        partition_assignment_strategy=(RangePartitionAssignor,),
     )
     await consumer.start()
     try:
@@ -138,14 +183,28 @@ async def test_an_erase_forgets_the_customer_everywhere(stack: DevStack, redis_c
     assert await memberships(redis_client, "fred-91c2") == fred_members
 
     # One exit per membership, cause.kind erase, with a deterministic change_id.
-    (erase_record,) = [r for r in await consume_all(stack, "events.profile") if orjson.loads(r.value)["type"] == "erase"]
-    exits = [c for c in values(await consume_all(stack, "segments.changes")) if c["customer_id"] == "erin-7f3a" and c["cause"]["kind"] == "erase"]
+    (erase_record,) = [
+        r for r in await consume_all(stack, "events.profile") if orjson.loads(r.value)["type"] == "erase"
+    ]
+    exits = [
+        c
+        for c in values(await consume_all(stack, "segments.changes"))
+        if c["customer_id"] == "erin-7f3a" and c["cause"]["kind"] == "erase"
+    ]
     assert {(c["dimension"], c["from"], c["to"]) for c in exits} == {(d, s, None) for d, s in before_members.items()}
     assert len(exits) == len(before_members)
-    cause = {"kind": "erase", "event_id": "erin-7f3a-erase1", "topic": "events.profile", "partition": erase_record.partition, "offset": erase_record.offset}
+    cause = {
+        "kind": "erase",
+        "event_id": "erin-7f3a-erase1",
+        "topic": "events.profile",
+        "partition": erase_record.partition,
+        "offset": erase_record.offset,
+    }
     assert all(c["cause"] == cause for c in exits)
     cause_key = f"events.profile:{erase_record.partition}:{erase_record.offset}"
-    assert {c["change_id"] for c in exits} == {change_id("erin-7f3a", d, cause_key, s, None) for d, s in before_members.items()}
+    assert {c["change_id"] for c in exits} == {
+        change_id("erin-7f3a", d, cause_key, s, None) for d, s in before_members.items()
+    }
 
     # The compacted table ends with a tombstone for erin, and keeps fred.
     members = [r for r in await consume_all(stack, "segments.members")]
@@ -154,7 +213,9 @@ async def test_an_erase_forgets_the_customer_everywhere(stack: DevStack, redis_c
     assert all(r.value is not None for r in members if r.key == b"fred-91c2")
 
 
-async def test_a_redelivered_erase_changes_nothing_and_a_new_customer_starts_afresh(stack: DevStack, redis_client: Redis) -> None:
+async def test_a_redelivered_erase_changes_nothing_and_a_new_customer_starts_afresh(
+    stack: DevStack, redis_client: Redis
+) -> None:
     await produce_all(stack, events_of("gina-0b1d") + events_of("hal-55e0"))
     await produce(stack, "events.profile", [("gina-0b1d", erase_event("gina-0b1d"))])
     async with RunningWorker(settings_for(stack, **QUIET)) as w:
@@ -164,7 +225,9 @@ async def test_a_redelivered_erase_changes_nothing_and_a_new_customer_starts_afr
     changes_after_erase = values(await consume_all(stack, "segments.changes"))
 
     # The erase is delivered again: the group's offset is set back to it.
-    (erase_record,) = [r for r in await consume_all(stack, "events.profile") if orjson.loads(r.value)["type"] == "erase"]
+    (erase_record,) = [
+        r for r in await consume_all(stack, "events.profile") if orjson.loads(r.value)["type"] == "erase"
+    ]
     await commit(stack, "segengine", {TopicPartition("events.profile", erase_record.partition): erase_record.offset})
     async with RunningWorker(settings_for(stack, **QUIET)) as w:
         await w.wait_for(1)
@@ -175,32 +238,61 @@ async def test_a_redelivered_erase_changes_nothing_and_a_new_customer_starts_afr
     assert gina[-2:] == [None, None]  # the tombstone again: the same record, nothing else
 
     # Later events for the id start a new customer: nothing of the old one comes back.
-    again = {"event_id": "gina-later", "customer_id": "gina-0b1d", "type": "purchase", "ts": NOW, "order_id": "o-new", "amount": 5.0}
+    again = {
+        "event_id": "gina-later",
+        "customer_id": "gina-0b1d",
+        "type": "purchase",
+        "ts": NOW,
+        "order_id": "o-new",
+        "amount": 5.0,
+    }
     await produce(stack, "events.purchase", [("gina-0b1d", again)])
     async with RunningWorker(settings_for(stack, **QUIET)) as w:
         await w.wait_for(1)
     state = CustomerState.loads(await redis_client.hget(state_key("gina-0b1d"), "s"))
     assert (state.orders, state.spend, state.attributes, state.feedback) == (1, 5.0, {}, {})
-    fresh = [c for c in values(await consume_all(stack, "segments.changes")) if c["customer_id"] == "gina-0b1d" and c["cause"].get("event_id") == "gina-later"]
+    fresh = [
+        c
+        for c in values(await consume_all(stack, "segments.changes"))
+        if c["customer_id"] == "gina-0b1d" and c["cause"].get("event_id") == "gina-later"
+    ]
     assert fresh and all(c["from"] is None for c in fresh)
     recent = [orjson.loads(r) for r in await redis_client.lrange("seg:{gina-0b1d}:changes", 0, -1)]
-    assert [c["change_id"] for c in recent] == [c["change_id"] for c in reversed(fresh)][:HISTORY]  # newest first, none of before
+    assert [c["change_id"] for c in recent] == [c["change_id"] for c in reversed(fresh)][
+        :HISTORY
+    ]  # newest first, none of before
 
 
-async def test_an_erase_redelivered_before_its_commit_and_a_deletion_left_behind(stack: DevStack, redis_client: Redis) -> None:
+async def test_an_erase_redelivered_before_its_commit_and_a_deletion_left_behind(
+    stack: DevStack, redis_client: Redis
+) -> None:
     """The pipeline alone, with no commit: the erase is written, delivered again (the same
     records again, nothing changes), then committed by hand as if the worker had died
     right after its commit: a worker's sweep deletes what was left."""
     await produce_all(stack, events_of("ivy-3c4d"))
     await produce(stack, "events.profile", [("ivy-3c4d", erase_event("ivy-3c4d"))])
-    records = [r for topic in ("events.purchase", "events.browse", "events.feedback", "events.profile") for r in await consume_all(stack, topic)]
+    records = [
+        r
+        for topic in ("events.purchase", "events.browse", "events.feedback", "events.profile")
+        for r in await consume_all(stack, topic)
+    ]
     settings = settings_for(stack)
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
     await producer.start()
     store = RedisStore(Redis.from_url(stack.redis_url))
     try:
-        processor = BatchProcessor(settings, load_rules(settings.rules_file), store, KafkaSink(producer), make_clock("wall"), Metrics(process=False))
-        history, erase = [r for r in records if b'"erase"' not in r.value], [r for r in records if b'"erase"' in r.value]
+        processor = BatchProcessor(
+            settings,
+            load_rules(settings.rules_file),
+            store,
+            KafkaSink(producer),
+            make_clock("wall"),
+            Metrics(process=False),
+        )
+        history, erase = (
+            [r for r in records if b'"erase"' not in r.value],
+            [r for r in records if b'"erase"' in r.value],
+        )
         await processor.process(history)
         populated = await population(redis_client)
         first = await processor.process(erase)
@@ -214,7 +306,7 @@ async def test_an_erase_redelivered_before_its_commit_and_a_deletion_left_behind
         sent = values(await consume_all(stack, "segments.changes"))
         again = await processor.process(history + erase)  # the whole uncommitted stretch, delivered again
         assert (again.applied, again.redelivered, again.changes) == (0, len(history) + 1, 0)
-        resent = values(await consume_all(stack, "segments.changes"))[len(sent):]
+        resent = values(await consume_all(stack, "segments.changes"))[len(sent) :]
         assert any(c["cause"]["kind"] == "erase" for c in resent)
         assert sorted(c["change_id"] for c in resent) == sorted(c["change_id"] for c in sent)  # the same records, again
         assert await population(redis_client) == erased

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 import yaml
 
-from engine.devstack import DevStack
+from segengine.devstack import DevStack
 from tests.integration.promql import exported_names, metric_names
 from tests.integration.support import RunningWorker, produce, settings_for
 

@@ -18,15 +18,15 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from engine.clock import make_clock
-from engine.devstack import DevStack
-from engine.dlq import original_value
-from engine.evaluate import CHANGES_TOPIC
-from engine.metrics import Metrics
-from engine.pipeline import DLQ_TOPIC, BatchProcessor, BatchStats
-from engine.rules import load_rules
-from engine.state import CustomerState, Features
-from engine.store_redis import RedisStore
+from segengine.clock import make_clock
+from segengine.devstack import DevStack
+from segengine.dlq import original_value
+from segengine.evaluate import CHANGES_TOPIC
+from segengine.metrics import Metrics
+from segengine.pipeline import DLQ_TOPIC, BatchProcessor, BatchStats
+from segengine.rules import load_rules
+from segengine.state import CustomerState, Features
+from segengine.store_redis import RedisStore
 from tests.integration.support import settings_for
 
 DAY = 86_400_000
@@ -88,9 +88,17 @@ class Feed:
         self.records.append(Rec(topic, p, offset, key, value, NOW))
         self.meant[(topic, p, offset)] = meant
 
-    def event(self, type_: str, customer: str, meant: str = "valid", *, key: bytes | None | str = "own", **fields: Any) -> None:
+    def event(
+        self, type_: str, customer: str, meant: str = "valid", *, key: bytes | str | None = "own", **fields: Any
+    ) -> None:
         self._n += 1
-        body = {"event_id": f"ev-{self._n}", "customer_id": customer, "type": type_, "ts": NOW - DAY + self._n, **fields}
+        body = {
+            "event_id": f"ev-{self._n}",
+            "customer_id": customer,
+            "type": type_,
+            "ts": NOW - DAY + self._n,
+            **fields,
+        }
         raw_key = customer.encode() if key == "own" else key
         self.add(TOPIC[type_], raw_key, raw(body), meant)  # type: ignore[arg-type]
 
@@ -121,16 +129,36 @@ def valid(rng: random.Random, feed: Feed) -> None:
     customer = rng.choice(CUSTOMERS)
     kind = rng.choice(["browse", "browse", "purchase", "purchase", "refund", "feedback", "profile"])
     if kind == "browse":
-        feed.event("browse", customer, action=rng.choice(["view", "add_to_cart", "checkout_start"]), category=rng.choice(["rock", "pop"]), price=rng.choice([9.5, 1e9, 0]))
+        feed.event(
+            "browse",
+            customer,
+            action=rng.choice(["view", "add_to_cart", "checkout_start"]),
+            category=rng.choice(["rock", "pop"]),
+            price=rng.choice([9.5, 1e9, 0]),
+        )
     elif kind == "purchase":
-        items = [{"sku": f"s{i}", "category": "rock", "qty": rng.randint(0, 1_000_000), "price": rng.choice([1.25, 1e9])} for i in range(rng.randint(0, 3))]
-        feed.event("purchase", customer, order_id=f"o{rng.random()}", amount=rng.choice([0, 12.5, 1e9]), currency="EUR", items=items)
+        items = [
+            {"sku": f"s{i}", "category": "rock", "qty": rng.randint(0, 1_000_000), "price": rng.choice([1.25, 1e9])}
+            for i in range(rng.randint(0, 3))
+        ]
+        feed.event(
+            "purchase",
+            customer,
+            order_id=f"o{rng.random()}",
+            amount=rng.choice([0, 12.5, 1e9]),
+            currency="EUR",
+            items=items,
+        )
     elif kind == "refund":
         feed.event("refund", customer, order_id="o1", amount=rng.choice([0.01, 1e9]))
     elif kind == "feedback":
         feed.event("feedback", customer, kind="nps", score=rng.randint(0, 10), text="t" * rng.randint(0, 3000))
     else:
-        feed.event("profile", customer, attributes={"age": rng.randint(18, 90), "city": rng.choice(["Paris", "Chengdu"]), "n" * 64: "v" * 256})
+        feed.event(
+            "profile",
+            customer,
+            attributes={"age": rng.randint(18, 90), "city": rng.choice(["Paris", "Chengdu"]), "n" * 64: "v" * 256},
+        )
 
 
 HOSTILE_VALUES: list[Any] = [
@@ -145,7 +173,17 @@ def hostile(rng: random.Random, feed: Feed) -> None:
     """A valid event with fields replaced, removed or added, or bytes that are no event at all."""
     roll = rng.random()
     if roll < 0.15:
-        value = rng.choice([b"", b"{", b"\xff\xfe{}", b"[1]", b"null", b'{"a": "\xed\xa0\x80"}', bytes(rng.getrandbits(8) for _ in range(40))])
+        value = rng.choice(
+            [
+                b"",
+                b"{",
+                b"\xff\xfe{}",
+                b"[1]",
+                b"null",
+                b'{"a": "\xed\xa0\x80"}',
+                bytes(rng.getrandbits(8) for _ in range(40)),
+            ]
+        )
         feed.add(rng.choice(sorted(set(TOPIC.values()))), rng.choice([None, b"ann"]), value, "any")
         return
     customer = rng.choice(CUSTOMERS)
@@ -176,7 +214,9 @@ def poison(feed: Feed) -> None:
     feed.event("purchase", "dan", "dlq:bad_value", order_id="big-1", amount=1e308)
     feed.event("purchase", "dan", "dlq:bad_value", order_id="big-2", amount=1e308)
     feed.event("browse", "eve", "dlq:bad_value", action="view", price=2**63)
-    feed.event("purchase", "eve", "dlq:bad_value", order_id="o-items", amount=5, items=[{"sku": "s", "qty": 1, "price": 2**63}])
+    feed.event(
+        "purchase", "eve", "dlq:bad_value", order_id="o-items", amount=5, items=[{"sku": "s", "qty": 1, "price": 2**63}]
+    )
     feed.event("purchase", "eve", "dlq:bad_value", order_id="o-qty", amount=5, items=[{"sku": "s", "qty": 2**64 - 1}])
     feed.event("purchase", "eve", "dlq:key_mismatch", key=None, order_id="o-keyless", amount=5)
     feed.event("purchase", "eve", "dlq:key_mismatch", key=b"ann", order_id="o-other", amount=5)
@@ -205,14 +245,18 @@ async def versions(redis: Redis, customers: list[str]) -> dict[str, tuple[int, b
     return {c: (row.version, row.blob) for c, row in loaded.items()}
 
 
-async def test_hostile_records_are_applied_or_dead_lettered_exactly_once(stack: DevStack, redis_client: Redis, tmp_path: Path) -> None:
+async def test_hostile_records_are_applied_or_dead_lettered_exactly_once(
+    stack: DevStack, redis_client: Redis, tmp_path: Path
+) -> None:
     rules_dir = tmp_path / "rules"
     shutil.copytree(REPO / "rules", rules_dir)
     (rules_dir / "prices.yaml").write_text(PRICES_PACK, encoding="utf-8")
     settings = settings_for(stack, rules_file=rules_dir)
     rules = load_rules(rules_dir)
     sink = ListSink()
-    processor = BatchProcessor(settings, rules, RedisStore(redis_client), sink, make_clock("wall"), Metrics(process=False))
+    processor = BatchProcessor(
+        settings, rules, RedisStore(redis_client), sink, make_clock("wall"), Metrics(process=False)
+    )
     feed = make_feed(seed=20240611, size=360)
     batches = [feed.records[i : i + 120] for i in range(0, len(feed.records), 120)]
 
@@ -284,18 +328,43 @@ async def test_a_dead_letter_reaches_the_broker_whatever_the_record(stack: DevSt
     grows past a producer batch in the letter must still not stop the partition."""
     from aiokafka import AIOKafkaProducer
 
-    from engine.worker import KafkaSink
+    from segengine.worker import KafkaSink
     from tests.integration.support import consume_all
 
     settings = settings_for(stack)
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all", max_batch_size=1 << 20, max_request_size=4 << 20)  # as a worker's
+    producer = AIOKafkaProducer(
+        bootstrap_servers=stack.kafka_bootstrap, acks="all", max_batch_size=1 << 20, max_request_size=4 << 20
+    )  # as a worker's
     await producer.start()
     try:
-        processor = BatchProcessor(settings, load_rules(settings.rules_file), RedisStore(redis_client), KafkaSink(producer), make_clock("wall"), Metrics(process=False))
+        processor = BatchProcessor(
+            settings,
+            load_rules(settings.rules_file),
+            RedisStore(redis_client),
+            KafkaSink(producer),
+            make_clock("wall"),
+            Metrics(process=False),
+        )
         records = [
             Rec("events.purchase", 0, 0, b"ann", b"\x01" * 200_000, NOW),  # UTF-8, not JSON: 6 bytes each once escaped
             Rec("events.purchase", 0, 1, b"ann", b"\xff" * 800_000, NOW),  # not UTF-8: base64 in the letter
-            Rec("events.purchase", 0, 2, b"ann", raw({"event_id": "ok", "customer_id": "ann", "type": "purchase", "ts": NOW - DAY, "order_id": "o", "amount": 5}), NOW),
+            Rec(
+                "events.purchase",
+                0,
+                2,
+                b"ann",
+                raw(
+                    {
+                        "event_id": "ok",
+                        "customer_id": "ann",
+                        "type": "purchase",
+                        "ts": NOW - DAY,
+                        "order_id": "o",
+                        "amount": 5,
+                    }
+                ),
+                NOW,
+            ),
         ]
         stats = await processor.process(records)
     finally:

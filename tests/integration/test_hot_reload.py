@@ -8,7 +8,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from engine.devstack import DevStack
+from segengine.devstack import DevStack
 from tests.integration.support import RunningWorker, consume_all, produce, settings_for, values
 
 DAY = 86_400_000
@@ -19,7 +19,14 @@ BROKEN = RULES_V1.replace("spend_365d", "spend_in_a_year")
 
 
 def purchase(n: int, customer: str, amount: float) -> dict[str, object]:
-    return {"event_id": f"hr{n}", "customer_id": customer, "type": "purchase", "ts": T - DAY + n, "order_id": f"o{n}", "amount": amount}
+    return {
+        "event_id": f"hr{n}",
+        "customer_id": customer,
+        "type": "purchase",
+        "ts": T - DAY + n,
+        "order_id": f"o{n}",
+        "amount": amount,
+    }
 
 
 async def wait_until(predicate, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
@@ -55,8 +62,13 @@ async def test_hot_reload_switches_reevaluates_and_refuses_bad_files(stack: DevS
         rules_file.write_text(BROKEN)  # refused: v2 stays in force
         await asyncio.sleep(0.5)
         assert w.worker.processor.rules.version == v2
-        assert w.worker.metrics.rules_reloads.labels("refused")._value.get() == 1  # noqa: SLF001
+        assert w.worker.metrics.rules_reloads.labels("refused")._value.get() == 1
         await produce(stack, "events.purchase", [("bo", purchase(3, "bo", 15.0))])  # bo: 25 >= 20 under v2
         await w.wait_for(3)
     bo = [c for c in values(await consume_all(stack, "segments.changes")) if c["customer_id"] == "bo"]
-    assert (bo[-1]["from"], bo[-1]["to"], bo[-1]["rules_version"], bo[-1]["cause"]["kind"]) == ("small", "big", v2, "event")
+    assert (bo[-1]["from"], bo[-1]["to"], bo[-1]["rules_version"], bo[-1]["cause"]["kind"]) == (
+        "small",
+        "big",
+        v2,
+        "event",
+    )

@@ -10,13 +10,13 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from engine import state as state_module
-from engine.clock import make_clock
-from engine.metrics import Metrics
-from engine.pipeline import BatchProcessor
-from engine.rules import load_rules
-from engine.state import MAX_ATTRIBUTES, CustomerState
-from engine.store_redis import RedisStore, state_key
+from segengine import state as state_module
+from segengine.clock import make_clock
+from segengine.metrics import Metrics
+from segengine.pipeline import BatchProcessor
+from segengine.rules import load_rules
+from segengine.state import MAX_ATTRIBUTES, CustomerState
+from segengine.store_redis import RedisStore, state_key
 from tests.integration.support import settings_for
 from tests.integration.test_hostile_input import ListSink, Rec
 
@@ -25,18 +25,34 @@ DAY = 86_400_000
 
 
 def profile(n: int, customer: str, attributes: dict[str, object]) -> Rec:
-    body = {"event_id": f"pr{n}", "customer_id": customer, "type": "profile", "ts": NOW - DAY + n, "attributes": attributes}
+    body = {
+        "event_id": f"pr{n}",
+        "customer_id": customer,
+        "type": "profile",
+        "ts": NOW - DAY + n,
+        "attributes": attributes,
+    }
     return Rec("events.profile", 1, n, customer.encode(), orjson.dumps(body), NOW)
 
 
 def dead_letters(sink: ListSink) -> list[tuple[str, int]]:
-    return [(d["error"]["code"], d["offset"]) for d in (orjson.loads(v) for t, _, v in sink.records if t == "events.dlq" and v)]
+    return [
+        (d["error"]["code"], d["offset"])
+        for d in (orjson.loads(v) for t, _, v in sink.records if t == "events.dlq" and v)
+    ]
 
 
 async def test_attributes_past_the_cap_are_dead_lettered_and_the_rest_applies(stack, redis_client: Redis) -> None:  # type: ignore[no-untyped-def]
     settings = settings_for(stack)
     sink = ListSink()
-    processor = BatchProcessor(settings, load_rules(settings.rules_file), RedisStore(redis_client), sink, make_clock("wall"), Metrics(process=False))
+    processor = BatchProcessor(
+        settings,
+        load_rules(settings.rules_file),
+        RedisStore(redis_client),
+        sink,
+        make_clock("wall"),
+        Metrics(process=False),
+    )
     full = {f"a{i}": i for i in range(MAX_ATTRIBUTES)}
     stats = await processor.process([
         profile(0, "ann", full),                       # exactly the cap: fine
@@ -47,15 +63,26 @@ async def test_attributes_past_the_cap_are_dead_lettered_and_the_rest_applies(st
     assert dead_letters(sink) == [("limit_exceeded", 1)]
     assert stats.applied == 3 and stats.rejected == 1
     ann = CustomerState.loads(await redis_client.hget(state_key("ann"), "s"))
-    assert len(ann.attributes) == MAX_ATTRIBUTES and ann.attributes["a0"] == "changed" and "one_more" not in ann.attributes
+    assert (
+        len(ann.attributes) == MAX_ATTRIBUTES and ann.attributes["a0"] == "changed" and "one_more" not in ann.attributes
+    )
     assert ann.offsets == {"events.profile:1": 2}  # the rejected record is behind the applied one: nothing re-reads it
 
 
-async def test_an_event_that_would_grow_the_state_past_its_size_limit_is_dead_lettered(stack, redis_client: Redis, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+async def test_an_event_that_would_grow_the_state_past_its_size_limit_is_dead_lettered(
+    stack, redis_client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(state_module, "MAX_STATE_BYTES", 4_000)  # a small limit, so a few events reach it
     settings = settings_for(stack)
     sink = ListSink()
-    processor = BatchProcessor(settings, load_rules(settings.rules_file), RedisStore(redis_client), sink, make_clock("wall"), Metrics(process=False))
+    processor = BatchProcessor(
+        settings,
+        load_rules(settings.rules_file),
+        RedisStore(redis_client),
+        sink,
+        make_clock("wall"),
+        Metrics(process=False),
+    )
     records = [profile(i, "cy", {f"field{i}": "x" * 200}) for i in range(30)]
     stats = await processor.process(records)
     letters = dead_letters(sink)

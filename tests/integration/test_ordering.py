@@ -19,9 +19,9 @@ from pathlib import Path
 import orjson
 from redis.asyncio import Redis
 
-from engine.devstack import DevStack
-from engine.state import CustomerState
-from engine.store_redis import state_key
+from segengine.devstack import DevStack
+from segengine.state import CustomerState
+from segengine.store_redis import state_key
 from tests.integration.support import RunningWorker, consume_all, produce, settings_for, values
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,16 +48,33 @@ class SlowSink:
 def purchase(i: int) -> dict[str, object]:
     # Two days apart: while customer i is still in flight, the watermark has moved past the
     # timers of customers 30 records before it.
-    return {"event_id": f"p{i}", "customer_id": f"c{i:03d}", "type": "purchase", "ts": T0 + i * 2 * DAY, "order_id": f"o{i}", "amount": 20.0}
+    return {
+        "event_id": f"p{i}",
+        "customer_id": f"c{i:03d}",
+        "type": "purchase",
+        "ts": T0 + i * 2 * DAY,
+        "order_id": f"o{i}",
+        "amount": 20.0,
+    }
 
 
-async def test_timer_changes_never_overtake_the_event_change_before_them(stack: DevStack, redis_client: Redis, tmp_path: Path) -> None:
+async def test_timer_changes_never_overtake_the_event_change_before_them(
+    stack: DevStack, redis_client: Redis, tmp_path: Path
+) -> None:
     shutil.copy(ROOT / "rules" / "lifecycle.yaml", tmp_path / "lifecycle.yaml")
     events = [purchase(i) for i in range(CUSTOMERS)]
     # one last customer far ahead: the watermark passes every churn due time
     events.append({**purchase(CUSTOMERS), "customer_id": "zz-last", "ts": T0 + (2 * CUSTOMERS + 200) * DAY})
     await produce(stack, "events.purchase", [(e["customer_id"], e) for e in events])  # type: ignore[misc]
-    settings = settings_for(stack, clock="event", rules_file=tmp_path, batch_max_records=25, timer_interval_ms=20, quantiles_refresh_s=0, rules_reload_s=0)
+    settings = settings_for(
+        stack,
+        clock="event",
+        rules_file=tmp_path,
+        batch_max_records=25,
+        timer_interval_ms=20,
+        quantiles_refresh_s=0,
+        rules_reload_s=0,
+    )
     runner = RunningWorker(settings)
     sink = runner.worker.processor.sink = SlowSink(runner.worker.processor.sink)
     expected = CUSTOMERS * (len(CHAIN) - 1) + 1  # every chain, and the last customer's entry
@@ -67,7 +84,9 @@ async def test_timer_changes_never_overtake_the_event_change_before_them(stack: 
         deadline = asyncio.get_running_loop().time() + 240
         while len(changes) < expected:
             assert not runner.task.done(), "the worker stopped"  # type: ignore[union-attr]
-            assert asyncio.get_running_loop().time() < deadline, f"{len(changes)} of {expected} changes published in time"
+            assert asyncio.get_running_loop().time() < deadline, (
+                f"{len(changes)} of {expected} changes published in time"
+            )
             await asyncio.sleep(1)
             changes = values(await consume_all(stack, "segments.changes", timeout=60))
     assert sink.publishes > 10  # many publishes were in flight, slowly
@@ -91,4 +110,6 @@ async def test_timer_changes_never_overtake_the_event_change_before_them(stack: 
         members[record.key.decode()] = orjson.loads(record.value)  # the last one per customer wins, as compaction keeps
     for customer in by_customer:
         stored = CustomerState.loads(await redis_client.hget(state_key(customer), "s"))
-        assert members[customer]["memberships"] == stored.members, f"{customer}: the members table is not what Redis holds"
+        assert members[customer]["memberships"] == stored.members, (
+            f"{customer}: the members table is not what Redis holds"
+        )

@@ -8,9 +8,9 @@ import time
 import orjson
 from redis.asyncio import Redis
 
-from engine.devstack import DevStack
-from engine.state import CustomerState
-from engine.store_redis import state_key
+from segengine.devstack import DevStack
+from segengine.state import CustomerState
+from segengine.store_redis import state_key
 from tests.integration.support import RunningWorker, consume_all, produce, settings_for, values
 
 DAY = 86_400_000
@@ -18,7 +18,14 @@ NOW = int(time.time() * 1000)
 
 
 def purchase(event_id: str, customer: str, ts: int, amount: float) -> dict[str, object]:
-    return {"event_id": event_id, "customer_id": customer, "type": "purchase", "ts": ts, "order_id": f"o-{event_id}", "amount": amount}
+    return {
+        "event_id": event_id,
+        "customer_id": customer,
+        "type": "purchase",
+        "ts": ts,
+        "order_id": f"o-{event_id}",
+        "amount": amount,
+    }
 
 
 def browse(event_id: str, customer: str, ts: int, action: str = "view") -> dict[str, object]:
@@ -53,10 +60,17 @@ async def test_events_become_state_changes_and_memberships(stack: DevStack, redi
     assert len({c["change_id"] for c in changes}) == len(changes)
 
     members = {r.key.decode(): orjson.loads(r.value) for r in await consume_all(stack, "segments.members")}
-    assert (members["alice"]["memberships"]["value_tier"], members["alice"]["memberships"]["lifecycle"]) == ("A", "active")
+    assert (members["alice"]["memberships"]["value_tier"], members["alice"]["memberships"]["lifecycle"]) == (
+        "A",
+        "active",
+    )
     assert (members["bob"]["memberships"]["value_tier"], members["bob"]["memberships"]["lifecycle"]) == ("C", "new")
     population = {k.decode(): int(v) for k, v in (await redis_client.hgetall("seg:population")).items()}
-    assert population["value_tier\x1fA"] == 1 and population["value_tier\x1fC"] == 1 and population["lifecycle\x1fnew"] == 1
+    assert (
+        population["value_tier\x1fA"] == 1
+        and population["value_tier\x1fC"] == 1
+        and population["lifecycle\x1fnew"] == 1
+    )
 
 
 async def test_same_record_twice_and_same_event_id_twice_count_once(stack: DevStack, redis_client: Redis) -> None:
@@ -76,7 +90,9 @@ async def test_same_record_twice_and_same_event_id_twice_count_once(stack: DevSt
     assert len(await consume_all(stack, "segments.changes")) == changes_before
 
 
-async def test_malformed_records_go_to_the_dlq_and_the_partition_keeps_flowing(stack: DevStack, redis_client: Redis) -> None:
+async def test_malformed_records_go_to_the_dlq_and_the_partition_keeps_flowing(
+    stack: DevStack, redis_client: Redis
+) -> None:
     bad: list[tuple[bytes | str | None, bytes | dict[str, object]]] = [
         ("dan", b"{not json"),
         ("dan", b"\xff\xfe\x00"),

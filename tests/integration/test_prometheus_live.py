@@ -18,8 +18,8 @@ import pytest
 import yaml
 from redis.asyncio import Redis
 
-from engine.devstack import DevStack
-from engine.store_redis import POPULATION_KEY, FIELD_SEP
+from segengine.devstack import DevStack
+from segengine.store_redis import FIELD_SEP, POPULATION_KEY
 from tests.integration.support import RunningWorker, produce, settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +36,14 @@ def free_port() -> int:
 
 
 def purchase(n: int, customer: str, amount: float) -> dict[str, object]:
-    return {"event_id": f"live-p{n}", "customer_id": customer, "type": "purchase", "ts": NOW - DAY, "order_id": f"o{n}", "amount": amount}
+    return {
+        "event_id": f"live-p{n}",
+        "customer_id": customer,
+        "type": "purchase",
+        "ts": NOW - DAY,
+        "order_id": f"o{n}",
+        "amount": amount,
+    }
 
 
 def browse(n: int, customer: str) -> dict[str, object]:
@@ -62,7 +69,9 @@ class Prometheus:
     async def start(self, session: aiohttp.ClientSession) -> None:
         exe = shutil.which("prometheus")
         if exe is None:
-            pytest.fail("prometheus is not installed: `make test` installs it (Debian package prometheus)", pytrace=False)
+            pytest.fail(
+                "prometheus is not installed: `make test` installs it (Debian package prometheus)", pytrace=False
+            )
         self.proc = await asyncio.create_subprocess_exec(
             exe, f"--config.file={self.config}", f"--storage.tsdb.path={self.data}",
             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn",
@@ -87,7 +96,7 @@ class Prometheus:
         self.proc.terminate()
         try:
             await asyncio.wait_for(self.proc.wait(), 10)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.proc.kill()
             await self.proc.wait()
 
@@ -118,7 +127,11 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def test_prometheus_scrapes_a_worker_and_sees_what_it_did(
-    stack: DevStack, redis_client: Redis, session: aiohttp.ClientSession, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    stack: DevStack,
+    redis_client: Redis,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
     first = [(c, purchase(i, c, 20.0 + 17 * i)) for i, c in enumerate(CUSTOMERS)]
@@ -135,14 +148,21 @@ async def test_prometheus_scrapes_a_worker_and_sees_what_it_did(
                 rows = await query(session, prom, 'sum(segengine_events_total{job="segengine",outcome="applied"})')
                 return float(rows[0]["value"][1]) if rows else None
 
-            assert await eventually(lambda: _equals(applied, len(first)), "segengine_events_total == first batch") is True
+            assert (
+                await eventually(lambda: _equals(applied, len(first)), "segengine_events_total == first batch") is True
+            )
 
             # More events: Prometheus sees the counter grow by exactly as many.
-            more = [(c, browse(i, c)) for i, c in enumerate(CUSTOMERS)] + [(c, purchase(100 + i, c, 500.0)) for i, c in enumerate(CUSTOMERS[:10])]
+            more = [(c, browse(i, c)) for i, c in enumerate(CUSTOMERS)] + [
+                (c, purchase(100 + i, c, 500.0)) for i, c in enumerate(CUSTOMERS[:10])
+            ]
             await produce(stack, "events.browse", more[: len(CUSTOMERS)])
             await produce(stack, "events.purchase", more[len(CUSTOMERS) :])
             await w.wait_for(len(first) + len(more))
-            assert await eventually(lambda: _equals(applied, len(first) + len(more)), "segengine_events_total grown") is True
+            assert (
+                await eventually(lambda: _equals(applied, len(first) + len(more)), "segengine_events_total grown")
+                is True
+            )
 
             # The population gauges in Prometheus equal /segments and the counters in Redis.
             async with session.get(f"http://127.0.0.1:{http_port}/segments") as resp:
@@ -193,7 +213,11 @@ async def test_prometheus_scrapes_a_worker_and_sees_what_it_did(
     assert prom.proc is not None and prom.proc.returncode is not None
 
     # Nor in the worker's logs above debug level.
-    leaked = [r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG and any(c in r.getMessage() for c in CUSTOMERS)]
+    leaked = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno > logging.DEBUG and any(c in r.getMessage() for c in CUSTOMERS)
+    ]
     assert not leaked
 
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
-from engine.metrics import Metrics
+from segengine.metrics import Metrics
 from tests.integration.promql import exported_names, metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +66,11 @@ def test_every_alert_is_tested_firing_and_not_firing_and_has_a_runbook_section()
     for name in names:
         assert name in firing, f"no promtool test shows {name} firing"
         assert name in quiet, f"no promtool test shows {name} staying quiet"
-    slugs = {re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-") for line in runbook.splitlines() if line.startswith("## ")}
+    slugs = {
+        re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        for line in runbook.splitlines()
+        if line.startswith("## ")
+    }
     for alert in alerts():
         anchor = alert["annotations"]["runbook"].partition("#")[2]
         assert anchor in slugs, f"{alert['alert']}: docs/runbook.md has no section #{anchor}"

@@ -18,10 +18,10 @@ from pathlib import Path
 import orjson
 from redis.asyncio import Redis
 
-from engine.devstack import DevStack
-from engine.inspect import customer_report
-from engine.state import CustomerState
-from engine.store_redis import RedisStore, state_key, timer_key
+from segengine.devstack import DevStack
+from segengine.inspect import customer_report
+from segengine.state import CustomerState
+from segengine.store_redis import RedisStore, state_key, timer_key
 from tests.integration.support import RunningWorker, consume_all, produce, settings_for, values
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +32,14 @@ BROKEN = "broken-1"
 
 
 def purchase(n: str, customer: str, ts: int, amount: float = 20.0) -> dict[str, object]:
-    return {"event_id": f"p-{n}", "customer_id": customer, "type": "purchase", "ts": ts, "order_id": f"o-{n}", "amount": amount}
+    return {
+        "event_id": f"p-{n}",
+        "customer_id": customer,
+        "type": "purchase",
+        "ts": ts,
+        "order_id": f"o-{n}",
+        "amount": amount,
+    }
 
 
 async def wait_until(check, what: str, runner: RunningWorker, timeout: float = 120) -> None:  # type: ignore[no-untyped-def]
@@ -43,10 +50,14 @@ async def wait_until(check, what: str, runner: RunningWorker, timeout: float = 1
         await asyncio.sleep(0.5)
 
 
-async def test_a_customer_that_cannot_be_processed_is_quarantined_and_the_rest_goes_on(stack: DevStack, redis_client: Redis, tmp_path: Path) -> None:
+async def test_a_customer_that_cannot_be_processed_is_quarantined_and_the_rest_goes_on(
+    stack: DevStack, redis_client: Redis, tmp_path: Path
+) -> None:
     for pack in ("value_tier.yaml", "lifecycle.yaml"):
         shutil.copy(ROOT / "rules" / pack, tmp_path / pack)
-    settings = settings_for(stack, clock="event", rules_file=tmp_path, timer_interval_ms=50, quantiles_refresh_s=0, rules_reload_s=0)
+    settings = settings_for(
+        stack, clock="event", rules_file=tmp_path, timer_interval_ms=50, quantiles_refresh_s=0, rules_reload_s=0
+    )
     await produce(stack, "events.purchase", [(c, purchase(c, c, T0)) for c in [*HEALTHY, BROKEN]])
     async with RunningWorker(settings) as runner:
         await runner.wait_for(len(HEALTHY) + 1)
@@ -61,7 +72,11 @@ async def test_a_customer_that_cannot_be_processed_is_quarantined_and_the_rest_g
         await produce(stack, "events.purchase", [("zz-clock", purchase("clock", "zz-clock", T0 + 100 * DAY))])
 
         async def healthy_at_risk() -> bool:
-            moves = [c for c in values(await consume_all(stack, "segments.changes")) if c["dimension"] == "lifecycle" and c["to"] == "at_risk"]
+            moves = [
+                c
+                for c in values(await consume_all(stack, "segments.changes"))
+                if c["dimension"] == "lifecycle" and c["to"] == "at_risk"
+            ]
             return {c["customer_id"] for c in moves} >= set(HEALTHY)
 
         await wait_until(healthy_at_risk, "every healthy customer at_risk, by the due loop", runner)
@@ -71,7 +86,9 @@ async def test_a_customer_that_cannot_be_processed_is_quarantined_and_the_rest_g
 
         await wait_until(quarantined, "the broken customer quarantined", runner)
         assert await redis_client.zscore(timer_key(home), BROKEN) is None  # off the timers: not taken again and again
-        counted = runner.worker.metrics.registry.get_sample_value("segengine_customers_quarantined_total", {"stage": "timer"})
+        counted = runner.worker.metrics.registry.get_sample_value(
+            "segengine_customers_quarantined_total", {"stage": "timer"}
+        )
         assert counted is not None and counted >= 1
         report = await customer_report(RedisStore(redis_client), runner.worker.rules, BROKEN, T0 + 100 * DAY)
         assert report is not None and report["quarantined"] == "timer"
@@ -92,7 +109,11 @@ async def test_a_customer_that_cannot_be_processed_is_quarantined_and_the_rest_g
 
         # an erase forgets it all the same; a new purchase starts a fresh customer, with a timer
         done = runner.records
-        await produce(stack, "events.profile", [(BROKEN, {"event_id": "erase-b", "customer_id": BROKEN, "type": "erase", "ts": T0 + 102 * DAY})])
+        await produce(
+            stack,
+            "events.profile",
+            [(BROKEN, {"event_id": "erase-b", "customer_id": BROKEN, "type": "erase", "ts": T0 + 102 * DAY})],
+        )
         await runner.wait_for(done + 1)
         await produce(stack, "events.purchase", [(BROKEN, purchase("b3", BROKEN, T0 + 103 * DAY))])
 

@@ -30,14 +30,15 @@ import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
-from engine.datasets import DAY_MS
-from engine.devstack import DevStack
-from engine.events import INPUT_TOPICS
-from engine.rules import load_rules
-from engine.state import CustomerState
-from engine.store_redis import RedisStore
+from segengine.datasets import DAY_MS
+from segengine.devstack import DevStack
+from segengine.events import INPUT_TOPICS
+from segengine.rules import load_rules
+from segengine.state import CustomerState
+from segengine.store_redis import RedisStore
 from tests.integration.oracle import events_from_records, fold_all, last_event_time
 from tests.integration.support import (
+    FAST_GROUP,
     RunningWorker,
     alive,
     at_going_back,
@@ -47,7 +48,6 @@ from tests.integration.support import (
     produce,
     rule_packs,
     settings_for,
-    FAST_GROUP,
     values,
     wait_committed,
     wait_timers_done,
@@ -66,7 +66,14 @@ ALL = {TopicPartition(t, p) for t in INPUT_TOPICS for p in range(6)}
 
 
 def purchase(n: int, customer: str, ts: int, amount: float) -> dict[str, Any]:
-    return {"event_id": f"rb{n}", "customer_id": customer, "type": "purchase", "ts": ts, "order_id": f"o{n}", "amount": amount}
+    return {
+        "event_id": f"rb{n}",
+        "customer_id": customer,
+        "type": "purchase",
+        "ts": ts,
+        "order_id": f"o{n}",
+        "amount": amount,
+    }
 
 
 async def steady_load(bootstrap: str, sent: list[int]) -> None:
@@ -114,15 +121,30 @@ async def balanced(running: list[RunningWorker], timeout: float = 90) -> float:
         union = set().union(*assignments)
         if union == ALL and all(assignments) and sum(len(a) for a in assignments) == len(ALL):
             return loop.time() - started
-        assert loop.time() - started < timeout, f"no balanced assignment after {timeout} s: {[len(a) for a in assignments]} of {len(ALL)} partitions"
+        assert loop.time() - started < timeout, (
+            f"no balanced assignment after {timeout} s: {[len(a) for a in assignments]} of {len(ALL)} partitions"
+        )
         await asyncio.sleep(0.1)
 
 
-async def test_workers_joining_and_leaving_under_load_lose_and_double_nothing(stack: DevStack, redis_client: Redis, tmp_path: Path) -> None:
+async def test_workers_joining_and_leaving_under_load_lose_and_double_nothing(
+    stack: DevStack, redis_client: Redis, tmp_path: Path
+) -> None:
     rules_dir = rule_packs(tmp_path, "value_tier.yaml", "lifecycle.yaml")
 
     def new_worker() -> RunningWorker:
-        w = RunningWorker(settings_for(stack, **FAST_GROUP, group_id=GROUP, clock="event", rules_file=rules_dir, timer_interval_ms=50, quantiles_refresh_s=0, batch_max_records=200))
+        w = RunningWorker(
+            settings_for(
+                stack,
+                **FAST_GROUP,
+                group_id=GROUP,
+                clock="event",
+                rules_file=rules_dir,
+                timer_interval_ms=50,
+                quantiles_refresh_s=0,
+                batch_max_records=200,
+            )
+        )
         return w
 
     a = new_worker()
@@ -174,15 +196,21 @@ async def test_workers_joining_and_leaving_under_load_lose_and_double_nothing(st
     got = {cid: {d: CustomerState.loads(loaded[cid].blob).members.get(d) for d in DIMENSIONS} for cid in expected}
     want = {cid: f.memberships(DIMENSIONS) for cid, f in expected.items()}
     wrong = {cid: (got[cid], want[cid]) for cid in want if got[cid] != want[cid]}
-    assert not wrong, f"after {rebalances}: {len(wrong)} of {len(want)} customers' memberships (engine, fold) differ, e.g. {list(wrong.items())[:3]}"
+    assert not wrong, (
+        f"after {rebalances}: {len(wrong)} of {len(want)} customers' memberships (engine, fold) differ, e.g. {list(wrong.items())[:3]}"
+    )
 
     published = values(await consume_all(stack, "segments.changes", timeout=120))
     per_customer, copies_differ = changes_per_customer(published)
-    assert not copies_differ, f"{len(copies_differ)} changes published again with other content, e.g. {copies_differ[:2]}"
+    assert not copies_differ, (
+        f"{len(copies_differ)} changes published again with other content, e.g. {copies_differ[:2]}"
+    )
     want_ids = {c["change_id"]: c for f in expected.values() for c in f.changes}
     got_ids = {c["change_id"] for cs in per_customer.values() for c in cs}
     missing = [want_ids[i] for i in want_ids.keys() - got_ids]
-    assert not missing, f"after {rebalances}: {len(missing)} of {len(want_ids)} changes of the fold never published, e.g. {missing[:3]}"
+    assert not missing, (
+        f"after {rebalances}: {len(missing)} of {len(want_ids)} changes of the fold never published, e.g. {missing[:3]}"
+    )
     other = [c for cs in per_customer.values() for c in cs if c["change_id"] not in want_ids]
     assert not other, f"{len(other)} changes published that the fold does not make, e.g. {other[:3]}"
     assert not (back := at_going_back(per_customer)), f"{len(back)} customers' changes go back in time, e.g. {back[:3]}"

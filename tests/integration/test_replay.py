@@ -13,11 +13,11 @@ import orjson
 from aiokafka.structs import ConsumerRecord
 from redis.asyncio import Redis
 
-from engine.datasets import cdnow_path, customer_id, date_ms
-from engine.devstack import DevStack
-from engine.replay import event_time
-from engine.state import CustomerState
-from engine.store_redis import RedisStore
+from segengine.datasets import cdnow_path, customer_id, date_ms
+from segengine.devstack import DevStack
+from segengine.replay import event_time
+from segengine.state import CustomerState
+from segengine.store_redis import RedisStore
 from tests.integration.support import RunningWorker, consume_all, settings_for
 
 DAY = 86_400_000
@@ -29,7 +29,14 @@ async def replay(stack: DevStack | None, *args: str) -> tuple[int, str, str]:
     if stack is not None:
         env["SEGENGINE_KAFKA_BOOTSTRAP"] = stack.kafka_bootstrap
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "engine.cli", "replay", *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        sys.executable,
+        "-m",
+        "segengine",
+        "replay",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
@@ -54,18 +61,24 @@ def check_order_and_keys(records: list[ConsumerRecord[bytes, bytes]], replays: i
         run = len(rows) // replays
         for start in range(0, len(rows), run):
             times = [ts for _, ts in rows[start : start + run]]
-            assert times == sorted(times), f"partition {partition} goes back in event time after offset {rows[start][0]}"
+            assert times == sorted(times), (
+                f"partition {partition} goes back in event time after offset {rows[start][0]}"
+            )
     return events
 
 
-async def test_cdnow_file_lands_in_event_time_order_and_until_stops_at_the_date(stack: DevStack, tmp_path: Path) -> None:
+async def test_cdnow_file_lands_in_event_time_order_and_until_stops_at_the_date(
+    stack: DevStack, tmp_path: Path
+) -> None:
     # The file is sorted by customer, then date: event-time order is not the file's order.
     lines = cdnow_path().read_text().splitlines()[:401]  # header + 400 purchases
     path = tmp_path / "cdnow.txt"
     path.write_text("\n".join(lines) + "\n")
     rows = [line.split() for line in lines[1:]]
     until = "1997-02-15"
-    want = sorted((f"cdnow-{n}", customer_id(r[0]), date_ms(r[1])) for n, r in enumerate(rows, start=2) if r[1] <= "19970215")
+    want = sorted(
+        (f"cdnow-{n}", customer_id(r[0]), date_ms(r[1])) for n, r in enumerate(rows, start=2) if r[1] <= "19970215"
+    )
     assert 0 < len(want) < len(rows)
 
     code, stdout, stderr = await replay(stack, str(path), "--format", "cdnow", "--until", until)
@@ -92,7 +105,7 @@ b2,bob,browse,{t0},add_to_cart,shoes,,,,,,
 async def test_csv_rows_go_to_the_topic_of_their_type_with_stable_ids(stack: DevStack, tmp_path: Path) -> None:
     path = tmp_path / "events.csv"
     path.write_text(CSV)
-    code, stdout, stderr = await replay(stack, str(path), "--format", "csv")
+    code, _, stderr = await replay(stack, str(path), "--format", "csv")
     assert code == 0, stderr
     code, _, stderr = await replay(stack, str(path), "--format", "csv")  # the same file again
     assert code == 0, stderr
@@ -129,11 +142,15 @@ def jsonl_events() -> list[dict[str, object]]:
     for i in range(30):
         cid = f"c{i % 2}"
         ts = T0 + (29 - i) * 2 * 3_600_000  # newest first in the file
-        events.append({"event_id": f"j{i}", "customer_id": cid, "type": "purchase", "ts": ts, "order_id": f"o{i}", "amount": 10.0})
+        events.append(
+            {"event_id": f"j{i}", "customer_id": cid, "type": "purchase", "ts": ts, "order_id": f"o{i}", "amount": 10.0}
+        )
     return events
 
 
-async def test_jsonl_replayed_twice_counts_once_in_the_engine(stack: DevStack, redis_client: Redis, tmp_path: Path) -> None:
+async def test_jsonl_replayed_twice_counts_once_in_the_engine(
+    stack: DevStack, redis_client: Redis, tmp_path: Path
+) -> None:
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"\n".join(orjson.dumps(e) for e in jsonl_events()) + b"\n")
     for _ in range(2):
@@ -151,7 +168,10 @@ async def test_jsonl_replayed_twice_counts_once_in_the_engine(stack: DevStack, r
 
 async def test_speed_paces_by_event_time_and_until_takes_an_rfc3339_time(stack: DevStack, tmp_path: Path) -> None:
     # 21 events one event-time second apart: 20 s of history, 2 s at 10x.
-    events = [{"event_id": f"s{i}", "customer_id": f"c{i % 3}", "type": "browse", "ts": T0 + i * 1000, "action": "view"} for i in range(25)]
+    events = [
+        {"event_id": f"s{i}", "customer_id": f"c{i % 3}", "type": "browse", "ts": T0 + i * 1000, "action": "view"}
+        for i in range(25)
+    ]
     path = tmp_path / "paced.jsonl"
     path.write_bytes(b"\n".join(orjson.dumps(e) for e in events) + b"\n")
     until = "2023-11-14T22:13:40Z"  # T0 + 20 s: events 0..20
@@ -167,7 +187,9 @@ async def test_speed_paces_by_event_time_and_until_takes_an_rfc3339_time(stack: 
 
 async def test_bad_input_and_missing_broker_are_refused_with_a_reason(stack: DevStack, tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
-    path.write_bytes(b'{"customer_id": "a", "type": "purchase", "ts": 1, "order_id": "o", "amount": 1}\n{"customer_id": "a", "type": "teleport", "ts": 2}\n')
+    path.write_bytes(
+        b'{"customer_id": "a", "type": "purchase", "ts": 1, "order_id": "o", "amount": 1}\n{"customer_id": "a", "type": "teleport", "ts": 2}\n'
+    )
     code, _, stderr = await replay(stack, str(path), "--format", "jsonl")
     assert code == 1 and "bad.jsonl:2" in stderr and "'type'" in stderr
     assert await consume_all(stack, "events.purchase") == [], "nothing is produced from a refused file"

@@ -29,16 +29,17 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from engine import replay
-from engine.datasets import cdnow_path
-from engine.evaluate import rfc3339
-from engine.devstack import DevStack
-from engine.rules import load_rules
-from engine.settings import REPO_ROOT
-from engine.state import CustomerState
-from engine.store_redis import RedisStore
+from segengine import replay
+from segengine.datasets import cdnow_path
+from segengine.devstack import DevStack
+from segengine.evaluate import rfc3339
+from segengine.rules import load_rules
+from segengine.state import CustomerState
+from segengine.store_redis import RedisStore
 from tests.integration.oracle import Folded, events_from_records, fold_all, last_event_time
 from tests.integration.support import (
+    FAST_GROUP,
+    REPO_ROOT,
     RunningWorker,
     alive,
     at_going_back,
@@ -48,7 +49,6 @@ from tests.integration.support import (
     murmur2_partition,
     produce,
     settings_for,
-    FAST_GROUP,
     values,
     wait_committed,
     wait_timers_done,
@@ -102,23 +102,43 @@ async def crash(stack: DevStack, rules: Path, fault: str, part: list[replay.Reco
     log = rules.parent / f"{fault}.log"
     with open(log, "wb") as out:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "engine.cli", "run", env=worker_env(stack, rules, fault), stdout=asyncio.subprocess.DEVNULL, stderr=out
+            sys.executable,
+            "-m",
+            "segengine",
+            "run",
+            env=worker_env(stack, rules, fault),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=out,
         )
         try:
             await replay.produce(stack.kafka_bootstrap, part)
             code = await asyncio.wait_for(proc.wait(), 180)  # start, join the group, consume: minutes on a slow machine
-        except asyncio.TimeoutError:
+        except TimeoutError:
             code = None
         finally:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
     tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-    assert code == -signal.SIGKILL, f"the worker process with fault {fault} ended with {code}, not by its SIGKILL; its log ends:\n{tail}"
+    assert code == -signal.SIGKILL, (
+        f"the worker process with fault {fault} ended with {code}, not by its SIGKILL; its log ends:\n{tail}"
+    )
 
 
 def worker(stack: DevStack, rules: Path) -> RunningWorker:
-    w = RunningWorker(settings_for(stack, **FAST_GROUP, group_id=GROUP, clock="event", rules_file=rules, timer_interval_ms=50, quantiles_refresh_s=1, rules_reload_s=0.5, batch_max_records=500))
+    w = RunningWorker(
+        settings_for(
+            stack,
+            **FAST_GROUP,
+            group_id=GROUP,
+            clock="event",
+            rules_file=rules,
+            timer_interval_ms=50,
+            quantiles_refresh_s=1,
+            rules_reload_s=0.5,
+            batch_max_records=500,
+        )
+    )
     return w
 
 
@@ -132,18 +152,27 @@ def clock_events(until: int) -> list[tuple[str, dict[str, Any]]]:
         key = f"clock-{n}"
         keys.setdefault(murmur2_partition(key.encode(), 6), key)
         n += 1
-    return [(k, {"event_id": f"{k}-end", "customer_id": k, "type": "browse", "ts": until, "action": "view"}) for k in keys.values()]
+    return [
+        (k, {"event_id": f"{k}-end", "customer_id": k, "type": "browse", "ts": until, "action": "view"})
+        for k in keys.values()
+    ]
 
 
-async def wait_metric(w: RunningWorker, name: str, at_least: float, labels: dict[str, str] | None = None, timeout: float = 120) -> None:
+async def wait_metric(
+    w: RunningWorker, name: str, at_least: float, labels: dict[str, str] | None = None, timeout: float = 120
+) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while (value := metric(w, name, labels)) < at_least:
         alive(w)()
-        assert asyncio.get_running_loop().time() < deadline, f"{name}{labels or ''} is {value} after {timeout} s, expected {at_least}"
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"{name}{labels or ''} is {value} after {timeout} s, expected {at_least}"
+        )
         await asyncio.sleep(0.2)
 
 
-def decided_ahead(per_customer: dict[str, list[dict[str, Any]]], event_ts: dict[tuple[str, int, int], int]) -> list[str]:
+def decided_ahead(
+    per_customer: dict[str, list[dict[str, Any]]], event_ts: dict[tuple[str, int, int], int]
+) -> list[str]:
     """Customers with a change caused by an event but decided later than that event's time:
     something decided them at a later time before their own event was read."""
     found = []
@@ -153,7 +182,9 @@ def decided_ahead(per_customer: dict[str, list[dict[str, Any]]], event_ts: dict[
             if cause["kind"] == "event":
                 ts = event_ts.get((cause["topic"], cause["partition"], cause["offset"]))
                 if ts is not None and c["at"] != rfc3339(ts):
-                    found.append(f"{cid}: {c['dimension']} {c['from']}->{c['to']} at {c['at']} for an event of {rfc3339(ts)}")
+                    found.append(
+                        f"{cid}: {c['dimension']} {c['from']}->{c['to']} at {c['at']} for an event of {rfc3339(ts)}"
+                    )
                     break
     return found
 
@@ -164,15 +195,24 @@ def diverging(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> str:
     def row(c: dict[str, Any]) -> tuple[Any, ...]:
         return (c["dimension"], c["from"], c["to"], c["at"], c["cause"]["kind"], c["change_id"][:8])
 
-    i = next((i for i, (g, w) in enumerate(zip(got, want)) if g["change_id"] != w["change_id"] or g["at"] != w["at"]), min(len(got), len(want)))
+    i = next(
+        (i for i, (g, w) in enumerate(zip(got, want)) if g["change_id"] != w["change_id"] or g["at"] != w["at"]),
+        min(len(got), len(want)),
+    )
     return f"at #{i}: engine {[row(c) for c in got[max(0, i - 1) : i + 2]]} / fold {[row(c) for c in want[max(0, i - 1) : i + 2]]}"
 
 
-async def test_replayed_history_through_restarts_and_crashes_equals_the_pure_fold(stack: DevStack, redis_client: Redis, tmp_path: Path) -> None:
+async def test_replayed_history_through_restarts_and_crashes_equals_the_pure_fold(
+    stack: DevStack, redis_client: Redis, tmp_path: Path
+) -> None:
     records = replay.load(subset_file(tmp_path), "cdnow")  # event-time order, as `segengine replay` sends it
     assert len(records) > 8000
     rules = full_rules(tmp_path)
-    thirds = [records[: len(records) // 3], records[len(records) // 3 : 2 * len(records) // 3], records[2 * len(records) // 3 :]]
+    thirds = [
+        records[: len(records) // 3],
+        records[len(records) // 3 : 2 * len(records) // 3],
+        records[2 * len(records) // 3 :],
+    ]
 
     async with worker(stack, rules) as first:  # part one, then a graceful stop mid-replay
         await replay.produce(stack.kafka_bootstrap, thirds[0])
@@ -182,7 +222,9 @@ async def test_replayed_history_through_restarts_and_crashes_equals_the_pure_fol
     async with worker(stack, rules) as second:
         await wait_committed(stack, GROUP, timeout=180, alive=alive(second))
         customers = sum([len(ids) async for ids in RedisStore(redis_client).scan_customers()])
-        start = metric(second, "segengine_reevaluated_customers_total")  # re-scores count there too: at least this many more
+        start = metric(
+            second, "segengine_reevaluated_customers_total"
+        )  # re-scores count there too: at least this many more
         (rules / "probe.yaml").write_text(PROBE_PACK)  # a rules switch: every customer re-evaluated at the watermark
         await wait_metric(second, "segengine_rules_reloads_total", 1, {"outcome": "applied"})
         await wait_metric(second, "segengine_reevaluated_customers_total", start + customers)
@@ -195,7 +237,9 @@ async def test_replayed_history_through_restarts_and_crashes_equals_the_pure_fol
         await wait_timers_done(stack, until, timeout=180, alive=alive(last))
         assert not last.task.done(), "the worker stopped on its own"  # type: ignore[union-attr]
 
-    inputs = await consume_all(stack, "events.purchase", timeout=60) + await consume_all(stack, "events.browse", timeout=60)
+    inputs = await consume_all(stack, "events.purchase", timeout=60) + await consume_all(
+        stack, "events.browse", timeout=60
+    )
     by_customer = events_from_records(inputs)
     assert last_event_time(by_customer) == until
     expected: dict[str, Folded] = fold_all(load_rules(rules), by_customer, until)
@@ -205,9 +249,13 @@ async def test_replayed_history_through_restarts_and_crashes_equals_the_pure_fol
     failures: list[str] = []  # every finding at once: one slow run tells the whole story
     if copies_differ:
         failures.append(f"{len(copies_differ)} changes published again with other content, e.g. {copies_differ[:2]}")
-    beyond = [c for c in published if c["at"] > rfc3339(until)]  # the clock is the events' time: nothing happens after the last one
+    beyond = [
+        c for c in published if c["at"] > rfc3339(until)
+    ]  # the clock is the events' time: nothing happens after the last one
     if beyond:
-        failures.append(f"{len(beyond)} changes decided after the last event time {rfc3339(until)}, e.g. {[(c['customer_id'], c['dimension'], c['at']) for c in beyond[:3]]}")
+        failures.append(
+            f"{len(beyond)} changes decided after the last event time {rfc3339(until)}, e.g. {[(c['customer_id'], c['dimension'], c['at']) for c in beyond[:3]]}"
+        )
 
     wrong = {}
     for cid, folded in expected.items():
@@ -216,7 +264,9 @@ async def test_replayed_history_through_restarts_and_crashes_equals_the_pure_fol
         if [(c["change_id"], c["at"]) for c in got] != [(c["change_id"], c["at"]) for c in want]:
             wrong[cid] = diverging(got, want)
     if wrong:
-        event_ts = {(e.source.topic, e.source.partition, e.source.offset): e.ts for evs in by_customer.values() for e in evs}
+        event_ts = {
+            (e.source.topic, e.source.partition, e.source.offset): e.ts for evs in by_customer.values() for e in evs
+        }
         ahead = decided_ahead(per_customer, event_ts)
         failures.append(
             f"{len(wrong)} of {len(expected)} customers' lifecycle / value_tier histories differ from the pure fold "
@@ -224,10 +274,18 @@ async def test_replayed_history_through_restarts_and_crashes_equals_the_pure_fol
             + "; ".join(f"{cid} {d}" for cid, d in list(wrong.items())[:4])
         )
     if back := at_going_back(per_customer):
-        failures.append(f"{len(back)} customers' changes go back in time (all dimensions, RFM included), e.g. {back[:4]}")
+        failures.append(
+            f"{len(back)} customers' changes go back in time (all dimensions, RFM included), e.g. {back[:4]}"
+        )
 
     loaded = await RedisStore(redis_client).load(list(expected))
     final = {cid: {d: CustomerState.loads(loaded[cid].blob).members.get(d) for d in DIMENSIONS} for cid in expected}
-    if off := {cid: (final[cid], f.memberships(DIMENSIONS)) for cid, f in expected.items() if final[cid] != f.memberships(DIMENSIONS)}:
-        failures.append(f"{len(off)} customers end in other segments than the fold (engine, fold), e.g. {list(off.items())[:3]}")
+    if off := {
+        cid: (final[cid], f.memberships(DIMENSIONS))
+        for cid, f in expected.items()
+        if final[cid] != f.memberships(DIMENSIONS)
+    }:
+        failures.append(
+            f"{len(off)} customers end in other segments than the fold (engine, fold), e.g. {list(off.items())[:3]}"
+        )
     assert not failures, "\n".join(failures)

@@ -9,7 +9,7 @@ from collections import defaultdict
 from itertools import count
 from typing import Any
 
-from engine.devstack import DevStack
+from segengine.devstack import DevStack
 from tests.integration.support import RunningWorker, consume_all, produce, settings_for, values
 
 DAY = 86_400_000
@@ -28,7 +28,9 @@ def ev(customer: str, type_: str, ts: int, **fields: Any) -> dict[str, Any]:
     return {**base, **fields}
 
 
-async def run(stack: DevStack, events: list[dict[str, Any]]) -> tuple[dict[tuple[str, str], list[tuple[str | None, str | None]]], dict[str, dict[str, str]]]:
+async def run(
+    stack: DevStack, events: list[dict[str, Any]]
+) -> tuple[dict[tuple[str, str], list[tuple[str | None, str | None]]], dict[str, dict[str, str]]]:
     """Replay ``events`` in time order (event-time clock); (customer, dimension) -> moves, and final memberships."""
     by_topic: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
     for e in sorted(events, key=lambda e: e["ts"]):
@@ -52,9 +54,18 @@ async def test_value_tier_and_frequency(stack: DevStack) -> None:
         *[ev("often", "purchase", T - d * DAY, amount=5.0) for d in (60, 50, 40, 30, 20, 10)],
     ]  # fmt: skip
     moves, members = await run(stack, events)
-    assert {c: members[c]["value_tier"] for c in ("big", "mid", "one", "often")} == {"big": "A", "mid": "B", "one": "C", "often": "A"}
+    assert {c: members[c]["value_tier"] for c in ("big", "mid", "one", "often")} == {
+        "big": "A",
+        "mid": "B",
+        "one": "C",
+        "often": "A",
+    }
     assert moves[("big", "value_tier")] == [(None, "B"), ("B", "A")]
-    assert {c: members[c]["frequency"] for c in ("big", "one", "often")} == {"big": "occasional", "one": "new", "often": "frequent"}
+    assert {c: members[c]["frequency"] for c in ("big", "one", "often")} == {
+        "big": "occasional",
+        "one": "new",
+        "often": "frequent",
+    }
     assert moves[("often", "frequency")] == [(None, "new"), ("new", "occasional"), ("occasional", "frequent")]
 
 
@@ -69,7 +80,13 @@ async def test_lifecycle(stack: DevStack) -> None:
     assert {c: members[c]["lifecycle"] for c in ("looker", "fresh", "steady", "back")} == {
         "looker": "prospect", "fresh": "new", "steady": "active", "back": "reactivated"}  # fmt: skip
     # time alone moved "back" between its purchases, as live processing would have
-    assert moves[("back", "lifecycle")] == [(None, "new"), ("new", "active"), ("active", "at_risk"), ("at_risk", "churned"), ("churned", "reactivated")]
+    assert moves[("back", "lifecycle")] == [
+        (None, "new"),
+        ("new", "active"),
+        ("active", "at_risk"),
+        ("at_risk", "churned"),
+        ("churned", "reactivated"),
+    ]
     assert moves[("steady", "lifecycle")] == [(None, "new"), ("new", "active")]
 
 
@@ -100,7 +117,10 @@ async def test_satisfaction_and_complaints(stack: DevStack) -> None:
         "fan": "promoter", "meh": "passive", "angry": "detractor", "old": "unknown"}  # fmt: skip
     assert moves[("fan", "satisfaction")] == [(None, "detractor"), ("detractor", "promoter")]
     assert members["angry"]["complaint"] == "complained"
-    assert moves[("old", "complaint")] == [(None, "complained"), ("complained", "none")]  # 120 days later: out of the 90-day window
+    assert moves[("old", "complaint")] == [
+        (None, "complained"),
+        ("complained", "none"),
+    ]  # 120 days later: out of the 90-day window
 
 
 async def test_loyalty_promotes_at_once_and_demotes_after_grace(stack: DevStack) -> None:
@@ -124,8 +144,16 @@ async def test_demographic_and_geographic_bands(stack: DevStack) -> None:
         ev("anna", "profile", T - HOUR, attributes={"age": 52, "city": None}),
     ]  # fmt: skip
     moves, members = await run(stack, events)
-    assert (members["li"]["age_band"], members["li"]["region"], members["li"]["income"]) == ("under_25", "greater_china", "middle")
-    assert (members["anna"]["age_band"], members["anna"]["region"], members["anna"]["income"]) == ("50_plus", "unknown", "high")
+    assert (members["li"]["age_band"], members["li"]["region"], members["li"]["income"]) == (
+        "under_25",
+        "greater_china",
+        "middle",
+    )
+    assert (members["anna"]["age_band"], members["anna"]["region"], members["anna"]["income"]) == (
+        "50_plus",
+        "unknown",
+        "high",
+    )
     assert moves[("anna", "region")] == [(None, "europe"), ("europe", "unknown")]
 
 
@@ -147,12 +175,23 @@ async def test_rfm_scores_rank_customers_against_the_population(stack: DevStack,
             await asyncio.sleep(0.1)
         assert await redis_client.get("seg:quantiles"), "no population sample was taken"
         await asyncio.sleep(0.3)  # and takes it in
-        newcomers = [*(ev("star", "purchase", T - d * DAY, amount=500.0) for d in (6, 5, 4, 3, 2)), ev("newbie", "purchase", T - DAY, amount=5.0)]
+        newcomers = [
+            *(ev("star", "purchase", T - d * DAY, amount=500.0) for d in (6, 5, 4, 3, 2)),
+            ev("newbie", "purchase", T - DAY, amount=5.0),
+        ]
         await produce(stack, "events.purchase", [(e["customer_id"], e) for e in newcomers])
         await w.wait_for(len(base) + len(newcomers))
     members = {r.key.decode(): values([r])[0]["memberships"] for r in await consume_all(stack, "segments.members")}
-    assert (members["star"]["rfm_segment"], members["star"]["frequency_score"], members["star"]["monetary_score"]) == ("champions", "5", "5")
-    assert (members["newbie"]["rfm_segment"], members["newbie"]["recency_score"], members["newbie"]["monetary_score"]) == ("new", "5", "1")
+    assert (members["star"]["rfm_segment"], members["star"]["frequency_score"], members["star"]["monetary_score"]) == (
+        "champions",
+        "5",
+        "5",
+    )
+    assert (
+        members["newbie"]["rfm_segment"],
+        members["newbie"]["recency_score"],
+        members["newbie"]["monetary_score"],
+    ) == ("new", "5", "1")
 
 
 async def test_category_affinity_from_weighted_views_and_purchased_items(stack: DevStack) -> None:

@@ -24,10 +24,10 @@ from pathlib import Path
 import orjson
 from redis.asyncio import Redis
 
-from engine.devstack import DevStack
-from engine.evaluate import change_id, rfc3339
-from engine.state import CustomerState
-from engine.store_redis import RedisStore, timer_key
+from segengine.devstack import DevStack
+from segengine.evaluate import change_id, rfc3339
+from segengine.state import CustomerState
+from segengine.store_redis import RedisStore, timer_key
 from tests.integration.support import (
     RunningWorker,
     at_going_back,
@@ -49,16 +49,28 @@ def browse(n: int, customer: str, ts: int) -> dict[str, object]:
     return {"event_id": f"tick{n}", "customer_id": customer, "type": "browse", "ts": ts, "action": "view"}
 
 
-
 def purchase(n: int, customer: str, ts: int, amount: float) -> dict[str, object]:
-    return {"event_id": f"buy{n}", "customer_id": customer, "type": "purchase", "ts": ts, "order_id": f"o{n}", "amount": amount}
+    return {
+        "event_id": f"buy{n}",
+        "customer_id": customer,
+        "type": "purchase",
+        "ts": ts,
+        "order_id": f"o{n}",
+        "amount": amount,
+    }
 
 
 async def dimension_moves(stack: DevStack, customer: str, dimension: str = "lifecycle") -> list[dict[str, object]]:
-    return [c for c in values(await consume_all(stack, "segments.changes")) if c["customer_id"] == customer and c["dimension"] == dimension]
+    return [
+        c
+        for c in values(await consume_all(stack, "segments.changes"))
+        if c["customer_id"] == customer and c["dimension"] == dimension
+    ]
 
 
-async def wait_for_moves(stack: DevStack, customer: str, count: int, timeout: float = 20, dimension: str = "lifecycle") -> list[dict[str, object]]:
+async def wait_for_moves(
+    stack: DevStack, customer: str, count: int, timeout: float = 20, dimension: str = "lifecycle"
+) -> list[dict[str, object]]:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         moves = await dimension_moves(stack, customer, dimension)
@@ -68,16 +80,30 @@ async def wait_for_moves(stack: DevStack, customer: str, count: int, timeout: fl
 
 
 async def test_a_silent_customer_moves_at_the_exact_due_times(stack: DevStack) -> None:
-    purchase = {"event_id": "p1", "customer_id": "sleepy", "type": "purchase", "ts": T0, "order_id": "o1", "amount": 30.0}
+    purchase = {
+        "event_id": "p1",
+        "customer_id": "sleepy",
+        "type": "purchase",
+        "ts": T0,
+        "order_id": "o1",
+        "amount": 30.0,
+    }
     await produce(stack, "events.purchase", [("sleepy", purchase)])
     async with RunningWorker(settings_for(stack, clock="event", timer_interval_ms=50)) as w:
         await w.wait_for(1)
-        await produce(stack, "events.browse", [("clock", browse(1, "clock", T0 + 61 * DAY))])  # the watermark passes day 30 and day 60
+        await produce(
+            stack, "events.browse", [("clock", browse(1, "clock", T0 + 61 * DAY))]
+        )  # the watermark passes day 30 and day 60
         moves = await wait_for_moves(stack, "sleepy", 3)
         assert [(m["from"], m["to"]) for m in moves] == [(None, "new"), ("new", "active"), ("active", "at_risk")]
         await produce(stack, "events.browse", [("clock", browse(2, "clock", T0 + 200 * DAY))])  # ... and day 180
         moves = await wait_for_moves(stack, "sleepy", 4)
-    assert [(m["from"], m["to"]) for m in moves] == [(None, "new"), ("new", "active"), ("active", "at_risk"), ("at_risk", "churned")]
+    assert [(m["from"], m["to"]) for m in moves] == [
+        (None, "new"),
+        ("new", "active"),
+        ("active", "at_risk"),
+        ("at_risk", "churned"),
+    ]
     assert [m["cause"]["kind"] for m in moves] == ["event", "timer", "timer", "timer"]
     # exactly when the thresholds were crossed (1 ms past 30, 60 and 180 days), not when the clock moved
     assert [m["at"] for m in moves[1:]] == [rfc3339(T0 + d * DAY + 1) for d in (30, 60, 180)]
@@ -104,14 +130,30 @@ async def wait_for_due(redis: Redis, customer: str, due: int, timeout: float = 2
 T1 = T - 520 * DAY
 
 
-async def test_a_value_tier_drops_when_the_big_purchase_leaves_the_365_day_window(stack: DevStack, redis_client: Redis, tmp_path: Path) -> None:
+async def test_a_value_tier_drops_when_the_big_purchase_leaves_the_365_day_window(
+    stack: DevStack, redis_client: Redis, tmp_path: Path
+) -> None:
     # spend_365d 300 then 400 (A), then 100 once the 300 is out of the window (B), then nothing (C)
-    await produce(stack, "events.purchase", [("whale", purchase(1, "whale", T1, 300.0)), ("whale", purchase(2, "whale", T1 + 100 * DAY, 100.0))])
-    settings = settings_for(stack, clock="event", timer_interval_ms=50, rules_file=rule_packs(tmp_path, "value_tier.yaml"), quantiles_refresh_s=0)
+    await produce(
+        stack,
+        "events.purchase",
+        [("whale", purchase(1, "whale", T1, 300.0)), ("whale", purchase(2, "whale", T1 + 100 * DAY, 100.0))],
+    )
+    settings = settings_for(
+        stack,
+        clock="event",
+        timer_interval_ms=50,
+        rules_file=rule_packs(tmp_path, "value_tier.yaml"),
+        quantiles_refresh_s=0,
+    )
     async with RunningWorker(settings) as w:
         await w.wait_for(2)
-        await produce(stack, "events.browse", [("clock", browse(1, "clock", T1 + 365 * DAY - 1))])  # 1 ms short of the window's end
-        await wait_for_due(redis_client, "whale", T1 + 365 * DAY)  # the checks at 7, 30, 90 ... days fired, and changed nothing
+        await produce(
+            stack, "events.browse", [("clock", browse(1, "clock", T1 + 365 * DAY - 1))]
+        )  # 1 ms short of the window's end
+        await wait_for_due(
+            redis_client, "whale", T1 + 365 * DAY
+        )  # the checks at 7, 30, 90 ... days fired, and changed nothing
         assert [(m["from"], m["to"]) for m in await dimension_moves(stack, "whale", "value_tier")] == [(None, "A")]
         await produce(stack, "events.browse", [("clock", browse(2, "clock", T1 + 466 * DAY))])
         moves = await wait_for_moves(stack, "whale", 3, dimension="value_tier")
@@ -121,18 +163,35 @@ async def test_a_value_tier_drops_when_the_big_purchase_leaves_the_365_day_windo
     assert moves[1]["features"] == {"orders_365d": 1, "spend_365d": 100.0}
 
 
-async def test_a_loyalty_demotion_waits_for_its_grace_period(stack: DevStack, redis_client: Redis, tmp_path: Path) -> None:
+async def test_a_loyalty_demotion_waits_for_its_grace_period(
+    stack: DevStack, redis_client: Redis, tmp_path: Path
+) -> None:
     # points = spend_365d: 1700 (gold); 500 once the 1200 is out of the window, below gold's stay (800):
     # demoted to silver only 30 days later; 0 once the 500 is out too: bronze 30 days after that.
-    await produce(stack, "events.purchase", [("goldie", purchase(1, "goldie", T1, 1200.0)), ("goldie", purchase(2, "goldie", T1 + 100 * DAY, 500.0))])
-    settings = settings_for(stack, clock="event", timer_interval_ms=50, rules_file=rule_packs(tmp_path, "loyalty.yaml"), quantiles_refresh_s=0)
+    await produce(
+        stack,
+        "events.purchase",
+        [("goldie", purchase(1, "goldie", T1, 1200.0)), ("goldie", purchase(2, "goldie", T1 + 100 * DAY, 500.0))],
+    )
+    settings = settings_for(
+        stack,
+        clock="event",
+        timer_interval_ms=50,
+        rules_file=rule_packs(tmp_path, "loyalty.yaml"),
+        quantiles_refresh_s=0,
+    )
     async with RunningWorker(settings) as w:
         await w.wait_for(2)
-        await produce(stack, "events.browse", [("clock", browse(1, "clock", T1 + 395 * DAY - 1))])  # 1 ms short of the grace's end
+        await produce(
+            stack, "events.browse", [("clock", browse(1, "clock", T1 + 395 * DAY - 1))]
+        )  # 1 ms short of the grace's end
         await wait_for_due(redis_client, "goldie", T1 + 395 * DAY)
         assert [(m["from"], m["to"]) for m in await dimension_moves(stack, "goldie", "loyalty")] == [(None, "gold")]
         state = CustomerState.loads((await RedisStore(redis_client).load_state("goldie")).blob)
-        assert (state.members["loyalty"], state.grace_since["loyalty"]) == ("gold", T1 + 365 * DAY)  # grace from the window's end
+        assert (state.members["loyalty"], state.grace_since["loyalty"]) == (
+            "gold",
+            T1 + 365 * DAY,
+        )  # grace from the window's end
         await produce(stack, "events.browse", [("clock", browse(2, "clock", T1 + 500 * DAY))])
         moves = await wait_for_moves(stack, "goldie", 3, dimension="loyalty")
     assert [(m["from"], m["to"]) for m in moves] == [(None, "gold"), ("gold", "silver"), ("silver", "bronze")]
@@ -140,8 +199,16 @@ async def test_a_loyalty_demotion_waits_for_its_grace_period(stack: DevStack, re
     assert [m["at"] for m in moves] == [rfc3339(T1), rfc3339(T1 + 395 * DAY), rfc3339(T1 + 495 * DAY)]
 
 
-async def test_live_a_timer_fires_at_its_due_time_on_the_wall_clock_and_its_lag_is_measured(stack: DevStack, tmp_path: Path) -> None:
-    settings = settings_for(stack, clock="wall", timer_interval_ms=50, rules_file=rule_packs(tmp_path, "lifecycle.yaml"), quantiles_refresh_s=0)
+async def test_live_a_timer_fires_at_its_due_time_on_the_wall_clock_and_its_lag_is_measured(
+    stack: DevStack, tmp_path: Path
+) -> None:
+    settings = settings_for(
+        stack,
+        clock="wall",
+        timer_interval_ms=50,
+        rules_file=rule_packs(tmp_path, "lifecycle.yaml"),
+        quantiles_refresh_s=0,
+    )
     async with RunningWorker(settings) as w:
         await produce(stack, "events.browse", [("clock", browse(1, "clock", int(time.time() * 1000)))])
         await w.wait_for(1)  # the worker is consuming
@@ -149,7 +216,10 @@ async def test_live_a_timer_fires_at_its_due_time_on_the_wall_clock_and_its_lag_
         await produce(stack, "events.purchase", [("live", purchase(1, "live", due - 60 * DAY - 1, 20.0))])
         moves = await wait_for_moves(stack, "live", 2)
         lag = w.worker.metrics.registry.get_sample_value("segengine_timer_lag_seconds_count")
-    assert [(m["from"], m["to"], m["cause"]["kind"]) for m in moves] == [(None, "active", "event"), ("active", "at_risk", "timer")]
+    assert [(m["from"], m["to"], m["cause"]["kind"]) for m in moves] == [
+        (None, "active", "event"),
+        ("active", "at_risk", "timer"),
+    ]
     assert moves[1]["at"] == rfc3339(due)
     assert lag is not None and lag >= 1, "the due-time lag is observed on the live clock"
 
@@ -172,46 +242,76 @@ async def kill_while_timers_fire(stack: DevStack, redis_client: Redis, rules: Pa
     env = {**os.environ, "SEGENGINE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "SEGENGINE_REDIS_URL": stack.redis_url,
            "SEGENGINE_CLOCK": "event", "SEGENGINE_FAULT": "kill_after_timer_save", "SEGENGINE_RULES_FILE": str(rules),
            "SEGENGINE_TIMER_INTERVAL_MS": "50", "SEGENGINE_QUANTILES_REFRESH_S": "0"}  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "engine.cli", "run", env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "segengine",
+        "run",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     try:
         code = await asyncio.wait_for(proc.wait(), 180)  # a slow machine: start, join, consume, fire
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    assert code == -signal.SIGKILL, f"the worker process ended with {code}, not by the SIGKILL after its first timers' decisions"
+    assert code == -signal.SIGKILL, (
+        f"the worker process ended with {code}, not by the SIGKILL after its first timers' decisions"
+    )
     published = [c for c in values(await consume_all(stack, "segments.changes")) if c["customer_id"] in KILLED]
-    assert not [c for c in published if c["cause"]["kind"] == "timer"], "nothing a timer decided was published before the kill"
+    assert not [c for c in published if c["cause"]["kind"] == "timer"], (
+        "nothing a timer decided was published before the kill"
+    )
     loaded = await RedisStore(redis_client).load(KILLED)
     held = {
         c: [e["v"]["change_id"] for e in orjson.loads(loaded[c].outbox or b"[]") if e["t"] == "segments.changes" and e["v"] and e["v"]["cause"]["kind"] == "timer"]
         for c in KILLED if CustomerState.loads(loaded[c].blob).members.get("lifecycle") == "active"
     }  # fmt: skip
-    assert held and all(len(ids) == 1 for ids in held.values()), "the killed worker had written some timers' decisions, with their outbox"
+    assert held and all(len(ids) == 1 for ids in held.values()), (
+        "the killed worker had written some timers' decisions, with their outbox"
+    )
     return held
 
 
 def expected_timer_changes(customer: str) -> list[tuple[object, ...]]:
     i = KILLED.index(customer)
     return [
-        ("new", "active", rfc3339(first_check(i)), change_id(customer, "lifecycle", f"timer:{first_check(i)}", "new", "active")),
-        ("active", "at_risk", rfc3339(first_check(i) + 30 * DAY), change_id(customer, "lifecycle", f"timer:{first_check(i) + 30 * DAY}", "active", "at_risk")),
+        (
+            "new",
+            "active",
+            rfc3339(first_check(i)),
+            change_id(customer, "lifecycle", f"timer:{first_check(i)}", "new", "active"),
+        ),
+        (
+            "active",
+            "at_risk",
+            rfc3339(first_check(i) + 30 * DAY),
+            change_id(customer, "lifecycle", f"timer:{first_check(i) + 30 * DAY}", "active", "at_risk"),
+        ),
     ]
 
 
-async def settled(stack: DevStack, redis: Redis, want: set[str], clock: int, timeout: float = 180) -> list[dict[str, object]]:
+async def settled(
+    stack: DevStack, redis: Redis, want: set[str], clock: int, timeout: float = 180
+) -> list[dict[str, object]]:
     """Until every change_id in ``want`` is on segments.changes, the group committed every
     input record and no KILLED customer is due at or before ``clock`` (nothing left in
     flight); then the KILLED customers' changes as published, copies included, in order."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout  # the restarted worker first waits out the killed one's session
     while True:
-        changes = [c for c in values(await consume_all(stack, "segments.changes", timeout=60)) if c["customer_id"] in KILLED]
+        changes = [
+            c for c in values(await consume_all(stack, "segments.changes", timeout=60)) if c["customer_id"] in KILLED
+        ]
         missing = want - {str(c["change_id"]) for c in changes}
         due = [k for k in KILLED if (d := await next_due(redis, k)) is not None and d <= clock]
         if not missing and not due:
             break
-        assert loop.time() < deadline, f"after {timeout} s, {len(missing)} of {len(want)} expected changes not published; {len(due)} customers still due"
+        assert loop.time() < deadline, (
+            f"after {timeout} s, {len(missing)} of {len(want)} expected changes not published; {len(due)} customers still due"
+        )
         await asyncio.sleep(0.25)
     await wait_committed(stack, GROUP, timeout=timeout)
     return [c for c in values(await consume_all(stack, "segments.changes", timeout=60)) if c["customer_id"] in KILLED]
@@ -226,39 +326,63 @@ def at_least_once_problems(changes: list[dict[str, object]]) -> tuple[dict[str, 
     return per_customer, problems  # type: ignore[return-value]
 
 
-async def test_timers_due_when_the_worker_is_killed_are_published_after_a_restart_with_their_ids(stack: DevStack, redis_client: Redis, tmp_path: Path) -> None:
+async def test_timers_due_when_the_worker_is_killed_are_published_after_a_restart_with_their_ids(
+    stack: DevStack, redis_client: Redis, tmp_path: Path
+) -> None:
     rules = rule_packs(tmp_path, "lifecycle.yaml")
     held = await kill_while_timers_fire(stack, redis_client, rules)
-    await produce(stack, "events.browse", [("clock", browse(2, "clock", T0 + 62 * DAY))])  # time moves on: at_risk is due too
+    await produce(
+        stack, "events.browse", [("clock", browse(2, "clock", T0 + 62 * DAY))]
+    )  # time moves on: at_risk is due too
     want = {str(ids[3]) for k in KILLED for ids in expected_timer_changes(k)}
-    async with RunningWorker(settings_for(stack, clock="event", timer_interval_ms=50, rules_file=rules, quantiles_refresh_s=0)):
+    async with RunningWorker(
+        settings_for(stack, clock="event", timer_interval_ms=50, rules_file=rules, quantiles_refresh_s=0)
+    ):
         changes = await settled(stack, redis_client, want, T0 + 62 * DAY)
     per_customer, problems = at_least_once_problems(changes)
     assert not problems, f"at-least-once with stable ids, in decision order: {problems[:3]}"
     for customer in KILLED:
         mine = per_customer[customer]
-        assert [(c["from"], c["to"]) for c in mine] == [(None, "new"), ("new", "active"), ("active", "at_risk")], f"{customer}: in decision order"
+        assert [(c["from"], c["to"]) for c in mine] == [(None, "new"), ("new", "active"), ("active", "at_risk")], (
+            f"{customer}: in decision order"
+        )
         timer = [(c["from"], c["to"], c["at"], c["change_id"]) for c in mine if c["cause"]["kind"] == "timer"]  # type: ignore[index]
-        assert timer == expected_timer_changes(customer), f"{customer}: each timer transition, decided at its due time, with its id"
+        assert timer == expected_timer_changes(customer), (
+            f"{customer}: each timer transition, decided at its due time, with its id"
+        )
         # decided by the restarted worker, which did not crash: published once
         at_risk = [c for c in changes if c["customer_id"] == customer and c["to"] == "at_risk"]
-        assert len(at_risk) == 1, f"{customer}: a change decided after the restart, with no crash since, published {len(at_risk)} times"
+        assert len(at_risk) == 1, (
+            f"{customer}: a change decided after the restart, with no crash since, published {len(at_risk)} times"
+        )
     for customer, ids in held.items():  # the decision written before the kill is the one published
         assert ids == [expected_timer_changes(customer)[0][3]]
 
 
-async def test_timers_due_when_the_worker_is_killed_are_published_at_once_after_a_restart(stack: DevStack, redis_client: Redis, tmp_path: Path) -> None:
+async def test_timers_due_when_the_worker_is_killed_are_published_at_once_after_a_restart(
+    stack: DevStack, redis_client: Redis, tmp_path: Path
+) -> None:
     rules = rule_packs(tmp_path, "lifecycle.yaml")
     held = await kill_while_timers_fire(stack, redis_client, rules)
     victim = sorted(held)[0]  # its next event comes before the restarted due loop looks at it
     await produce(stack, "events.purchase", [(victim, purchase(999, victim, T0 + 31 * DAY + 1, 5.0))])
-    await produce(stack, "events.browse", [("clock", browse(2, "clock", T0 + 31 * DAY + 1))])  # the clock where it was: nothing new falls due
+    await produce(
+        stack, "events.browse", [("clock", browse(2, "clock", T0 + 31 * DAY + 1))]
+    )  # the clock where it was: nothing new falls due
     want = {str(expected_timer_changes(k)[0][3]) for k in KILLED}
-    async with RunningWorker(settings_for(stack, clock="event", timer_interval_ms=50, rules_file=rules, quantiles_refresh_s=0)):
+    async with RunningWorker(
+        settings_for(stack, clock="event", timer_interval_ms=50, rules_file=rules, quantiles_refresh_s=0)
+    ):
         changes = await settled(stack, redis_client, want, T0 + 31 * DAY + 1)
     per_customer, problems = at_least_once_problems(changes)
     assert not problems, f"at-least-once with stable ids, in decision order: {problems[:3]}"
-    active = {(str(c["customer_id"]), str(c["change_id"])) for cs in per_customer.values() for c in cs if c["to"] == "active"}
-    assert sorted(active) == sorted((k, str(expected_timer_changes(k)[0][3])) for k in KILLED), "every new -> active due before the kill, each with its id, and no other"
+    active = {
+        (str(c["customer_id"]), str(c["change_id"])) for cs in per_customer.values() for c in cs if c["to"] == "active"
+    }
+    assert sorted(active) == sorted((k, str(expected_timer_changes(k)[0][3])) for k in KILLED), (
+        "every new -> active due before the kill, each with its id, and no other"
+    )
     for customer in KILLED:
-        assert [(c["from"], c["to"]) for c in per_customer[customer]] == [(None, "new"), ("new", "active")], f"{customer}: in decision order"
+        assert [(c["from"], c["to"]) for c in per_customer[customer]] == [(None, "new"), ("new", "active")], (
+            f"{customer}: in decision order"
+        )

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from engine.evaluate import FoldResult, fold_customer, reevaluate_customer
-from engine.events import Event, Source
-from engine.rules import RuleSet, check_files, load_rules, parse_rules
-from engine.state import DAY_MS, HOUR_MS, CustomerState
-from engine.timers import next_check
+from segengine.evaluate import FoldResult, fold_customer, reevaluate_customer
+from segengine.events import Event, Source
+from segengine.rules import RuleSet, check_files, load_rules, parse_rules
+from segengine.state import DAY_MS, HOUR_MS, CustomerState
+from segengine.timers import next_check
 
 RULES = load_rules(Path(__file__).resolve().parents[2] / "rules")
 T0 = 20_000 * DAY_MS
@@ -21,7 +21,12 @@ _offsets: dict[str, int] = {}
 
 
 def event(type_: str, ts: int, **body: Any) -> Event:
-    topic = {"purchase": "events.purchase", "browse": "events.browse", "feedback": "events.feedback", "profile": "events.profile"}[type_]
+    topic = {
+        "purchase": "events.purchase",
+        "browse": "events.browse",
+        "feedback": "events.feedback",
+        "profile": "events.profile",
+    }[type_]
     n = _offsets[topic] = _offsets.get(topic, 0) + 1
     if type_ == "purchase":
         body.setdefault("order_id", f"o{n}")
@@ -29,7 +34,9 @@ def event(type_: str, ts: int, **body: Any) -> Event:
 
 
 def fold(state: CustomerState, *events: Event, rules: RuleSet = RULES) -> list[dict[str, Any]]:
-    result = fold_customer(rules, state, "c", list(events), now_for=lambda ts: ts, committed={}, dedupe_horizon_ms=DAY_MS)
+    result = fold_customer(
+        rules, state, "c", list(events), now_for=lambda ts: ts, committed={}, dedupe_horizon_ms=DAY_MS
+    )
     state.pending = []  # published and committed
     return [{"topic": o.topic, **o.value} for o in result.outputs if o.topic.startswith("actions.")]
 
@@ -136,5 +143,8 @@ def test_action_errors_have_line_and_column(tmp_path: Path) -> None:
 def test_every_default_action_has_a_declared_topic(action: str) -> None:
     import yaml
 
-    topics = {t["name"] for t in yaml.safe_load((Path(__file__).resolve().parents[2] / "topics" / "topics.yaml").read_text())["topics"]}
+    topics = {
+        t["name"]
+        for t in yaml.safe_load((Path(__file__).resolve().parents[2] / "topics" / "topics.yaml").read_text())["topics"]
+    }
     assert RULES.actions_by_name[action].topic in topics

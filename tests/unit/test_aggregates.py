@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.aggregates import DAY_MS, HOUR_MS, OPS
-from engine.evaluate import fold_customer
-from engine.events import Event, Source
-from engine.rules import check_rules, parse_rules
-from engine.state import CustomerState, Features
-from engine.timers import next_check
+from segengine.aggregates import DAY_MS, HOUR_MS, OPS
+from segengine.evaluate import fold_customer
+from segengine.events import Event, Source
+from segengine.rules import check_rules, parse_rules
+from segengine.state import CustomerState, Features
+from segengine.timers import next_check
 
 CATEGORIES = ["rock", "jazz", "pop", None]
 ACTIONS = ["view", "search", "add_to_cart"]
@@ -23,7 +23,9 @@ T0 = 20_000 * DAY_MS
 
 
 def rules_for(op: str, window: str, where: str | None = None) -> str:
-    field = "" if op == "count" else "\n    field: price" if op in ("sum", "avg", "min", "max") else "\n    field: category"
+    field = (
+        "" if op == "count" else "\n    field: price" if op in ("sum", "avg", "min", "max") else "\n    field: category"
+    )
     where_line = f'\n    where: "{where}"' if where else ""
     return f"""
 features:
@@ -63,7 +65,9 @@ def make_events(raw: list[tuple[int, str, str | None, int | None]]) -> list[Even
     return events
 
 
-def brute_force(op: str, events: list[Event], now: int, window_ms: int | None, bucket_ms: int, where_action: str | None) -> Any:
+def brute_force(
+    op: str, events: list[Event], now: int, window_ms: int | None, bucket_ms: int, where_action: str | None
+) -> Any:
     """The definition, straight: every matching event whose bucket is in the window at ``now``."""
     rows = []
     for order, e in enumerate(events):
@@ -155,9 +159,29 @@ dimensions:
       - {name: rock, when: "top == 'rock'"}
     default: none
 """)
-    views = [Event(f"v{i}", "c", "browse", T0 + i, {"action": "view", "category": "jazz"}, Source("events.browse", 0, i)) for i in range(4)]
-    searches = [Event(f"s{i}", "c", "browse", T0 + 10 + i, {"action": "search", "category": "pop"}, Source("events.browse", 0, 10 + i)) for i in range(9)]
-    order = Event("p", "c", "purchase", T0 + 100, {"order_id": "o", "amount": 9.0, "items": [{"sku": "x", "category": "rock", "qty": 1, "price": 9.0}]}, Source("events.purchase", 0, 0))
+    views = [
+        Event(f"v{i}", "c", "browse", T0 + i, {"action": "view", "category": "jazz"}, Source("events.browse", 0, i))
+        for i in range(4)
+    ]
+    searches = [
+        Event(
+            f"s{i}",
+            "c",
+            "browse",
+            T0 + 10 + i,
+            {"action": "search", "category": "pop"},
+            Source("events.browse", 0, 10 + i),
+        )
+        for i in range(9)
+    ]
+    order = Event(
+        "p",
+        "c",
+        "purchase",
+        T0 + 100,
+        {"order_id": "o", "amount": 9.0, "items": [{"sku": "x", "category": "rock", "qty": 1, "price": 9.0}]},
+        Source("events.purchase", 0, 0),
+    )
     state = CustomerState()
     fold_customer(rules, state, "c", [*views, *searches], now_for=lambda ts: ts, committed={}, dedupe_horizon_ms=DAY_MS)
     assert state.members["affinity"] == "jazz"  # searches do not count: the where filter
@@ -186,14 +210,32 @@ def test_a_dimension_reading_only_browse_aggregations_is_not_evaluated_on_purcha
 @pytest.mark.parametrize(
     ("features", "expected"),
     [
-        ("  a: {op: median, field: price, of: browse}\n", "r.yaml:2:11: aggregation 'a' needs 'op', one of count, sum, avg, min, max, first, last, distinct, most_frequent"),
-        ("  a: {op: sum, field: category, of: browse}\n", "r.yaml:2:23: type mismatch: sum needs a number, browse.category is a string"),
-        ("  a: {op: count, of: basket}\n", "r.yaml:2:22: unknown event kind 'basket': use browse, purchase, purchase_item, refund, feedback"),
+        (
+            "  a: {op: median, field: price, of: browse}\n",
+            "r.yaml:2:11: aggregation 'a' needs 'op', one of count, sum, avg, min, max, first, last, distinct, most_frequent",
+        ),
+        (
+            "  a: {op: sum, field: category, of: browse}\n",
+            "r.yaml:2:23: type mismatch: sum needs a number, browse.category is a string",
+        ),
+        (
+            "  a: {op: count, of: basket}\n",
+            "r.yaml:2:22: unknown event kind 'basket': use browse, purchase, purchase_item, refund, feedback",
+        ),
         ("  a: {op: last, field: colour, of: browse}\n", "r.yaml:2:24: browse events have no field 'colour'"),
-        ("  a: {op: count, of: browse, window: 3 weeks}\n", "r.yaml:2:38: bad duration '3 weeks': use a number and s, m, h, d or w (e.g. 30d), or 'all'"),
+        (
+            "  a: {op: count, of: browse, window: 3 weeks}\n",
+            "r.yaml:2:38: bad duration '3 weeks': use a number and s, m, h, d or w (e.g. 30d), or 'all'",
+        ),
         ("  a: {op: count, of: browse, where: \"colour == 'red'\"}\n", "r.yaml:2:38: unknown feature 'colour'"),
-        ("  a: {op: count, of: browse, where: \"price > 'x'\"}\n", "r.yaml:2:46: type mismatch: comparing a number with a string (\"'x'\")"),
-        ("  a: {op: count, of: browse, colour: red}\n", "r.yaml:2:30: unknown aggregation field 'colour': use op, field, of, where, weight, window, description"),
+        (
+            "  a: {op: count, of: browse, where: \"price > 'x'\"}\n",
+            "r.yaml:2:46: type mismatch: comparing a number with a string (\"'x'\")",
+        ),
+        (
+            "  a: {op: count, of: browse, colour: red}\n",
+            "r.yaml:2:30: unknown aggregation field 'colour': use op, field, of, where, weight, window, description",
+        ),
     ],
 )
 def test_aggregation_errors_have_line_and_column(features: str, expected: str) -> None:
@@ -211,7 +253,9 @@ def test_a_comparison_of_a_string_aggregation_with_a_number_is_refused() -> None
 
 def test_built_in_window_detail_is_kept_only_when_the_rules_read_those_windows() -> None:
     lifetime_only = parse_rules("dimensions:\n  d:\n    segments:\n      - {name: buyer, when: orders_total > 0}\n")
-    windows = parse_rules("dimensions:\n  d:\n    segments:\n      - {name: hot, when: view_24h > 0 and spend_30d > 0}\n")
+    windows = parse_rules(
+        "dimensions:\n  d:\n    segments:\n      - {name: hot, when: view_24h > 0 and spend_30d > 0}\n"
+    )
     events = [
         Event("b", "c", "browse", T0, {"action": "view"}, Source("events.browse", 0, 0)),
         Event("p", "c", "purchase", T0 + 1, {"order_id": "o", "amount": 5.0}, Source("events.purchase", 0, 0)),

@@ -10,8 +10,8 @@ from pathlib import Path
 import jsonschema
 import orjson
 
-from engine.dlq import KEPT_BYTES, MAX_DLQ_BYTES, dlq_record, original_value
-from engine.events import Rejected, Source
+from segengine.dlq import KEPT_BYTES, MAX_DLQ_BYTES, dlq_record, original_value
+from segengine.events import Rejected, Source
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "topics" / "schemas" / "events.dlq.json").read_text())
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from engine.rules import check_rules
+from segengine.rules import check_rules
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "rules.md"
 
@@ -19,6 +19,6 @@ def test_every_yaml_example_in_the_rules_guide_passes_the_checker() -> None:
         doc = yaml.safe_load(block)
         if "dimensions" not in doc:  # a features-only example: read every feature it declares
             reads = " or ".join(f"{name} != null" for name in doc["features"])
-            block += f"dimensions:\n  example:\n    segments:\n      - name: any\n        when: \"{reads}\"\n"
+            block += f'dimensions:\n  example:\n    segments:\n      - name: any\n        when: "{reads}"\n'
         rules, problems = check_rules(block, "docs/rules.md")
         assert rules is not None, problems

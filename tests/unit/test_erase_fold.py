@@ -7,12 +7,12 @@ from pathlib import Path
 
 import orjson
 
-from engine.evaluate import CHANGES_TOPIC, MEMBERS_TOPIC, change_id, fold_customer
-from engine.events import Event, Source
-from engine.pipeline import _loaded_state, _recent_changes, _write
-from engine.rules import parse_rules
-from engine.state import DAY_MS, CustomerState
-from engine.store_redis import HISTORY, Loaded
+from segengine.evaluate import CHANGES_TOPIC, MEMBERS_TOPIC, change_id, fold_customer
+from segengine.events import Event, Source
+from segengine.pipeline import _loaded_state, _recent_changes, _write
+from segengine.rules import parse_rules
+from segengine.state import DAY_MS, CustomerState
+from segengine.store_redis import HISTORY, Loaded
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = parse_rules(
@@ -24,7 +24,14 @@ T0 = 1_600_000_000_000
 
 
 def purchase(offset: int, ts: int, amount: float = 50.0) -> Event:
-    return Event(f"p{offset}", "c1", "purchase", ts, {"amount": amount, "order_id": f"o{offset}"}, Source("events.purchase", 2, offset))
+    return Event(
+        f"p{offset}",
+        "c1",
+        "purchase",
+        ts,
+        {"amount": amount, "order_id": f"o{offset}"},
+        Source("events.purchase", 2, offset),
+    )
 
 
 def erase(offset: int, ts: int) -> Event:
@@ -32,7 +39,9 @@ def erase(offset: int, ts: int) -> Event:
 
 
 def run(state: CustomerState, *events: Event, committed: dict[str, int] | None = None):  # type: ignore[no-untyped-def]
-    return fold_customer(RULES, state, "c1", list(events), now_for=lambda ts: ts, committed=committed or {}, dedupe_horizon_ms=7 * DAY_MS)
+    return fold_customer(
+        RULES, state, "c1", list(events), now_for=lambda ts: ts, committed=committed or {}, dedupe_horizon_ms=7 * DAY_MS
+    )
 
 
 def test_erase_exits_every_membership_and_leaves_a_tombstone() -> None:
@@ -45,7 +54,9 @@ def test_erase_exits_every_membership_and_leaves_a_tombstone() -> None:
     assert {(c["dimension"], c["from"], c["to"]) for c in exits} == {(d, s, None) for d, s in before.items()}
     cause = {"kind": "erase", "event_id": "x5", "topic": "events.profile", "partition": 2, "offset": 5}
     assert all(c["cause"] == cause and c["reason"] == "erase" and c["customer_id"] == "c1" for c in exits)
-    assert {c["change_id"] for c in exits} == {change_id("c1", d, "events.profile:2:5", s, None) for d, s in before.items()}
+    assert {c["change_id"] for c in exits} == {
+        change_id("c1", d, "events.profile:2:5", s, None) for d, s in before.items()
+    }
     assert [(o.topic, o.value) for o in result.outputs if o.topic == MEMBERS_TOPIC] == [(MEMBERS_TOPIC, None)]
     assert result.population == {(d, s): -1 for d, s in before.items()}
     assert result.erased and result.applied == 1
@@ -69,7 +80,9 @@ def test_events_after_an_erase_start_a_new_customer() -> None:
     run(state, purchase(1, T0, 500.0))
     result = run(state, erase(5, T0 + DAY_MS), purchase(2, T0 + 2 * DAY_MS, 10.0))
     assert state.orders == 1 and state.spend == 10.0
-    entries = [(o.value["dimension"], o.value["from"], o.value["to"]) for o in result.outputs if o.topic == CHANGES_TOPIC]
+    entries = [
+        (o.value["dimension"], o.value["from"], o.value["to"]) for o in result.outputs if o.topic == CHANGES_TOPIC
+    ]
     assert ("value_tier", None, "C") in entries and ("value_tier", "A", None) in entries
     # The state is written as a live customer; its recent changes are only the new ones.
     write = _write("c1", Loaded(3, b"{}", None), state, state.dumps(), result, "seg:timers:{p2}", None)

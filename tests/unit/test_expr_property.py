@@ -4,12 +4,13 @@ rules compiler, give the value the reference gives, for random feature values.""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.rules.expr import NUMBER, compile_expression, compile_value
+from segengine.rules.expr import NUMBER, compile_expression, compile_value
 
 NAMES = ("a", "b", "c")
 Env = dict[str, Any]
@@ -18,6 +19,7 @@ Expr = tuple[str, Ref]  # (source text, reference evaluator)
 
 
 # -- the reference: what docs/rules.md promises, written out directly ---------------------
+
 
 def arith(op: str, x: Any, y: Any) -> Any:
     if x is None or y is None:
@@ -90,7 +92,11 @@ def logic_node(children: st.SearchStrategy[Expr]) -> st.SearchStrategy[Expr]:
     both = st.tuples(st.sampled_from(["and", "or"]), children, children).map(
         lambda t: (
             f"({t[1][0]} {t[0]} {t[2][0]})",
-            lambda env, t=t: (bool(t[1][1](env)) and bool(t[2][1](env))) if t[0] == "and" else (bool(t[1][1](env)) or bool(t[2][1](env))),
+            lambda env, t=t: (
+                (bool(t[1][1](env)) and bool(t[2][1](env)))
+                if t[0] == "and"
+                else (bool(t[1][1](env)) or bool(t[2][1](env)))
+            ),
         )
     )
     negation = children.map(lambda c: (f"(not {c[0]})", lambda env, c=c: not c[1](env)))

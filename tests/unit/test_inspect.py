@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from engine.events import Event, Rejected
-from engine.inspect import TailFilter, check_customer_id, check_event, describe
-from engine.pipeline import home_of
-from engine.state import CustomerState
+from segengine.events import Event, Rejected
+from segengine.inspect import TailFilter, check_customer_id, check_event, describe
+from segengine.pipeline import home_of
+from segengine.state import CustomerState
 
 
 def change(change_id: str, dimension: str, old: str | None, new: str | None) -> dict[str, object]:
@@ -38,7 +38,9 @@ def test_tail_filter_shows_matching_changes_and_the_actions_they_triggered() -> 
     assert wanted("actions.loyalty", {"action_id": "a1", "trigger_change_id": "k1"})
     assert not wanted("actions.loyalty", {"action_id": "a2", "trigger_change_id": "k3"})
     everything = TailFilter()
-    assert everything("actions.retention", {"trigger_change_id": "zz"}) and everything("segments.changes", change("k5", "x", None, "y"))
+    assert everything("actions.retention", {"trigger_change_id": "zz"}) and everything(
+        "segments.changes", change("k5", "x", None, "y")
+    )
 
 
 def test_tail_filter_remembers_a_bounded_number_of_changes() -> None:
@@ -51,8 +53,17 @@ def test_tail_filter_remembers_a_bounded_number_of_changes() -> None:
 def test_describe_says_when_who_what_and_why() -> None:
     line = describe("segments.changes", change("k1", "value_tier", None, "A"))
     assert line == "2024-01-01T00:00:00.000Z  c1  value_tier: - -> A  (event events.purchase:3@9; x)"
-    action = {"action_id": "a", "customer_id": "c1", "action": "winback", "params": {"discount": 10}, "at": "2024-01-01T00:00:00.000Z"}
-    assert describe("actions.retention", action) == "2024-01-01T00:00:00.000Z  c1  action winback [actions.retention]  discount=10"
+    action = {
+        "action_id": "a",
+        "customer_id": "c1",
+        "action": "winback",
+        "params": {"discount": 10},
+        "at": "2024-01-01T00:00:00.000Z",
+    }
+    assert (
+        describe("actions.retention", action)
+        == "2024-01-01T00:00:00.000Z  c1  action winback [actions.retention]  discount=10"
+    )
 
 
 def test_check_event_is_the_engines_validation() -> None:

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.aggregates import MAX_TRACKED, MAX_VALUE_CHARS
-from engine.evaluate import fold_customer
-from engine.events import Event, Source
-from engine.rules import parse_rules
-from engine.state import (
+from segengine.aggregates import MAX_TRACKED, MAX_VALUE_CHARS
+from segengine.evaluate import fold_customer
+from segengine.events import Event, Source
+from segengine.rules import parse_rules
+from segengine.state import (
     COMPLAINT_WINDOW_DAYS,
     DAY_MS,
     DEDUPE_SLACK_DIVISOR,
@@ -120,8 +120,12 @@ def brute(purchases: list[tuple[int, float]], now: int, days: int) -> tuple[int,
     return len(inside), round(sum(inside), 2)
 
 
-@pytest.mark.parametrize(("every_ms", "count", "exact_to"), [(6 * 60_000, 3_000, HOUR_MS), (30 * 60_000, 4_000, DAY_MS)])
-def test_purchases_past_the_cap_merge_by_hour_then_day_and_windows_stay_exact_to_it(every_ms: int, count: int, exact_to: int) -> None:
+@pytest.mark.parametrize(
+    ("every_ms", "count", "exact_to"), [(6 * 60_000, 3_000, HOUR_MS), (30 * 60_000, 4_000, DAY_MS)]
+)
+def test_purchases_past_the_cap_merge_by_hour_then_day_and_windows_stay_exact_to_it(
+    every_ms: int, count: int, exact_to: int
+) -> None:
     """10 purchases an hour: same-hour ones merge, windows exact at every hour. 2 an hour for
     2,000 hours: merging by hour is not enough, they merge by day, exact at every day."""
     state = CustomerState()
@@ -190,7 +194,9 @@ def test_a_profile_event_past_the_attribute_cap_is_refused_and_changes_nothing()
     state = full_profile()
     before = state.dumps()
     with pytest.raises(LimitExceeded) as refused:
-        apply(state, ev("profile", T0 + 1, attributes={"secret_name": "secret value", "a1": 5}), dedupe_horizon_ms=HORIZON)
+        apply(
+            state, ev("profile", T0 + 1, attributes={"secret_name": "secret value", "a1": 5}), dedupe_horizon_ms=HORIZON
+        )
     assert refused.value.code == LIMIT_EXCEEDED
     assert str(MAX_ATTRIBUTES) in refused.value.message and "secret" not in refused.value.message
     assert state.dumps() == before
@@ -198,12 +204,20 @@ def test_a_profile_event_past_the_attribute_cap_is_refused_and_changes_nothing()
 
 def test_at_the_attribute_cap_updates_and_swaps_are_accepted() -> None:
     state = full_profile()
-    fold(state, ev("profile", T0 + 1, attributes={"a1": "changed"}), ev("profile", T0 + 2, attributes={"a2": None, "new": 1}))
-    assert len(state.attributes) == MAX_ATTRIBUTES and state.attributes["a1"] == "changed" and state.attributes["new"] == 1
+    fold(
+        state,
+        ev("profile", T0 + 1, attributes={"a1": "changed"}),
+        ev("profile", T0 + 2, attributes={"a2": None, "new": 1}),
+    )
+    assert (
+        len(state.attributes) == MAX_ATTRIBUTES and state.attributes["a1"] == "changed" and state.attributes["new"] == 1
+    )
 
 
 @pytest.mark.parametrize(
-    "attributes", [{"n" * (MAX_ATTRIBUTE_NAME + 1): 1}, {"city": "x" * (MAX_ATTRIBUTE_CHARS + 1)}], ids=["long name", "long value"]
+    "attributes",
+    [{"n" * (MAX_ATTRIBUTE_NAME + 1): 1}, {"city": "x" * (MAX_ATTRIBUTE_CHARS + 1)}],
+    ids=["long name", "long value"],
 )
 def test_a_long_attribute_name_or_value_is_refused(attributes: dict[str, Any]) -> None:
     state = CustomerState()
@@ -215,12 +229,22 @@ def test_a_long_attribute_name_or_value_is_refused(attributes: dict[str, Any]) -
 
 def test_a_refused_profile_event_goes_to_the_fold_error() -> None:
     """Through the fold, the refusal reaches the pipeline's FoldError with its code."""
-    from engine.evaluate import FoldError
+    from segengine.evaluate import FoldError
 
-    rules = parse_rules("dimensions:\n  d:\n    segments:\n      - {name: x, when: profile_a1 == 1}\n    default: none\n")
+    rules = parse_rules(
+        "dimensions:\n  d:\n    segments:\n      - {name: x, when: profile_a1 == 1}\n    default: none\n"
+    )
     state = full_profile()
     with pytest.raises(FoldError) as failed:
-        fold_customer(rules, state, "c1", [ev("profile", T0 + 1, attributes={"b": 1})], now_for=lambda t: t, committed={}, dedupe_horizon_ms=HORIZON)
+        fold_customer(
+            rules,
+            state,
+            "c1",
+            [ev("profile", T0 + 1, attributes={"b": 1})],
+            now_for=lambda t: t,
+            committed={},
+            dedupe_horizon_ms=HORIZON,
+        )
     assert getattr(failed.value.cause, "code", None) == LIMIT_EXCEEDED
 
 
@@ -294,13 +318,23 @@ def test_old_list_partials_of_distinct_are_still_read(window: str | None) -> Non
     stored = orjson.dumps(state.aggs)
     assert Features(state, T0, rules.derived)["agg"] == (2 if window is None else 3)
     assert orjson.dumps(state.aggs) == stored  # reading changes nothing
-    fold_customer(rules, state, "c1", [ev("browse", T0, action="view", category="d")], now_for=lambda t: t, committed={}, dedupe_horizon_ms=HORIZON)
+    fold_customer(
+        rules,
+        state,
+        "c1",
+        [ev("browse", T0, action="view", category="d")],
+        now_for=lambda t: t,
+        committed={},
+        dedupe_horizon_ms=HORIZON,
+    )
     assert Features(state, T0, rules.derived)["agg"] == (3 if window is None else 4)
 
 
 def test_purchases_go_back_to_one_entry_each_once_quiet() -> None:
     state = CustomerState()
-    fold(state, *(ev("purchase", T0 + i * 60_000, order_id=f"o{i}", amount=1.0) for i in range(MAX_PURCHASE_ENTRIES + 1)))
+    fold(
+        state, *(ev("purchase", T0 + i * 60_000, order_id=f"o{i}", amount=1.0) for i in range(MAX_PURCHASE_ENTRIES + 1))
+    )
     assert state.purchase_grain == HOUR_MS
     later = T0 + 400 * DAY_MS
     fold(state, ev("purchase", later, order_id="p1", amount=1.0), ev("purchase", later + 1, order_id="p2", amount=1.0))

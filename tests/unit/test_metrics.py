@@ -6,9 +6,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from engine.evaluate import CHANGES_TOPIC, MEMBERS_TOPIC, Output
-from engine.metrics import Metrics
-from engine.pipeline import _produced_at
+from segengine.evaluate import CHANGES_TOPIC, MEMBERS_TOPIC, Output
+from segengine.metrics import Metrics
+from segengine.pipeline import _produced_at
 
 
 def value(m: Metrics, name: str, **labels: str) -> float | None:
@@ -21,7 +21,10 @@ def test_each_bundle_has_its_own_registry_and_process_metrics() -> None:
         assert value(m, "process_cpu_seconds_total") is not None
         assert value(m, "python_info", **_python_labels(m)) == 1
     a.dlq.labels("not_json").inc()
-    assert value(a, "segengine_dlq_total", code="not_json") == 1 and value(b, "segengine_dlq_total", code="not_json") is None
+    assert (
+        value(a, "segengine_dlq_total", code="not_json") == 1
+        and value(b, "segengine_dlq_total", code="not_json") is None
+    )
     assert value(Metrics(process=False), "process_cpu_seconds_total") is None
 
 
@@ -73,7 +76,9 @@ def test_the_produce_time_of_each_change_comes_from_its_causing_record() -> None
     produced = {("events.purchase", 2, 40): 111, ("events.browse", 0, 7): 222}
     assert sorted(_produced_at(outputs, produced)) == [111, 222]
     many = [Output(CHANGES_TOPIC, f"c{i}", change, "events.browse:0", i) for i in range(10_000)]
-    assert len(_produced_at(many, {("events.browse", 0, i): i + 1 for i in range(10_000)}, sample=100)) == 100  # sampled
+    assert (
+        len(_produced_at(many, {("events.browse", 0, i): i + 1 for i in range(10_000)}, sample=100)) == 100
+    )  # sampled
 
 
 async def test_redis_calls_are_timed_and_failures_counted() -> None:

@@ -1,4 +1,4 @@
-"""engine.timers.next_check against brute force, pure (no I/O).
+"""segengine.timers.next_check against brute force, pure (no I/O).
 
 For each kind of time dependency a rule can have (a purchase leaving a window, an hour of
 browsing leaving one, a complaint leaving the 90-day window, a days_since / hours_since
@@ -12,18 +12,19 @@ strictly before ``next_check``, and, where the rules make it certain, must chang
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any, Callable
+from collections.abc import Callable
+from functools import cache
+from typing import Any
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from engine.evaluate import FoldResult, decide, fold_customer, reevaluate_customer
-from engine.events import Event, Source
-from engine.rules import RuleSet, parse_rules
-from engine.rules.expr import compile_value
-from engine.state import DAY_MS, HOUR_MS, PURCHASE_WINDOWS_DAYS, CustomerState, Features
-from engine.timers import BROWSE_WINDOW_FEATURES, PURCHASE_WINDOW_FEATURES, next_check
+from segengine.evaluate import FoldResult, decide, fold_customer, reevaluate_customer
+from segengine.events import Event, Source
+from segengine.rules import RuleSet, parse_rules
+from segengine.rules.expr import compile_value
+from segengine.state import DAY_MS, HOUR_MS, PURCHASE_WINDOWS_DAYS, CustomerState, Features
+from segengine.timers import BROWSE_WINDOW_FEATURES, PURCHASE_WINDOW_FEATURES, next_check
 
 B = 1_700_000_000_123  # on purpose not on a day or an hour boundary
 GRID = 160  # evenly spaced probes between now and next_check, besides the edges
@@ -32,7 +33,7 @@ TOPIC = {"purchase": "events.purchase", "browse": "events.browse", "feedback": "
 History = list[tuple[str, int, dict[str, Any]]]  # (type, ts, body)
 
 
-@lru_cache(maxsize=None)
+@cache
 def rules_of(text: str) -> RuleSet:
     return parse_rules(text)
 
@@ -40,7 +41,9 @@ def rules_of(text: str) -> RuleSet:
 def build(rules: RuleSet, history: History, delta: int) -> tuple[CustomerState, int]:
     """The state the engine holds at ``now`` (the latest event time + ``delta``): every event
     folded in the order given and decided at its own time, then a timer evaluation at now."""
-    events = [Event(f"e{i}", "c", type_, ts, body, Source(TOPIC[type_], 0, i)) for i, (type_, ts, body) in enumerate(history)]
+    events = [
+        Event(f"e{i}", "c", type_, ts, body, Source(TOPIC[type_], 0, i)) for i, (type_, ts, body) in enumerate(history)
+    ]
     state = CustomerState()
     fold_customer(rules, state, "c", events, now_for=lambda ts: ts, committed={}, dedupe_horizon_ms=7 * DAY_MS)
     now = max((ts for _, ts, _ in history), default=B) + delta
@@ -94,7 +97,9 @@ def check(rules: RuleSet, state: CustomerState, now: int, *, must_change: bool =
     at_now = probe(state, now)
     assert (at_now[2], at_now[3]) == (state.members, state.grace_since), "the state is settled at now"
     for t in grid(now, due if due is not None else now + NEVER):
-        assert probe(state, t) == at_now, f"changed {t - now} ms after now, before next_check ({None if due is None else due - now} ms after now)"
+        assert probe(state, t) == at_now, (
+            f"changed {t - now} ms after now, before next_check ({None if due is None else due - now} ms after now)"
+        )
     if due is not None and must_change:
         assert probe(state, due) != probe(state, due - 1), f"nothing changes at next_check ({due - now} ms after now)"
     return due
@@ -105,7 +110,11 @@ def check(rules: RuleSet, state: CustomerState, now: int, *, must_change: bool =
 
 def moments(days: int) -> st.SearchStrategy[int]:
     """Offsets (ms) within ``days``: any millisecond, or whole days and hours (window edges)."""
-    return st.one_of(st.integers(0, days * DAY_MS), st.integers(0, days).map(lambda d: d * DAY_MS), st.integers(0, days * 24).map(lambda h: h * HOUR_MS))
+    return st.one_of(
+        st.integers(0, days * DAY_MS),
+        st.integers(0, days).map(lambda d: d * DAY_MS),
+        st.integers(0, days * 24).map(lambda h: h * HOUR_MS),
+    )
 
 
 def deltas(days: int) -> st.SearchStrategy[int]:
@@ -127,7 +136,9 @@ def purchase_history(drawn: list[tuple[int, float]]) -> History:
     spend_days=st.sampled_from(PURCHASE_WINDOWS_DAYS), orders_days=st.sampled_from(PURCHASE_WINDOWS_DAYS),
     spend=st.sampled_from([40, 100, 250]), orders=st.integers(1, 3), drawn=purchases, delta=deltas(400),
 )  # fmt: skip
-def test_purchase_windows(spend_days: int, orders_days: int, spend: int, orders: int, drawn: list[tuple[int, float]], delta: int) -> None:
+def test_purchase_windows(
+    spend_days: int, orders_days: int, spend: int, orders: int, drawn: list[tuple[int, float]], delta: int
+) -> None:
     rules = rules_of(f"""
 dimensions:
   tier:
@@ -177,7 +188,9 @@ dimensions:
       - {{name: complaining, when: "complaints_90d >= {threshold}"}}
     default: none
 """)
-    history: History = [("feedback", B + at, {"kind": kind, **({"score": 7} if kind == "nps" else {})}) for at, kind in drawn]
+    history: History = [
+        ("feedback", B + at, {"kind": kind, **({"score": 7} if kind == "nps" else {})}) for at, kind in drawn
+    ]
     state, now = build(rules, history, delta)
     check(rules, state, now)
 
@@ -190,7 +203,9 @@ constants = st.one_of(st.integers(1, 200), st.integers(1, 400).map(lambda n: n /
     gone=constants, fresh=constants, hours=st.integers(1, 72), old=constants,
     bought=purchases, browsed=st.lists(moments(300), max_size=4), delta=deltas(300),
 )  # fmt: skip
-def test_days_since_thresholds(gone: float, fresh: float, hours: int, old: float, bought: list[tuple[int, float]], browsed: list[int], delta: int) -> None:
+def test_days_since_thresholds(
+    gone: float, fresh: float, hours: int, old: float, bought: list[tuple[int, float]], browsed: list[int], delta: int
+) -> None:
     # Strict and non-strict comparisons, the constant on either side, days_since_X and hours_since(X_ts).
     rules = rules_of(f"""
 dimensions:
@@ -226,7 +241,9 @@ def pending_move(rules: RuleSet, state: CustomerState, now: int) -> bool:
     dwell_days=st.integers(1, 60), dwell_hours=st.integers(1, 240),
     drawn=st.lists(st.tuples(moments(60), st.sampled_from([5.0, 40.0, 120.0])), min_size=1, max_size=3), delta=deltas(70),
 )  # fmt: skip
-@example(dwell_days=31, dwell_hours=1, drawn=[(0, 120.0)], delta=30 * DAY_MS)  # out of the 30-day window, held for a day
+@example(
+    dwell_days=31, dwell_hours=1, drawn=[(0, 120.0)], delta=30 * DAY_MS
+)  # out of the 30-day window, held for a day
 def test_min_dwell(dwell_days: int, dwell_hours: int, drawn: list[tuple[int, float]], delta: int) -> None:
     rules = rules_of(f"""
 dimensions:
@@ -241,7 +258,12 @@ dimensions:
     due = check(rules, state, now, must_change=False)
     segment = state.members.get("tier")
     dwell = {"high": dwell_days * DAY_MS, "mid": dwell_hours * HOUR_MS}.get(segment or "")
-    if due is not None and dwell is not None and due == state.member_since["tier"] + dwell and pending_move(rules, state, now):
+    if (
+        due is not None
+        and dwell is not None
+        and due == state.member_since["tier"] + dwell
+        and pending_move(rules, state, now)
+    ):
         probe = Probe(rules)
         assert probe(state, due) != probe(state, due - 1), "the move held back by min_dwell happens when it ends"
 
@@ -276,7 +298,9 @@ dimensions:
     window_hours=st.sampled_from([6, 48, 24 * 7, 24 * 10]), at_least=st.integers(1, 3),
     drawn=st.lists(st.tuples(moments(30), st.sampled_from(["view", "view", "search"])), max_size=10), delta=deltas(20),
 )  # fmt: skip
-def test_declared_windowed_aggregation(window_hours: int, at_least: int, drawn: list[tuple[int, str]], delta: int) -> None:
+def test_declared_windowed_aggregation(
+    window_hours: int, at_least: int, drawn: list[tuple[int, str]], delta: int
+) -> None:
     rules = rules_of(f"""
 features:
   recent_views: {{op: count, of: browse, where: "action == 'view'", window: {window_hours}h}}
@@ -296,7 +320,9 @@ dimensions:
 
 @settings(max_examples=40, deadline=None)
 @given(op=st.sampled_from([">=", "<", "=="]), days=st.integers(1, 200), drawn=purchases.filter(bool), delta=deltas(300))
-def test_non_strict_thresholds_are_caught_exactly(op: str, days: int, drawn: list[tuple[int, float]], delta: int) -> None:
+def test_non_strict_thresholds_are_caught_exactly(
+    op: str, days: int, drawn: list[tuple[int, float]], delta: int
+) -> None:
     rules = rules_of(f"""
 dimensions:
   recency:

@@ -7,9 +7,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.rules import parse_rules
-from engine.state import DAY_MS, CustomerState, Features
-from engine.timers import next_check
+from segengine.rules import parse_rules
+from segengine.state import DAY_MS, CustomerState, Features
+from segengine.timers import next_check
 
 RULES = """
 features:
@@ -28,7 +28,14 @@ dimensions:
 
 
 @settings(max_examples=300, deadline=None)
-@given(sample=st.lists(st.one_of(st.integers(0, 400 * DAY_MS).map(lambda ms: ms / DAY_MS), st.integers(0, 30).map(float)), min_size=1, max_size=40), start_days=st.floats(0, 300))
+@given(
+    sample=st.lists(
+        st.one_of(st.integers(0, 400 * DAY_MS).map(lambda ms: ms / DAY_MS), st.integers(0, 30).map(float)),
+        min_size=1,
+        max_size=40,
+    ),
+    start_days=st.floats(0, 300),
+)
 def test_the_next_check_is_when_the_quintile_changes(sample: list[float], start_days: float) -> None:
     rules = parse_rules(RULES)
     rules.population.replace({"days_since_last_purchase": sample}, 0)

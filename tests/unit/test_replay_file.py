@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.replay import SLICE, Record, ReplayError, load, paced_slices, parse_speed, parse_until
+from segengine.replay import SLICE, Record, ReplayError, load, paced_slices, parse_speed, parse_until
 
 T0 = 1_700_000_000_000
 
@@ -30,7 +30,12 @@ def test_events_are_sorted_by_event_time_stably_with_ids_derived_from_content(tm
     records = load(path, "jsonl")
     events = [orjson.loads(r.value) for r in records]
     assert [r.topic for r in records] == ["events.feedback", "events.browse", "events.browse", "events.purchase"]
-    assert [e["customer_id"] for e in events] == ["c", "a", "a", "b"] and [r.key for r in records] == [b"c", b"a", b"a", b"b"]
+    assert [e["customer_id"] for e in events] == ["c", "a", "a", "b"] and [r.key for r in records] == [
+        b"c",
+        b"a",
+        b"a",
+        b"b",
+    ]
     ids = [e["event_id"] for e in events]
     assert ids[0] == "early" and ids[3] == "late" and ids[1] != ids[2]
     assert ids == [orjson.loads(r.value)["event_id"] for r in load(path, "jsonl")], "the same file, the same ids"
@@ -39,7 +44,10 @@ def test_events_are_sorted_by_event_time_stably_with_ids_derived_from_content(tm
 def test_until_a_date_takes_that_whole_utc_day_and_a_time_is_inclusive(tmp_path: Path) -> None:
     day = parse_until("2023-11-14")
     assert day == parse_until("2023-11-15T00:00:00Z") - 1
-    path = write_jsonl(tmp_path / "e.jsonl", [{"customer_id": "a", "type": "browse", "ts": t, "action": "view"} for t in (day - 1, day, day + 1)])
+    path = write_jsonl(
+        tmp_path / "e.jsonl",
+        [{"customer_id": "a", "type": "browse", "ts": t, "action": "view"} for t in (day - 1, day, day + 1)],
+    )
     assert [r.ts for r in load(path, "jsonl", until=day)] == [day - 1, day]
     with pytest.raises(ReplayError):
         parse_until("yesterday")
@@ -59,10 +67,14 @@ def test_csv_cells_become_contract_values(tmp_path: Path) -> None:
 
 def test_rows_that_cannot_be_routed_refuse_the_file_with_their_lines(tmp_path: Path) -> None:
     path = tmp_path / "e.jsonl"
-    path.write_text('{"customer_id": "a", "type": "browse", "ts": 1, "action": "view"}\n{"customer_id": "a", "type": "browse", "ts": "noon"}\n[1]\n')
+    path.write_text(
+        '{"customer_id": "a", "type": "browse", "ts": 1, "action": "view"}\n{"customer_id": "a", "type": "browse", "ts": "noon"}\n[1]\n'
+    )
     with pytest.raises(ReplayError, match=r"e.jsonl:2: 'ts'.*\n.*e.jsonl:3: not a JSON object"):
         load(path, "jsonl")
-    path.write_text('{"customer_id": "a", "type": "browse", "ts": "noon"}\n{"customer_id": 7, "type": "browse", "ts": 1}\n')
+    path.write_text(
+        '{"customer_id": "a", "type": "browse", "ts": "noon"}\n{"customer_id": 7, "type": "browse", "ts": 1}\n'
+    )
     with pytest.raises(ReplayError, match=r"(?s)e.jsonl:1: 'ts'.*e.jsonl:2: 'customer_id'"):
         load(path, "jsonl")
 
@@ -85,7 +97,9 @@ def test_paced_slices_send_each_record_when_its_scaled_event_time_has_come(times
     sent: list[Record] = []
     for due, chunk in paced_slices(records, speed, lambda: now[0], 0.0, tick_s=0.01):
         now[0] = max(now[0], due)  # the producer sleeps until the slice is due
-        assert chunk and all((r.ts - records[0].ts) / 1000 / speed <= now[0] + 0.01 + 1e-9 for r in chunk), "nothing goes out early"
+        assert chunk and all((r.ts - records[0].ts) / 1000 / speed <= now[0] + 0.01 + 1e-9 for r in chunk), (
+            "nothing goes out early"
+        )
         assert abs(due - (chunk[0].ts - records[0].ts) / 1000 / speed) < 1e-9
         sent += chunk
     assert sent == records, "every record once, in order"

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.events import Event, Source
-from engine.evaluate import CHANGES_TOPIC, MEMBERS_TOPIC, fold_customer
-from engine.rules import parse_rules
-from engine.rules.expr import ExprError, compile_expression
-from engine.state import DAY_MS, CustomerState
+from segengine.evaluate import CHANGES_TOPIC, MEMBERS_TOPIC, fold_customer
+from segengine.events import Event, Source
+from segengine.rules import parse_rules
+from segengine.rules.expr import ExprError, compile_expression
+from segengine.state import DAY_MS, CustomerState
 
 ROOT = Path(__file__).resolve().parents[2]
 # The two first dimensions: value tier, then lifecycle.
@@ -71,11 +71,26 @@ def test_version_is_name_and_content_hash() -> None:
 
 
 def purchase(offset: int, ts: int, amount: float) -> Event:
-    return Event(f"e{offset}", "c1", "purchase", ts, {"amount": amount, "order_id": f"o{offset}"}, Source("events.purchase", 0, offset))
+    return Event(
+        f"e{offset}",
+        "c1",
+        "purchase",
+        ts,
+        {"amount": amount, "order_id": f"o{offset}"},
+        Source("events.purchase", 0, offset),
+    )
 
 
 def run(state: CustomerState, *events: Event, committed: dict[str, int] | None = None):  # type: ignore[no-untyped-def]
-    return fold_customer(DEFAULT, state, "c1", list(events), now_for=lambda ts: ts, committed=committed or {}, dedupe_horizon_ms=7 * DAY_MS)
+    return fold_customer(
+        DEFAULT,
+        state,
+        "c1",
+        list(events),
+        now_for=lambda ts: ts,
+        committed=committed or {},
+        dedupe_horizon_ms=7 * DAY_MS,
+    )
 
 
 def changes(result) -> list[tuple[str, str | None, str | None]]:  # type: ignore[no-untyped-def]
@@ -90,7 +105,11 @@ def test_lifecycle_and_value_tier_walk() -> None:
     assert changes(r) == [("value_tier", "C", "B"), ("lifecycle", "new", "active")]
     r = run(state, purchase(3, T0 + 100 * DAY_MS, 200.0))  # back after 90 days away
     # first what time alone did meanwhile (at risk 60 days after the last purchase), then the purchase
-    assert changes(r) == [("lifecycle", "active", "at_risk"), ("value_tier", "B", "A"), ("lifecycle", "at_risk", "reactivated")]
+    assert changes(r) == [
+        ("lifecycle", "active", "at_risk"),
+        ("value_tier", "B", "A"),
+        ("lifecycle", "at_risk", "reactivated"),
+    ]
     assert state.members == {"value_tier": "A", "lifecycle": "reactivated"}
 
 
@@ -98,9 +117,17 @@ def test_change_records_follow_the_contract() -> None:
     state = CustomerState()
     r = run(state, purchase(7, T0, 300.0))
     change = next(o.value for o in r.outputs if o.topic == CHANGES_TOPIC and o.value["dimension"] == "value_tier")
-    assert change["cause"] == {"kind": "event", "event_id": "e7", "topic": "events.purchase", "partition": 0, "offset": 7}
+    assert change["cause"] == {
+        "kind": "event",
+        "event_id": "e7",
+        "topic": "events.purchase",
+        "partition": 0,
+        "offset": 7,
+    }
     assert change["from"] is None and change["to"] == "A" and change["rules_version"] == DEFAULT.version
-    assert change["features"] == {"spend_365d": 300.0, "orders_365d": 1} and change["reason"].startswith("value_tier.A: ")
+    assert change["features"] == {"spend_365d": 300.0, "orders_365d": 1} and change["reason"].startswith(
+        "value_tier.A: "
+    )
     members = next(o.value for o in r.outputs if o.topic == MEMBERS_TOPIC)
     assert members["memberships"] == {"value_tier": "A", "lifecycle": "new"}
     assert r.population == {("value_tier", "A"): 1, ("lifecycle", "new"): 1}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.rules import check_rules, parse_rules
-from engine.state import DAY_MS
+from segengine.rules import check_rules, parse_rules
+from segengine.state import DAY_MS
 
 
 def problems(text: str) -> list[str]:
@@ -57,7 +57,9 @@ def test_each_error_kind_names_its_line_and_column(text: str, expected: str) -> 
 
 
 def test_all_problems_are_reported_at_once() -> None:
-    found = problems("dimensions:\n  d:\n    segments:\n      - {name: x, when: nope > 1}\n      - {name: y, when: zilch > 1}\n")
+    found = problems(
+        "dimensions:\n  d:\n    segments:\n      - {name: x, when: nope > 1}\n      - {name: y, when: zilch > 1}\n"
+    )
     assert found == ["r.yaml:4:25: unknown feature 'nope'", "r.yaml:5:25: unknown feature 'zilch'"]
 
 
@@ -147,7 +149,7 @@ def test_derived_features_and_time_functions() -> None:
         "dimensions:\n  d:\n    segments:\n"
         "      - {name: big, when: 'aov >= 100 and days_since(last_purchase_ts) < 30'}\n    default: other\n"
     )
-    from engine.state import CustomerState, Features
+    from segengine.state import CustomerState, Features
 
     state = CustomerState()
     state.orders, state.spend, state.last_purchase = 2, 300.0, 0

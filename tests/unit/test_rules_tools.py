@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from engine.rules import parse_rules
-from engine.rules.tools import explain, simulate
-from engine.state import DAY_MS, CustomerState
+from segengine.rules import parse_rules
+from segengine.rules.tools import explain, simulate
+from segengine.state import DAY_MS, CustomerState
 
-RULES = parse_rules("name: t\ndimensions:\n  tier:\n    segments:\n      - {name: big, when: spend_total >= 100}\n    default: small\n")
-LOWER = parse_rules("name: t2\ndimensions:\n  tier:\n    segments:\n      - {name: big, when: spend_total >= 50}\n    default: small\n")
+RULES = parse_rules(
+    "name: t\ndimensions:\n  tier:\n    segments:\n      - {name: big, when: spend_total >= 100}\n    default: small\n"
+)
+LOWER = parse_rules(
+    "name: t2\ndimensions:\n  tier:\n    segments:\n      - {name: big, when: spend_total >= 50}\n    default: small\n"
+)
 
 
 def customer(spend: float, segment: str | None) -> CustomerState:
@@ -30,4 +34,6 @@ def test_simulate_counts_who_would_move() -> None:
     states = [customer(120.0, "big"), customer(70.0, "small"), customer(60.0, "small"), customer(10.0, "small")]
     matrix = simulate(LOWER, states, DAY_MS)
     assert dict(matrix["tier"]) == {("big", "big"): 1, ("small", "big"): 2, ("small", "small"): 1}
-    assert all(s.members["tier"] in ("big", "small") for s in states) and states[1].members["tier"] == "small"  # nothing changed
+    assert (
+        all(s.members["tier"] in ("big", "small") for s in states) and states[1].members["tier"] == "small"
+    )  # nothing changed

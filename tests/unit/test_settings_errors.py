@@ -6,11 +6,16 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from engine.settings import Settings, settings_problems, unknown_variables
+from segengine.settings import Settings, settings_problems, unknown_variables
 
 
 def test_a_misspelled_variable_is_reported_with_the_closest_known_one() -> None:
-    environ = {"SEGENGINE_REDIS_ULR": "redis://x", "SEGENGINE_KAFKA_BOOTSTRAPS": "k:9092", "SEGENGINE_REDIS_URL": "redis://y", "PATH": "/bin"}
+    environ = {
+        "SEGENGINE_REDIS_ULR": "redis://x",
+        "SEGENGINE_KAFKA_BOOTSTRAPS": "k:9092",
+        "SEGENGINE_REDIS_URL": "redis://y",
+        "PATH": "/bin",
+    }
     assert unknown_variables(environ) == [
         "unknown setting SEGENGINE_KAFKA_BOOTSTRAPS: did you mean SEGENGINE_KAFKA_BOOTSTRAP?",
         "unknown setting SEGENGINE_REDIS_ULR: did you mean SEGENGINE_REDIS_URL?",
@@ -33,4 +38,6 @@ def test_an_invalid_value_names_the_variable_and_the_value(monkeypatch: pytest.M
 def test_a_secrets_value_is_never_shown() -> None:
     with pytest.raises(ValidationError) as caught:
         Settings(api_token=["not", "a", "string"])  # type: ignore[arg-type]
-    assert settings_problems(caught.value, {"SEGENGINE_API_TOKEN": "hunter2"}) == [f"SEGENGINE_API_TOKEN=***: {caught.value.errors()[0]['msg']}"]
+    assert settings_problems(caught.value, {"SEGENGINE_API_TOKEN": "hunter2"}) == [
+        f"SEGENGINE_API_TOKEN=***: {caught.value.errors()[0]['msg']}"
+    ]

@@ -5,15 +5,22 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.events import Event, Source
-from engine.state import DAY_MS, HOUR_MS, CustomerState, Features, already_applied, apply
+from segengine.events import Event, Source
+from segengine.state import DAY_MS, HOUR_MS, CustomerState, Features, already_applied, apply
 
 T0 = 1_600_000_000_000
 HORIZON = 7 * DAY_MS
 _offsets = iter(range(10**9))
 
 
-def ev(type_: str, ts: int, event_id: str | None = None, topic: str = "events.purchase", offset: int | None = None, **body: object) -> Event:
+def ev(
+    type_: str,
+    ts: int,
+    event_id: str | None = None,
+    topic: str = "events.purchase",
+    offset: int | None = None,
+    **body: object,
+) -> Event:
     offset = next(_offsets) if offset is None else offset
     return Event(event_id or f"e{offset}", "c1", type_, ts, dict(body), Source(topic, 0, offset))
 
@@ -27,7 +34,9 @@ def fold(*events: Event) -> CustomerState:
 
 
 def test_purchase_windows_are_exact_at_the_edges() -> None:
-    state = fold(ev("purchase", T0, amount=10.0, order_id="a"), ev("purchase", T0 + 20 * DAY_MS, amount=5.0, order_id="b"))
+    state = fold(
+        ev("purchase", T0, amount=10.0, order_id="a"), ev("purchase", T0 + 20 * DAY_MS, amount=5.0, order_id="b")
+    )
     # 7 days after the first purchase: still in its 7-day window; one ms later it is out.
     assert Features(state, T0 + 7 * DAY_MS - 1)["orders_7d"] == 1
     assert Features(state, T0 + 7 * DAY_MS)["orders_7d"] == 0
@@ -38,7 +47,9 @@ def test_purchase_windows_are_exact_at_the_edges() -> None:
 
 
 def test_late_purchase_counts_in_its_windows_and_lifetime() -> None:
-    state = fold(ev("purchase", T0 + 10 * DAY_MS, amount=1.0, order_id="a"), ev("purchase", T0, amount=2.0, order_id="b"))
+    state = fold(
+        ev("purchase", T0 + 10 * DAY_MS, amount=1.0, order_id="a"), ev("purchase", T0, amount=2.0, order_id="b")
+    )
     f = Features(state, T0 + 10 * DAY_MS)
     assert f["first_purchase_ts"] == T0 and f["last_purchase_ts"] == T0 + 10 * DAY_MS
     assert f["orders_30d"] == 2 and f["orders_7d"] == 1
@@ -76,7 +87,9 @@ def test_feedback_complaints_and_profile() -> None:
         ev("refund", T0, amount=4.0, order_id="x"),
     )
     f = Features(state, T0 + DAY_MS)
-    assert f["last_nps"] == 9 and f["complaints_90d"] == 1 and f["profile_city"] == "Berlin" and f["profile_age"] is None
+    assert (
+        f["last_nps"] == 9 and f["complaints_90d"] == 1 and f["profile_city"] == "Berlin" and f["profile_age"] is None
+    )
     assert Features(state, T0 + 91 * DAY_MS)["complaints_90d"] == 0
     assert (f["refunds_total"], f["refund_amount_total"]) == (1, 4.0)
 
@@ -90,7 +103,9 @@ def test_state_round_trips_through_its_document() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    purchases=st.lists(st.tuples(st.integers(0, 800 * DAY_MS), st.floats(0, 1000, allow_nan=False)), min_size=1, max_size=30),
+    purchases=st.lists(
+        st.tuples(st.integers(0, 800 * DAY_MS), st.floats(0, 1000, allow_nan=False)), min_size=1, max_size=30
+    ),
     now_offset=st.integers(0, 900 * DAY_MS),
 )
 def test_windows_match_brute_force(purchases: list[tuple[int, float]], now_offset: int) -> None:

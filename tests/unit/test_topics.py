@@ -7,13 +7,29 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.events import INPUT_TOPICS
-from engine.topics import INPUT_TOPIC_NAMES, Topic, TopicsError, check_copartitioned, load_topics
+from segengine.events import INPUT_TOPICS
+from segengine.topics import INPUT_TOPIC_NAMES, Topic, TopicsError, check_copartitioned, load_topics
 
 GOOD = {
     "topics": [
-        *({"name": n, "partitions": 4, "cleanup_policy": "delete", "retention_ms": 1000, "key": "customer_id", "value_schema": f"schemas/{n}.json"} for n in sorted(INPUT_TOPICS)),  # fmt: skip
-        {"name": "segments.members", "partitions": 2, "cleanup_policy": "compact", "key": "customer_id", "value_schema": "schemas/m.json"},  # fmt: skip
+        *(
+            {
+                "name": n,
+                "partitions": 4,
+                "cleanup_policy": "delete",
+                "retention_ms": 1000,
+                "key": "customer_id",
+                "value_schema": f"schemas/{n}.json",
+            }
+            for n in sorted(INPUT_TOPICS)
+        ),
+        {
+            "name": "segments.members",
+            "partitions": 2,
+            "cleanup_policy": "compact",
+            "key": "customer_id",
+            "value_schema": "schemas/m.json",
+        },
     ]
 }
 
@@ -36,7 +52,7 @@ def with_topic(topic: str, /, **changes: object) -> dict[str, list[dict[str, obj
 
 def test_the_shipped_file_declares_every_input_topic_co_partitioned() -> None:
     topics = {t.name: t for t in load_topics()}
-    assert INPUT_TOPIC_NAMES <= set(topics)
+    assert set(topics) >= INPUT_TOPIC_NAMES
     assert len({topics[n].partitions for n in INPUT_TOPIC_NAMES}) == 1
     assert topics["segments.members"].cleanup_policy == "compact"
     assert topics["segments.members"].retention_ms is None
@@ -59,14 +75,23 @@ def test_a_good_file_loads_in_order_with_defaults(tmp_path: Path) -> None:
         ({"topics": []}, r"non-empty 'topics' list"),
         ({"topics": ["events.browse"]}, r"topic #1: expected a mapping, got str"),
         (with_topic("events.browse", partitions=None), r"topic 'events.browse': missing field 'partitions'"),
-        (with_topic("events.browse", partitions=0), r"topic 'events.browse': 'partitions' must be an integer >= 1, got 0"),
+        (
+            with_topic("events.browse", partitions=0),
+            r"topic 'events.browse': 'partitions' must be an integer >= 1, got 0",
+        ),
         (with_topic("events.browse", partitions="six"), r"'partitions' must be an integer >= 1, got 'six'"),
         (with_topic("events.browse", partitions=True), r"'partitions' must be an integer >= 1, got True"),
-        (with_topic("segments.members", cleanup_policy="forever"), r"topic 'segments.members': 'cleanup_policy' must be one of .*got 'forever'"),  # fmt: skip
+        (
+            with_topic("segments.members", cleanup_policy="forever"),
+            r"topic 'segments.members': 'cleanup_policy' must be one of .*got 'forever'",
+        ),
         (with_topic("events.browse", retention_ms="1 week"), r"'retention_ms' must be a positive integer"),
         (with_topic("events.browse", partitons=6), r"topic 'events.browse': unknown field\(s\) partitons"),
         (with_topic("events.browse", name="events.purchase"), r"declared more than once: events.purchase"),
-        (with_topic("events.profile", name="events.profiles"), r"every input topic must be declared; missing: events.profile"),
+        (
+            with_topic("events.profile", name="events.profiles"),
+            r"every input topic must be declared; missing: events.profile",
+        ),
     ],
 )
 def test_a_bad_file_says_what_is_wrong_and_where(tmp_path: Path, doc: object, message: str) -> None:

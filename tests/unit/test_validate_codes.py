@@ -7,9 +7,9 @@ import base64
 import orjson
 import pytest
 
-from engine.dlq import dlq_record, original_value
-from engine.events import REJECT_CODES, Event, Rejected
-from engine.validate import _TYPE_CHECKS, validate
+from segengine.dlq import dlq_record, original_value
+from segengine.events import REJECT_CODES, Event, Rejected
+from segengine.validate import _TYPE_CHECKS, validate
 
 NOW = 1_800_000_000_000
 TOPIC = {"browse": "events.browse", "purchase": "events.purchase", "refund": "events.purchase",
@@ -28,7 +28,9 @@ def event(type_: str, **override: object) -> dict[str, object]:
     return {"event_id": "e1", "customer_id": "c1", "type": type_, "ts": NOW - 1000, **VALID[type_], **override}
 
 
-def check(value: bytes | dict[str, object], topic: str = "events.purchase", key: bytes | None = b"c1") -> Event | Rejected:
+def check(
+    value: bytes | dict[str, object], topic: str = "events.purchase", key: bytes | None = b"c1"
+) -> Event | Rejected:
     raw = value if isinstance(value, bytes) else orjson.dumps(value)
     return validate(topic, 2, 7, key, raw, now_ms=NOW, max_bytes=8192)
 
@@ -50,7 +52,12 @@ def test_valid_events_of_every_type_are_accepted(type_: str) -> None:
 
 @pytest.mark.parametrize(
     ("ts", "expected_ms"),
-    [("2024-03-01T08:00:00+08:00", 1709251200000), ("2024-03-01T00:00:00Z", 1709251200000), ("2024-03-01T00:00:00.250Z", 1709251200250), (1709251200000, 1709251200000)],
+    [
+        ("2024-03-01T08:00:00+08:00", 1709251200000),
+        ("2024-03-01T00:00:00Z", 1709251200000),
+        ("2024-03-01T00:00:00.250Z", 1709251200250),
+        (1709251200000, 1709251200000),
+    ],
 )
 def test_timestamps_rfc3339_with_offset_or_epoch_ms(ts: object, expected_ms: int) -> None:
     result = check(event("purchase", ts=ts))
@@ -134,9 +141,21 @@ def test_timestamps_rfc3339_with_offset_or_epoch_ms(ts: object, expected_ms: int
         (event("purchase", items=[{"qty": -1}]), "events.purchase", "bad_value"),
         (event("profile", attributes={"age": 2**53}), "events.profile", "bad_value"),
         (event("profile", attributes={"age": -1e300}), "events.profile", "bad_value"),
-        (b'{"event_id": "e1", "customer_id": "c1", "type": "purchase", "ts": 1, "order_id": "o", "amount": NaN}', "events.purchase", "not_json"),
-        (b'{"event_id": "e1", "customer_id": "c1", "type": "purchase", "ts": 1, "order_id": "o", "amount": Infinity}', "events.purchase", "not_json"),
-        (b'{"event_id": "e1", "customer_id": "c1", "type": "purchase", "ts": 1, "order_id": "o", "amount": 1e400}', "events.purchase", "not_json"),
+        (
+            b'{"event_id": "e1", "customer_id": "c1", "type": "purchase", "ts": 1, "order_id": "o", "amount": NaN}',
+            "events.purchase",
+            "not_json",
+        ),
+        (
+            b'{"event_id": "e1", "customer_id": "c1", "type": "purchase", "ts": 1, "order_id": "o", "amount": Infinity}',
+            "events.purchase",
+            "not_json",
+        ),
+        (
+            b'{"event_id": "e1", "customer_id": "c1", "type": "purchase", "ts": 1, "order_id": "o", "amount": 1e400}',
+            "events.purchase",
+            "not_json",
+        ),
         # sizes: every list, object and string that ends up in state is bounded
         (event("purchase", items=[{}] * 1001), "events.purchase", "bad_value"),
         (event("profile", attributes={f"a{i}": i for i in range(101)}), "events.profile", "bad_value"),
@@ -151,7 +170,11 @@ def test_timestamps_rfc3339_with_offset_or_epoch_ms(ts: object, expected_ms: int
         (event("purchase", currency="ÄÖÜ"), "events.purchase", "bad_value"),
         # nesting: over 32 levels is refused here, over 1024 already by the JSON parser
         (event("purchase", context=nested(33)), "events.purchase", "bad_value"),
-        (b'{"event_id": "e1", "customer_id": "c1", "context": ' + b"[" * 1100 + b"]" * 1100 + b"}", "events.purchase", "not_json"),
+        (
+            b'{"event_id": "e1", "customer_id": "c1", "context": ' + b"[" * 1100 + b"]" * 1100 + b"}",
+            "events.purchase",
+            "not_json",
+        ),
         (b"[" * 2000 + b"]" * 2000, "events.purchase", "not_json"),
         (event("purchase", ts="0001-01-01T00:00:00+14:00"), "events.purchase", "bad_ts"),
         (event("purchase", ts="1969-12-31T23:59:59Z"), "events.purchase", "bad_ts"),
@@ -171,9 +194,19 @@ def test_each_reject_code(value: bytes | dict[str, object], topic: str, code: st
         (event("purchase", amount=-0.0), "events.purchase"),
         (event("refund", amount=1e9), "events.purchase"),
         (event("browse", price=1e9), "events.browse"),
-        (event("purchase", items=[{"sku": "s" * 1024, "category": "c" * 1024}] + [{"qty": 1_000_000, "price": 1_000_000_000}] * 999), "events.purchase"),
+        (
+            event(
+                "purchase",
+                items=[{"sku": "s" * 1024, "category": "c" * 1024}]
+                + [{"qty": 1_000_000, "price": 1_000_000_000}] * 999,
+            ),
+            "events.purchase",
+        ),
         (event("profile", attributes={f"a{i}": i for i in range(100)}), "events.profile"),
-        (event("profile", attributes={"n" * 64: "x" * 256, "big": 2**53 - 1, "small": -(2**53 - 1), "f": 0.5}), "events.profile"),
+        (
+            event("profile", attributes={"n" * 64: "x" * 256, "big": 2**53 - 1, "small": -(2**53 - 1), "f": 0.5}),
+            "events.profile",
+        ),
         (event("browse", category="x" * 1024, page="p" * 1024), "events.browse"),
         (event("feedback", kind="review", score=5, text="t" * 6000), "events.feedback"),
         (event("purchase", context=nested(32)), "events.purchase"),
@@ -189,7 +222,10 @@ def test_values_at_the_bounds_are_accepted(value: dict[str, object], topic: str)
 
 @pytest.mark.parametrize("customer_id", ["{c1}", "}{", "{", "客户-{42}", "émoji-😀", "a b\tc", "x" * 128, "{" * 128])
 def test_any_unicode_id_is_accepted_braces_included(customer_id: str) -> None:
-    result = check(event("purchase", customer_id=customer_id, event_id=customer_id + "!"[: 128 - len(customer_id)]), key=customer_id.encode())
+    result = check(
+        event("purchase", customer_id=customer_id, event_id=customer_id + "!"[: 128 - len(customer_id)]),
+        key=customer_id.encode(),
+    )
     assert isinstance(result, Event), result
     assert result.customer_id == customer_id
 
@@ -221,7 +257,9 @@ def test_nothing_unexpected_escapes_validation(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_messages_name_the_field_not_the_value() -> None:
-    result = check(event("purchase", customer_id="secret-person@example.com", amount=-1), key=b"secret-person@example.com")
+    result = check(
+        event("purchase", customer_id="secret-person@example.com", amount=-1), key=b"secret-person@example.com"
+    )
     assert isinstance(result, Rejected) and "amount" in result.message and "secret" not in result.message
 
 
@@ -231,14 +269,21 @@ def test_messages_name_the_field_not_the_value() -> None:
         (event("purchase", amount=1e308), "events.purchase", "'amount'", "1,000,000,000"),
         (event("purchase", items=[{"qty": 10**7}]), "events.purchase", "'items[].qty'", "1,000,000"),
         (event("purchase", items=[{}] * 1001), "events.purchase", "'items'", "1,000"),
-        (event("profile", attributes={f"a{i}": f"secret{i}" for i in range(101)}), "events.profile", "'attributes'", "100"),
+        (
+            event("profile", attributes={f"a{i}": f"secret{i}" for i in range(101)}),
+            "events.profile",
+            "'attributes'",
+            "100",
+        ),
         (event("profile", attributes={"n" * 65: "secret"}), "events.profile", "names", "64"),
         (event("profile", attributes={"city": "secret" * 50}), "events.profile", "string values", "256"),
         (event("browse", query="secret" * 200), "events.browse", "'query'", "1,024"),
         (event("purchase", context=nested(40)), "events.purchase", "nested", "32"),
     ],
 )
-def test_a_bound_message_names_the_limit_never_the_value(value: dict[str, object], topic: str, field: str, limit: str) -> None:
+def test_a_bound_message_names_the_limit_never_the_value(
+    value: dict[str, object], topic: str, field: str, limit: str
+) -> None:
     result = check(value, topic)
     assert isinstance(result, Rejected) and result.code == "bad_value", result
     assert field in result.message and limit in result.message and "secret" not in result.message
@@ -258,8 +303,9 @@ def test_dlq_records_keep_the_original_bytes(raw: bytes) -> None:
 
 # -- the published JSON Schemas say the same as the validator ---------------------------
 
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Callable  # noqa: E402
+from typing import Any  # noqa: E402
 
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -275,7 +321,7 @@ def schema(name: str) -> Draft202012Validator:
 
 
 def test_every_declared_topic_has_a_valid_schema() -> None:
-    from engine.topics import load_topics
+    from segengine.topics import load_topics
 
     for topic in load_topics():
         schema(Path(topic.value_schema).name)
@@ -365,7 +411,9 @@ BOUNDS: list[tuple[str, str, Callable[[Any], dict[str, object]], object, object]
 
 
 @pytest.mark.parametrize(("what", "type_", "make", "at", "over"), BOUNDS, ids=[b[0] for b in BOUNDS])
-def test_each_bound_is_the_same_in_the_validator_and_the_schema(what: str, type_: str, make: Callable[[Any], dict[str, object]], at: object, over: object) -> None:
+def test_each_bound_is_the_same_in_the_validator_and_the_schema(
+    what: str, type_: str, make: Callable[[Any], dict[str, object]], at: object, over: object
+) -> None:
     topic = TOPIC[type_]
     validator = schema(f"{topic}.json")
     inside, outside = make(at), make(over)
@@ -378,8 +426,8 @@ def test_each_bound_is_the_same_in_the_validator_and_the_schema(what: str, type_
 
 def test_profile_bounds_are_the_per_customer_bounds() -> None:
     """One event can never be refused by the state for what the validator let through alone."""
-    from engine import state
-    from engine import validate as v
+    from segengine import state
+    from segengine import validate as v
 
     assert (v.MAX_ATTRIBUTE_NAME, v.MAX_ATTRIBUTE_STRING) == (state.MAX_ATTRIBUTE_NAME, state.MAX_ATTRIBUTE_CHARS)
     assert v.MAX_ATTRIBUTES <= state.MAX_ATTRIBUTES
@@ -391,10 +439,10 @@ def test_the_dlq_schema_lists_every_reject_code() -> None:
 
 
 def test_dlq_and_output_records_follow_their_schemas() -> None:
-    from engine.evaluate import CHANGES_TOPIC, fold_customer
-    from engine.events import Source
-    from engine.rules import load_rules
-    from engine.state import CustomerState
+    from segengine.evaluate import CHANGES_TOPIC, fold_customer
+    from segengine.events import Source
+    from segengine.rules import load_rules
+    from segengine.state import CustomerState
 
     rejected = check(b"\xff", key=b"c1")
     assert isinstance(rejected, Rejected)
@@ -402,9 +450,16 @@ def test_dlq_and_output_records_follow_their_schemas() -> None:
     rules = load_rules(Path(__file__).resolve().parents[2] / "rules")
     ev = Event("e1", "c1", "purchase", NOW - 1000, {"amount": 300.0, "order_id": "o"}, Source("events.purchase", 0, 3))
     result = fold_customer(rules, CustomerState(), "c1", [ev], now_for=lambda ts: ts, committed={}, dedupe_horizon_ms=1)
-    by_topic = {"segments.changes": schema("segments.changes.json"), "segments.members": schema("segments.members.json")}
+    by_topic = {
+        "segments.changes": schema("segments.changes.json"),
+        "segments.members": schema("segments.members.json"),
+    }
     actions = schema("actions.json")
-    assert {o.topic for o in result.outputs} >= {CHANGES_TOPIC, "segments.members", "actions.service"}  # value tier A: key account manager
+    assert {o.topic for o in result.outputs} >= {
+        CHANGES_TOPIC,
+        "segments.members",
+        "actions.service",
+    }  # value tier A: key account manager
     for out in result.outputs:
         validator = actions if out.topic.startswith("actions.") else by_topic[out.topic]
         assert validator.is_valid(out.value), list(validator.iter_errors(out.value))

@@ -1,0 +1,5 @@
+"""``python -m segengine``: the command line."""
+
+from .cli import main
+
+main()
