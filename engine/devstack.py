@@ -29,6 +29,7 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
+from .errors import DevStackError
 from .settings import Settings
 from .topics import create_topics, load_topics
 
@@ -46,10 +47,6 @@ _TANSU_ENV = (
     "SCHEMA_REGISTRY",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 )
-
-
-class DevStackError(RuntimeError):
-    """The embedded stack could not start (binary missing, server died or never answered)."""
 
 
 def _package_dir(name: str) -> Path | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from .actions import Decided, Trigger, due_delayed, grace_trigger_id, on_trigger
 from .aggregates import fold_all
+from .errors import ProcessingError
 from .events import Event
 from .rules import RuleSet
 from .state import CustomerState, Features, already_applied, apply
@@ -67,7 +68,7 @@ class FoldResult:
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
 
 
-class FoldError(Exception):
+class FoldError(ProcessingError):
     """Pure code raised on one event: that event is dead-lettered, the rest refolded."""
 
     def __init__(self, index: int, cause: BaseException) -> None:

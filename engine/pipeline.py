@@ -24,6 +24,7 @@ import orjson
 
 from .clock import Clock, wall_ms
 from .dlq import dlq_record
+from .errors import ConcurrentWriteError
 from .evaluate import CHANGES_TOPIC, MEMBERS_TOPIC, FoldError, FoldResult, Output, fold_customer, reevaluate_customer
 from .events import Event, Rejected
 from .metrics import Metrics
@@ -80,10 +81,6 @@ class Prepared:
     produced_at: list[int] = field(
         default_factory=list
     )  # Kafka timestamps of the events behind a sample of the changes
-
-
-class ConcurrentWriteError(RuntimeError):
-    """A customer kept changing under us (another worker owns its partition too)."""
 
 
 UntilFn = Callable[[int], "int | None"]  # input partition -> latest time its customers may be decided at

@@ -38,6 +38,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 from .datasets import cdnow_path, purchase_event, read_cdnow
+from .errors import InputError
 from .events import INPUT_TOPICS
 
 TOPIC_OF = {type_: topic for topic, types in INPUT_TOPICS.items() for type_ in types}
@@ -54,7 +55,7 @@ class Format(StrEnum):
     jsonl = "jsonl"
 
 
-class ReplayError(ValueError):
+class ReplayError(InputError):
     """The file cannot be replayed (nothing was produced); the message names the lines at fault."""
 
 

@@ -38,6 +38,7 @@ from typing import Any
 
 import orjson
 
+from .errors import ProcessingError
 from .events import BROWSE_ACTIONS, Event
 
 DAY_MS = 86_400_000
@@ -60,7 +61,7 @@ MAX_STATE_BYTES = 1 << 20  # the encoded state document (the same bound as one i
 LIMIT_EXCEEDED = "limit_exceeded"
 
 
-class LimitExceeded(Exception):
+class LimitExceeded(ProcessingError):
     """An event would take a customer past a per-customer limit. The event is dead-lettered
     with ``code``; the state stays as it was. The message names the limit, never customer data."""
 

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from .errors import ConfigError
 from .events import INPUT_TOPICS
 from .paths import SHIPPED_TOPICS
 
@@ -28,7 +29,7 @@ _FIELDS = frozenset({"name", "partitions", "cleanup_policy", "retention_ms", "ke
 _TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
 
 
-class TopicsError(ValueError):
+class TopicsError(ConfigError):
     """The topics file, or the topics on the broker, break the declaration."""
 
 

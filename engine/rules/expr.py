@@ -23,12 +23,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ConfigError
+
 Env = Mapping[str, Any]
 
 CONSTANTS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
 
 
-class ExprError(ValueError):
+class ExprError(ConfigError):
     """A condition that cannot be compiled; ``column`` is 1-based within the expression."""
 
     def __init__(self, message: str, column: int = 1) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..actions import Action
 from ..aggregates import Aggregate
+from ..errors import ConfigError
 from ..state import Derived
 from ..timers import TimePlan
 from .expr import Expression, Selector
@@ -24,7 +25,7 @@ from .population import Population
 CURRENT = "current"
 
 
-class RulesError(ValueError):
+class RulesError(ConfigError):
     """The rules file is invalid; the message lists every problem as file:line:column: text."""
 
     def __init__(self, message: str, problems: list[str] | None = None) -> None:

@@ -1,0 +1,52 @@
+"""The exceptions segengine raises, in one tree.
+
+Every error of segengine's own derives from ``SegengineError``; its class says whether doing
+the same again may succeed (``retriable``), which is what the worker's retry policy reads
+(engine.retry). Errors of the libraries underneath (Kafka, Redis) keep their own classes; the
+retry policy knows which of those are worth a retry.
+
+    SegengineError
+    ├── ConfigError            settings, rules, topic declarations that cannot be used
+    │   ├── RulesError         (engine.rules)
+    │   └── TopicsError        (engine.topics)
+    ├── InputError             input a command was given that it cannot read (ReplayError)
+    ├── ProcessingError        one customer's events cannot be decided
+    │   ├── FoldError          (engine.evaluate: which event failed, and why)
+    │   └── LimitExceeded      (engine.state: a state past its documented caps)
+    ├── ConcurrentWriteError   a customer kept changing under us: retriable
+    └── DevStackError          the embedded development stack could not start
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class SegengineError(Exception):
+    """The root of segengine's own errors."""
+
+    retriable: ClassVar[bool] = False  # may the same step succeed if done again?
+
+
+class ConfigError(SegengineError, ValueError):
+    """Settings, rules or topic declarations that cannot be used as they are."""
+
+
+class InputError(SegengineError, ValueError):
+    """Input handed to a command (a file to replay, an event to produce) that it cannot read."""
+
+
+class ProcessingError(SegengineError):
+    """A customer's events cannot be decided: contained to that customer (dead-lettered or
+    quarantined), never retried as they are."""
+
+
+class ConcurrentWriteError(SegengineError):
+    """A customer kept changing under us (another worker owns its partition too): the batch is
+    idempotent, so it is retried whole."""
+
+    retriable = True
+
+
+class DevStackError(SegengineError, RuntimeError):
+    """The embedded broker or Redis could not be started."""
