@@ -17,6 +17,7 @@ from typing import Any
 
 from segengine.evaluate import fold_customer
 from segengine.events import Event, Source
+from segengine.records import TopicPartition
 from segengine.rules import load_rules
 from segengine.state import CustomerState
 
@@ -58,7 +59,7 @@ def hot_customer(checkpoints: tuple[int, ...] = CHECKPOINTS, rules_dir: Path = R
     rules = load_rules(rules_dir)
     events = hot_events()
     blob, outbox = b"", b""
-    committed: dict[str, int] = {}
+    committed: dict[TopicPartition, int] = {}
     folded = 0
     out: dict[str, Any] = {}
     for checkpoint in sorted(checkpoints):
@@ -79,7 +80,7 @@ def hot_customer(checkpoints: tuple[int, ...] = CHECKPOINTS, rules_dir: Path = R
 
 
 def _batch(
-    rules: Any, blob: bytes, outbox: bytes, batch: list[Event], committed: dict[str, int]
+    rules: Any, blob: bytes, outbox: bytes, batch: list[Event], committed: dict[TopicPartition, int]
 ) -> tuple[bytes, bytes]:
     """One batch as the pipeline folds it: decode, fold, encode; then the batch is committed."""
     state = CustomerState.loads(blob, outbox)
@@ -87,7 +88,7 @@ def _batch(
         rules, state, "hot", batch, now_for=lambda ts: ts, committed=committed, dedupe_horizon_ms=DEDUPE_HORIZON_MS
     )
     for event in batch:
-        committed[f"{event.source.topic}:{event.source.partition}"] = event.source.offset + 1
+        committed[TopicPartition(event.source.topic, event.source.partition)] = event.source.offset + 1
     return state.dumps(), state.dumps_outbox()
 
 

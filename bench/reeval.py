@@ -53,7 +53,7 @@ async def reevaluation_latency(stack: DevStack, rules_dir: Path, group_id: str, 
     await consumer.start()
     await producer.start()
     try:
-        await consumer._client.force_metadata_update()
+        await consumer._client.force_metadata_update()  # learn the partitions first
         tps = [
             TopicPartition("segments.changes", p)
             for p in sorted(consumer.partitions_for_topic("segments.changes") or ())

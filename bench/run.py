@@ -238,7 +238,7 @@ async def latency(stack: DevStack) -> tuple[list[float], float, int]:
     """New customers' first events at OFFERED_EPS; time to their first segment change."""
     consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10)
     await consumer.start()
-    await consumer._client.force_metadata_update()
+    await consumer._client.force_metadata_update()  # learn the partitions first
     tps = [
         TopicPartition("segments.changes", p) for p in sorted(consumer.partitions_for_topic("segments.changes") or ())
     ]
@@ -447,8 +447,9 @@ def eval_cost_us(rules_path: Path) -> float:
     customer with purchases, browses, feedback and a profile (features computed fresh)."""
     from segengine.evaluate import FoldResult, decide
     from segengine.events import Event, Source
+    from segengine.folding import apply
     from segengine.rules import load_rules
-    from segengine.state import CustomerState, apply
+    from segengine.state import CustomerState
 
     rules = load_rules(rules_path)
     state = CustomerState()

@@ -244,7 +244,10 @@ def _make_room(buckets: list[list[Any]], bucket: int) -> int:
 
 def _counts(partial: Any) -> dict[str, float]:
     """A keyed partial as a dict (distinct partials were lists of values before)."""
-    return dict.fromkeys(partial, 1) if type(partial) is list else partial  # type: ignore[no-any-return]
+    if type(partial) is list:
+        return dict.fromkeys(partial, 1)
+    counts: dict[str, float] = partial
+    return counts
 
 
 def _is_number(value: Any) -> bool:
@@ -322,9 +325,9 @@ def _add_most_frequent(p: Any, v: str, ts: int, w: float) -> Any:
 
 def _merge_distinct(a: Any, b: Any) -> dict[str, float]:
     """Into ``a`` (a copy the caller owns, or a legacy list, replaced)."""
-    a = _counts(a)
-    a.update(_counts(b))
-    return a
+    merged = _counts(a)
+    merged.update(_counts(b))
+    return merged
 
 
 def _merge_counts(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:

@@ -14,7 +14,6 @@ shared, so any worker answers for any customer, whichever worker owns its partit
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -28,13 +27,12 @@ from redis.exceptions import RedisError
 from .inspect import check_customer_id, customer_report, segments_report
 
 if TYPE_CHECKING:
-    from .worker import Worker
+    from .worker.view import WorkerView
 
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-PROBE_TIMEOUT_S = 2.0
-WORKER: web.AppKey[Worker] = web.AppKey("worker")
+WORKER: web.AppKey[WorkerView] = web.AppKey("worker")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -65,9 +63,8 @@ async def customer(request: web.Request) -> web.Response:
     problem = check_customer_id(customer_id)
     if problem is not None:
         return _json({"error": problem}, 400)
-    processor = worker.processor
     try:
-        report = await customer_report(worker.store, processor.rules, customer_id, processor.clock.now())
+        report = await customer_report(worker.store, worker.rules, customer_id, worker.now())
     except RedisError as exc:
         log.warning("customer lookup failed: %s", type(exc).__name__)
         return _json({"error": "redis unavailable"}, 503)
@@ -83,7 +80,7 @@ async def segments(request: web.Request) -> web.Response:
     except RedisError as exc:
         log.warning("segment counts failed: %s", type(exc).__name__)
         return _json({"error": "redis unavailable"}, 503)
-    return _json({"rules_version": worker.processor.rules.version, **report})
+    return _json({"rules_version": worker.rules.version, **report})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -91,9 +88,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    checks = await readiness(request.app[WORKER])
-    ready = checks["redis"] and checks["kafka"] and checks["partitions"] > 0
-    return _json({"ready": ready, **checks}, 200 if ready else 503)
+    health = await request.app[WORKER].health()
+    checks = {"redis": health.redis, "kafka": health.kafka, "partitions": health.partitions}
+    return _json({"ready": health.ready, **checks}, 200 if health.ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -101,26 +98,7 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def readiness(worker: Worker) -> dict[str, Any]:
-    """Redis answers a PING, the broker a metadata request, and the group gave us partitions."""
-
-    async def redis_ok() -> bool:
-        try:
-            return bool(await asyncio.wait_for(worker.redis.ping(), PROBE_TIMEOUT_S))
-        except (TimeoutError, RedisError, OSError):
-            return False
-
-    async def kafka_ok() -> bool:
-        try:
-            return bool(await asyncio.wait_for(worker.producer.client.force_metadata_update(), PROBE_TIMEOUT_S))
-        except Exception:
-            return False
-
-    redis, kafka = await asyncio.gather(redis_ok(), kafka_ok())
-    return {"redis": redis, "kafka": kafka, "partitions": len(worker.consumer.assignment())}
-
-
-def make_app(worker: Worker) -> web.Application:
+def make_app(worker: WorkerView) -> web.Application:
     token = worker.settings.api_token
     app = web.Application(middlewares=[_auth(token.get_secret_value() if token is not None else None)])
     app[WORKER] = worker
@@ -135,7 +113,7 @@ def make_app(worker: Worker) -> web.Application:
 class ApiServer:
     """The API of one worker, on ``host:port`` while the worker runs."""
 
-    def __init__(self, worker: Worker, host: str, port: int) -> None:
+    def __init__(self, worker: WorkerView, host: str, port: int) -> None:
         self.host = host
         self.port = port
         self._runner = web.AppRunner(make_app(worker), access_log=None)

@@ -29,7 +29,7 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
-from .errors import DevStackError
+from .errors import DevStackError, SegengineError
 from .settings import Settings
 from .topics import create_topics, load_topics
 
@@ -93,7 +93,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class _Exited(Exception):
+class _Exited(SegengineError):
     """The server process ended while we waited for it to answer."""
 
 
@@ -276,7 +276,7 @@ class DevStack:
                 await writer.wait_closed()
                 await asyncio.wait_for(ready(server.address), timeout=5)
                 return
-            except Exception as exc:
+            except Exception as exc:  # not answering yet
                 last_error = exc
                 await asyncio.sleep(0.05)
         raise DevStackError(

@@ -14,6 +14,7 @@ retry policy knows which of those are worth a retry.
     │   ├── FoldError          (engine.evaluate: which event failed, and why)
     │   └── LimitExceeded      (engine.state: a state past its documented caps)
     ├── ConcurrentWriteError   a customer kept changing under us: retriable
+    ├── PublishError           a record the producer cannot take as it is
     └── DevStackError          the embedded development stack could not start
 """
 
@@ -46,6 +47,10 @@ class ConcurrentWriteError(SegengineError):
     idempotent, so it is retried whole."""
 
     retriable = True
+
+
+class PublishError(SegengineError):
+    """A record that cannot be published as it is (larger than the producer's batch)."""
 
 
 class DevStackError(SegengineError, RuntimeError):

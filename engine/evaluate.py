@@ -20,33 +20,15 @@ from typing import Any
 from .actions import Decided, Trigger, due_delayed, grace_trigger_id, on_trigger
 from .aggregates import fold_all
 from .errors import ProcessingError
-from .events import Event
+from .events import Event, Source
+from .folding import already_applied, apply
+from .records import Output, TopicPartition
 from .rules import RuleSet
-from .state import CustomerState, Features, already_applied, apply
+from .state import CustomerState, Features
 from .timers import next_check
-
-CHANGES_TOPIC = "segments.changes"
-MEMBERS_TOPIC = "segments.members"
+from .topic_names import CHANGES_TOPIC, MEMBERS_TOPIC
 
 NowFn = Callable[[int], int]  # event ts (ms) -> the decision's "now" (ms)
-
-
-@dataclass(frozen=True, slots=True)
-class Output:
-    """One record to publish; ``cause`` is "topic:partition" and ``offset`` the input record's."""
-
-    topic: str
-    key: str
-    value: dict[str, Any] | None
-    cause: str | None = None
-    offset: int | None = None
-
-    def to_pending(self) -> dict[str, Any]:
-        return {"t": self.topic, "k": self.key, "v": self.value, "c": self.cause, "o": self.offset}
-
-    @classmethod
-    def from_pending(cls, entry: Mapping[str, Any]) -> Output:
-        return cls(entry["t"], entry["k"], entry["v"], entry.get("c"), entry.get("o"))
 
 
 @dataclass(slots=True)
@@ -77,6 +59,11 @@ class FoldError(ProcessingError):
         self.cause = cause
 
 
+def _cause_key(src: Source) -> str:
+    """An input record as part of a change_id (the same record, replayed, yields the same ids)."""
+    return f"{src.topic}:{src.partition}:{src.offset}"
+
+
 def rfc3339(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -87,10 +74,10 @@ def change_id(customer_id: str, dimension: str, cause_key: str, old: str | None,
     return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
-def prune_outbox(state: CustomerState, committed: Mapping[str, int]) -> None:
+def prune_outbox(state: CustomerState, committed: Mapping[TopicPartition, int]) -> None:
     """Drop outbox entries whose input record is committed (so they were published)."""
     if state.pending:
-        state.pending = [p for p in state.pending if p.get("c") is None or p["o"] >= committed.get(p["c"], 0)]
+        state.pending = [p for p in state.pending if p.cause is None or (p.offset or 0) >= committed.get(p.cause, 0)]
 
 
 def fold_customer(
@@ -100,24 +87,41 @@ def fold_customer(
     events: Sequence[Event],
     *,
     now_for: NowFn,
-    committed: Mapping[str, int],
+    committed: Mapping[TopicPartition, int],
     dedupe_horizon_ms: int,
 ) -> FoldResult:
     """Apply ``events`` (one customer's, in offset order) to ``state`` in place."""
     result = FoldResult()
     prune_outbox(state, committed)
-    held = [p for p in state.pending if p.get("c") is None]
-    if held and events:  # a timer or rules decision not known published (a crash): send it again,
-        first = events[0].source  # now as part of this record's outbox
-        for entry in held:
-            entry["c"], entry["o"] = f"{first.topic}:{first.partition}", first.offset
-            result.outputs.append(Output.from_pending(entry))
+    if events and any(p.cause is None for p in state.pending):
+        _resend_held(state, events, result)
     for index, event in enumerate(events):
         try:
             _fold_one(rules, state, customer_id, event, now_for, dedupe_horizon_ms, result)
-        except Exception as exc:
+        except Exception as exc:  # any bug in pure code: dead-letter this event
             raise FoldError(index, exc) from exc
     return result
+
+
+def _resend_held(state: CustomerState, events: Sequence[Event], result: FoldResult) -> None:
+    """A timer or rules decision not known published (a crash): send it again, in decision
+    order, and keep it in the outbox of a record of this batch (so that it is sent again if
+    that record comes again, and dropped once it is committed).
+
+    It was decided after every record the customer had applied. When the batch starts with
+    records delivered again, their own outbox entries go first (the redelivery sends them):
+    the held entries join the last of those records' entries, after them; otherwise they go
+    before the first record's decisions, with that record."""
+    redelivered = 0
+    while redelivered < len(events) and already_applied(state, events[redelivered]):
+        redelivered += 1
+    anchor = events[max(redelivered - 1, 0)].source
+    cause = TopicPartition(anchor.topic, anchor.partition)
+    kept = [p for p in state.pending if p.cause is not None]
+    held = [p.caused_by(cause, anchor.offset) for p in state.pending if p.cause is None]
+    state.pending = kept + held  # decided after every entry kept: the redelivery re-sends them last
+    if not redelivered:
+        result.outputs.extend(held)
 
 
 def _fold_one(
@@ -130,12 +134,12 @@ def _fold_one(
     result: FoldResult,
 ) -> None:
     src = event.source
-    tp = f"{src.topic}:{src.partition}"
+    tp = TopicPartition(src.topic, src.partition)
     if already_applied(state, event):
         # Delivered again after a crash: publish what it caused again, change nothing.
         result.redelivered += 1
         result.count(event, "redelivered")
-        result.outputs.extend(Output.from_pending(p) for p in state.pending if p["c"] == tp and p["o"] == src.offset)
+        result.outputs.extend(p for p in state.pending if p.cause == tp and p.offset == src.offset)
         return
     try:
         caught_up = catch_up(rules, state, customer_id, now_for(event.ts), result)
@@ -144,8 +148,8 @@ def _fold_one(
             raise
         caught_up = []  # an erase goes through whatever the state holds: the customer is forgotten anyway
     for out in caught_up:
-        out = Output(out.topic, out.key, out.value, tp, src.offset)  # caused by processing this record: its outbox
-        state.pending.append(out.to_pending())
+        out = out.caused_by(tp, src.offset)  # caused by processing this record: its outbox
+        state.pending.append(out)
         result.outputs.append(out)
     if event.type == "erase":
         erase_customer(rules, state, customer_id, event, now_for, dedupe_horizon_ms, result)
@@ -168,10 +172,10 @@ def _fold_one(
         "partition": src.partition,
         "offset": src.offset,
     }
-    outputs = decide(rules, state, customer_id, now, cause, f"{tp}:{src.offset}", result, event.type)
+    outputs = decide(rules, state, customer_id, now, cause, _cause_key(src), result, event.type)
     for out in outputs:
-        out = Output(out.topic, out.key, out.value, tp, src.offset)
-        state.pending.append(out.to_pending())
+        out = out.caused_by(tp, src.offset)
+        state.pending.append(out)
         result.outputs.append(out)
 
 
@@ -228,10 +232,8 @@ def reevaluate_customer(
     its own ``timer:<due>`` id (a timer due at ``now`` too, unless this is that timer). A
     timer whose time the customer's decisions have already passed (a stale entry) decides
     nothing: its moment was decided when they passed it."""
-    for entry in state.pending:
-        if entry.get("c") is None:
-            result.outputs.append(Output.from_pending(entry))
-    state.pending = [p for p in state.pending if p.get("c") is not None]
+    result.outputs.extend(p for p in state.pending if p.cause is None)
+    state.pending = [p for p in state.pending if p.cause is not None]
     result.reschedule = True
     timer = cause_key.startswith("timer:")
     if timer and state.checked_at is not None and now <= state.checked_at:
@@ -239,7 +241,7 @@ def reevaluate_customer(
     only = "timer" if cause["kind"] == "timer" else None  # a timer re-evaluates the dimensions time can change
     caught_up = catch_up(rules, state, customer_id, now, result, before=timer)
     for out in [*caught_up, *decide(rules, state, customer_id, now, cause, cause_key, result, only)]:
-        state.pending.append(out.to_pending())
+        state.pending.append(out)
         result.outputs.append(out)
 
 
@@ -333,13 +335,13 @@ def decide(
             due_delayed(rules.actions_by_name, state, customer_id, features, now, rfc3339), customer_id, outputs, result
         )
     if any(o.topic == CHANGES_TOPIC for o in outputs):
-        members = {
+        snapshot: dict[str, Any] = {
             "customer_id": customer_id,
             "memberships": dict(state.members),
             "rules_version": rules.version,
             "updated_at": at,
         }
-        outputs.append(Output(MEMBERS_TOPIC, customer_id, members))
+        outputs.append(Output(MEMBERS_TOPIC, customer_id, snapshot))
     return outputs
 
 
@@ -363,7 +365,7 @@ def erase_customer(
     records go to the outbox like any other, so they are published again, with the same
     ``change_id``, if the erase is delivered again before it is committed."""
     src = event.source
-    tp = f"{src.topic}:{src.partition}"
+    tp = TopicPartition(src.topic, src.partition)
     members = dict(state.members)
     now = max(now_for(event.ts), state.max_ts or 0, state.checked_at or 0)
     home = state.home
@@ -387,12 +389,12 @@ def erase_customer(
         result.population[(dimension, old)] = result.population.get((dimension, old), 0) - 1
         result.changes.append((dimension, old, None))
         change = {
-            "change_id": change_id(customer_id, dimension, f"{tp}:{src.offset}", old, None),
+            "change_id": change_id(customer_id, dimension, _cause_key(src), old, None),
             "customer_id": customer_id, "dimension": dimension, "from": old, "to": None, "at": at,
             "rules_version": rules.version, "reason": "erase", "cause": cause, "features": {},
         }  # fmt: skip
         outputs.append(Output(CHANGES_TOPIC, customer_id, change, tp, src.offset))
     outputs.append(Output(MEMBERS_TOPIC, customer_id, None, tp, src.offset))  # the compacted table's tombstone
     for out in outputs:
-        state.pending.append(out.to_pending())
+        state.pending.append(out)
         result.outputs.append(out)

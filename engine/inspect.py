@@ -16,14 +16,15 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.table import Table
 
-from .evaluate import CHANGES_TOPIC, rfc3339
+from .evaluate import rfc3339
 from .events import INPUT_TOPICS, Event, Rejected
-from .pipeline import home_of
 from .rules import RuleSet
 from .state import CustomerState, Features
-from .store_redis import RedisStore
+from .store import Store
+from .topic_names import CHANGES_TOPIC
 from .topics import load_topics
 from .validate import MAX_ID, validate
+from .writes import home_of
 
 TAIL_PATTERN = r"^(segments\.changes|actions\..+)$"  # what `segengine tail` follows
 NONE = "-"  # how a missing segment (first entry, exit by erase) is shown
@@ -36,7 +37,7 @@ def check_customer_id(customer_id: str) -> str | None:
     return None
 
 
-async def customer_report(store: RedisStore, rules: RuleSet, customer_id: str, now: int) -> dict[str, Any] | None:
+async def customer_report(store: Store, rules: RuleSet, customer_id: str, now: int) -> dict[str, Any] | None:
     """What the engine holds about one customer at ``now``; None when it holds nothing
     (never seen, or erased)."""
     loaded, recent, quarantined = await store.lookup(customer_id)
@@ -49,7 +50,7 @@ async def customer_report(store: RedisStore, rules: RuleSet, customer_id: str, n
         features: dict[str, Any] | None = {
             k: round(v, 4) if isinstance(v, float) else v for k, v in Features(state, now, rules.derived).all().items()
         }
-    except Exception:
+    except Exception:  # a state the rules cannot read (a quarantined customer): shown without features
         features = None
     memberships = {
         dimension: {
@@ -77,7 +78,7 @@ def input_partitions(topics_file: Path) -> int:
     return next(t.partitions for t in load_topics(topics_file) if t.name in INPUT_TOPICS)
 
 
-async def segments_report(store: RedisStore) -> dict[str, Any]:
+async def segments_report(store: Store) -> dict[str, Any]:
     """Exact population per dimension and segment (the counters moved with every state write)."""
     population = await store.population()
     return {"population": {d: dict(sorted(s.items())) for d, s in sorted(population.items())}}

@@ -27,19 +27,22 @@ import time
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 
 from .datasets import cdnow_path, purchase_event, read_cdnow
 from .errors import InputError
 from .events import INPUT_TOPICS
+from .kafka import default_partition
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 TOPIC_OF = {type_: topic for topic, types in INPUT_TOPICS.items() for type_ in types}
 NUMBER_FIELDS = ("amount", "price", "score", "schema")  # CSV cells that are numbers in the contract
@@ -240,7 +243,7 @@ def paced_slices(
 class ReplayStats:
     events: int = 0
     seconds: float = 0.0
-    per_topic: Counter[str] | None = None
+    per_topic: Counter[str] = field(default_factory=Counter)
 
     @property
     def eps(self) -> float:
@@ -272,9 +275,8 @@ async def produce(
             groups: dict[tuple[str, int], list[Record]] = {}
             for record in chunk:
                 parts = partitions[record.topic]
-                groups.setdefault((record.topic, parts[(murmur2(record.key) & 0x7FFFFFFF) % len(parts)]), []).append(
-                    record
-                )
+                partition = parts[default_partition(record.key, len(parts))]
+                groups.setdefault((record.topic, partition), []).append(record)
             # One sender per partition: each hands its batches over in order, side by side.
             for sent in await asyncio.gather(*(_send(producer, tp, items, on_acked) for tp, items in groups.items())):
                 acks.extend(sent)  # one future per producer batch
@@ -334,7 +336,7 @@ def prepare(path: Path | None, fmt: str, speed: str, until: str | None) -> tuple
 
 
 async def replay_with_progress(
-    bootstrap: str, records: list[Record], speed: float | None, *, progress_to: Any, report_to: Any
+    bootstrap: str, records: list[Record], speed: float | None, *, progress_to: Console, report_to: Console
 ) -> ReplayStats:
     """``produce`` with a progress bar (events acknowledged, rate, event time reached) on one
     rich console, and the rate achieved printed on another."""
@@ -355,7 +357,7 @@ async def replay_with_progress(
             progress.update(task, completed=done[0], rate=f"{rate:,.0f} events/s", at=at)
 
         stats = await produce(bootstrap, records, speed=speed, on_acked=on_acked)
-    topics = ", ".join(f"{topic} {n:,}" for topic, n in sorted((stats.per_topic or {}).items()))
+    topics = ", ".join(f"{topic} {n:,}" for topic, n in sorted(stats.per_topic.items()))
     report_to.print(
         f"replayed {stats.events:,} events ({topics or 'none'}) in {stats.seconds:.2f} s: {stats.eps:,.0f} events/s",
         highlight=False,

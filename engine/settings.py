@@ -77,10 +77,6 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
     api_token: SecretStr | None = Field(None, description="bearer token for /customers and /segments; unset = open")
-    fault: Literal["kill_after_save", "kill_after_timer_save"] | None = Field(
-        None,
-        description="testing only: SIGKILL the worker at this point of the first batch (kill_after_timer_save: of due timers) that writes state",
-    )
 
     embedded: bool = Field(
         False,

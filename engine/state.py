@@ -1,8 +1,8 @@
-"""Per-customer rolling behaviour state, and the pure functions that change and read it.
+"""Per-customer rolling behaviour state, and the pure functions that read it.
 
-``apply(state, event)`` folds one event into the state; ``Features(state, now)`` reads
-the rolling aggregates the rules ask for at a given time. Nothing here does I/O: the
-state is stored and loaded as one JSON document per customer by ``engine.store_redis``.
+``engine.folding.apply(state, event)`` folds one event into the state; ``Features(state,
+now)`` reads the rolling aggregates the rules ask for at a given time. Nothing here does
+I/O: the state's stored encoding is ``engine.codec``'s.
 
 Windows use event time. Purchases of the last 365 days are kept one by one (exact
 windows); browses are kept as hourly buckets for 30 days; older detail is dropped once
@@ -31,15 +31,14 @@ Declared aggregations have their own caps (``engine.aggregates``).
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from operator import itemgetter
 from typing import Any
 
-import orjson
-
 from .errors import ProcessingError
-from .events import BROWSE_ACTIONS, Event
+from .events import BROWSE_ACTIONS
+from .records import Output, TopicPartition
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -103,7 +102,7 @@ class CustomerState:
         self.aggs: dict[str, Any] = {}  # declared aggregations: key -> partial, or [[bucket, partial], ...]
         self.max_ts: int | None = None
         self.first_seen: int | None = None
-        self.offsets: dict[str, int] = {}  # "topic:partition" -> last applied offset
+        self.offsets: dict[TopicPartition, int] = {}  # input topic-partition -> last applied offset
         self.seen: dict[str, int] = {}  # event fingerprint -> event ts, within the dedupe horizon (+ slack)
         self.seen_oldest: int | None = None  # at most the oldest ts in ``seen`` (None: empty, or not known yet)
         self.members: dict[str, str] = {}  # dimension -> segment
@@ -112,30 +111,29 @@ class CustomerState:
         self.checked_at: int | None = None  # the last decision's time (event or timer): timers due after it
         self.actions_sent: dict[str, int] = {}  # action name -> when it was last sent (cooldowns)
         self.delayed: list[dict[str, Any]] = []  # actions waiting for their delay (engine.actions)
-        self.pending: list[dict[str, Any]] = []  # outbox: output records not yet known committed
+        self.pending: list[Output] = []  # outbox: output records not yet known committed
         self.home: int | None = None  # the input partition of the customer's first record: its timers and owner
 
     # -- persistence -------------------------------------------------------------------------
 
+    # The encoding is engine.codec's: these are shorthands for it.
+
     def dumps(self) -> bytes:
         """The state document, without the outbox (stored beside it)."""
-        pending = self.__dict__.pop("pending")
-        try:
-            return orjson.dumps(self.__dict__)
-        finally:
-            self.pending = pending
+        from .codec import dump_state
+
+        return dump_state(self)
 
     def dumps_outbox(self) -> bytes:
-        return orjson.dumps(self.pending) if self.pending else b""
+        from .codec import dump_outbox
+
+        return dump_outbox(self.pending)
 
     @classmethod
     def loads(cls, blob: bytes | None, outbox: bytes | None = None) -> CustomerState:
-        state = cls()
-        if blob:
-            state.__dict__.update(orjson.loads(blob))
-        if outbox:
-            state.pending = orjson.loads(outbox)
-        return state
+        from .codec import load_state
+
+        return load_state(blob, outbox)
 
     @property
     def is_empty(self) -> bool:
@@ -152,235 +150,13 @@ def check_size(blob: bytes, previous: int = 0) -> None:
         )
 
 
-# -- folding events in --------------------------------------------------------------------
-
-
-def already_applied(state: CustomerState, event: Event) -> bool:
-    """True when this exact record (topic, partition, offset) was applied before."""
-    last = state.offsets.get(f"{event.source.topic}:{event.source.partition}")
-    return last is not None and event.source.offset <= last
-
-
-def apply(
-    state: CustomerState, event: Event, *, dedupe_horizon_ms: int,
-    keep_purchases: bool = True, keep_browse: bool = True, keep_complaints: bool = True,
-) -> bool:  # fmt: skip
-    """Fold ``event`` into ``state``. Returns False (and changes only the offset) for a
-    repeated ``event_id`` within the dedupe horizon. The caller checks ``already_applied``.
-
-    The per-event detail behind the windowed built-in features (purchases of the last
-    year, hourly browse counts, recent complaints) is kept only when the rules read those
-    windows (``keep_*``); lifetime counters are always kept. Raises ``LimitExceeded``, the
-    state untouched, for an event that would break a per-customer limit."""
-    tp = f"{event.source.topic}:{event.source.partition}"
-    fingerprint = event_fingerprint(event.event_id)
-    if fingerprint in state.seen:
-        state.offsets[tp] = event.source.offset
-        return False
-    if event.type == "profile":
-        _check_attributes(state.attributes, event.body["attributes"])
-    state.offsets[tp] = event.source.offset
-    ts = event.ts
-    if state.max_ts is None or ts >= state.max_ts - dedupe_horizon_ms:  # an older one would be forgotten at once
-        state.seen[fingerprint] = ts
-        if state.seen_oldest is not None and ts < state.seen_oldest:  # unknown (None): _prune_seen learns it
-            state.seen_oldest = ts
-    state.max_ts = ts if state.max_ts is None else max(state.max_ts, ts)
-    state.first_seen = ts if state.first_seen is None else min(state.first_seen, ts)
-    _APPLY[event.type](state, event.body, ts)
-    if not keep_purchases and state.purchases:
-        state.purchases = []
-    if not keep_browse and state.browse:
-        state.browse = {}
-    if not keep_complaints and state.complaints:
-        state.complaints = []
-    _prune(state, dedupe_horizon_ms)
-    return True
-
-
-def _check_attributes(attributes: Mapping[str, Any], update: Mapping[str, Any]) -> None:
-    added = removed = 0
-    for name, value in update.items():
-        if len(name) > MAX_ATTRIBUTE_NAME:
-            raise LimitExceeded(LIMIT_EXCEEDED, f"a profile attribute name is over {MAX_ATTRIBUTE_NAME} characters")
-        if type(value) is str and len(value) > MAX_ATTRIBUTE_CHARS:
-            raise LimitExceeded(LIMIT_EXCEEDED, f"a profile attribute value is over {MAX_ATTRIBUTE_CHARS} characters")
-        if value is None:
-            removed += name in attributes
-        else:
-            added += name not in attributes
-    if added and len(attributes) + added - removed > MAX_ATTRIBUTES:
-        raise LimitExceeded(
-            LIMIT_EXCEEDED,
-            f"the profile would have {len(attributes) + added - removed} attributes, the limit is {MAX_ATTRIBUTES}",
-        )
-
-
-_first = itemgetter(0)
-
-
-def _apply_purchase(state: CustomerState, body: Mapping[str, Any], ts: int) -> None:
-    amount = float(body["amount"])
-    state.orders += 1
-    state.spend += amount
-    purchases = state.purchases
-    grain = state.purchase_grain
-    if purchases and grain and ts >= purchases[-1][0] and ts // grain == purchases[-1][0] // grain:
-        total, orders = _amount_orders(purchases[-1])
-        purchases[-1] = [ts, [total + amount, orders + 1]]
-    elif not purchases or ts >= purchases[-1][0]:
-        purchases.append([ts, amount])
-    elif ts > (state.max_ts or ts) - PURCHASE_WINDOWS_DAYS[-1] * DAY_MS:  # older ones count in no window
-        insort(purchases, [ts, amount], key=_first)
-    if len(purchases) > MAX_PURCHASE_ENTRIES:
-        state.purchases, state.purchase_grain = _merge_purchases(purchases)
-    state.first_purchase = ts if state.first_purchase is None else min(state.first_purchase, ts)
-    state.last_purchase = ts if state.last_purchase is None else max(state.last_purchase, ts)
-    day = ts // DAY_MS
-    days = state.purchase_days
-    if not days or day > days[-1]:
-        days.append(day)
-    elif day != days[-1]:
-        i = bisect_left(days, day)
-        if days[i] != day:
-            days.insert(i, day)
-
-
-def _merge_purchases(purchases: list[list[Any]]) -> tuple[list[list[Any]], int]:
-    """Past the cap: the purchases of one hour become one entry at the hour's latest ts,
-    ``[ts, [amount, orders]]``; if that leaves more than 3/4 of the cap, of one UTC day
-    (at most 366 entries). Returns the entries and the grain that new purchases keep.
-    Runs once per cap/4 new entries at most: amortised O(1)."""
-    for span in (HOUR_MS, DAY_MS):
-        merged: list[list[Any]] = []
-        for entry in purchases:
-            if merged and merged[-1][0] // span == entry[0] // span:
-                amount, orders = _amount_orders(merged[-1])
-                more, more_orders = _amount_orders(entry)
-                merged[-1] = [entry[0], [amount + more, orders + more_orders]]
-            else:
-                merged.append(entry)
-        purchases = merged
-        if len(purchases) <= MAX_PURCHASE_ENTRIES * 3 // 4:
-            break
-    return purchases, span
+_first = itemgetter(0)  # a purchase entry's time
 
 
 def _amount_orders(entry: list[Any]) -> tuple[float, int]:
     """(amount, orders) of a purchase entry: one purchase, or merged ones."""
     value = entry[1]
     return (value[0], value[1]) if type(value) is list else (value, 1)
-
-
-def _apply_refund(state: CustomerState, body: Mapping[str, Any], ts: int) -> None:
-    state.refunds += 1
-    state.refund_amount += float(body["amount"])
-
-
-def _apply_browse(state: CustomerState, body: Mapping[str, Any], ts: int) -> None:
-    state.browse_total += 1
-    state.last_browse = ts if state.last_browse is None else max(state.last_browse, ts)
-    hour = ts // HOUR_MS
-    if hour < _oldest_browse_hour(state.max_ts or ts):
-        return  # counts in no window
-    bucket = str(hour)
-    counts = state.browse.get(bucket)
-    if counts is None:
-        counts = state.browse[bucket] = [0] * len(ACTIONS)
-    counts[_ACTION_INDEX[body["action"]]] += 1
-
-
-def _apply_feedback(state: CustomerState, body: Mapping[str, Any], ts: int) -> None:
-    kind = body["kind"]
-    complaints = state.complaints
-    if kind == "complaint" and ts > (state.max_ts or ts) - COMPLAINT_WINDOW_DAYS * DAY_MS:
-        if not complaints or ts >= complaints[-1]:
-            complaints.append(ts)
-        else:
-            insort(complaints, ts)
-        if len(complaints) > MAX_COMPLAINTS:
-            del complaints[0]  # the oldest: complaints_90d saturates at the cap
-    previous = state.feedback.get(kind)
-    if previous is None or ts >= previous[1]:
-        state.feedback[kind] = [body.get("score"), ts]
-
-
-def _apply_profile(state: CustomerState, body: Mapping[str, Any], ts: int) -> None:
-    for name, value in body["attributes"].items():
-        if value is None:
-            state.attributes.pop(name, None)
-        else:
-            state.attributes[name] = value
-
-
-def _apply_erase(state: CustomerState, body: Mapping[str, Any], ts: int) -> None:
-    """Forget everything about the customer. Only the applied offsets (so that a redelivered
-    record is still recognised) and the outbox (the exits the erase causes) stay, until the
-    erase is committed and the store deletes the customer's keys; engine.evaluate emits the
-    exits from the memberships it reads before this runs."""
-    kept = (state.offsets, state.pending)
-    state.__init__()  # type: ignore[misc]
-    state.offsets, state.pending = kept
-
-
-_APPLY: dict[str, Callable[[CustomerState, Mapping[str, Any], int], None]] = {
-    "purchase": _apply_purchase,
-    "refund": _apply_refund,
-    "browse": _apply_browse,
-    "feedback": _apply_feedback,
-    "profile": _apply_profile,
-    "erase": _apply_erase,
-}
-
-
-def _oldest_browse_hour(latest: int) -> int:
-    return (latest - BROWSE_WINDOWS_DAYS[-1] * DAY_MS) // HOUR_MS
-
-
-BROWSE_SLACK_HOURS = 24  # expired browse buckets go in one rebuild at most once a day of event time
-
-
-def _prune(state: CustomerState, dedupe_horizon_ms: int) -> None:
-    """Drop detail that can no longer fall into any window (relative to the latest event).
-    Each check is O(1); a rebuild is O(n) but comes once per many events (amortised O(1))."""
-    latest = state.max_ts or 0
-    horizon = latest - PURCHASE_WINDOWS_DAYS[-1] * DAY_MS
-    purchases = state.purchases
-    if purchases and purchases[0][0] <= horizon:
-        purchases = state.purchases = purchases[bisect_right(purchases, horizon, key=_first) :]
-        if len(purchases) < MAX_PURCHASE_ENTRIES // 4:
-            state.purchase_grain = 0  # quiet again: one entry per purchase from now on
-    oldest_hour = _oldest_browse_hour(latest)
-    # Buckets are mostly created in time order, so the first is the oldest but for late
-    # events. A rebuild comes once the first is a day past the window, so rebuilds are a
-    # day of event time apart at least and 31 days at most: a late bucket outlives its
-    # window by 31 days at most (at most ~62 days of hourly buckets are held).
-    if state.browse and int(next(iter(state.browse))) < oldest_hour - BROWSE_SLACK_HOURS:
-        state.browse = {b: c for b, c in state.browse.items() if int(b) >= oldest_hour}
-    complaints_horizon = latest - COMPLAINT_WINDOW_DAYS * DAY_MS
-    complaints = state.complaints
-    if complaints and complaints[0] <= complaints_horizon:
-        state.complaints = complaints[bisect_right(complaints, complaints_horizon) :]
-    _prune_seen(state, latest - dedupe_horizon_ms, dedupe_horizon_ms // DEDUPE_SLACK_DIVISOR)
-
-
-def _prune_seen(state: CustomerState, horizon: int, slack: int) -> None:
-    """Fingerprints older than ``horizon`` go in one rebuild, once the oldest is ``slack``
-    past it; rebuilds are ``slack`` of event time apart at least, so each entry takes part
-    in at most horizon/slack + 2 of them. Past MAX_FINGERPRINTS, the newest 3/4 stay."""
-    seen = state.seen
-    if not seen:
-        return
-    oldest = state.seen_oldest
-    if oldest is None:  # a document from before the bound was kept
-        oldest = state.seen_oldest = min(seen.values())
-    if oldest < horizon - slack:
-        seen = state.seen = {f: t for f, t in seen.items() if t >= horizon}
-        state.seen_oldest = min(seen.values(), default=None)
-    if len(seen) > MAX_FINGERPRINTS:
-        kept = sorted(seen.items(), key=itemgetter(1))[-(MAX_FINGERPRINTS * 3 // 4) :]
-        state.seen = dict(kept)
-        state.seen_oldest = kept[0][1]
 
 
 # -- reading features ---------------------------------------------------------------------
@@ -491,11 +267,21 @@ for _days in PURCHASE_WINDOWS_DAYS:
 for _window in BROWSE_WINDOWS_HOURS:
     for _action in ACTIONS:
         GROUPS[f"{_action}_{_window}"] = _browse_windows
+
+
+def _grouped(name: str) -> FeatureFn:
+    return lambda s, now: GROUPS[name](s, now)[name]
+
+
+def _last_score(kind: str) -> FeatureFn:
+    return lambda s, now: (s.feedback.get(kind) or [None])[0]
+
+
 for _name in GROUPS:
-    FEATURES[_name] = lambda s, now, n=_name: GROUPS[n](s, now)[n]
+    FEATURES[_name] = _grouped(_name)
 TIME_DEPENDENT = frozenset({*GROUPS, "complaints_90d", *(n for n in FEATURES if n.startswith("days_since_"))})
 for _kind in ("nps", "csat", "review"):
-    FEATURES[f"last_{_kind}"] = lambda s, now, k=_kind: (s.feedback.get(k) or [None])[0]
+    FEATURES[f"last_{_kind}"] = _last_score(_kind)
 PROFILE_PREFIX = "profile_"
 EVENT_TYPES = frozenset({"purchase", "refund", "browse", "feedback", "profile", "erase"})
 

@@ -21,20 +21,24 @@ the client's per-command cost (packing and parsing in Python) off the hot path.
 
 On Redis Cluster the calls would be split per slot and the population counters kept per
 slot; segengine targets a single Redis primary for now.
+
+The records that cross this module's boundary, and what every store promises, are in
+engine.store; the bytes it keeps are engine.codec's.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from importlib.resources import files
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import hiredis
 import orjson
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
+
+from .store import HISTORY, Loaded, Lookup, Published, QuantileSamples, Quarantine, TimerEntry, Write
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -44,7 +48,6 @@ RESCORED_KEY = "seg:rescored"  # the population cut points at the last re-score:
 QUANTILES_KEY = "seg:quantiles"  # {"taken_at": ms, "samples": {feature: [sorted values]}}
 FIELD_SEP = "\x1f"
 ERASING_KEY = "seg:erasing"  # customers erased, their erase not yet committed
-HISTORY = 10  # change records kept per customer for lookups
 CHUNK = 1000  # customers per script call: bounds how long one call holds Redis
 
 
@@ -74,32 +77,6 @@ def state_key(customer_id: str) -> str:
 def changes_key(customer_id: str) -> str:
     """The customer's last ``HISTORY`` change records, newest first (a capped list)."""
     return f"seg:{{{customer_id}}}:changes"
-
-
-@dataclass(frozen=True, slots=True)
-class Loaded:
-    version: int
-    blob: bytes | None
-    outbox: bytes | None
-    offsets: bytes | None = None  # erased, not committed yet: the applied offsets (the state is gone)
-
-
-@dataclass(frozen=True, slots=True)
-class Write:
-    customer_id: str
-    expected_version: int
-    blob: bytes
-    outbox: bytes  # b"" when empty
-    population: dict[tuple[str, str], int]
-    timer_key: str = ""  # the customer's partition's timer set
-    next_check: int | None = None  # when time alone may move the customer; None: never
-    recent: tuple[bytes, ...] = ()  # change records for the recent changes, oldest first
-    forget: bool = False  # an erase was applied: the recent changes before it go
-    offsets: bytes = b""  # erased (``blob`` is b""): the applied offsets, kept until the erase is committed
-
-    @property
-    def erased(self) -> bool:
-        return not self.blob
 
 
 def _script(redis: Redis, name: str):  # type: ignore[no-untyped-def]
@@ -162,7 +139,7 @@ class RedisStore:
                     w.expected_version,
                     w.blob,
                     w.outbox,
-                    w.timer_key or timer_key(0),
+                    timer_key(0 if w.home is None else w.home),
                     due,
                     w.customer_id,
                     len(moves),
@@ -176,30 +153,31 @@ class RedisStore:
         return done
 
     @_timed("outbox_published")
-    async def outbox_published(
-        self, written: list[tuple[str, int]] | list[tuple[str, int, str, int | str | None]]
-    ) -> None:
-        """Drop the outboxes of (customer, version[, timer key, next check]) writes whose
-        records are published and committed, delete the customers whose committed write was
-        an erase, and give a timer or rules decision's customer its real next check (it was
-        kept due at once while its outbox waited: see engine.pipeline)."""
+    async def outbox_published(self, written: list[Published]) -> None:
+        """Drop the outboxes of writes whose records are published and acknowledged, delete the
+        customers whose write was an erase, and give a timer or rules decision's customer its
+        real next check (it was kept due at once while its outbox waited: see engine.pipeline)."""
         for start in range(0, len(written), CHUNK):
             chunk = written[start : start + CHUNK]
             args: list[object] = []
             for entry in chunk:
-                timers, due = (entry[2], entry[3]) if len(entry) == 4 else ("", "")  # type: ignore[misc]
-                args += [entry[1], timers, "none" if due is None else due]
-            await self._outbox_done(keys=[ERASING_KEY, *(state_key(e[0]) for e in chunk)], args=args)
+                if entry.reschedule:
+                    timers = timer_key(0 if entry.home is None else entry.home)
+                    due: object = "none" if entry.next_check is None else entry.next_check
+                else:
+                    timers, due = "", ""
+                args += [entry.version, timers, due]
+            await self._outbox_done(keys=[ERASING_KEY, *(state_key(e.customer_id) for e in chunk)], args=args)
 
     @_timed("quarantine")
-    async def quarantine(self, entries: list[tuple[str, str, str]]) -> None:
-        """Set (customer, stage that failed, its timer set or "") aside: see quarantine.lua."""
+    async def quarantine(self, entries: list[Quarantine]) -> None:
+        """Set customers aside after a stage failed on them: see quarantine.lua."""
         for start in range(0, len(entries), CHUNK):
             chunk = entries[start : start + CHUNK]
             args: list[object] = []
-            for cid, stage, timers in chunk:
-                args += [stage, timers, cid]
-            await self._quarantine(keys=[state_key(cid) for cid, _, _ in chunk], args=args)
+            for entry in chunk:
+                args += [entry.stage, "" if entry.home is None else timer_key(entry.home), entry.customer_id]
+            await self._quarantine(keys=[state_key(e.customer_id) for e in chunk], args=args)
 
     @_timed("population")
     async def population(self) -> dict[str, dict[str, int]]:
@@ -212,17 +190,18 @@ class RedisStore:
         return out
 
     @_timed("due")
-    async def due(self, partition: int, until: int, limit: int) -> list[tuple[str, int]]:
+    async def due(self, partition: int, until: int, limit: int) -> list[TimerEntry]:
         """Customers of a partition whose next check is at or before ``until``, earliest first."""
-        rows = await self.redis.zrangebyscore(timer_key(partition), "-inf", until, start=0, num=limit, withscores=True)
-        return [(m.decode() if isinstance(m, bytes) else m, int(score)) for m, score in rows]
+        rows = cast(  # withscores: (member, score) pairs; bytes, as the client does not decode
+            list[tuple[bytes, float]],
+            await self.redis.zrangebyscore(timer_key(partition), "-inf", until, start=0, num=limit, withscores=True),
+        )
+        return [TimerEntry(_text(m), int(score)) for m, score in rows]
 
     @_timed("drop_timers")
-    async def drop_timers(self, entries: list[tuple[str, str]]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for key, customer_id in entries:
-            pipe.zrem(key, customer_id)
-        await pipe.execute()
+    async def drop_timers(self, partition: int, customer_ids: list[str]) -> None:
+        if customer_ids:
+            await self.redis.zrem(timer_key(partition), *customer_ids)
 
     @_timed("timer_backlog")
     async def timer_backlog(self, partitions: Iterable[int], until: int) -> int:
@@ -232,7 +211,7 @@ class RedisStore:
         return sum(await pipe.execute())
 
     @_timed("quantile_samples")
-    async def quantile_samples(self) -> tuple[int, dict[str, list[float]]] | None:
+    async def quantile_samples(self) -> tuple[int, QuantileSamples] | None:
         raw = await self.redis.get(QUANTILES_KEY)
         if raw is None:
             return None
@@ -242,7 +221,8 @@ class RedisStore:
     @_timed("rescored_cuts")
     async def rescored_cuts(self) -> dict[str, list[float]] | None:
         raw = await self.redis.get(RESCORED_KEY)
-        return None if raw is None else orjson.loads(raw)  # type: ignore[no-any-return]
+        cuts: QuantileSamples | None = None if raw is None else orjson.loads(raw)
+        return cuts
 
     @_timed("save_rescored_cuts")
     async def save_rescored_cuts(self, cuts: dict[str, list[float]]) -> None:
@@ -266,18 +246,19 @@ class RedisStore:
 
     @_timed("load_state")
     async def load_state(self, customer_id: str) -> Loaded:
-        v, s, p, o = await self.redis.hmget(state_key(customer_id), "v", "s", "p", "o")
+        row = cast(list[bytes | None], await self.redis.hmget(state_key(customer_id), "v", "s", "p", "o"))
+        v, s, p, o = row
         return Loaded(int(v) if v else 0, s, p, o)
 
     @_timed("lookup")
-    async def lookup(self, customer_id: str) -> tuple[Loaded, list[bytes], bytes | None]:
+    async def lookup(self, customer_id: str) -> Lookup:
         """One customer for the lookup API: its hash, its recent change records (newest
         first) and, if it is quarantined, the stage that failed, in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hmget(state_key(customer_id), "v", "s", "p", "o", "q")
         pipe.lrange(changes_key(customer_id), 0, HISTORY - 1)
         (v, s, p, o, q), recent = await pipe.execute()
-        return Loaded(int(v) if v else 0, s, p, o), list(recent), q
+        return Lookup(Loaded(int(v) if v else 0, s, p, o), list(recent), q)
 
     @_timed("next_check")
     async def next_check(self, customer_id: str, partition: int) -> int | None:
@@ -293,3 +274,7 @@ class RedisStore:
             return []
         loaded = await self.load(ids)
         return [(cid, loaded[cid]) for cid in ids]
+
+
+def _text(member: bytes | str) -> str:
+    return member.decode() if isinstance(member, bytes) else member

@@ -25,7 +25,7 @@ import ast
 import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .state import (
     ACTIONS,
@@ -110,7 +110,7 @@ def _age_of(node: ast.AST) -> tuple[str, int] | None:
 
 
 def _number(node: ast.AST) -> float | None:
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
         return float(node.value)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         inner = _number(node.operand)
@@ -187,8 +187,10 @@ def plan_for(
     )
 
 
-def _first(entry: list[float]) -> float:
-    return entry[0]
+def _first(entry: list[Any]) -> int:
+    """The time of a purchase entry ``[ts_ms, amount]`` (see ``CustomerState.purchases``)."""
+    ts: int = entry[0]
+    return ts
 
 
 def next_check(plan: TimePlan, state: CustomerState, now: int) -> int | None:

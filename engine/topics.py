@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from .errors import ConfigError
 from .events import INPUT_TOPICS
@@ -25,7 +24,9 @@ log = logging.getLogger(__name__)
 DEFAULT_FILE = SHIPPED_TOPICS
 INPUT_TOPIC_NAMES: frozenset[str] = frozenset(INPUT_TOPICS)
 CLEANUP_POLICIES = frozenset({"delete", "compact", "compact,delete", "delete,compact"})
-_FIELDS = frozenset({"name", "partitions", "cleanup_policy", "retention_ms", "key", "value_schema"})
+_FIELDS = frozenset({"name", "partitions", "cleanup_policy", "retention_ms", "key", "value_schema", "role"})
+ROLES = frozenset({"input", "dead_letters", "changes", "members", "actions"})
+WRITTEN_ONCE = ("dead_letters", "changes", "members")  # one topic each: the engine writes these
 _TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
 
 
@@ -41,6 +42,7 @@ class Topic:
     retention_ms: int | None
     key: str
     value_schema: str
+    role: str | None = None
 
     @property
     def configs(self) -> dict[str, str]:
@@ -70,6 +72,9 @@ def load_topics(path: Path | None = None) -> list[Topic]:
     missing = sorted(INPUT_TOPIC_NAMES - set(names))
     if missing:
         raise TopicsError(f"{path}: every input topic must be declared; missing: {', '.join(missing)}")
+    for role in WRITTEN_ONCE:
+        if len([t for t in topics if t.role == role]) > 1:
+            raise TopicsError(f"{path}: more than one topic has role {role!r}")
     try:
         check_copartitioned({t.name: t.partitions for t in topics})
     except TopicsError as exc:
@@ -103,7 +108,10 @@ def _parse(path: Path, index: int, spec: Any) -> Topic:
         )
     if retention is not None and (not _is_int(retention) or retention < -1 or retention == 0):
         raise TopicsError(f"{where}: 'retention_ms' must be a positive integer (or -1 = forever), got {retention!r}")
-    return Topic(name, partitions, policy, retention, str(spec["key"]), str(spec["value_schema"]))
+    role = spec.get("role")
+    if role is not None and role not in ROLES:
+        raise TopicsError(f"{where}: 'role' must be one of {', '.join(sorted(ROLES))}, got {role!r}")
+    return Topic(name, partitions, policy, retention, str(spec["key"]), str(spec["value_schema"]), role)
 
 
 def _is_int(value: object) -> bool:
@@ -128,6 +136,8 @@ async def create_topics(bootstrap: str, topics: Iterable[Topic], *, replication:
     co-partitioned, and when the broker refuses a topic for another reason than
     "already exists" (a race with another worker creating it is fine).
     """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # here: the declarations alone need no Kafka client
+
     topics = list(topics)
     check_copartitioned({t.name: t.partitions for t in topics})
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -169,3 +179,8 @@ async def create_topics(bootstrap: str, topics: Iterable[Topic], *, replication:
         return created
     finally:
         await admin.close()
+
+
+def written_topics(topics: Iterable[Topic]) -> dict[str, str]:
+    """The names of the topics the engine writes, by role: dead_letters, changes, members."""
+    return {t.role: t.name for t in topics if t.role in WRITTEN_ONCE}

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from .errors import SegengineError
 from .events import BROWSE_ACTIONS, FEEDBACK_KINDS, INPUT_TOPICS, Event, Rejected, Source
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,9 @@ _FEEDBACK_STRINGS = ("topic",)
 _FREE_TEXT = ("text",)
 
 
-class _Reject(Exception):
+class _Reject(SegengineError):
+    """Raised inside validation, returned as a ``Rejected`` value: never leaves this module."""
+
     def __init__(self, code: str, message: str) -> None:
         self.code = code
         self.message = message

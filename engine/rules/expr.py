@@ -4,8 +4,8 @@ compiled to Python closures. Rule text is never ``eval``-ed.
 Syntax is a subset of Python expressions: ``and or not``, comparisons (chained too),
 ``in`` / ``not in`` with a literal list, ``+ - * / %``, numbers, strings, ``true false
 null`` (or ``True False None``), feature names, and calls of the functions in
-``FUNCTIONS`` and ``TIME_FUNCTIONS`` (``days_since(ts)``, ``hours_since(ts)``, ``now()``,
-which read the decision's time).
+``engine.rules.functions`` (``days_since(ts)``, ``hours_since(ts)`` and ``now()`` read the
+decision's time).
 
 Names have types (number, string, boolean, any); the checker refuses comparisons and
 arithmetic that mix numbers and strings, so that such a rule fails ``rules check``
@@ -18,12 +18,12 @@ arithmetic with null is null, null is false where a condition is expected.
 from __future__ import annotations
 
 import ast
-import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from .functions import ARITH, COMPARE, FUNCTIONS, HELPERS, POPULATION_FUNCTIONS, TIME_FUNCTIONS
 
 Env = Mapping[str, Any]
 
@@ -39,64 +39,8 @@ class ExprError(ConfigError):
         self.column = column
 
 
-def _null_safe(fn: Callable[..., Any]) -> Callable[..., Any]:
-    def call(*args: Any) -> Any:
-        return None if any(a is None for a in args) else fn(*args)
-
-    return call
-
-
-def _coalesce(*args: Any) -> Any:
-    return next((a for a in args if a is not None), None)
-
-
-def _nullable_min(*args: Any) -> Any:
-    values = [a for a in args if a is not None]
-    return min(values) if values else None
-
-
-def _nullable_max(*args: Any) -> Any:
-    values = [a for a in args if a is not None]
-    return max(values) if values else None
-
-
-FUNCTIONS: dict[str, tuple[Callable[..., Any], int, int]] = {
-    # name: (function, min args, max args)
-    "coalesce": (_coalesce, 1, 16),
-    "min": (_nullable_min, 1, 16),
-    "max": (_nullable_max, 1, 16),
-    "abs": (_null_safe(abs), 1, 1),
-    "round": (_null_safe(round), 1, 2),
-}
-
-DAY_MS = 86_400_000
-HOUR_MS = 3_600_000
-TIME_FUNCTIONS: dict[str, tuple[Callable[..., Any], int, int]] = {
-    # name: (function of (now, *args), min args, max args); timestamps are epoch ms
-    "days_since": (lambda now, ts: None if ts is None or now is None else (now - ts) / DAY_MS, 1, 1),
-    "hours_since": (lambda now, ts: None if ts is None or now is None else (now - ts) / HOUR_MS, 1, 1),
-    "now": (lambda now: now, 0, 0),
-}
-# Population-relative functions take a bare feature name (and n): see engine.rules.population.
-POPULATION_FUNCTIONS = {"quantile_score": 2, "pct_rank": 1}
 NUMBER, STRING, BOOLEAN, ANY = "number", "string", "boolean", "any"
 TypeOf = Callable[[str], "str | None"]  # name -> its type, None when unknown
-
-_COMPARE: dict[type, Callable[[Any, Any], bool]] = {
-    ast.Eq: operator.eq,
-    ast.NotEq: operator.ne,
-    ast.Lt: operator.lt,
-    ast.LtE: operator.le,
-    ast.Gt: operator.gt,
-    ast.GtE: operator.ge,
-}
-_ARITH: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.Mod: operator.mod,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +71,7 @@ def compile_expression(source: str, type_of: TypeOf | Callable[[str], bool]) -> 
 
     def typed(name: str) -> str | None:
         found = type_of(name)
-        return ANY if found is True else (None if found is False else found)  # type: ignore[return-value]
+        return ANY if found is True else (None if found is False else found)
 
     names: set[str] = set()
     _check(tree.body, typed, names)
@@ -167,22 +111,22 @@ def _check(node: ast.AST, type_of: Callable[[str], str | None], names: set[str])
         case ast.UnaryOp(op=ast.USub(), operand=operand):
             _expect_number(operand, _check(operand, type_of, names), "'-'")
             return NUMBER
-        case ast.BinOp(op=op, left=left, right=right) if type(op) in _ARITH:
+        case ast.BinOp(op=op, left=left, right=right) if type(op) in ARITH:
             _expect_number(left, _check(left, type_of, names), "arithmetic")
             _expect_number(right, _check(right, type_of, names), "arithmetic")
             return NUMBER
         case ast.Compare(left=left, ops=ops, comparators=comparators):
             lhs = _check(left, type_of, names)
-            for op, right in zip(ops, comparators):
-                if isinstance(op, (ast.In, ast.NotIn)):
+            for test, right in zip(ops, comparators):
+                if isinstance(test, (ast.In, ast.NotIn)):
                     for member in _literal_list(right):
                         _expect_same(right, lhs, _type_of_value(member))
-                elif type(op) in _COMPARE:
+                elif type(test) in COMPARE:
                     rhs = _check(right, type_of, names)
                     _expect_same(right, lhs, rhs)
                     lhs = rhs
                 else:
-                    raise ExprError(f"comparison {type(op).__name__} not allowed", _col(right))
+                    raise ExprError(f"comparison {type(test).__name__} not allowed", _col(right))
             return BOOLEAN
         case ast.Call(func=ast.Name(id=fname), args=args, keywords=[]) if fname in POPULATION_FUNCTIONS:
             if len(args) != POPULATION_FUNCTIONS[fname] or not isinstance(args[0], ast.Name):
@@ -234,7 +178,7 @@ def _literal(node: ast.AST) -> tuple[bool, Any]:
         return True, node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
         value = node.operand.value
-        if type(value) in (int, float):
+        if isinstance(value, int | float) and not isinstance(value, bool):
             return True, -value
     return False, None
 
@@ -253,60 +197,12 @@ def _literal_list(node: ast.AST) -> frozenset[Any]:
 # text of the rule reaches the generated code except as a literal value.
 
 
-def _ordering(fn: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
-    def compare(a: Any, b: Any) -> bool:
-        if a is None or b is None:
-            return False
-        try:
-            return bool(fn(a, b))
-        except TypeError:
-            return False
-
-    return compare
-
-
-def _equality(fn: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
-    def compare(a: Any, b: Any) -> bool:
-        try:
-            return bool(fn(a, b))
-        except TypeError:
-            return False
-
-    return compare
-
-
-def _arith(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-    def apply(a: Any, b: Any) -> Any:
-        if a is None or b is None:
-            return None
-        try:
-            return fn(a, b)
-        except (ZeroDivisionError, TypeError):
-            return None
-
-    return apply
-
-
-HELPERS: dict[str, Any] = {
-    **{
-        f"_cmp_{op.__name__}": (_equality if op in (ast.Eq, ast.NotEq) else _ordering)(fn)
-        for op, fn in _COMPARE.items()
-    },
-    **{f"_op_{op.__name__}": _arith(fn) for op, fn in _ARITH.items()},
-    "_neg": lambda a: None if a is None else -a,
-    "_in": lambda a, k: a is not None and a in k,
-    "_not_in": lambda a, k: a is not None and a not in k,
-    **{f"_fn_{name}": fn for name, (fn, _, _) in FUNCTIONS.items()},
-    **{f"_tf_{name}": fn for name, (fn, _, _) in TIME_FUNCTIONS.items()},
-}
-
-
 class _Translator:
     def __init__(self, local: dict[str, str]) -> None:
         self.local = local  # feature name -> local variable
         self.constants: dict[str, Any] = {}
 
-    def __call__(self, node: ast.AST) -> str:
+    def __call__(self, node: ast.AST) -> str:  # one case per node kind
         match node:
             case ast.Constant(value=value):
                 return repr(value)
@@ -325,16 +221,16 @@ class _Translator:
                 return f"_op_{type(op).__name__}({self(left)}, {self(right)})"
             case ast.Compare(left=left, ops=ops, comparators=comparators):
                 parts, lhs = [], self(left)
-                for op, right in zip(ops, comparators):
-                    if isinstance(op, (ast.In, ast.NotIn)):
+                for test, right in zip(ops, comparators):
+                    if isinstance(test, (ast.In, ast.NotIn)):
                         const = f"_k{len(self.constants)}"
                         self.constants[const] = _literal_list(right)
-                        test = "_not_in" if isinstance(op, ast.NotIn) else "_in"
-                        parts.append(f"{test}({lhs}, {const})")
+                        helper = "_not_in" if isinstance(test, ast.NotIn) else "_in"
+                        parts.append(f"{helper}({lhs}, {const})")
                         lhs = "None"
                     else:
                         rhs = self(right)
-                        parts.append(f"_cmp_{type(op).__name__}({lhs}, {rhs})")
+                        parts.append(f"_cmp_{type(test).__name__}({lhs}, {rhs})")
                         lhs = rhs
                 return "(" + " and ".join(parts) + ")"
             case ast.Call(func=ast.Name(id=fname), args=[ast.Name(id=feature), *rest]) if fname in POPULATION_FUNCTIONS:
@@ -357,7 +253,7 @@ def _build(lines: list[str], translate: _Translator, name: str, population: Any 
         **translate.constants,
         "population": population,
     }
-    exec(compile("\n".join(lines), f"<rules:{name}>", "exec"), namespace)
+    exec(compile("\n".join(lines), f"<rules:{name}>", "exec"), namespace)  # source built from a checked AST only
     return namespace[name]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -286,9 +287,9 @@ def rule_packs(folder: Path, *packs: str) -> Path:
 
 def murmur2_partition(key: bytes, partitions: int) -> int:
     """The partition the JVM's (and aiokafka's) default partitioner picks for a key."""
-    from aiokafka.partitioner import murmur2
+    from segengine.kafka import default_partition
 
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return default_partition(key, partitions)
 
 
 def alive(*workers: RunningWorker) -> Any:
@@ -305,3 +306,8 @@ def alive(*workers: RunningWorker) -> Any:
 
 def metric(worker: RunningWorker, name: str, labels: dict[str, str] | None = None) -> float:
     return worker.worker.metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+def faulty_worker(point: str) -> list[str]:
+    """The command of a ``segengine run`` that kills itself at ``point`` (tests/integration/faulty_worker.py)."""
+    return [sys.executable, str(Path(__file__).with_name("faulty_worker.py")), point]

@@ -16,10 +16,10 @@ from redis.asyncio import Redis
 
 from segengine.devstack import DevStack
 from segengine.evaluate import rfc3339
-from segengine.pipeline import RECENT_FIELDS
 from segengine.settings import Settings
 from segengine.state import CustomerState
 from segengine.store_redis import HISTORY, state_key, timer_key
+from segengine.writes import RECENT_FIELDS
 from tests.integration.support import RunningWorker, consume_all, produce, settings_for, values
 
 DAY = 86_400_000

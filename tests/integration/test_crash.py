@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from collections import defaultdict
 
 import orjson
@@ -21,7 +20,7 @@ from segengine.rules import load_rules
 from segengine.settings import Settings
 from segengine.state import CustomerState
 from segengine.store_redis import RedisStore
-from tests.integration.support import RunningWorker, consume_all, produce, settings_for
+from tests.integration.support import RunningWorker, consume_all, faulty_worker, produce, settings_for
 
 N = 6000
 
@@ -66,13 +65,10 @@ async def test_kill_after_redis_write_before_commit_loses_and_doubles_nothing(
     partitions = {orjson.loads(r.value)["event_id"]: r.partition for r in records}
 
     env = {**os.environ, "SEGENGINE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "SEGENGINE_REDIS_URL": stack.redis_url,
-           "SEGENGINE_CLOCK": "event", "SEGENGINE_FAULT": "kill_after_save", "SEGENGINE_BATCH_MAX_RECORDS": "500",
+           "SEGENGINE_CLOCK": "event", "SEGENGINE_BATCH_MAX_RECORDS": "500",
            "SEGENGINE_TIMERS": "false", "SEGENGINE_QUANTILES_REFRESH_S": "0"}  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "segengine",
-        "run",
+        *faulty_worker("kill_after_save"),
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,

@@ -103,7 +103,7 @@ async def test_redis_answers(redis_client: Redis) -> None:
 async def test_stop_ends_both_servers_and_removes_their_directory() -> None:
     stack = DevStack()
     await stack.start()
-    pids, workdir = stack.pids, stack._workdir
+    pids, workdir = stack.pids, stack._workdir  # checking the cleanup
     assert len(pids) == 2 and all(alive(p) for p in pids) and workdir is not None and workdir.is_dir()
     await stack.stop()
     assert await refuses(stack.kafka_bootstrap)

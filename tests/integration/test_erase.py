@@ -17,12 +17,12 @@ from redis.asyncio import Redis
 from segengine.clock import make_clock
 from segengine.devstack import DevStack
 from segengine.evaluate import change_id
+from segengine.kafka import KafkaSink
 from segengine.metrics import Metrics
 from segengine.pipeline import BatchProcessor
 from segengine.rules import load_rules
 from segengine.state import CustomerState
 from segengine.store_redis import ERASING_KEY, HISTORY, RedisStore, state_key
-from segengine.worker import KafkaSink
 from tests.integration.support import RunningWorker, consume_all, produce, settings_for, values
 
 DAY = 86_400_000

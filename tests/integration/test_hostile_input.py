@@ -328,7 +328,7 @@ async def test_a_dead_letter_reaches_the_broker_whatever_the_record(stack: DevSt
     grows past a producer batch in the letter must still not stop the partition."""
     from aiokafka import AIOKafkaProducer
 
-    from segengine.worker import KafkaSink
+    from segengine.kafka import KafkaSink
     from tests.integration.support import consume_all
 
     settings = settings_for(stack)

@@ -14,6 +14,7 @@ from segengine import state as state_module
 from segengine.clock import make_clock
 from segengine.metrics import Metrics
 from segengine.pipeline import BatchProcessor
+from segengine.records import TopicPartition
 from segengine.rules import load_rules
 from segengine.state import MAX_ATTRIBUTES, CustomerState
 from segengine.store_redis import RedisStore, state_key
@@ -66,7 +67,8 @@ async def test_attributes_past_the_cap_are_dead_lettered_and_the_rest_applies(st
     assert (
         len(ann.attributes) == MAX_ATTRIBUTES and ann.attributes["a0"] == "changed" and "one_more" not in ann.attributes
     )
-    assert ann.offsets == {"events.profile:1": 2}  # the rejected record is behind the applied one: nothing re-reads it
+    # the rejected record is behind the applied one: nothing re-reads it
+    assert ann.offsets == {TopicPartition("events.profile", 1): 2}
 
 
 async def test_an_event_that_would_grow_the_state_past_its_size_limit_is_dead_lettered(

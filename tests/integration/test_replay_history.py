@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ from tests.integration.support import (
     at_going_back,
     changes_per_customer,
     consume_all,
+    faulty_worker,
     metric,
     murmur2_partition,
     produce,
@@ -90,9 +90,9 @@ def full_rules(folder: Path) -> Path:
     return rules
 
 
-def worker_env(stack: DevStack, rules: Path, fault: str) -> dict[str, str]:
+def worker_env(stack: DevStack, rules: Path) -> dict[str, str]:
     return {**os.environ, "SEGENGINE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "SEGENGINE_REDIS_URL": stack.redis_url,
-            "SEGENGINE_GROUP_ID": GROUP, "SEGENGINE_CLOCK": "event", "SEGENGINE_RULES_FILE": str(rules), "SEGENGINE_FAULT": fault,
+            "SEGENGINE_GROUP_ID": GROUP, "SEGENGINE_CLOCK": "event", "SEGENGINE_RULES_FILE": str(rules),
             "SEGENGINE_TIMER_INTERVAL_MS": "50", "SEGENGINE_QUANTILES_REFRESH_S": "1", "SEGENGINE_BATCH_MAX_RECORDS": "500",
             **{f"SEGENGINE_{k.upper()}": str(v) for k, v in FAST_GROUP.items()}}  # fmt: skip
 
@@ -102,11 +102,8 @@ async def crash(stack: DevStack, rules: Path, fault: str, part: list[replay.Reco
     log = rules.parent / f"{fault}.log"
     with open(log, "wb") as out:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "segengine",
-            "run",
-            env=worker_env(stack, rules, fault),
+            *faulty_worker(fault),
+            env=worker_env(stack, rules),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=out,
         )

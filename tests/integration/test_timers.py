@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from tests.integration.support import (
     at_going_back,
     changes_per_customer,
     consume_all,
+    faulty_worker,
     produce,
     rule_packs,
     settings_for,
@@ -240,13 +240,10 @@ async def kill_while_timers_fire(stack: DevStack, redis_client: Redis, rules: Pa
     await produce(stack, "events.purchase", [(c, purchase(i, c, T0 + i * 60_000, 20.0)) for i, c in enumerate(KILLED)])
     await produce(stack, "events.browse", [("clock", browse(1, "clock", T0 + 31 * DAY))])
     env = {**os.environ, "SEGENGINE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "SEGENGINE_REDIS_URL": stack.redis_url,
-           "SEGENGINE_CLOCK": "event", "SEGENGINE_FAULT": "kill_after_timer_save", "SEGENGINE_RULES_FILE": str(rules),
+           "SEGENGINE_CLOCK": "event", "SEGENGINE_RULES_FILE": str(rules),
            "SEGENGINE_TIMER_INTERVAL_MS": "50", "SEGENGINE_QUANTILES_REFRESH_S": "0"}  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "segengine",
-        "run",
+        *faulty_worker("kill_after_timer_save"),
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,

@@ -9,10 +9,13 @@ import orjson
 
 from segengine.evaluate import CHANGES_TOPIC, MEMBERS_TOPIC, change_id, fold_customer
 from segengine.events import Event, Source
-from segengine.pipeline import _loaded_state, _recent_changes, _write
+from segengine.records import TopicPartition
 from segengine.rules import parse_rules
 from segengine.state import DAY_MS, CustomerState
-from segengine.store_redis import HISTORY, Loaded
+from segengine.store import HISTORY, Loaded
+from segengine.writes import loaded_state as _loaded_state
+from segengine.writes import recent_changes as _recent_changes
+from segengine.writes import write_for as _write
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = parse_rules(
@@ -38,7 +41,7 @@ def erase(offset: int, ts: int) -> Event:
     return Event(f"x{offset}", "c1", "erase", ts, {}, Source("events.profile", 2, offset))
 
 
-def run(state: CustomerState, *events: Event, committed: dict[str, int] | None = None):  # type: ignore[no-untyped-def]
+def run(state: CustomerState, *events: Event, committed: dict[TopicPartition, int] | None = None):  # type: ignore[no-untyped-def]
     return fold_customer(
         RULES, state, "c1", list(events), now_for=lambda ts: ts, committed=committed or {}, dedupe_horizon_ms=7 * DAY_MS
     )
@@ -49,7 +52,7 @@ def test_erase_exits_every_membership_and_leaves_a_tombstone() -> None:
     run(state, purchase(1, T0), purchase(2, T0 + DAY_MS))
     before = dict(state.members)
     assert before  # the customer is somewhere
-    result = run(state, erase(5, T0 + 2 * DAY_MS), committed={"events.purchase:2": 3})
+    result = run(state, erase(5, T0 + 2 * DAY_MS), committed={TopicPartition("events.purchase", 2): 3})
     exits = [o.value for o in result.outputs if o.topic == CHANGES_TOPIC]
     assert {(c["dimension"], c["from"], c["to"]) for c in exits} == {(d, s, None) for d, s in before.items()}
     cause = {"kind": "erase", "event_id": "x5", "topic": "events.profile", "partition": 2, "offset": 5}
@@ -62,8 +65,8 @@ def test_erase_exits_every_membership_and_leaves_a_tombstone() -> None:
     assert result.erased and result.applied == 1
     # Forgotten: nothing but the applied offsets (for redelivery) and the outbox is left.
     assert state.is_empty and not state.members and not state.seen and state.orders == 0
-    assert state.offsets == {"events.purchase:2": 2, "events.profile:2": 5}
-    assert [p["o"] for p in state.pending] == [5] * len(result.outputs)
+    assert state.offsets == {TopicPartition("events.purchase", 2): 2, TopicPartition("events.profile", 2): 5}
+    assert [p.offset for p in state.pending] == [5] * len(result.outputs)
 
 
 def test_a_redelivered_erase_publishes_the_same_records_and_changes_nothing() -> None:
@@ -85,7 +88,7 @@ def test_events_after_an_erase_start_a_new_customer() -> None:
     ]
     assert ("value_tier", None, "C") in entries and ("value_tier", "A", None) in entries
     # The state is written as a live customer; its recent changes are only the new ones.
-    write = _write("c1", Loaded(3, b"{}", None), state, state.dumps(), result, "seg:timers:{p2}", None)
+    write = _write("c1", Loaded(3, b"{}", None), state, state.dumps(), result, 2, None)
     assert write.blob and write.forget and not write.erased
     assert [orjson.loads(r)["from"] for r in write.recent] == [None, None]
 
@@ -94,10 +97,10 @@ def test_an_erased_customer_is_written_without_a_state_document() -> None:
     state = CustomerState()
     run(state, purchase(1, T0))
     result = run(state, erase(5, T0 + DAY_MS))
-    write = _write("c1", Loaded(3, b"{}", None), state, state.dumps(), result, "seg:timers:{p2}", T0 + 9 * DAY_MS)
+    write = _write("c1", Loaded(3, b"{}", None), state, state.dumps(), result, 2, T0 + 9 * DAY_MS)
     assert write.erased and write.forget and write.next_check is None and write.recent == ()
     assert orjson.loads(write.offsets) == {"events.purchase:2": 1, "events.profile:2": 5}
-    assert orjson.loads(write.outbox) == state.pending
+    assert write.outbox == state.dumps_outbox()
     # Loaded back before the erase is committed, the offsets still recognise the records.
     reloaded = _loaded_state(Loaded(4, None, write.outbox, write.offsets))
     assert run(reloaded, purchase(1, T0), erase(5, T0 + DAY_MS)).redelivered == 2
@@ -106,7 +109,7 @@ def test_an_erased_customer_is_written_without_a_state_document() -> None:
 def test_recent_changes_skip_resends_and_keep_the_last_ones() -> None:
     state = CustomerState()
     first = run(state, purchase(1, T0))
-    outbox = orjson.dumps(state.pending)
+    outbox = state.dumps_outbox()
     again = run(state, purchase(1, T0), purchase(2, T0 + 40 * DAY_MS, 300.0))  # a re-send, then something new
     recent = [orjson.loads(r) for r in _recent_changes(again.outputs, outbox)]
     sent = {o.value["change_id"] for o in first.outputs if o.topic == CHANGES_TOPIC}

@@ -11,6 +11,7 @@ from typing import Any
 from segengine.aggregates import MAX_TRACKED
 from segengine.evaluate import fold_customer
 from segengine.events import Event, Source
+from segengine.records import TopicPartition
 from segengine.rules import load_rules
 from segengine.state import MAX_FINGERPRINTS, MAX_PURCHASE_ENTRIES, MAX_STATE_BYTES, CustomerState, Features
 
@@ -49,7 +50,7 @@ def hot_event(i: int) -> Event:
 def test_a_hot_customer_state_stays_under_the_size_limit() -> None:
     rules = load_rules(ROOT / "rules")
     blob, outbox = b"", b""
-    committed: dict[str, int] = {}
+    committed: dict[TopicPartition, int] = {}
     largest = 0
     for start in range(0, EVENTS, BATCH):
         state = CustomerState.loads(blob, outbox)
@@ -59,7 +60,7 @@ def test_a_hot_customer_state_stays_under_the_size_limit() -> None:
         )
         assert result.applied == BATCH
         for event in batch:
-            committed[f"{event.source.topic}:0"] = event.source.offset + 1
+            committed[TopicPartition(event.source.topic, 0)] = event.source.offset + 1
         blob, outbox = state.dumps(), state.dumps_outbox()
         largest = max(largest, len(blob))
         assert len(blob) <= MAX_STATE_BYTES

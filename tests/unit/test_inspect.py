@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from segengine.events import Event, Rejected
 from segengine.inspect import TailFilter, check_customer_id, check_event, describe
-from segengine.pipeline import home_of
+from segengine.records import TopicPartition
 from segengine.state import CustomerState
+from segengine.writes import home_of
 
 
 def change(change_id: str, dimension: str, old: str | None, new: str | None) -> dict[str, object]:
@@ -23,7 +24,10 @@ def test_customer_ids_are_1_to_128_characters() -> None:
 def test_a_customers_home_is_the_partition_its_records_arrived_on_never_a_formula() -> None:
     state = CustomerState()
     assert home_of(state) is None  # nothing applied yet
-    state.offsets = {"events.browse:4": 10, "events.purchase:2": 7}  # a state written before homes were recorded
+    state.offsets = {
+        TopicPartition("events.browse", 4): 10,
+        TopicPartition("events.purchase", 2): 7,
+    }  # a state written before homes were recorded
     assert home_of(state) == 2
     state.home = 5  # recorded from its first record
     assert home_of(state) == 5

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from segengine.aggregates import MAX_TRACKED, MAX_VALUE_CHARS
 from segengine.evaluate import fold_customer
 from segengine.events import Event, Source
+from segengine.folding import apply
 from segengine.rules import parse_rules
 from segengine.state import (
     COMPLAINT_WINDOW_DAYS,
@@ -31,7 +32,6 @@ from segengine.state import (
     CustomerState,
     Features,
     LimitExceeded,
-    apply,
     check_size,
 )
 

@@ -8,7 +8,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from segengine.evaluate import CHANGES_TOPIC, MEMBERS_TOPIC, Output
 from segengine.metrics import Metrics
-from segengine.pipeline import _produced_at
+from segengine.records import TopicPartition
+from segengine.writes import produced_at as _produced_at
 
 
 def value(m: Metrics, name: str, **labels: str) -> float | None:
@@ -67,15 +68,17 @@ def test_change_latency_from_the_produce_time() -> None:
 def test_the_produce_time_of_each_change_comes_from_its_causing_record() -> None:
     change = {"change_id": "x"}
     outputs = [
-        Output(CHANGES_TOPIC, "c1", change, "events.purchase:2", 40),
-        Output(MEMBERS_TOPIC, "c1", {"memberships": {}}, "events.purchase:2", 40),  # not a change
-        Output(CHANGES_TOPIC, "c2", change, "events.browse:0", 7),
-        Output(CHANGES_TOPIC, "c3", change, "events.browse:0", 3),  # from an older batch's outbox: unknown here
+        Output(CHANGES_TOPIC, "c1", change, TopicPartition("events.purchase", 2), 40),
+        Output(MEMBERS_TOPIC, "c1", {"memberships": {}}, TopicPartition("events.purchase", 2), 40),  # not a change
+        Output(CHANGES_TOPIC, "c2", change, TopicPartition("events.browse", 0), 7),
+        Output(
+            CHANGES_TOPIC, "c3", change, TopicPartition("events.browse", 0), 3
+        ),  # from an older batch's outbox: unknown here
         Output(CHANGES_TOPIC, "c4", change, None, None),  # a timer's change: no record
     ]
     produced = {("events.purchase", 2, 40): 111, ("events.browse", 0, 7): 222}
     assert sorted(_produced_at(outputs, produced)) == [111, 222]
-    many = [Output(CHANGES_TOPIC, f"c{i}", change, "events.browse:0", i) for i in range(10_000)]
+    many = [Output(CHANGES_TOPIC, f"c{i}", change, TopicPartition("events.browse", 0), i) for i in range(10_000)]
     assert (
         len(_produced_at(many, {("events.browse", 0, i): i + 1 for i in range(10_000)}, sample=100)) == 100
     )  # sampled

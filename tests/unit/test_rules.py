@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from segengine.evaluate import CHANGES_TOPIC, MEMBERS_TOPIC, fold_customer
 from segengine.events import Event, Source
+from segengine.records import TopicPartition
 from segengine.rules import parse_rules
 from segengine.rules.expr import ExprError, compile_expression
 from segengine.state import DAY_MS, CustomerState
@@ -142,5 +143,5 @@ def test_change_ids_are_deterministic_and_redelivery_resends_the_outbox() -> Non
     assert [o.value for o in again.outputs] == [o.value for o in first.outputs]
     assert a.orders == 1
     # Once the record is committed, its outbox entries are dropped.
-    run(a, purchase(2, T0 + DAY_MS, 1.0), committed={"events.purchase:0": 2})
-    assert all(p["o"] == 2 for p in a.pending)
+    run(a, purchase(2, T0 + DAY_MS, 1.0), committed={TopicPartition("events.purchase", 0): 2})
+    assert all(p.offset == 2 for p in a.pending)

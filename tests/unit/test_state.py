@@ -6,7 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segengine.events import Event, Source
-from segengine.state import DAY_MS, HOUR_MS, CustomerState, Features, already_applied, apply
+from segengine.folding import already_applied, apply
+from segengine.records import Output, TopicPartition
+from segengine.state import DAY_MS, HOUR_MS, CustomerState, Features
 
 T0 = 1_600_000_000_000
 HORIZON = 7 * DAY_MS
@@ -63,7 +65,7 @@ def test_same_event_id_counts_once_and_redelivery_is_detected() -> None:
     assert apply(state, first, dedupe_horizon_ms=HORIZON)
     assert already_applied(state, first)
     assert not apply(state, again_other_offset, dedupe_horizon_ms=HORIZON)
-    assert state.orders == 1 and state.offsets == {"events.purchase:0": 2}
+    assert state.orders == 1 and state.offsets == {TopicPartition("events.purchase", 0): 2}
 
 
 def test_browse_windows_by_action() -> None:
@@ -96,7 +98,7 @@ def test_feedback_complaints_and_profile() -> None:
 
 def test_state_round_trips_through_its_document() -> None:
     state = fold(ev("purchase", T0, amount=1.5, order_id="a"), ev("browse", T0, topic="events.browse", action="search"))
-    state.pending.append({"t": "segments.changes", "k": "c1", "v": {}, "c": "events.purchase:0", "o": 1})
+    state.pending.append(Output("segments.changes", "c1", {}, TopicPartition("events.purchase", 0), 1))
     again = CustomerState.loads(state.dumps(), state.dumps_outbox())
     assert again.dumps() == state.dumps() and again.pending == state.pending
 

@@ -116,3 +116,24 @@ def test_only_input_topics_are_held_to_one_partition_count() -> None:
     check_copartitioned({"events.browse": 6, "events.purchase": 6, "events.dlq": 3, "segments.members": 1})
     with pytest.raises(TopicsError, match="same partition count"):
         check_copartitioned({"events.browse": 6, "events.purchase": 12})
+
+
+def test_the_names_of_the_topics_the_engine_writes_come_from_the_shipped_declarations() -> None:
+    from segengine import topic_names
+    from segengine.topics import written_topics
+
+    assert written_topics(load_topics()) == {
+        "dead_letters": topic_names.DLQ_TOPIC,
+        "changes": topic_names.CHANGES_TOPIC,
+        "members": topic_names.MEMBERS_TOPIC,
+    }
+    assert (topic_names.DLQ_TOPIC, topic_names.CHANGES_TOPIC) == ("events.dlq", "segments.changes")  # the contract
+
+
+def test_a_role_is_checked_and_a_written_role_is_declared_once_at_most(tmp_path: Path) -> None:
+    with pytest.raises(TopicsError, match=r"'role' must be one of"):
+        load_topics(write(tmp_path, with_topic("segments.members", role="output")))
+    twice = with_topic("segments.members", role="members")
+    twice["topics"].append({**twice["topics"][-1], "name": "segments.members2"})
+    with pytest.raises(TopicsError, match=r"more than one topic has role 'members'"):
+        load_topics(write(tmp_path, twice))

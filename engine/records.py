@@ -1,0 +1,54 @@
+"""Small typed records that cross module boundaries (no encoding here: engine.codec stores them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+
+class TopicPartition(NamedTuple):
+    """An input topic-partition: the key of a customer's applied offsets and of the offsets
+    committed by the worker."""
+
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record to publish. ``cause`` is the input topic-partition and ``offset`` the input
+    record whose processing decided it; both None for a decision with no event (a timer, a rules
+    switch), whose outbox entry no input record will send again."""
+
+    topic: str
+    key: str
+    value: dict[str, Any] | None
+    cause: TopicPartition | None = None
+    offset: int | None = None
+
+    def caused_by(self, cause: TopicPartition, offset: int) -> Output:
+        return Output(self.topic, self.key, self.value, cause, offset)
+
+
+class OutRecord(NamedTuple):
+    """A record as the sink sends it."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+
+
+class Record(Protocol):
+    """An input record as the consumer hands it over."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int
+
+
+class Sink(Protocol):
+    async def publish(self, records: list[OutRecord]) -> None:
+        """Send every record and return when all are acknowledged."""

@@ -1,0 +1,105 @@
+"""Which features depend on which.
+
+Derived features are compiled dependencies first, so that each condition is checked
+against the types of what it reads; a dependency cycle is an error. From the finished
+conditions follow what a dimension reads in the end: the stored features behind the
+derived ones, the event types that can change them, and whether time alone can.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Mapping
+
+from ..aggregates import Aggregate
+from ..state import TIME_DEPENDENT, changed_by
+from .expr import ANY, Expression, TypeOf, population_features, uses_time
+from .ruleset import CURRENT, Segment
+
+
+def in_dependency_order(
+    names: Iterable[str],
+    compile_one: Callable[[str, TypeOf], Expression | None],
+    known: TypeOf,
+    on_cycle: Callable[[list[str]], None],
+) -> dict[str, Expression]:
+    """Compile each derived feature (``compile_one(name, type_of)``) after the derived
+    features it reads, in that order; ``known`` types every other name. A cycle is told to
+    ``on_cycle`` as the names along it (the first one again at the end), where it closes;
+    a feature that does not compile is left out, and what reads it compiles as reading
+    something unknown."""
+    order = list(names)
+    pending = set(order)
+    types: dict[str, str] = {}
+    compiled: dict[str, Expression] = {}
+    visiting: list[str] = []
+
+    def visit(name: str) -> str | None:
+        if name in types:
+            return types[name]
+        if name in visiting:
+            on_cycle([*visiting[visiting.index(name) :], name])
+            return None
+        visiting.append(name)
+        expression = compile_one(name, lambda n: visit(n) if n in pending else known(n))
+        visiting.pop()
+        types[name] = ANY  # derived features may hold anything
+        if expression is None:
+            return None
+        compiled[name] = expression
+        return ANY
+
+    for name in order:
+        visit(name)
+    return compiled
+
+
+def base_features(names: Iterable[str], derived: Mapping[str, Expression]) -> set[str]:
+    """The stored features these names read, through derived features."""
+    found: set[str] = set()
+    todo, seen = list(names), set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name == CURRENT:
+            continue
+        seen.add(name)
+        if name in derived:
+            todo.extend(derived[name].names)
+        else:
+            found.add(name)
+    return found
+
+
+def derived_used(expressions: Iterable[Expression], derived: Mapping[str, Expression]) -> set[str]:
+    """The derived features these expressions read, directly or through one another."""
+    found: set[str] = set()
+    todo = [n for e in expressions for n in e.names if n in derived]
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo.extend(n for n in derived[name].names if n in derived)
+    return found
+
+
+def triggers(
+    names: Collection[str], derived: Mapping[str, Expression], aggregates: Mapping[str, Aggregate]
+) -> frozenset[str]:
+    """Event types that can change any of these features, through derived ones too."""
+    return frozenset().union(
+        *(
+            aggregates[n].triggers | {"erase"} if n in aggregates else changed_by(n)
+            for n in base_features(names, derived)
+        )
+    )
+
+
+def timed(segments: list[Segment], derived: Mapping[str, Expression], aggregates: Mapping[str, Aggregate]) -> bool:
+    """Whether time alone can change the dimension's answer (then timers re-evaluate it)."""
+    if any(s.min_dwell_ms or s.exit_grace_ms for s in segments):
+        return True
+    expressions = list({id(x): x for s in segments for x in (s.enter, s.stay)}.values())  # when: enter is stay
+    names = base_features(set().union(*(e.names for e in expressions)) if expressions else set(), derived)
+    used = [*expressions, *(derived[n] for n in derived_used(expressions, derived))]
+    # Population-relative scores drift as the population changes: timers re-score them too.
+    windowed = {n for n, a in aggregates.items() if a.window_ms is not None}
+    return bool(names & (TIME_DEPENDENT | windowed)) or any(uses_time(e) or population_features(e) for e in used)

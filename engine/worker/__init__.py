@@ -1,0 +1,242 @@
+"""The worker: a Kafka consumer-group member that feeds batches to the pipeline, and the
+background loops beside it. This module only wires the parts:
+
+    batches      engine.worker.checkpoint   prepare -> publish -> commit -> clean up, in order
+    due timers   engine.worker.due          time alone moves customers
+    rules        engine.worker.reload       hot reload, then a re-evaluation (engine.worker.reevaluate)
+    population   engine.worker.population   quantile samples and re-scores
+    maintenance  engine.worker.maintenance  lag and population gauges, the erase sweep
+
+All of them write state through one door (engine.worker.decisions): one writer at a time,
+publishing in the order they wrote. The HTTP API sees the worker through a read-only view
+(engine.worker.view).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from ..api import ApiServer
+from ..clock import make_clock
+from ..errors import ConfigError
+from ..events import INPUT_TOPICS
+from ..kafka import KafkaSink, make_consumer, make_producer
+from ..metrics import Metrics
+from ..pipeline import BatchProcessor, BatchStats
+from ..records import Record
+from ..rules import RuleSet, load_rules
+from ..settings import Settings
+from ..store_redis import RedisStore, connect
+from ..topics import load_topics
+from . import hooks as _hooks
+from .checkpoint import Checkpoint, OnBatch, Rebalance
+from .decisions import Decisions
+from .due import DueTimers
+from .hooks import Hooks
+from .maintenance import EraseSweep, LagGauges, PopulationGauges
+from .ownership import Ownership
+from .parts import Parts
+from .population import PopulationSample
+from .reevaluate import Reevaluation
+from .reload import RulesReload, undeclared_topics
+from .retry import RetryPolicy
+from .tasks import stop_tasks
+from .view import Health
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 2.0  # a readiness probe's longest wait for Redis or the broker
+
+__all__ = ["Worker"]
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics: Metrics | None = None,
+        on_batch: OnBatch | None = None,
+        hooks: Hooks | None = None,
+    ) -> None:
+        if not settings.kafka_bootstrap or not settings.redis_url:
+            raise ConfigError("the worker needs kafka_bootstrap and redis_url (or run it through the embedded stack)")
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        rules = load_rules(settings.rules_file)
+        self.metrics.rules_info.info({"version": rules.version})
+        declared = load_topics(settings.topics_file)
+        if undeclared := undeclared_topics(rules, {t.name for t in declared}):
+            raise ConfigError(
+                f"the rules send actions to topics not declared in {settings.topics_file}: {', '.join(undeclared)}"
+            )
+        self.input_partition_count = max(t.partitions for t in declared if t.name in INPUT_TOPICS)
+        self.redis = connect(settings.redis_url)
+        self.store = RedisStore(self.redis, self.metrics)
+        self.producer = make_producer(settings)
+        self.consumer = make_consumer(settings)
+        self.stopping = asyncio.Event()
+        self.processor = BatchProcessor(
+            settings, rules, self.store, KafkaSink(self.producer), make_clock(settings.clock), self.metrics
+        )
+        self.ownership = Ownership(self.consumer, self.processor)
+        self.processor.decision_limit = self.ownership.decision_limit
+        self.decisions = Decisions(self.processor, self.store, RetryPolicy(), self.metrics, hooks or _hooks.INSTALLED)
+        self.checkpoint = Checkpoint(
+            self.consumer, self.processor, self.store, self.decisions, self.metrics, on_batch=on_batch
+        )
+        parts = Parts(settings, self.processor, self.store, self.decisions, self.ownership, self.metrics)
+        self.reevaluation = Reevaluation(parts, self.stopping)
+        self.timers = DueTimers(parts)
+        self.reload = RulesReload(parts, self.reevaluation, {t.name for t in declared})
+        self.population = PopulationSample(parts, self.reevaluation)
+
+    # -- the read-only view the API sees (engine.worker.view) ---------------------------------
+
+    @property
+    def rules(self) -> RuleSet:
+        return self.processor.rules
+
+    def now(self) -> int:
+        return self.processor.clock.now()
+
+    async def health(self) -> Health:
+        """Redis answers a PING, the broker a metadata request, and the group gave us partitions."""
+
+        async def redis_ok() -> bool:
+            try:
+                return bool(await asyncio.wait_for(self.redis.ping(), PROBE_TIMEOUT_S))
+            except (TimeoutError, RedisError, OSError):
+                return False
+
+        async def kafka_ok() -> bool:
+            try:
+                return bool(await asyncio.wait_for(self.producer.client.force_metadata_update(), PROBE_TIMEOUT_S))
+            except Exception:  # not started, closed, unreachable: all mean not ready
+                return False
+
+        redis, kafka = await asyncio.gather(redis_ok(), kafka_ok())
+        return Health(redis, kafka, len(self.consumer.assignment()))
+
+    # -- for callers that watch the worker (the demo, tests) ----------------------------------
+
+    @property
+    def idle(self) -> asyncio.Event:
+        """Set while no event batch is in flight."""
+        return self.checkpoint.idle
+
+    @property
+    def on_timers(self) -> Callable[[BatchStats], None] | None:
+        return self.timers.on_timers
+
+    @on_timers.setter
+    def on_timers(self, callback: Callable[[BatchStats], None] | None) -> None:
+        self.timers.on_timers = callback
+
+    async def rescore(self) -> int:
+        """Re-score every customer this worker owns against the current population sample:
+        population-ranked scores (RFM quintiles) otherwise move only when an event or a
+        timer re-evaluates the customer. Changes carry ``cause.kind = timer``."""
+        return await self.reevaluation.run(self.processor.rules, rescore=True)
+
+    async def renew_population_sample(self) -> None:
+        await self.population.renew()
+
+    # -- running -------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    async def run(self) -> None:
+        """Consume until ``stop()``; raises (without committing) on a non-retriable error.
+        With ``http_port`` set, the HTTP API (engine.api) is up for as long as this runs."""
+        settings = self.settings
+        api = ApiServer(self, settings.http_host, settings.http_port) if settings.http_port else None
+        if api is not None:
+            await api.start()
+        sweep = asyncio.create_task(EraseSweep(self.processor, self.store).run(self.stopping))
+        try:
+            await self._consume()
+        finally:
+            self.stopping.set()
+            await stop_tasks([sweep])
+            if api is not None:
+                await api.stop()
+
+    async def _consume(self) -> None:
+        settings, stop = self.settings, self.stopping
+        await self.producer.start()
+        try:
+            self.consumer.subscribe(list(INPUT_TOPICS), listener=Rebalance(self.checkpoint))
+            await self.consumer.start()
+            loops: list[Coroutine[Any, Any, None]] = [
+                PopulationGauges(self.store, self.metrics).run(stop),
+                LagGauges(self.consumer, self.processor, self.metrics).run(stop),
+            ]
+            if settings.rules_reload_s:
+                loops.append(self.reload.run(stop))
+            if settings.timers and not self.rules.time_plan.empty:
+                loops.append(self.timers.run(stop))
+            if settings.quantiles_refresh_s:
+                loops.append(self.population.run(stop))
+            background: list[asyncio.Task[Any]] = [asyncio.create_task(loop) for loop in loops]
+            try:
+                await self._batches()
+            finally:
+                stop.set()  # background loops end at their next pause
+                background += self.reevaluation.tasks
+                await stop_tasks(background)  # stopped before the clients close
+        finally:
+            await self._close()
+
+    async def _batches(self) -> None:
+        """Prepare batch N+1 (CPU and Redis) while batch N is published and committed.
+        Publishes and commits stay strictly in batch order."""
+        finishing: asyncio.Task[None] | None = None
+        try:
+            while not self.stopping.is_set():
+                records = await self._next_batch()
+                if not records:
+                    if finishing is not None and finishing.done():
+                        await finishing
+                        finishing = None
+                    continue
+                started = time.perf_counter()
+                prepared, ticket = await self.checkpoint.prepare(records)
+                if finishing is not None:
+                    await finishing
+                finishing = asyncio.create_task(self.checkpoint.finish(prepared, started, ticket))
+        finally:
+            if finishing is not None:
+                await finishing
+            await self.checkpoint.close()
+
+    async def _next_batch(self) -> list[Record]:
+        """Up to batch_max_records, waiting at most batch_timeout_ms for the batch to fill:
+        the fetcher buffers little per partition, so one getmany() alone gives small batches."""
+        settings = self.settings
+        deadline = time.monotonic() + settings.batch_timeout_ms / 1000
+        records: list[Record] = []
+        while len(records) < settings.batch_max_records:
+            remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            fetched = await self.consumer.getmany(
+                timeout_ms=remaining_ms, max_records=settings.batch_max_records - len(records)
+            )
+            for recs in fetched.values():
+                records.extend(recs)
+            if remaining_ms == 0 or self.stopping.is_set():
+                break
+        return records
+
+    async def _close(self) -> None:
+        for close in (self.consumer.stop, self.producer.stop, self.redis.aclose):
+            try:
+                await close()
+            except Exception as exc:  # best effort on the way out
+                log.debug("close failed: %r", exc)

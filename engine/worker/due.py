@@ -1,0 +1,64 @@
+"""The due loop: time alone moves customers. It takes the due customers of the partitions
+this worker owns, re-evaluates each at its due time, and reschedules it (see engine.timers)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+
+from ..clock import wall_ms
+from ..pipeline import BatchStats
+from .parts import Parts
+from .tasks import pause
+
+log = logging.getLogger(__name__)
+
+
+class DueTimers:
+    def __init__(self, parts: Parts) -> None:
+        self.settings, self.processor, self.store = parts.settings, parts.processor, parts.store
+        self.decisions, self.ownership, self.metrics = parts.decisions, parts.ownership, parts.metrics
+        self.on_timers: Callable[[BatchStats], None] | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        interval = self.settings.timer_interval_ms / 1000
+        live = self.settings.clock == "wall"
+        while not stop.is_set():
+            try:
+                fired = await self.fire_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # retried on the next tick; the timers stay in the store
+                log.warning("timer step failed: %s", type(exc).__name__)
+                log.debug("timer step failed", exc_info=True)
+                fired = 0
+            if not fired:
+                await pause(stop, interval)
+            elif not live:
+                await asyncio.sleep(0)
+
+    async def fire_due(self) -> int:
+        fired = 0
+        partitions = self.ownership.partitions()
+        backlog_until = self.processor.clock.now()
+        for partition in partitions:
+            until = self.ownership.decision_limit(partition)
+            if until is None:
+                continue
+            due = await self.store.due(partition, until, self.settings.timer_batch)
+            if not due:
+                continue
+            step = functools.partial(self.processor.fire_timers, partition=partition)
+            prepared = await self.decisions.decide_and_publish(step, due, stage="timers")
+            fired += len(due)
+            self.metrics.timers_fired.inc(len(due))
+            if self.settings.clock == "wall":
+                wall = wall_ms()
+                for entry in due:
+                    self.metrics.timer_lag.observe(max(0, wall - entry.due) / 1000)
+            if self.on_timers is not None:
+                self.on_timers(prepared.stats)
+        self.metrics.timer_backlog.set(await self.store.timer_backlog(partitions, backlog_until) if partitions else 0)
+        return fired

@@ -1,0 +1,126 @@
+"""Pure helpers of the batch pipeline (engine.pipeline): what a folded customer writes, and
+how its outputs and rejects become records. No I/O."""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+from typing import Any
+
+import orjson
+
+from .codec import dump_offsets, load_offsets, load_outbox
+from .evaluate import FoldResult, reevaluate_customer
+from .events import Event, Rejected
+from .records import Output, OutRecord
+from .rules import RuleSet
+from .state import CustomerState, check_size
+from .store import HISTORY, Loaded, Write
+from .topic_names import CHANGES_TOPIC, MEMBERS_TOPIC
+
+# What the recent-changes list keeps of a change (the full record is on segments.changes).
+RECENT_FIELDS = ("change_id", "dimension", "from", "to", "at", "reason")
+
+Folded = tuple[CustomerState, FoldResult, bytes]  # the state, what folding did, the encoded state
+
+
+def home_of(state: CustomerState) -> int | None:
+    """The input partition whose owner fires the customer's timers and re-evaluates it: the
+    partition of its first record (recorded in the state); for a state written before that
+    was recorded, the lowest partition it has records from."""
+    if state.home is not None:
+        return state.home
+    return min((tp.partition for tp in state.offsets), default=None)
+
+
+def encode(state: CustomerState, loaded: Loaded) -> bytes:
+    """The state document as stored; raises when it cannot be (a number JSON cannot hold) or
+    when it would grow past the size limit (``LimitExceeded``; ``loaded``: what is stored now)."""
+    blob = state.dumps()
+    check_size(blob, len(loaded.blob or b""))
+    return blob
+
+
+def loaded_state(loaded: Loaded) -> CustomerState:
+    state = CustomerState.loads(loaded.blob, loaded.outbox)
+    if loaded.offsets:  # erased, the erase not committed yet: its records must still be recognised
+        state.offsets = load_offsets(loaded.offsets)
+    return state
+
+
+def reevaluate(rules: RuleSet, cid: str, state: CustomerState, at: int, cause: dict[str, Any], key: str) -> FoldResult:
+    """A decision with no event: a timer at its due time, or a rules switch or re-score at ``at``."""
+    result = FoldResult()
+    if key != "timer":  # never decide before what the customer did, nor before its last decision
+        at = max(
+            at, state.max_ts or 0, state.checked_at or 0
+        )  # (a timer keeps its due time: stale, it decides nothing)
+    result.decided_at = at
+    reevaluate_customer(rules, state, cid, at, result, dict(cause), f"{key}:{at}" if key == "timer" else key)
+    return result
+
+
+def write_for(
+    cid: str, loaded: Loaded, state: CustomerState, blob: bytes, result: FoldResult, home: int | None, due: int | None
+) -> Write:
+    """What to write for one customer. Erased with nothing new since: no state document, only
+    the applied offsets and the outbox, until the erase is committed (then the key goes)."""
+    recent = recent_changes(result.outputs, loaded.outbox)
+    outbox = state.dumps_outbox()
+    if result.erased and state.is_empty:
+        offsets = dump_offsets(state.offsets)
+        return Write(cid, loaded.version, b"", outbox, result.population, home, None, recent, True, offsets)
+    return Write(cid, loaded.version, blob, outbox, result.population, home, due, recent, forget=result.erased)
+
+
+def recent_changes(outputs: list[Output], outbox: bytes | None) -> tuple[bytes, ...]:
+    """The change records this write adds to the customer's recent changes, oldest first:
+    not the outbox's re-sends (added when first written), nothing before an erase."""
+    resent: set[Any] = set()
+    if outbox:  # the outbox as loaded (before this fold): its changes were recorded when first written
+        resent = {o.value["change_id"] for o in load_outbox(outbox) if o.topic == CHANGES_TOPIC and o.value}
+    recent: list[dict[str, Any]] = []
+    for out in outputs:
+        if out.topic == CHANGES_TOPIC and out.value is not None and out.value["change_id"] not in resent:
+            recent.append(out.value)
+        elif out.topic == MEMBERS_TOPIC and out.value is None:  # the tombstone of an erase
+            recent.clear()
+    return tuple(orjson.dumps({k: v[k] for k in RECENT_FIELDS}) for v in recent[-HISTORY:])
+
+
+def out_record(out: Output) -> OutRecord:
+    return OutRecord(out.topic, out.key.encode(), None if out.value is None else orjson.dumps(out.value))
+
+
+def produced_at(outputs: list[Output], produced: dict[tuple[str, int, int], int], sample: int = 256) -> list[int]:
+    """When the events behind (a sample of) the batch's segment changes were produced, for
+    the produce -> change latency. Outbox entries caused by records outside this batch are left out."""
+    changes = [o for o in outputs if o.topic == CHANGES_TOPIC and o.cause is not None and o.offset is not None]
+    stamps: list[int] = []
+    for out in changes[:: max(1, len(changes) // sample)]:
+        assert out.cause is not None and out.offset is not None
+        ts = produced.get((out.cause.topic, out.cause.partition, out.offset))
+        if ts is not None and ts > 0:
+            stamps.append(ts)
+    return stamps
+
+
+def merge_by_time(events: list[Event]) -> list[Event]:
+    """One customer's events from several topics, merged by event time; each
+    topic-partition's own records keep their offset order (the applied-offset check needs it)."""
+    per_tp: dict[tuple[str, int], list[Event]] = defaultdict(list)
+    for e in events:
+        per_tp[(e.source.topic, e.source.partition)].append(e)
+    return list(heapq.merge(*per_tp.values(), key=lambda e: e.ts))
+
+
+def rejected(event: Event, code: str, message: str) -> Rejected:
+    return Rejected(code, message, event.source, event.customer_id.encode(), orjson.dumps(event.body))
+
+
+def home_if_known(loaded: Loaded) -> int | None:
+    """The home partition of a customer whose state may not even decode (None if unknown)."""
+    try:
+        return home_of(CustomerState.loads(loaded.blob))
+    except Exception:  # a state that does not decode has no known home
+        return None
