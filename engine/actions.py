@@ -112,7 +112,12 @@ def on_trigger(
 
 
 def due_delayed(
-    actions: Mapping[str, Action], state: Any, customer_id: str, features: Mapping[str, Any], now: int, rfc3339: Callable[[int], str],
+    actions: Mapping[str, Action],
+    state: Any,
+    customer_id: str,
+    features: Mapping[str, Any],
+    now: int,
+    rfc3339: Callable[[int], str],
 ) -> Decided:  # fmt: skip
     """Delayed actions whose time has come: sent if the customer is still where the trigger
     put them (the cart reminder goes only if intent is still hot), else cancelled."""

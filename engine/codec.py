@@ -11,6 +11,7 @@ these bytes; the pure core works on ``CustomerState`` and ``Output`` records onl
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,7 +49,7 @@ def dump_outbox(pending: list[Output]) -> bytes:
                 "t": out.topic,
                 "k": out.key,
                 "v": out.value,
-                "c": None if out.cause is None else f"{out.cause.topic}:{out.cause.partition}",
+                "c": None if out.cause is None else _key(out.cause),
                 "o": out.offset,
             }
             for out in pending
@@ -57,8 +58,9 @@ def dump_outbox(pending: list[Output]) -> bytes:
 
 
 def load_outbox(raw: bytes) -> list[Output]:
+    make = tuple.__new__  # Output's own __new__, without its Python-level frame (a customer's every load)
     return [
-        Output(e["t"], e["k"], e["v"], None if e.get("c") is None else _partition(e["c"]), e.get("o"))
+        make(Output, (e["t"], e["k"], e["v"], None if (c := e.get("c")) is None else _partition(c), e.get("o")))
         for e in orjson.loads(raw)
     ]
 
@@ -71,14 +73,26 @@ def load_offsets(raw: bytes) -> dict[TopicPartition, int]:
     return _offsets(orjson.loads(raw))
 
 
+def outbox_change_ids(raw: bytes, topic: str) -> set[str]:
+    """The change_ids of the records for ``topic`` in a stored outbox (without decoding it whole)."""
+    return {e["v"]["change_id"] for e in orjson.loads(raw) if e["t"] == topic and e["v"]}
+
+
 def _offsets_doc(offsets: Mapping[TopicPartition, int]) -> dict[str, int]:
-    return {f"{tp.topic}:{tp.partition}": offset for tp, offset in offsets.items()}
+    return {_key(tp): offset for tp, offset in offsets.items()}
 
 
 def _offsets(doc: Mapping[str, Any]) -> dict[TopicPartition, int]:
     return {_partition(key): int(offset) for key, offset in doc.items()}
 
 
+# A worker sees a handful of input partitions: their keys are made once, not per customer.
+@functools.lru_cache(maxsize=4096)
+def _key(tp: TopicPartition) -> str:
+    return f"{tp.topic}:{tp.partition}"
+
+
+@functools.lru_cache(maxsize=4096)
 def _partition(key: str) -> TopicPartition:
     topic, _, partition = key.rpartition(":")
     return TopicPartition(topic, int(partition))

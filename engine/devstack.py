@@ -229,11 +229,25 @@ class DevStack:
 
     def _redis_argv(self, port: int) -> list[str]:
         assert self._workdir is not None
-        return [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self._workdir)]  # fmt: skip
+        binary, workdir = redis_server_binary(), str(self._workdir)
+        return [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ]
 
     def _tansu_argv(self, port: int) -> list[str]:
         url = f"tcp://127.0.0.1:{port}"
-        return [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]  # fmt: skip
+        listen = ["--listener-url", url, "--advertised-listener-url", url]
+        return [tansu_binary(), "broker", *listen, "--storage-engine", "memory://tansu/"]
 
     async def _launch(
         self, name: str, argv_for: Callable[[int], list[str]], ready: Callable[[str], Awaitable[None]]
@@ -254,7 +268,10 @@ class DevStack:
                 if "in use" in tail.lower() and attempt < _PORT_ATTEMPTS:
                     log.info("%s: port %d was taken meanwhile; trying another", name, port)
                     continue
-                raise DevStackError(f"{name} exited with code {server.proc.returncode} while starting on {server.address}; its log ends:\n{tail}") from None  # fmt: skip
+                code = server.proc.returncode
+                raise DevStackError(
+                    f"{name} exited with code {code} while starting on {server.address}; its log ends:\n{tail}"
+                ) from None
             if name == "tansu":
                 self.kafka_bootstrap = server.address
             else:

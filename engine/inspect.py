@@ -186,7 +186,8 @@ def describe(topic: str, record: Mapping[str, Any]) -> str:
 
 def customer_tables(report: Mapping[str, Any]) -> list[Table]:
     """``inspect``: memberships, last changes and the features that are set."""
-    who = f"{report['customer_id']} as of {report['as_of']} ({report['rules_version']}); next check: {report['next_check'] or 'none'}"
+    who = f"{report['customer_id']} as of {report['as_of']} ({report['rules_version']})"
+    who += f"; next check: {report['next_check'] or 'none'}"
     if report.get("quarantined"):
         who += (
             f"; QUARANTINED (processing failed at {report['quarantined']}; timers paused until an event for it applies)"

@@ -62,7 +62,8 @@ class Metrics:
             registry=r,
         )
         self.consumer_lag = Gauge(
-            "segengine_consumer_lag_records", "Records not yet consumed, per assigned input partition (high watermark - position)",
+            "segengine_consumer_lag_records",
+            "Records not yet consumed, per assigned input partition (high watermark - position)",
             ["topic", "partition"], registry=r,
         )  # fmt: skip
         self.redis_errors = Counter("segengine_redis_errors", "Failed Redis round trips", registry=r)
@@ -87,7 +88,9 @@ class Metrics:
             "segengine_timers_fired", "Customers re-evaluated because their next check was due", registry=r
         )
         self.actions = Counter(
-            "segengine_actions", "Actions triggered by segment changes, by action name and outcome (sent, cooled_down, suppressed, cancelled)",
+            "segengine_actions",
+            "Actions triggered by segment changes, by action name and outcome "
+            "(sent, cooled_down, suppressed, cancelled)",
             ["action", "outcome"], registry=r,
         )  # fmt: skip
         self.rules_info = Info("segengine_rules", "The rules version in force", registry=r)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 
@@ -14,8 +13,7 @@ class TopicPartition(NamedTuple):
     partition: int
 
 
-@dataclass(frozen=True, slots=True)
-class Output:
+class Output(NamedTuple):  # a NamedTuple: made for every change, and cheap to make
     """One record to publish. ``cause`` is the input topic-partition and ``offset`` the input
     record whose processing decided it; both None for a decision with no event (a timer, a rules
     switch), whose outbox entry no input record will send again."""

@@ -45,7 +45,8 @@ class Settings(BaseSettings):
     rescore_drift: float = Field(
         0.05,
         ge=0,
-        description="re-score every customer when a population cut point moved by more than this share (0 = on every new sample)",
+        description="re-score every customer when a population cut point moved by more than this share "
+        "(0 = on every new sample)",
     )
     quantiles_sample: int = Field(10_000, ge=10, description="customers sampled for quantile_score / pct_rank")
     fetch_max_wait_ms: int = Field(
@@ -59,7 +60,8 @@ class Settings(BaseSettings):
     heartbeat_interval_ms: int = Field(
         3_000,
         ge=50,
-        description="consumer group heartbeat: a member learns of a rebalance at its next one, so this bounds how long a join or leave takes",
+        description="consumer group heartbeat: a member learns of a rebalance at its next one, "
+        "so this bounds how long a join or leave takes",
     )
     rebalance_timeout_ms: int = Field(
         30_000, ge=1000, description="how long the group waits for members to rejoin during a rebalance"
@@ -80,7 +82,8 @@ class Settings(BaseSettings):
 
     embedded: bool = Field(
         False,
-        description="`run`: start the embedded broker and Redis for what is not configured (development only; never implied)",
+        description="`run`: start the embedded broker and Redis for what is not configured "
+        "(development only; never implied)",
     )
 
     def missing_connections(self) -> list[str]:

@@ -120,20 +120,14 @@ class CustomerState:
 
     def dumps(self) -> bytes:
         """The state document, without the outbox (stored beside it)."""
-        from .codec import dump_state
-
-        return dump_state(self)
+        return _codec.dump_state(self)
 
     def dumps_outbox(self) -> bytes:
-        from .codec import dump_outbox
-
-        return dump_outbox(self.pending)
+        return _codec.dump_outbox(self.pending)
 
     @classmethod
     def loads(cls, blob: bytes | None, outbox: bytes | None = None) -> CustomerState:
-        from .codec import load_state
-
-        return load_state(blob, outbox)
+        return _codec.load_state(blob, outbox)
 
     @property
     def is_empty(self) -> bool:
@@ -380,3 +374,7 @@ class Features(dict[str, Any]):
 
 def is_known_feature(name: str) -> bool:
     return name in FEATURES or (name.startswith(PROFILE_PREFIX) and len(name) > len(PROFILE_PREFIX))
+
+
+# engine.codec encodes CustomerState (and imports this module): bound here, once both exist.
+from . import codec as _codec  # noqa: E402

@@ -79,8 +79,8 @@ class TimePlan:
     @property
     def empty(self) -> bool:
         return not (
-            self.purchase_windows or self.browse_windows or self.complaints or self.thresholds or self.holds or self.windows
-            or self.ranked_ages or self.delays
+            self.purchase_windows or self.browse_windows or self.complaints or self.thresholds
+            or self.holds or self.windows or self.ranked_ages or self.delays
         )  # fmt: skip
 
     def __or__(self, other: TimePlan) -> TimePlan:
@@ -152,7 +152,8 @@ def ranked_ages(expression: Expression) -> set[tuple[str, int, str, int | None]]
     found: set[tuple[str, int, str, int | None]] = set()
     for node in ast.walk(expression.tree):
         if (
-            isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("quantile_score", "pct_rank")
+            isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            and node.func.id in ("quantile_score", "pct_rank")
             and node.args and isinstance(node.args[0], ast.Name) and node.args[0].id in AGE_FEATURES
         ):  # fmt: skip
             attribute, unit = AGE_FEATURES[node.args[0].id]

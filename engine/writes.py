@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from .codec import dump_offsets, load_offsets, load_outbox
+from .codec import dump_offsets, load_offsets, outbox_change_ids
 from .evaluate import FoldResult, reevaluate_customer
 from .events import Event, Rejected
 from .records import Output, OutRecord
@@ -76,9 +76,8 @@ def write_for(
 def recent_changes(outputs: list[Output], outbox: bytes | None) -> tuple[bytes, ...]:
     """The change records this write adds to the customer's recent changes, oldest first:
     not the outbox's re-sends (added when first written), nothing before an erase."""
-    resent: set[Any] = set()
-    if outbox:  # the outbox as loaded (before this fold): its changes were recorded when first written
-        resent = {o.value["change_id"] for o in load_outbox(outbox) if o.topic == CHANGES_TOPIC and o.value}
+    # the outbox as loaded (before this fold): its changes were recorded when first written
+    resent = outbox_change_ids(outbox, CHANGES_TOPIC) if outbox else set()
     recent: list[dict[str, Any]] = []
     for out in outputs:
         if out.topic == CHANGES_TOPIC and out.value is not None and out.value["change_id"] not in resent:

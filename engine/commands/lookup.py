@@ -83,7 +83,8 @@ def tail(
     from_beginning: bool = typer.Option(False, "--from-beginning", help="start at the oldest record kept, not now"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per line, with its topic"),
 ) -> None:
-    """Follow segment changes and actions live (segments.changes, actions.*) until Ctrl-C; filtered, actions show with their change."""
+    """Follow segment changes and actions live (segments.changes, actions.*) until Ctrl-C;
+    filtered, actions show with their change."""
     from ..inspect import TailFilter, describe, follow
 
     bootstrap = require_kafka(load_settings())
@@ -110,7 +111,8 @@ def produce(
     ),
     event: str = typer.Argument(..., help="the event as JSON ('-': read it from stdin)"),
 ) -> None:
-    """Send one hand-written event, checked first as the engine checks it; a rejected one prints its reason code and exits 1."""
+    """Send one hand-written event, checked first as the engine checks it; a rejected one
+    prints its reason code and exits 1."""
     from ..clock import wall_ms
     from ..events import Rejected
     from ..inspect import check_event, produce_event

@@ -131,8 +131,9 @@ def rules_simulate(
         fresh = [a.name for a in rules.aggregates if a.key not in present]
         if fresh and seen:
             console.print(
-                f"[yellow]note:[/yellow] aggregations new or changed in this file have no history yet: {', '.join(fresh)}; "
-                "customers are previewed as if they were empty (they fill from the switch on; replay history to backfill)"
+                "[yellow]note:[/yellow] aggregations new or changed in this file have no history yet: "
+                f"{', '.join(fresh)}; customers are previewed as if they were empty "
+                "(they fill from the switch on; replay history to backfill)"
             )
         _print_moves(rules, seen, totals, as_json)
 

@@ -31,11 +31,13 @@ def run(
         help="start the embedded broker and Redis for what is not configured (development; env SEGENGINE_EMBEDDED)",
     ),
 ) -> None:
-    """Run one worker on SEGENGINE_KAFKA_BOOTSTRAP and SEGENGINE_REDIS_URL (or, with --embedded, a development stack)."""
+    """Run one worker on SEGENGINE_KAFKA_BOOTSTRAP and SEGENGINE_REDIS_URL (or, with
+    --embedded, a development stack)."""
     settings = load_settings(rules_file=rules, clock=clock, http_port=http_port, embedded=embedded)
     if (missing := settings.missing_connections()) and not settings.embedded:
         console.print(
-            f"[red]set {' and '.join(missing)}[/red] (or run with --embedded / SEGENGINE_EMBEDDED=true for a development stack)",
+            f"[red]set {' and '.join(missing)}[/red] "
+            "(or run with --embedded / SEGENGINE_EMBEDDED=true for a development stack)",
             highlight=False, soft_wrap=True,
         )  # fmt: skip
         raise typer.Exit(2)
@@ -123,7 +125,8 @@ def replay(
     speed: str = typer.Option("max", help="max, or Nx: N times real time from the first event's time"),
     until: str | None = typer.Option(None, help="stop after this event date (YYYY-MM-DD, inclusive) or RFC 3339 time"),
 ) -> None:
-    """Backfill: produce a file of historical events into the input topics in event-time order (run workers with SEGENGINE_CLOCK=event)."""
+    """Backfill: produce a file of historical events into the input topics in event-time
+    order (run workers with SEGENGINE_CLOCK=event)."""
     settings = load_settings()
     configure_logging(settings)
     bootstrap = require_kafka(settings)

@@ -302,7 +302,8 @@ def compile_dimension(
         if enter is stay:
             test = translate(enter.tree)
         else:
-            test = f"((current == {segment!r} and {translate(stay.tree)}) or (current != {segment!r} and {translate(enter.tree)}))"
+            staying = f"(current == {segment!r} and {translate(stay.tree)})"
+            test = f"({staying} or (current != {segment!r} and {translate(enter.tree)}))"
         lines += [f"    if {test}:", f"        return {index}, {values}"]
     lines.append(f"    return -1, {values}")
     return _build(lines, translate, "_dimension", population)  # type: ignore[no-any-return]
