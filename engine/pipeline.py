@@ -22,7 +22,7 @@ from typing import Any
 from .clock import Clock, wall_ms
 from .dlq import dlq_record
 from .errors import ConcurrentWriteError
-from .evaluate import FoldError, FoldResult, fold_customer
+from .evaluate import FoldError, FoldResult, fold_customer, prune_outbox
 from .events import Event, Rejected
 from .metrics import Metrics
 from .records import Output, OutRecord, Record, Sink, TopicPartition
@@ -214,6 +214,7 @@ class BatchProcessor:
                     stale.append(cid)
                 return None
             state = CustomerState.loads(loaded.blob, loaded.outbox)
+            prune_outbox(state, self.committed)  # what committed records caused is published: not kept again
             home = home_of(state)
             if partition is not None:
                 if home is None:

@@ -129,7 +129,8 @@ class Store(Protocol):
     async def save_rescored_cuts(self, cuts: QuantileSamples) -> None: ...
 
     def scan_customers(self, count: int = 1000) -> AsyncIterator[list[str]]:
-        """Every customer id with a state, in chunks."""
+        """Every customer id the store holds (erased ones awaiting their commit included: their
+        blob is None), in chunks."""
         ...
 
     async def load_state(self, customer_id: str) -> Loaded: ...

@@ -233,7 +233,8 @@ class RedisStore:
         await self.redis.set(QUANTILES_KEY, orjson.dumps({"taken_at": taken_at, "samples": samples}))
 
     async def scan_customers(self, count: int = 1000) -> AsyncIterator[list[str]]:
-        """Every customer id with a state, in chunks (SCAN: never blocks Redis for long)."""
+        """Every customer id with a hash (erased ones awaiting their commit included), in chunks
+        (SCAN: never blocks Redis for long)."""
         chunk: list[str] = []
         async for key in self.redis.scan_iter(match="seg:{*}:state", count=count):
             text = key.decode() if isinstance(key, bytes) else key
