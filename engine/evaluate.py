@@ -22,7 +22,7 @@ from .aggregates import fold_all
 from .errors import ProcessingError
 from .events import Event, Source
 from .folding import already_applied, apply
-from .records import Output, TopicPartition
+from .records import Output, TopicPartition, topic_partition
 from .rules import RuleSet
 from .state import CustomerState, Features
 from .timers import next_check
@@ -116,7 +116,7 @@ def _resend_held(state: CustomerState, events: Sequence[Event], result: FoldResu
     while redelivered < len(events) and already_applied(state, events[redelivered]):
         redelivered += 1
     anchor = events[max(redelivered - 1, 0)].source
-    cause = TopicPartition(anchor.topic, anchor.partition)
+    cause = topic_partition(anchor.topic, anchor.partition)
     kept = [p for p in state.pending if p.cause is not None]
     held = [p.caused_by(cause, anchor.offset) for p in state.pending if p.cause is None]
     state.pending = kept + held  # decided after every entry kept: the redelivery re-sends them last
@@ -134,7 +134,7 @@ def _fold_one(
     result: FoldResult,
 ) -> None:
     src = event.source
-    tp = TopicPartition(src.topic, src.partition)
+    tp = topic_partition(src.topic, src.partition)
     if already_applied(state, event):
         # Delivered again after a crash: publish what it caused again, change nothing.
         result.redelivered += 1
@@ -365,7 +365,7 @@ def erase_customer(
     records go to the outbox like any other, so they are published again, with the same
     ``change_id``, if the erase is delivered again before it is committed."""
     src = event.source
-    tp = TopicPartition(src.topic, src.partition)
+    tp = topic_partition(src.topic, src.partition)
     members = dict(state.members)
     now = max(now_for(event.ts), state.max_ts or 0, state.checked_at or 0)
     home = state.home

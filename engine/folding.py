@@ -9,7 +9,7 @@ from operator import itemgetter
 from typing import Any
 
 from .events import Event
-from .records import TopicPartition
+from .records import topic_partition
 from .state import (
     _ACTION_INDEX,
     ACTIONS,
@@ -38,7 +38,7 @@ from .state import (
 
 def already_applied(state: CustomerState, event: Event) -> bool:
     """True when this exact record (topic, partition, offset) was applied before."""
-    last = state.offsets.get(TopicPartition(event.source.topic, event.source.partition))
+    last = state.offsets.get(topic_partition(event.source.topic, event.source.partition))
     return last is not None and event.source.offset <= last
 
 
@@ -53,7 +53,7 @@ def apply(
     year, hourly browse counts, recent complaints) is kept only when the rules read those
     windows (``keep_*``); lifetime counters are always kept. Raises ``LimitExceeded``, the
     state untouched, for an event that would break a per-customer limit."""
-    tp = TopicPartition(event.source.topic, event.source.partition)
+    tp = topic_partition(event.source.topic, event.source.partition)
     fingerprint = event_fingerprint(event.event_id)
     if fingerprint in state.seen:
         state.offsets[tp] = event.source.offset

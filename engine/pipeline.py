@@ -25,7 +25,7 @@ from .errors import ConcurrentWriteError
 from .evaluate import FoldError, FoldResult, fold_customer, prune_outbox
 from .events import Event, Rejected
 from .metrics import Metrics
-from .records import Output, OutRecord, Record, Sink, TopicPartition
+from .records import Output, OutRecord, Record, Sink, TopicPartition, topic_partition
 from .rules import RuleSet
 from .settings import Settings
 from .state import CustomerState, LimitExceeded
@@ -123,7 +123,7 @@ class BatchProcessor:
         produced: dict[tuple[str, int, int], int] = {}  # valid records' Kafka timestamps
         for rec in records:
             stats.records += 1
-            tp = TopicPartition(rec.topic, rec.partition)
+            tp = topic_partition(rec.topic, rec.partition)
             if rec.offset >= stats.next_offsets.get(tp, 0):
                 stats.next_offsets[tp] = rec.offset + 1
             result = validate(

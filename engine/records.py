@@ -13,6 +13,18 @@ class TopicPartition(NamedTuple):
     partition: int
 
 
+_PARTITIONS: dict[tuple[str, int], TopicPartition] = {}
+
+
+def topic_partition(topic: str, partition: int) -> TopicPartition:
+    """The one ``TopicPartition`` of an input partition: made once, then looked up (every event
+    asks for its own several times, and a worker reads a handful of partitions)."""
+    found = _PARTITIONS.get((topic, partition))
+    if found is None:
+        found = _PARTITIONS[(topic, partition)] = TopicPartition(topic, partition)
+    return found
+
+
 class Output(NamedTuple):  # a NamedTuple: made for every change, and cheap to make
     """One record to publish. ``cause`` is the input topic-partition and ``offset`` the input
     record whose processing decided it; both None for a decision with no event (a timer, a rules
@@ -25,7 +37,7 @@ class Output(NamedTuple):  # a NamedTuple: made for every change, and cheap to m
     offset: int | None = None
 
     def caused_by(self, cause: TopicPartition, offset: int) -> Output:
-        return Output(self.topic, self.key, self.value, cause, offset)
+        return tuple.__new__(Output, (self.topic, self.key, self.value, cause, offset))  # no Python-level frame
 
 
 class OutRecord(NamedTuple):

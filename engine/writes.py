@@ -88,7 +88,8 @@ def recent_changes(outputs: list[Output], outbox: bytes | None) -> tuple[bytes, 
 
 
 def out_record(out: Output) -> OutRecord:
-    return OutRecord(out.topic, out.key.encode(), None if out.value is None else orjson.dumps(out.value))
+    value = None if out.value is None else orjson.dumps(out.value)
+    return tuple.__new__(OutRecord, (out.topic, out.key.encode(), value))  # no Python-level frame: one per record
 
 
 def produced_at(outputs: list[Output], produced: dict[tuple[str, int, int], int], sample: int = 256) -> list[int]:
