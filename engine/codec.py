@@ -1,5 +1,5 @@
 """The stored encoding of a customer, and nothing else: the state document, its outbox and its
-applied offsets as bytes, and back. The store (engine.store_redis, engine.store_memory) keeps
+applied offsets as bytes, and back. The store (segengine.store_redis, segengine.store_memory) keeps
 these bytes; the pure core works on ``CustomerState`` and ``Output`` records only.
 
     state document   the JSON object of ``CustomerState``'s fields, the outbox left out and

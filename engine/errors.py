@@ -2,17 +2,17 @@
 
 Every error of segengine's own derives from ``SegengineError``; its class says whether doing
 the same again may succeed (``retriable``), which is what the worker's retry policy reads
-(engine.retry). Errors of the libraries underneath (Kafka, Redis) keep their own classes; the
+(segengine.worker.retry). Errors of the libraries underneath (Kafka, Redis) keep their own classes; the
 retry policy knows which of those are worth a retry.
 
     SegengineError
     ├── ConfigError            settings, rules, topic declarations that cannot be used
-    │   ├── RulesError         (engine.rules)
-    │   └── TopicsError        (engine.topics)
+    │   ├── RulesError         (segengine.rules)
+    │   └── TopicsError        (segengine.topics)
     ├── InputError             input a command was given that it cannot read (ReplayError)
     ├── ProcessingError        one customer's events cannot be decided
-    │   ├── FoldError          (engine.evaluate: which event failed, and why)
-    │   └── LimitExceeded      (engine.state: a state past its documented caps)
+    │   ├── FoldError          (segengine.evaluate: which event failed, and why)
+    │   └── LimitExceeded      (segengine.state: a state past its documented caps)
     ├── ConcurrentWriteError   a customer kept changing under us: retriable
     ├── PublishError           a record the producer cannot take as it is
     └── DevStackError          the embedded development stack could not start

@@ -1,6 +1,6 @@
 """Typed input events, and the value that says a record was rejected.
 
-Validation (``engine.validate``) turns raw Kafka records into one of these two; bad
+Validation (``segengine.validate``) turns raw Kafka records into one of these two; bad
 input is data, not an exception: a ``Rejected`` goes to ``events.dlq`` with its code.
 """
 
@@ -65,6 +65,6 @@ REJECT_CODES = (
     "future_ts",  # ts further in the future than the allowed skew
     "bad_value",  # a value out of range or over a size bound: negative amount, NPS outside 0-10, over 1,000 items, ...
     "key_mismatch",  # the record has no key, or its key is not the customer_id
-    "limit_exceeded",  # valid, but it would take the customer past a per-customer state limit (engine.state)
+    "limit_exceeded",  # valid, but it would take the customer past a per-customer state limit (segengine.state)
     "processing_error",  # validating or processing it raised (a bug): kept aside, the partition goes on
 )

@@ -188,7 +188,7 @@ def _apply_profile(state: CustomerState, body: Mapping[str, Any], ts: int) -> No
 def _apply_erase(state: CustomerState, body: Mapping[str, Any], ts: int) -> None:
     """Forget everything about the customer. Only the applied offsets (so that a redelivered
     record is still recognised) and the outbox (the exits the erase causes) stay, until the
-    erase is committed and the store deletes the customer's keys; engine.evaluate emits the
+    erase is committed and the store deletes the customer's keys; segengine.evaluate emits the
     exits from the memberships it reads before this runs."""
     kept = (state.offsets, state.pending)
     state.__init__()  # type: ignore[misc]

@@ -1,6 +1,6 @@
 """Looking customers up, and watching and feeding the engine by hand.
 
-The same code answers the worker's API (``engine.api``: ``GET /customers/{id}``,
+The same code answers the worker's API (``segengine.api``: ``GET /customers/{id}``,
 ``GET /segments``) and the command line (``segengine inspect``, ``segments``, ``tail``,
 ``produce``): Redis is shared by every worker, so any worker, or the command line, can
 answer for any customer.

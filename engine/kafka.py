@@ -3,7 +3,7 @@ default partitioner's formula.
 
 The worker reads batches straight from aiokafka (``getmany``), not through faust's per-event
 stream machinery, so that validation, state updates and publishing are done a batch at a time.
-Offsets are committed by hand (engine.worker.checkpoint). The input topics are co-partitioned and
+Offsets are committed by hand (segengine.worker.checkpoint). The input topics are co-partitioned and
 assigned with the range assignor, so one worker owns all of a customer's input partitions.
 """
 

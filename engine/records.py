@@ -1,4 +1,4 @@
-"""Small typed records that cross module boundaries (no encoding here: engine.codec stores them)."""
+"""Small typed records that cross module boundaries (no encoding here: segengine.codec stores them)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Per-customer rolling behaviour state, and the pure functions that read it.
 
-``engine.folding.apply(state, event)`` folds one event into the state; ``Features(state,
+``segengine.folding.apply(state, event)`` folds one event into the state; ``Features(state,
 now)`` reads the rolling aggregates the rules ask for at a given time. Nothing here does
-I/O: the state's stored encoding is ``engine.codec``'s.
+I/O: the state's stored encoding is ``segengine.codec``'s.
 
 Windows use event time. Purchases of the last 365 days are kept one by one (exact
 windows); browses are kept as hourly buckets for 30 days; older detail is dropped once
@@ -25,7 +25,7 @@ growing part of the state has a cap (the ``MAX_*`` constants below):
     characters, string values of at most MAX_ATTRIBUTE_CHARS; a profile event that would
     break one of these raises ``LimitExceeded`` (it goes to the DLQ, the state unchanged);
   - the encoded document: ``check_size`` refuses one over MAX_STATE_BYTES.
-Declared aggregations have their own caps (``engine.aggregates``).
+Declared aggregations have their own caps (``segengine.aggregates``).
 """
 
 from __future__ import annotations
@@ -110,13 +110,13 @@ class CustomerState:
         self.grace_since: dict[str, int] = {}  # dimension -> when its stay condition first failed (exit_grace)
         self.checked_at: int | None = None  # the last decision's time (event or timer): timers due after it
         self.actions_sent: dict[str, int] = {}  # action name -> when it was last sent (cooldowns)
-        self.delayed: list[dict[str, Any]] = []  # actions waiting for their delay (engine.actions)
+        self.delayed: list[dict[str, Any]] = []  # actions waiting for their delay (segengine.actions)
         self.pending: list[Output] = []  # outbox: output records not yet known committed
         self.home: int | None = None  # the input partition of the customer's first record: its timers and owner
 
     # -- persistence -------------------------------------------------------------------------
 
-    # The encoding is engine.codec's: these are shorthands for it.
+    # The encoding is segengine.codec's: these are shorthands for it.
 
     def dumps(self) -> bytes:
         """The state document, without the outbox (stored beside it)."""
@@ -376,5 +376,5 @@ def is_known_feature(name: str) -> bool:
     return name in FEATURES or (name.startswith(PROFILE_PREFIX) and len(name) > len(PROFILE_PREFIX))
 
 
-# engine.codec encodes CustomerState (and imports this module): bound here, once both exist.
+# segengine.codec encodes CustomerState (and imports this module): bound here, once both exist.
 from . import codec as _codec  # noqa: E402

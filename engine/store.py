@@ -1,8 +1,8 @@
 """What the engine needs of its state store, as a protocol, and the records that cross it.
 
-``RedisStore`` (engine.store_redis) is the store a worker runs on; ``MemoryStore``
-(engine.store_memory) keeps the same promises in a process, for fast tests of the batch logic.
-Both keep what engine.codec encodes; neither decides anything.
+``RedisStore`` (segengine.store_redis) is the store a worker runs on; ``MemoryStore``
+(segengine.store_memory) keeps the same promises in a process, for fast tests of the batch logic.
+Both keep what segengine.codec encodes; neither decides anything.
 
 The promises every store keeps:
 

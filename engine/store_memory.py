@@ -1,7 +1,7 @@
 """The ``Store`` promises kept in a process: the in-memory twin of ``RedisStore``, for fast tests
 of the batch logic (no broker, no Redis).
 
-It keeps what ``engine.store_redis`` and its Lua scripts keep, with the same observable
+It keeps what ``segengine.store_redis`` and its Lua scripts keep, with the same observable
 semantics: a hash per customer {v, s, p, o, q}, its recent change records (newest first,
 capped at ``HISTORY``), a timer set per partition, the population counters by (dimension,
 segment) with zeros kept, and the erasing set. Every method runs to completion without

@@ -23,7 +23,7 @@ On Redis Cluster the calls would be split per slot and the population counters k
 slot; segengine targets a single Redis primary for now.
 
 The records that cross this module's boundary, and what every store promises, are in
-engine.store; the bytes it keeps are engine.codec's.
+segengine.store; the bytes it keeps are segengine.codec's.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ class RedisStore:
     async def outbox_published(self, written: list[Published]) -> None:
         """Drop the outboxes of writes whose records are published and acknowledged, delete the
         customers whose write was an erase, and give a timer or rules decision's customer its
-        real next check (it was kept due at once while its outbox waited: see engine.pipeline)."""
+        real next check (it was kept due at once while its outbox waited: see segengine.pipeline)."""
         for start in range(0, len(written), CHUNK):
             chunk = written[start : start + CHUNK]
             args: list[object] = []

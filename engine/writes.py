@@ -1,4 +1,4 @@
-"""Pure helpers of the batch pipeline (engine.pipeline): what a folded customer writes, and
+"""Pure helpers of the batch pipeline (segengine.pipeline): what a folded customer writes, and
 how its outputs and rejects become records. No I/O."""
 
 from __future__ import annotations

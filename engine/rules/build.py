@@ -1,4 +1,4 @@
-"""A rules document of the right shape (engine.rules.schema) -> its checked, compiled parts:
+"""A rules document of the right shape (segengine.rules.schema) -> its checked, compiled parts:
 declared features, dimensions and actions. What the shape cannot say is checked here,
 each problem at its line and column: conditions (names, types, syntax), dependency
 cycles, duplicate and unreachable segments, aggregations that do not fit their events.
@@ -118,7 +118,7 @@ def _always_true(expression: Expression) -> bool:
 
 
 def actions(check: Checker, document: schema.Document, type_of: TypeOf) -> list[tuple[Action, str]]:
-    """The ``actions:`` section: transition -> action (see engine.actions). Each comes with
+    """The ``actions:`` section: transition -> action (see segengine.actions). Each comes with
     the file:line:column of its trigger, to report a dimension or segment that the merged
     rule packs do not have."""
     found: list[tuple[Action, str]] = []

@@ -4,7 +4,7 @@ compiled to Python closures. Rule text is never ``eval``-ed.
 Syntax is a subset of Python expressions: ``and or not``, comparisons (chained too),
 ``in`` / ``not in`` with a literal list, ``+ - * / %``, numbers, strings, ``true false
 null`` (or ``True False None``), feature names, and calls of the functions in
-``engine.rules.functions`` (``days_since(ts)``, ``hours_since(ts)`` and ``now()`` read the
+``segengine.rules.functions`` (``days_since(ts)``, ``hours_since(ts)`` and ``now()`` read the
 decision's time).
 
 Names have types (number, string, boolean, any); the checker refuses comparisons and

@@ -2,7 +2,7 @@
 
 Every function and operator here takes null (``None``) in its stride: ordering
 comparisons with null are false, arithmetic with null (or a division by zero) is null,
-``coalesce``/``min``/``max`` skip nulls. ``engine.rules.expr`` checks calls against these
+``coalesce``/``min``/``max`` skip nulls. ``segengine.rules.expr`` checks calls against these
 tables and binds ``HELPERS`` into the code it generates.
 """
 
@@ -52,7 +52,7 @@ TIME_FUNCTIONS: dict[str, tuple[Callable[..., Any], int, int]] = {
     "hours_since": (lambda now, ts: None if ts is None or now is None else (now - ts) / HOUR_MS, 1, 1),
     "now": (lambda now: now, 0, 0),
 }
-# Population-relative functions take a bare feature name (and n): see engine.rules.population.
+# Population-relative functions take a bare feature name (and n): see segengine.rules.population.
 POPULATION_FUNCTIONS = {"quantile_score": 2, "pct_rank": 1}
 
 # The operators of a condition, by syntax node type.
@@ -107,7 +107,7 @@ def _arith(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     return apply
 
 
-# What the generated code calls, by the names engine.rules.expr gives them.
+# What the generated code calls, by the names segengine.rules.expr gives them.
 HELPERS: dict[str, Any] = {
     **{
         f"_cmp_{op.__name__}": (_equality if op in (ast.Eq, ast.NotEq) else _ordering)(fn) for op, fn in COMPARE.items()

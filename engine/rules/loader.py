@@ -17,9 +17,9 @@ file:line:column.
         default: bronze
 
 The way through: the text is read keeping where every value was written
-(engine.rules.source), its shape is validated (engine.rules.schema), then its conditions
-are checked and compiled (engine.rules.build, with the types of engine.rules.types and
-the dependencies of engine.rules.deps). A folder of rule packs is checked pack by pack,
+(segengine.rules.source), its shape is validated (segengine.rules.schema), then its conditions
+are checked and compiled (segengine.rules.build, with the types of segengine.rules.types and
+the dependencies of segengine.rules.deps). A folder of rule packs is checked pack by pack,
 then merged.
 """
 
@@ -69,7 +69,7 @@ def check_rules(
     population = population if population is not None else Population()
     try:
         source = read(text)
-    except yaml.YAMLError as exc:  # the pure-Python parser's error (see engine.rules.source)
+    except yaml.YAMLError as exc:  # the pure-Python parser's error (see segengine.rules.source)
         line, column = _position(exc, text)
         problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
         return None, [f"{origin}:{line}:{column}: not valid YAML: {problem}"]

@@ -138,7 +138,7 @@ class RuleSet:
     population_features: frozenset[str] = frozenset()  # the features those functions rank
     time_plan: TimePlan = field(default_factory=TimePlan)  # what makes answers change with time alone
     aggregates: tuple[Aggregate, ...] = ()  # declared aggregations: the state keeps their partials
-    actions: tuple[Action, ...] = ()  # transition -> action (engine.actions)
+    actions: tuple[Action, ...] = ()  # transition -> action (segengine.actions)
     action_marks: tuple[tuple[str, str], ...] = ()  # action name -> "file:line:column" of its trigger
     version: str = ""  # stamped on every change: the optional name plus the content hash
     aggregates_by_type: dict[str, tuple[Aggregate, ...]] = field(

@@ -1,10 +1,10 @@
 """The rules file's shape, as pydantic models: what ``segengine rules check`` accepts
-before it reads a single condition (engine.rules.build reads those).
+before it reads a single condition (segengine.rules.build reads those).
 
-The models validate the plain data of ``engine.rules.source``, where every scalar is the
+The models validate the plain data of ``segengine.rules.source``, where every scalar is the
 text written and a null is a ``Null``: ``name: 5`` is the segment "5", ``default: ~`` is
 refused rather than taken for no default. Each model words its own refusals (unknown
-keys, wrong shapes, missing fields: see engine.rules.refusals).
+keys, wrong shapes, missing fields: see segengine.rules.refusals).
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def _null_is_none(value: Any) -> Any:
     return None if isinstance(value, Null) else value
 
 
-Condition = Annotated[str, BeforeValidator(_condition)]  # an expression's text: engine.rules.expr checks it
+Condition = Annotated[str, BeforeValidator(_condition)]  # an expression's text: segengine.rules.expr checks it
 Weight = Annotated[float, BeforeValidator(_weight)]
 EventKind = Annotated[str, BeforeValidator(_event_kind)]
 
@@ -215,7 +215,7 @@ Sources = Annotated[
 
 
 class Aggregation(Model):
-    """A feature folded from events (engine.aggregates): ``op`` over ``field`` of the events
+    """A feature folded from events (segengine.aggregates): ``op`` over ``field`` of the events
     ``of`` one or more kinds, optionally filtered (``where``) and windowed."""
 
     unknown_field = "unknown aggregation field {key}: use op, field, of, where, weight, window, description"

@@ -2,7 +2,7 @@
 
 Built-in features are numbers, ``current`` (the customer's segment before the evaluation)
 is text, profile attributes and derived features may be anything; an aggregation's type
-follows from its op and field (the ``last`` of a text field is text). engine.rules.expr
+follows from its op and field (the ``last`` of a text field is text). segengine.rules.expr
 checks every condition against these.
 """
 

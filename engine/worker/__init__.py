@@ -1,15 +1,15 @@
 """The worker: a Kafka consumer-group member that feeds batches to the pipeline, and the
 background loops beside it. This module only wires the parts:
 
-    batches      engine.worker.checkpoint   prepare -> publish -> commit -> clean up, in order
-    due timers   engine.worker.due          time alone moves customers
-    rules        engine.worker.reload       hot reload, then a re-evaluation (engine.worker.reevaluate)
-    population   engine.worker.population   quantile samples and re-scores
-    maintenance  engine.worker.maintenance  lag and population gauges, the erase sweep
+    batches      segengine.worker.checkpoint   prepare -> publish -> commit -> clean up, in order
+    due timers   segengine.worker.due          time alone moves customers
+    rules        segengine.worker.reload       hot reload, then a re-evaluation (segengine.worker.reevaluate)
+    population   segengine.worker.population   quantile samples and re-scores
+    maintenance  segengine.worker.maintenance  lag and population gauges, the erase sweep
 
-All of them write state through one door (engine.worker.decisions): one writer at a time,
+All of them write state through one door (segengine.worker.decisions): one writer at a time,
 publishing in the order they wrote. The HTTP API sees the worker through a read-only view
-(engine.worker.view).
+(segengine.worker.view).
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class Worker:
         self.reload = RulesReload(parts, self.reevaluation, {t.name for t in declared})
         self.population = PopulationSample(parts, self.reevaluation)
 
-    # -- the read-only view the API sees (engine.worker.view) ---------------------------------
+    # -- the read-only view the API sees (segengine.worker.view) ---------------------------------
 
     @property
     def rules(self) -> RuleSet:
@@ -155,7 +155,7 @@ class Worker:
 
     async def run(self) -> None:
         """Consume until ``stop()``; raises (without committing) on a non-retriable error.
-        With ``http_port`` set, the HTTP API (engine.api) is up for as long as this runs."""
+        With ``http_port`` set, the HTTP API (segengine.api) is up for as long as this runs."""
         settings = self.settings
         api = ApiServer(self, settings.http_host, settings.http_port) if settings.http_port else None
         if api is not None:

@@ -142,7 +142,7 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: set[KafkaTopicPartition]) -> None:
         """Before the partitions go: let the batch in flight publish and commit (the group
         waits for this), so that their new owner starts after it; a batch that takes too
-        long is left to be redelivered to the new owner (harmless: see engine.pipeline)."""
+        long is left to be redelivered to the new owner (harmless: see segengine.pipeline)."""
         processor = self.checkpoint.processor
         try:
             await asyncio.wait_for(self.checkpoint.idle.wait(), REVOKE_WAIT_S)

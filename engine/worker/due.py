@@ -1,5 +1,5 @@
 """The due loop: time alone moves customers. It takes the due customers of the partitions
-this worker owns, re-evaluates each at its due time, and reschedules it (see engine.timers)."""
+this worker owns, re-evaluates each at its due time, and reschedules it (see segengine.timers)."""
 
 from __future__ import annotations
 

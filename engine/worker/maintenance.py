@@ -66,7 +66,7 @@ class PopulationGauges:
 
 class EraseSweep:
     """Deletes erased customers whose erase is committed but whose hash is still there: the
-    worker that wrote it stopped between its commit and its cleanup (engine.store_redis)."""
+    worker that wrote it stopped between its commit and its cleanup (segengine.store_redis)."""
 
     def __init__(self, processor: BatchProcessor, store: Store) -> None:
         self.processor = processor

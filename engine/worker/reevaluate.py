@@ -1,5 +1,5 @@
 """Re-evaluating every customer this worker owns, in throttled steps beside live traffic:
-after a rules switch (engine.worker.reload), or a population re-score (engine.worker.population)."""
+after a rules switch (segengine.worker.reload), or a population re-score (segengine.worker.population)."""
 
 from __future__ import annotations
 

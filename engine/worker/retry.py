@@ -1,6 +1,6 @@
 """Which errors are worth doing a step again for, and how often.
 
-segengine's own errors say so themselves (``SegengineError.retriable``, engine.errors); Kafka's
+segengine's own errors say so themselves (``SegengineError.retriable``, segengine.errors); Kafka's
 errors carry aiokafka's ``retriable`` flag; of Redis's, a lost connection or a timeout is."""
 
 from __future__ import annotations
