@@ -59,6 +59,13 @@ class FoldError(ProcessingError):
         self.cause = cause
 
 
+def _event_cause(kind: str, event: Event) -> dict[str, Any]:
+    """The ``cause`` of a change an input record decided (``kind``: event or erase)."""
+    src = event.source
+    where = {"topic": src.topic, "partition": src.partition, "offset": src.offset}
+    return {"kind": kind, "event_id": event.event_id, **where}
+
+
 def _cause_key(src: Source) -> str:
     """An input record as part of a change_id (the same record, replayed, yields the same ids)."""
     return f"{src.topic}:{src.partition}:{src.offset}"
@@ -165,13 +172,7 @@ def _fold_one(
     # never decide before what the customer did, nor before the customer's last decision
     now = max(now_for(event.ts), state.max_ts or 0, state.checked_at or 0)
     result.decided_at = now
-    cause = {
-        "kind": "event",
-        "event_id": event.event_id,
-        "topic": src.topic,
-        "partition": src.partition,
-        "offset": src.offset,
-    }
+    cause = _event_cause("event", event)
     outputs = decide(rules, state, customer_id, now, cause, _cause_key(src), result, event.type)
     for out in outputs:
         out = out.caused_by(tp, src.offset)
@@ -377,13 +378,7 @@ def erase_customer(
     result.erased = True
     result.decided_at = now
     at = rfc3339(now)
-    cause = {
-        "kind": "erase",
-        "event_id": event.event_id,
-        "topic": src.topic,
-        "partition": src.partition,
-        "offset": src.offset,
-    }
+    cause = _event_cause("erase", event)
     outputs = []
     for dimension, old in members.items():
         result.population[(dimension, old)] = result.population.get((dimension, old), 0) - 1
