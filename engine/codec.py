@@ -4,8 +4,10 @@ these bytes; the pure core works on ``CustomerState`` and ``Output`` records onl
 
     state document   the JSON object of ``CustomerState``'s fields, the outbox left out and
                      the applied offsets keyed "topic:partition"
-    outbox           a JSON list of {"t": topic, "k": key, "v": value, "c": "topic:partition"
-                     or null, "o": input offset or null}; b"" when empty
+    outbox           a JSON object {"w": the writer, "e": entries}, each entry {"t": topic,
+                     "k": key, "v": value, "c": "topic:partition" or null, "o": input offset
+                     or null}; b"" when empty. The writer is the processor that wrote it (see
+                     segengine.evaluate: another writer's entries are not known published)
     applied offsets  a JSON object {"topic:partition": offset} (kept alone after an erase)
 """
 
@@ -24,7 +26,7 @@ from .state import CustomerState
 def dump_state(state: CustomerState) -> bytes:
     """The state document, without the outbox (stored beside it)."""
     doc = state.__dict__.copy()
-    del doc["pending"]
+    del doc["pending"], doc["outbox_writer"]
     doc["offsets"] = _offsets_doc(state.offsets)
     return orjson.dumps(doc)
 
@@ -36,32 +38,28 @@ def load_state(blob: bytes | None, outbox: bytes | None = None) -> CustomerState
         doc["offsets"] = _offsets(doc.get("offsets") or {})
         state.__dict__.update(doc)
     if outbox:
-        state.pending = load_outbox(outbox)
+        state.outbox_writer, state.pending = load_outbox(outbox)
     return state
 
 
-def dump_outbox(pending: list[Output]) -> bytes:
+def dump_outbox(pending: list[Output], writer: str | None) -> bytes:
     if not pending:
         return b""
-    return orjson.dumps(
-        [
-            {
-                "t": out.topic,
-                "k": out.key,
-                "v": out.value,
-                "c": None if out.cause is None else _key(out.cause),
-                "o": out.offset,
-            }
-            for out in pending
-        ]
-    )
+    entries = [
+        {"t": o.topic, "k": o.key, "v": o.value, "c": None if o.cause is None else _key(o.cause), "o": o.offset}
+        for o in pending
+    ]
+    return orjson.dumps({"w": writer, "e": entries})
 
 
-def load_outbox(raw: bytes) -> list[Output]:
+def load_outbox(raw: bytes) -> tuple[str | None, list[Output]]:
+    """The outbox's writer (None: unknown) and its entries."""
+    doc = orjson.loads(raw)
+    writer, entries = (None, doc) if isinstance(doc, list) else (doc["w"], doc["e"])  # a list: written unsigned
     make = tuple.__new__  # Output's own __new__, without its Python-level frame (a customer's every load)
-    return [
+    return writer, [
         make(Output, (e["t"], e["k"], e["v"], None if (c := e.get("c")) is None else _partition(c), e.get("o")))
-        for e in orjson.loads(raw)
+        for e in entries
     ]
 
 
@@ -71,11 +69,6 @@ def dump_offsets(offsets: Mapping[TopicPartition, int]) -> bytes:
 
 def load_offsets(raw: bytes) -> dict[TopicPartition, int]:
     return _offsets(orjson.loads(raw))
-
-
-def outbox_change_ids(raw: bytes, topic: str) -> set[str]:
-    """The change_ids of the records for ``topic`` in a stored outbox (without decoding it whole)."""
-    return {e["v"]["change_id"] for e in orjson.loads(raw) if e["t"] == topic and e["v"]}
 
 
 def _offsets_doc(offsets: Mapping[TopicPartition, int]) -> dict[str, int]:

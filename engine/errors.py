@@ -15,6 +15,7 @@ retry policy knows which of those are worth a retry.
     │   └── LimitExceeded      (segengine.state: a state past its documented caps)
     ├── ConcurrentWriteError   a customer kept changing under us: retriable
     ├── PublishError           a record the producer cannot take as it is
+    │   └── PublishRefused     (segengine.worker.order: an earlier write's output was not published)
     └── DevStackError          the embedded development stack could not start
 """
 
@@ -51,6 +52,12 @@ class ConcurrentWriteError(SegengineError):
 
 class PublishError(SegengineError):
     """A record that cannot be published as it is (larger than the producer's batch)."""
+
+
+class PublishRefused(PublishError):
+    """An earlier write's output was not published, and this write's outboxes may hold it: this
+    write is not published either (nor committed). The next decision of its customers, by a
+    processor that knows it, sends their outboxes again (segengine.evaluate)."""
 
 
 class DevStackError(SegengineError, RuntimeError):

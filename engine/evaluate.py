@@ -4,9 +4,15 @@
 change it evaluates the rules and turns every membership that moved into a change
 record for ``segments.changes`` and a snapshot for ``segments.members``. The records
 also go into the state's outbox (``pending``), written to Redis atomically with the
-state, so that a crash between that write and the Kafka acks loses nothing: when the
-same input record is delivered again, its outbox entries are published again, with the
-same ``change_id``.
+state, so that a crash between that write and the Kafka acks loses nothing.
+
+The outbox is signed by its writer (one ``BatchProcessor``, with a new name after any write
+or publish of its own failed). Its own entries are published, in write order, before any
+later write of it is; once that write is published the whole outbox is dropped. An outbox
+another writer left (a crash, a rebalance, a failed step) is not known published: the next
+decision of the customer sends every entry in it again first (same ``change_id``), before
+anything it decides, and keeps them until it is published itself. Entries whose input record
+is committed are published: they are dropped on load.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ NowFn = Callable[[int], int]  # event ts (ms) -> the decision's "now" (ms)
 
 @dataclass(slots=True)
 class FoldResult:
-    outputs: list[Output] = field(default_factory=list)  # new records and outbox re-sends, in order
+    outputs: list[Output] = field(default_factory=list)  # outbox re-sends, then new records, in order
+    resent: int = 0  # how many of ``outputs``, at the start, are re-sends of an outbox
     applied: int = 0
     duplicates: int = 0
     redelivered: int = 0
@@ -87,6 +94,15 @@ def prune_outbox(state: CustomerState, committed: Mapping[TopicPartition, int]) 
         state.pending = [p for p in state.pending if p.cause is None or (p.offset or 0) >= committed.get(p.cause, 0)]
 
 
+def resend_unknown(state: CustomerState, writer: str | None, result: FoldResult) -> None:
+    """An outbox ``writer`` did not write is not known published: every entry goes out again,
+    first (it was decided before anything now), and stays in the outbox, now ``writer``'s."""
+    if state.pending and state.outbox_writer != writer:
+        result.outputs.extend(state.pending)
+        result.resent = len(state.pending)
+    state.outbox_writer = writer
+
+
 def fold_customer(
     rules: RuleSet,
     state: CustomerState,
@@ -96,39 +112,19 @@ def fold_customer(
     now_for: NowFn,
     committed: Mapping[TopicPartition, int],
     dedupe_horizon_ms: int,
+    writer: str | None = None,
 ) -> FoldResult:
-    """Apply ``events`` (one customer's, in offset order) to ``state`` in place."""
+    """Apply ``events`` (one customer's, in offset order) to ``state`` in place, for ``writer``
+    (the signature its outbox is written with; None for one that never stores it)."""
     result = FoldResult()
     prune_outbox(state, committed)
-    if events and any(p.cause is None for p in state.pending):
-        _resend_held(state, events, result)
+    resend_unknown(state, writer, result)
     for index, event in enumerate(events):
         try:
             _fold_one(rules, state, customer_id, event, now_for, dedupe_horizon_ms, result)
         except Exception as exc:  # any bug in pure code: dead-letter this event
             raise FoldError(index, exc) from exc
     return result
-
-
-def _resend_held(state: CustomerState, events: Sequence[Event], result: FoldResult) -> None:
-    """A timer or rules decision not known published (a crash): send it again, in decision
-    order, and keep it in the outbox of a record of this batch (so that it is sent again if
-    that record comes again, and dropped once it is committed).
-
-    It was decided after every record the customer had applied. When the batch starts with
-    records delivered again, their own outbox entries go first (the redelivery sends them):
-    the held entries join the last of those records' entries, after them; otherwise they go
-    before the first record's decisions, with that record."""
-    redelivered = 0
-    while redelivered < len(events) and already_applied(state, events[redelivered]):
-        redelivered += 1
-    anchor = events[max(redelivered - 1, 0)].source
-    cause = topic_partition(anchor.topic, anchor.partition)
-    kept = [p for p in state.pending if p.cause is not None]
-    held = [p.caused_by(cause, anchor.offset) for p in state.pending if p.cause is None]
-    state.pending = kept + held  # decided after every entry kept: the redelivery re-sends them last
-    if not redelivered:
-        result.outputs.extend(held)
 
 
 def _fold_one(
@@ -143,10 +139,10 @@ def _fold_one(
     src = event.source
     tp = topic_partition(src.topic, src.partition)
     if already_applied(state, event):
-        # Delivered again after a crash: publish what it caused again, change nothing.
+        # Delivered again (a crash, a rebalance): change nothing. What it caused is published,
+        # or in an outbox this fold sends again (resend_unknown).
         result.redelivered += 1
         result.count(event, "redelivered")
-        result.outputs.extend(p for p in state.pending if p.cause == tp and p.offset == src.offset)
         return
     try:
         caught_up = catch_up(rules, state, customer_id, now_for(event.ts), result)
@@ -223,18 +219,18 @@ def reevaluate_customer(
     result: FoldResult,
     cause: dict[str, Any],
     cause_key: str,
+    writer: str | None = None,
 ) -> None:
     """Every dimension, with no event: after a rules switch (``cause.kind = rules``), a
     population re-score, or when a timer is due (``timer``, ``cause_key`` ``timer:<due>``).
-    Dimensions the rules no longer have are left. Outbox entries have no input record: ones
-    left by a crash are sent again here.
+    Dimensions the rules no longer have are left. An outbox another writer left is sent again
+    first (``resend_unknown``).
 
     The customer's timers due by ``now`` are decided first, each at its due time and with
     its own ``timer:<due>`` id (a timer due at ``now`` too, unless this is that timer). A
     timer whose time the customer's decisions have already passed (a stale entry) decides
     nothing: its moment was decided when they passed it."""
-    result.outputs.extend(p for p in state.pending if p.cause is None)
-    state.pending = [p for p in state.pending if p.cause is not None]
+    resend_unknown(state, writer, result)
     result.reschedule = True
     timer = cause_key.startswith("timer:")
     if timer and state.checked_at is not None and now <= state.checked_at:

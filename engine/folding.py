@@ -190,9 +190,9 @@ def _apply_erase(state: CustomerState, body: Mapping[str, Any], ts: int) -> None
     record is still recognised) and the outbox (the exits the erase causes) stay, until the
     erase is committed and the store deletes the customer's keys; segengine.evaluate emits the
     exits from the memberships it reads before this runs."""
-    kept = (state.offsets, state.pending)
+    kept = (state.offsets, state.pending, state.outbox_writer)
     state.__init__()  # type: ignore[misc]
-    state.offsets, state.pending = kept
+    state.offsets, state.pending, state.outbox_writer = kept
 
 
 _APPLY: dict[str, Callable[[CustomerState, Mapping[str, Any], int], None]] = {

@@ -14,8 +14,10 @@ that those offsets caused.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,11 +32,11 @@ from .rules import RuleSet
 from .settings import Settings
 from .state import CustomerState, LimitExceeded
 from .store import Loaded, Published, Quarantine, Store, TimerEntry, Write
-from .timers import next_check
 from .topic_names import DLQ_TOPIC
 from .validate import validate
 from .writes import (
     Folded,
+    customer_write,
     encode,
     home_if_known,
     home_of,
@@ -44,7 +46,6 @@ from .writes import (
     produced_at,
     reevaluate,
     rejected,
-    write_for,
 )
 
 log = logging.getLogger(__name__)
@@ -101,11 +102,13 @@ class BatchProcessor:
         # How far time may move a customer of a partition with no event at hand (event time:
         # not past the partition's own watermark while it lags); None: no limit but the clock.
         self.decision_limit = decision_limit
+        self.writer = secrets.token_hex(8)  # signs its outboxes (segengine.evaluate); new after a failed step
 
     async def process(self, records: Iterable[Record]) -> BatchStats:
         """Prepare and publish in one go (tests, tools); the worker overlaps the two."""
         prepared = await self.prepare(records)
-        await self.publish(prepared)
+        with self._signing():
+            await self.publish(prepared)
         return prepared.stats
 
     async def publish(self, prepared: Prepared) -> None:
@@ -113,6 +116,18 @@ class BatchProcessor:
             await self.sink.publish(prepared.records)
             if prepared.produced_at:
                 self.metrics.changes_published(prepared.produced_at, wall_ms())
+
+    def distrust(self) -> None:
+        """Some of this processor's writes may never be published: later ones sign anew."""
+        self.writer = secrets.token_hex(8)
+
+    @contextmanager
+    def _signing(self) -> Iterator[str]:
+        try:
+            yield self.writer
+        except BaseException:
+            self.distrust()
+            raise
 
     async def prepare(self, records: Iterable[Record]) -> Prepared:
         stats = BatchStats()
@@ -147,15 +162,16 @@ class BatchProcessor:
         # compare-and-set race) replaces its list, so that no record is dead-lettered twice.
         fold_rejects: dict[str, list[Rejected]] = {}
 
-        def fold(cid: str, loaded: Loaded) -> Folded:
+        def fold(cid: str, loaded: Loaded, writer: str) -> Folded:
             fold_rejects[cid] = []
-            return self._fold(rules, cid, by_customer[cid], loaded, fold_rejects[cid])
+            return self._fold(rules, cid, by_customer[cid], loaded, fold_rejects[cid], writer)
 
         def failed(cid: str, exc: BaseException) -> None:  # the customer could not be folded at all
             message = f"processing failed: {type(exc).__name__}"
             fold_rejects[cid] = [rejected(e, "processing_error", message) for e in by_customer[cid]]
 
-        outputs = await self._apply(list(by_customer), fold, stats, rules, stage="fold", failed=failed)
+        with self._signing() as writer:  # a failure after some writes: their outboxes are not known published
+            outputs = await self._apply(list(by_customer), fold, stats, rules, writer, stage="fold", failed=failed)
         for more in fold_rejects.values():
             rejects += more
         for tp, offset in stats.next_offsets.items():
@@ -208,7 +224,7 @@ class BatchProcessor:
         stale: list[str] = []  # customers in ``partition``'s timers that are gone or live elsewhere now
         limits: dict[int, int | None] = {}  # home partition -> its decision limit, once per call
 
-        def fold(cid: str, loaded: Loaded) -> Folded | None:
+        def fold(cid: str, loaded: Loaded, writer: str) -> Folded | None:
             if loaded.blob is None:  # erased (or never written): nothing to decide
                 if partition is not None:
                     stale.append(cid)
@@ -232,11 +248,12 @@ class BatchProcessor:
                 if limit is None:
                     return None  # its partition's time is not known yet (event time): not decided ahead of its records
                 when = min(when, limit)
-            result = reevaluate(rules, cid, state, when, cause, key)
+            result = reevaluate(rules, cid, state, when, cause, key, writer)
             return state, result, encode(state, loaded)
 
         stage = "timer" if partition is not None else "rules"
-        outputs = await self._apply(list(at), fold, stats, rules, stage=stage, timers=partition)
+        with self._signing() as writer:
+            outputs = await self._apply(list(at), fold, stats, rules, writer, stage=stage, timers=partition)
         if stale and partition is not None:
             await self.store.drop_timers(partition, stale)
         records = list(map(out_record, outputs))
@@ -246,9 +263,10 @@ class BatchProcessor:
     async def _apply(
         self,
         customer_ids: list[str],
-        fold: Callable[[str, Loaded], Folded | None],
+        fold: Callable[[str, Loaded, str], Folded | None],
         stats: BatchStats,
         rules: RuleSet,
+        writer: str,
         *,
         stage: str,
         failed: Callable[[str, BaseException], None] | None = None,
@@ -276,12 +294,14 @@ class BatchProcessor:
             quarantined: list[Quarantine] = []
             for cid in todo:
                 try:
-                    folded = fold(cid, loaded[cid])
+                    folded = fold(cid, loaded[cid], writer)
                     if folded is None:
                         continue
                     state, result, blob = folded
                     if result.applied or result.duplicates or result.changes or result.reschedule:
-                        write, published[cid] = self._write(cid, loaded[cid], state, blob, result, rules)
+                        write, published[cid] = customer_write(
+                            cid, loaded[cid], state, blob, result, rules, writer, self.clock.now
+                        )
                         writes.append(write)
                 except Exception as exc:  # one customer's failure is contained to it
                     home = home_if_known(loaded[cid])
@@ -325,35 +345,22 @@ class BatchProcessor:
             self.metrics.changes.labels(*labels).inc(n)
         return [out for cid in customer_ids for out in outputs.get(cid, ())]
 
-    def _write(
-        self, cid: str, loaded: Loaded, state: CustomerState, blob: bytes, result: FoldResult, rules: RuleSet
-    ) -> tuple[Write, Published]:
-        """The write, and what the store is told once its outbox is published. A decision no
-        input record would send again (a timer or rules decision: its outbox entries have no
-        cause) keeps the customer due at once until it is published; then it gets its real
-        next check."""
-        decided = state.checked_at if state.checked_at is not None else self.clock.now()
-        due = None if rules.time_plan.empty else next_check(rules.time_plan, state, decided)
-        home = home_of(state)
-        if any(p.cause is None for p in state.pending):
-            write = write_for(cid, loaded, state, blob, result, home, decided)
-            return write, Published(cid, loaded.version + 1, home, due, reschedule=True)
-        return write_for(cid, loaded, state, blob, result, home, due), Published(cid, loaded.version + 1)
-
-    def _fold(self, rules: RuleSet, cid: str, events: list[Event], loaded: Loaded, rejects: list[Rejected]) -> Folded:
+    def _fold(
+        self, rules: RuleSet, cid: str, events: list[Event], loaded: Loaded, rejects: list[Rejected], writer: str
+    ) -> Folded:
         """Fold and encode; an event that makes pure code raise, or leaves a state that cannot
         be stored, is dead-lettered (with the code the error carries, else ``processing_error``)
         and the rest refolded."""
         while True:
             try:
-                state, result = self._fold_events(rules, cid, events, loaded)
+                state, result = self._fold_events(rules, cid, events, loaded, writer)
             except FoldError as exc:
                 index, cause = exc.index, exc.cause
             else:
                 try:
                     blob = encode(state, loaded)
                 except Exception as exc:  # found below: the event after which the state cannot be stored
-                    culprit = self._unstorable(rules, cid, events, loaded)
+                    culprit = self._unstorable(rules, cid, events, loaded, writer)
                     if culprit is None:
                         raise  # the state as loaded cannot be stored: the customer fails
                     index, cause = culprit, exc
@@ -374,16 +381,16 @@ class BatchProcessor:
             events = events[:index] + events[index + 1 :]
 
     def _fold_events(
-        self, rules: RuleSet, cid: str, events: list[Event], loaded: Loaded
+        self, rules: RuleSet, cid: str, events: list[Event], loaded: Loaded, writer: str
     ) -> tuple[CustomerState, FoldResult]:
         state = loaded_state(loaded)
         result = fold_customer(
             rules, state, cid, events,
-            now_for=self.clock.now_for, committed=self.committed, dedupe_horizon_ms=self._dedupe_ms,
+            now_for=self.clock.now_for, committed=self.committed, dedupe_horizon_ms=self._dedupe_ms, writer=writer,
         )  # fmt: skip
         return state, result
 
-    def _unstorable(self, rules: RuleSet, cid: str, events: list[Event], loaded: Loaded) -> int | None:
+    def _unstorable(self, rules: RuleSet, cid: str, events: list[Event], loaded: Loaded, writer: str) -> int | None:
         """The first event after which the folded state cannot be encoded (rare: refolds
         prefixes); None when the state as loaded cannot be."""
         try:
@@ -392,7 +399,7 @@ class BatchProcessor:
             return None
         for i in range(len(events)):
             try:
-                encode(self._fold_events(rules, cid, events[: i + 1], loaded)[0], loaded)
+                encode(self._fold_events(rules, cid, events[: i + 1], loaded, writer)[0], loaded)
             except Exception:  # this event is the first that leaves an unstorable state
                 return i
         return len(events) - 1

@@ -112,6 +112,7 @@ class CustomerState:
         self.actions_sent: dict[str, int] = {}  # action name -> when it was last sent (cooldowns)
         self.delayed: list[dict[str, Any]] = []  # actions waiting for their delay (segengine.actions)
         self.pending: list[Output] = []  # outbox: output records not yet known committed
+        self.outbox_writer: str | None = None  # who wrote the outbox as loaded (None: unknown)
         self.home: int | None = None  # the input partition of the customer's first record: its timers and owner
 
     # -- persistence -------------------------------------------------------------------------
@@ -122,8 +123,9 @@ class CustomerState:
         """The state document, without the outbox (stored beside it)."""
         return _codec.dump_state(self)
 
-    def dumps_outbox(self) -> bytes:
-        return _codec.dump_outbox(self.pending)
+    def dumps_outbox(self, writer: str | None = None) -> bytes:
+        """The outbox, signed by ``writer`` (None: unknown, so that any reader sends it again)."""
+        return _codec.dump_outbox(self.pending, writer)
 
     @classmethod
     def loads(cls, blob: bytes | None, outbox: bytes | None = None) -> CustomerState:

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from .codec import dump_offsets, load_offsets, outbox_change_ids
+from .codec import dump_offsets, load_offsets
 from .evaluate import FoldResult, reevaluate_customer
 from .events import Event, Rejected
 from .records import Output, OutRecord
 from .rules import RuleSet
 from .state import CustomerState, check_size
-from .store import HISTORY, Loaded, Write
+from .store import HISTORY, Loaded, Published, Write
+from .timers import next_check
 from .topic_names import CHANGES_TOPIC, MEMBERS_TOPIC
 
 # What the recent-changes list keeps of a change (the full record is on segments.changes).
@@ -48,7 +50,9 @@ def loaded_state(loaded: Loaded) -> CustomerState:
     return state
 
 
-def reevaluate(rules: RuleSet, cid: str, state: CustomerState, at: int, cause: dict[str, Any], key: str) -> FoldResult:
+def reevaluate(
+    rules: RuleSet, cid: str, state: CustomerState, at: int, cause: dict[str, Any], key: str, writer: str
+) -> FoldResult:
     """A decision with no event: a timer at its due time, or a rules switch or re-score at ``at``."""
     result = FoldResult()
     if key != "timer":  # never decide before what the customer did, nor before its last decision
@@ -56,31 +60,60 @@ def reevaluate(rules: RuleSet, cid: str, state: CustomerState, at: int, cause: d
             at, state.max_ts or 0, state.checked_at or 0
         )  # (a timer keeps its due time: stale, it decides nothing)
     result.decided_at = at
-    reevaluate_customer(rules, state, cid, at, result, dict(cause), f"{key}:{at}" if key == "timer" else key)
+    reevaluate_customer(rules, state, cid, at, result, dict(cause), f"{key}:{at}" if key == "timer" else key, writer)
     return result
 
 
 def write_for(
-    cid: str, loaded: Loaded, state: CustomerState, blob: bytes, result: FoldResult, home: int | None, due: int | None
+    cid: str,
+    loaded: Loaded,
+    state: CustomerState,
+    blob: bytes,
+    result: FoldResult,
+    home: int | None,
+    due: int | None,
+    writer: str,
 ) -> Write:
-    """What to write for one customer. Erased with nothing new since: no state document, only
-    the applied offsets and the outbox, until the erase is committed (then the key goes)."""
-    recent = recent_changes(result.outputs, loaded.outbox)
-    outbox = state.dumps_outbox()
+    """What to write for one customer (its outbox signed by ``writer``). Erased with nothing
+    new since: no state document, only the applied offsets and the outbox, until the erase is
+    committed (then the key goes)."""
+    recent = recent_changes(result.outputs[result.resent :])
+    outbox = state.dumps_outbox(writer)
     if result.erased and state.is_empty:
         offsets = dump_offsets(state.offsets)
         return Write(cid, loaded.version, b"", outbox, result.population, home, None, recent, True, offsets)
     return Write(cid, loaded.version, blob, outbox, result.population, home, due, recent, forget=result.erased)
 
 
-def recent_changes(outputs: list[Output], outbox: bytes | None) -> tuple[bytes, ...]:
-    """The change records this write adds to the customer's recent changes, oldest first:
-    not the outbox's re-sends (added when first written), nothing before an erase."""
-    # the outbox as loaded (before this fold): its changes were recorded when first written
-    resent = outbox_change_ids(outbox, CHANGES_TOPIC) if outbox else set()
+def customer_write(
+    cid: str,
+    loaded: Loaded,
+    state: CustomerState,
+    blob: bytes,
+    result: FoldResult,
+    rules: RuleSet,
+    writer: str,
+    now: Callable[[], int],
+) -> tuple[Write, Published]:
+    """The write, and what the store is told once its outbox is published. A decision no
+    input record would send again (a timer or rules decision: its outbox entries have no
+    cause) keeps the customer due at once until it is published; then it gets its real
+    next check."""
+    decided = state.checked_at if state.checked_at is not None else now()
+    due = None if rules.time_plan.empty else next_check(rules.time_plan, state, decided)
+    home = home_of(state)
+    if any(p.cause is None for p in state.pending):
+        write = write_for(cid, loaded, state, blob, result, home, decided, writer)
+        return write, Published(cid, loaded.version + 1, home, due, reschedule=True)
+    return write_for(cid, loaded, state, blob, result, home, due, writer), Published(cid, loaded.version + 1)
+
+
+def recent_changes(outputs: list[Output]) -> tuple[bytes, ...]:
+    """The change records a write adds to the customer's recent changes, oldest first (the
+    new ones: re-sends were added when first written), nothing before an erase."""
     recent: list[dict[str, Any]] = []
     for out in outputs:
-        if out.topic == CHANGES_TOPIC and out.value is not None and out.value["change_id"] not in resent:
+        if out.topic == CHANGES_TOPIC and out.value is not None:
             recent.append(out.value)
         elif out.topic == MEMBERS_TOPIC and out.value is None:  # the tombstone of an erase
             recent.clear()

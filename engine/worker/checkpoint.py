@@ -61,8 +61,9 @@ class Checkpoint:
         decisions = self.decisions
         try:
             async with decisions.lock:
+                since = decisions.order.epoch()
                 prepared = await decisions.with_retry(self.processor.prepare, records)
-                ticket = decisions.order.ticket()
+                ticket = decisions.order.ticket(since)
         except BaseException:
             self._batch_done()
             raise
@@ -73,8 +74,7 @@ class Checkpoint:
         """Steps 2-4."""
         stats = prepared.stats
         try:
-            async with self.decisions.order.turn(ticket):
-                await self.decisions.with_retry(self.processor.publish, prepared)
+            await self.decisions.publish_in_turn(prepared, ticket)
             offsets = {KafkaTopicPartition(*tp): offset for tp, offset in stats.next_offsets.items()}
             for tp, offset in (await self.commit(offsets)).items():
                 self.processor.committed[TopicPartition(tp.topic, tp.partition)] = offset

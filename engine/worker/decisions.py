@@ -37,15 +37,24 @@ class Decisions:
         if self.hooks.state_written is not None:
             self.hooks.state_written(stage, prepared.stats)
 
+    async def publish_in_turn(self, prepared: Prepared, ticket: int) -> None:
+        """Publish when ``ticket``'s turn comes (refused after an earlier turn failed: see
+        PublishOrder). Failed, refused or cancelled, these writes are not known published:
+        the processor signs its next ones anew, so that they send these outboxes again."""
+        try:
+            async with self.order.turn(ticket):
+                await self.with_retry(self.processor.publish, prepared)
+        except BaseException:
+            self.processor.distrust()
+            raise
+
     async def decide_and_publish(self, step: Callable[[T], Awaitable[Prepared]], arg: T, *, stage: str) -> Prepared:
         """A decision with no event (due timers, a re-evaluation): written, published in its
-        turn, its outboxes dropped, all under the state lock. An event batch folding one of
-        these customers meanwhile would take the in-flight outbox for one a crash left
-        behind, and send it a second time."""
+        turn, its outboxes dropped, all under the state lock (no other write comes between)."""
         async with self.lock:
+            since = self.order.epoch()
             prepared = await self.with_retry(step, arg)
             self.state_written(stage, prepared)
-            async with self.order.turn(self.order.ticket()):
-                await self.with_retry(self.processor.publish, prepared)
+            await self.publish_in_turn(prepared, self.order.ticket(since))
             await self.store.outbox_published(prepared.stats.outboxes)
         return prepared

@@ -20,7 +20,6 @@ import signal
 import time
 from pathlib import Path
 
-import orjson
 from redis.asyncio import Redis
 
 from segengine.devstack import DevStack
@@ -263,7 +262,7 @@ async def kill_while_timers_fire(stack: DevStack, redis_client: Redis, rules: Pa
     )
     loaded = await RedisStore(redis_client).load(KILLED)
     held = {
-        c: [e["v"]["change_id"] for e in orjson.loads(loaded[c].outbox or b"[]") if e["t"] == "segments.changes" and e["v"] and e["v"]["cause"]["kind"] == "timer"]
+        c: [o.value["change_id"] for o in CustomerState.loads(None, loaded[c].outbox).pending if o.topic == "segments.changes" and o.value and o.value["cause"]["kind"] == "timer"]
         for c in KILLED if CustomerState.loads(loaded[c].blob).members.get("lifecycle") == "active"
     }  # fmt: skip
     assert held and all(len(ids) == 1 for ids in held.values()), (

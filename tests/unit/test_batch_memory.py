@@ -6,6 +6,7 @@ would see. The first tests hold ``MemoryStore`` to the semantics of store_redis'
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from segengine.errors import ConcurrentWriteError
+from segengine.errors import ConcurrentWriteError, PublishRefused
 from segengine.evaluate import CHANGES_TOPIC, MEMBERS_TOPIC
 from segengine.metrics import Metrics
 from segengine.pipeline import DLQ_TOPIC, MAX_CAS_ROUNDS, BatchProcessor, BatchStats
@@ -25,6 +26,10 @@ from segengine.settings import Settings
 from segengine.state import CustomerState
 from segengine.store import HISTORY, Loaded, Published, Quarantine, TimerEntry, Write
 from segengine.store_memory import MemoryStore
+from segengine.worker.decisions import Decisions
+from segengine.worker.hooks import Hooks
+from segengine.worker.order import PublishOrder
+from segengine.worker.retry import RetryPolicy
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = load_rules(REPO / "rules")  # the shipped packs: every dimension, actions and timers
@@ -315,7 +320,11 @@ async def test_a_customer_written_meanwhile_is_refolded_on_what_the_other_writer
     assert ann.offsets == {TopicPartition("events.purchase", 0): 1, TopicPartition("events.browse", 0): 0}
     assert (await store.load_state("ann")).version == 2
     published = other_sink.records + sink.records  # in the order they were acknowledged
-    assert len(set(change_ids(published))) == len(change_ids(published))
+    # The other writer's outbox is not known published to this one (that writer may have died
+    # before its publish): this one sends it again first, the very same records, and nothing else twice.
+    twice = {c for c, n in Counter(change_ids(published)).items() if n > 1}
+    assert twice and twice == set(change_ids(other_sink.records))
+    assert sink.records[: len(other_sink.records)] == other_sink.records
     await assert_consistent(store, published)
 
 
@@ -357,7 +366,7 @@ def outboxed(store: MemoryStore) -> list[OutRecord]:
     """The records in the store's outboxes, as a sink would get them (decoded from the stored bytes)."""
     out: list[OutRecord] = []
     for h in store.hashes.values():
-        for entry in orjson.loads(h.p or b"[]"):
+        for entry in orjson.loads(h.p)["e"] if h.p else []:
             value = None if entry["v"] is None else orjson.dumps(entry["v"])
             out.append(OutRecord(entry["t"], entry["k"].encode(), value))
     return out
@@ -380,6 +389,7 @@ async def test_a_failed_publish_is_resent_from_the_outbox_and_nothing_is_applied
         await processor.publish(prepared)  # the worker dies here: no commit, no outbox cleanup
     assert sink.records == [] and prepared.records
 
+    processor = make_processor(store, sink)  # restarted
     again = await processor.process(feed.records)  # delivered again
     assert (again.applied, again.redelivered, again.changes) == (0, 3, 0)
     assert store.snapshot() == written  # not one byte written again
@@ -395,6 +405,100 @@ async def test_a_failed_publish_is_resent_from_the_outbox_and_nothing_is_applied
     await commit(processor, store, next_batch)
     assert (await store.load_state("ann")).outbox is None
     await assert_consistent(store, sink.records)
+
+
+async def crashed_before_its_publish(store: MemoryStore, *records: Rec) -> list[OutRecord]:
+    """A worker writes a batch and dies before publishing it: what it would have published."""
+    return (await make_processor(store).prepare(list(records))).records
+
+
+async def test_a_timer_that_comes_before_the_redelivery_sends_the_crashed_batch_first() -> None:
+    """The restarted worker's due loop reaches a customer before the record that the dead
+    worker applied comes again: that record's changes go out first, and are not lost when
+    the timer's outbox is dropped (they were in it)."""
+    feed = Feed()
+    first = feed.add(purchase("p1", "max", NOW - 59 * DAY, 40.0), partition=4)  # at risk past 60 days
+    store = MemoryStore()
+    lost = await crashed_before_its_publish(store, first)
+    assert change_ids(lost)
+
+    sink = ListSink()
+    restarted = make_processor(store, sink)
+    due = await store.due(4, NOW + 2 * DAY, 100)
+    prepared = await restarted.fire_timers(due, 4)
+    await restarted.publish(prepared)
+    await store.outbox_published(prepared.stats.outboxes)
+    assert sink.records[: len(lost)] == lost  # first, as they were decided first
+    assert ("active", "at_risk") in [(c["from"], c["to"]) for c in values(sink.records[len(lost) :], CHANGES_TOPIC)]
+    again = await restarted.process([first])  # the purchase comes again: applied, published, nothing new
+    assert (again.redelivered, again.applied) == (1, 0)
+    await assert_consistent(store, sink.records)
+
+
+async def test_a_record_of_another_topic_first_sends_the_crashed_batch_first() -> None:
+    """The restarted worker reads the customer's browse (another topic) before the purchase
+    the dead worker applied comes again."""
+    feed = Feed()
+    bought = feed.add(purchase("p1", "ann", NOW - 3 * DAY, 400.0))
+    store = MemoryStore()
+    lost = await crashed_before_its_publish(store, bought)
+
+    sink = ListSink()
+    restarted = make_processor(store, sink)
+    browsed = await restarted.process([feed.add(browse("b1", "ann", NOW - DAY, "add_to_cart"))])
+    await commit(restarted, store, browsed)
+    assert sink.records[: len(lost)] == lost
+    assert (await restarted.process([bought])).redelivered == 1
+    assert sorted(change_ids(sink.records)) == sorted(set(change_ids(sink.records)))  # each once
+    await assert_consistent(store, sink.records)
+
+
+async def test_a_write_published_after_an_earlier_publish_failed_keeps_its_outbox() -> None:
+    """Batch N is written, then a timer decides one of its customers (its outbox holds N's
+    records, which N is to publish), then N's publish fails: the timer's turn is refused (its
+    change would overtake N's, and dropping its outbox would lose N's records); the next
+    decision sends the whole outbox, in decision order."""
+    feed = Feed()
+    first = feed.add(purchase("p1", "max", NOW - 59 * DAY, 40.0), partition=4)
+    store, sink = MemoryStore(), ListSink(fail=1)
+    processor = make_processor(store, sink)
+    metrics = processor.metrics
+    decisions = Decisions(processor, store, RetryPolicy(attempts=1), metrics, Hooks())
+
+    order = decisions.order
+    since = order.epoch()
+    batch = await processor.prepare([first])
+    batch_turn = order.ticket(since)
+    since = order.epoch()
+    timer = await processor.fire_timers(await store.due(4, NOW + 2 * DAY, 100), 4)
+    timer_turn = order.ticket(since)
+    assert change_ids(timer.records)
+    with pytest.raises(ConnectionError):
+        await decisions.publish_in_turn(batch, batch_turn)
+    with pytest.raises(PublishRefused):
+        await decisions.publish_in_turn(timer, timer_turn)
+    assert sink.records == [] and (await store.load_state("max")).outbox is not None
+
+    later = await processor.process([first])  # the batch again (never committed)
+    assert later.redelivered == 1
+    assert sink.records == batch.records + timer.records  # all of it, in decision order
+    await assert_consistent(store, sink.records)
+
+
+async def test_a_turn_cancelled_while_waiting_does_not_hold_up_the_turns_written_after_it() -> None:
+    order = PublishOrder()
+    first, second = order.ticket(), order.ticket()
+    waiting = asyncio.create_task(order.turn(second).__aenter__())
+    await asyncio.sleep(0)
+    waiting.cancel()  # a re-evaluation stopped by a rules switch, say
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    async with order.turn(first):
+        pass
+    third = order.ticket()  # written after: goes ahead
+    async with order.turn(third):
+        pass
+    assert order.failed == [second]
 
 
 async def test_the_same_event_id_on_another_offset_counts_once() -> None:
@@ -469,7 +573,8 @@ async def test_an_erase_exits_every_segment_and_the_customer_goes_once_published
     assert [cid for cid, _ in await store.erasing()] == ["gil"]
     assert (await store.lookup("gil")).recent == [] and await store.next_check("gil", 0) is None
 
-    redelivered = await processor.process(erasing.records)  # before its commit: the same records again
+    restarted = make_processor(store, sink)  # the worker died before the commit: the same records again
+    redelivered = await restarted.process(erasing.records)
     assert (redelivered.applied, redelivered.redelivered) == (0, 1)
     assert Counter(sink.records[published + len(out) :]) == Counter(out)
 

@@ -1,8 +1,9 @@
 """Processing a batch twice equals processing it once (the promise behind at-least-once
 delivery, engine.pipeline's docstring): for random small batches of valid events, the
-store after two passes (no commit between) is the store after one, byte for byte, and
-the second pass publishes the first pass's records again and nothing else, whether the
-first pass's publish was acknowledged or the worker died before the acks.
+store after two passes (no commit between) is the store after one, byte for byte (the
+outboxes' signatures aside). When the first pass's publish failed, the second publishes the
+first pass's records again and nothing else; when it was acknowledged, the processor knows
+its outboxes published and sends nothing.
 
 Broker-free: ``MemoryStore``, a list sink and a fixed clock (tests.unit.test_batch_memory)."""
 
@@ -12,6 +13,7 @@ import asyncio
 from collections import Counter
 from typing import Any
 
+import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -65,6 +67,14 @@ def feed_of(bodies: list[dict[str, Any]]) -> Feed:
     return feed
 
 
+def unsigned(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A store's snapshot with the outboxes' signatures set aside (each processor has its own)."""
+    hashes = snapshot["hashes"]
+    for cid, (v, s, p, o, q) in hashes.items():
+        hashes[cid] = (v, s, p and orjson.loads(p)["e"], o, q)
+    return snapshot
+
+
 async def once_and_twice(
     bodies: list[dict[str, Any]], crash: bool
 ) -> tuple[MemoryStore, list[OutRecord], MemoryStore, list[OutRecord], list[OutRecord]]:
@@ -80,6 +90,8 @@ async def once_and_twice(
     except ConnectionError:
         assert crash
     first = list(sink.records)
+    if crash:
+        processor = make_processor(store, sink)  # the worker died: a new one reads the records again
     again = await processor.process(records)  # delivered again, nothing committed
     assert (again.applied, again.duplicates, again.changes, again.rejected) == (0, 0, 0, 0), again
     assert again.redelivered == len(records) and again.outboxes == []
@@ -90,8 +102,11 @@ async def once_and_twice(
 @given(bodies=batches, crash=st.booleans())
 def test_processing_a_batch_twice_equals_processing_it_once(bodies: list[dict[str, Any]], crash: bool) -> None:
     once_store, once, store, first, second = asyncio.run(once_and_twice(bodies, crash))
-    assert store.snapshot() == once_store.snapshot()  # states, outboxes, population, timers, recent changes
+    # states, outboxes, population, timers, recent changes
+    assert unsigned(store.snapshot()) == unsigned(once_store.snapshot())
     assert first == ([] if crash else once)  # the same decisions, to the byte (a fixed clock)
-    assert Counter(second) == Counter(once)  # every record again, from the outboxes: nothing lost
+    # after the failed publish, every record again, from the outboxes: nothing lost; after the
+    # acknowledged one, nothing (the processor knows its own outboxes published)
+    assert Counter(second) == (Counter(once) if crash else Counter())
     assert set(change_ids(second)) <= set(change_ids(once))  # and no new change_id
     asyncio.run(assert_consistent(store, [*first, *second]))

@@ -41,10 +41,13 @@ def erase(offset: int, ts: int) -> Event:
     return Event(f"x{offset}", "c1", "erase", ts, {}, Source("events.profile", 2, offset))
 
 
-def run(state: CustomerState, *events: Event, committed: dict[TopicPartition, int] | None = None):  # type: ignore[no-untyped-def]
+def run(
+    state: CustomerState, *events: Event, committed: dict[TopicPartition, int] | None = None, writer: str | None = None
+):  # type: ignore[no-untyped-def]
     return fold_customer(
-        RULES, state, "c1", list(events), now_for=lambda ts: ts, committed=committed or {}, dedupe_horizon_ms=7 * DAY_MS
-    )
+        RULES, state, "c1", list(events),
+        now_for=lambda ts: ts, committed=committed or {}, dedupe_horizon_ms=7 * DAY_MS, writer=writer,
+    )  # fmt: skip
 
 
 def test_erase_exits_every_membership_and_leaves_a_tombstone() -> None:
@@ -73,7 +76,8 @@ def test_a_redelivered_erase_publishes_the_same_records_and_changes_nothing() ->
     state = CustomerState()
     run(state, purchase(1, T0))
     first = run(state, erase(5, T0 + DAY_MS))
-    again = run(state, erase(5, T0 + DAY_MS))  # delivered again before its commit
+    # delivered again before its commit, to a restarted worker (the purchase is committed)
+    again = run(state, erase(5, T0 + DAY_MS), committed={TopicPartition("events.purchase", 2): 2}, writer="restarted")
     assert again.redelivered == 1 and again.applied == 0 and not again.population and not again.erased
     assert [o.value for o in again.outputs] == [o.value for o in first.outputs]
 
@@ -88,7 +92,7 @@ def test_events_after_an_erase_start_a_new_customer() -> None:
     ]
     assert ("value_tier", None, "C") in entries and ("value_tier", "A", None) in entries
     # The state is written as a live customer; its recent changes are only the new ones.
-    write = _write("c1", Loaded(3, b"{}", None), state, state.dumps(), result, 2, None)
+    write = _write("c1", Loaded(3, b"{}", None), state, state.dumps(), result, 2, None, "w")
     assert write.blob and write.forget and not write.erased
     assert [orjson.loads(r)["from"] for r in write.recent] == [None, None]
 
@@ -97,10 +101,10 @@ def test_an_erased_customer_is_written_without_a_state_document() -> None:
     state = CustomerState()
     run(state, purchase(1, T0))
     result = run(state, erase(5, T0 + DAY_MS))
-    write = _write("c1", Loaded(3, b"{}", None), state, state.dumps(), result, 2, T0 + 9 * DAY_MS)
+    write = _write("c1", Loaded(3, b"{}", None), state, state.dumps(), result, 2, T0 + 9 * DAY_MS, "w")
     assert write.erased and write.forget and write.next_check is None and write.recent == ()
     assert orjson.loads(write.offsets) == {"events.purchase:2": 1, "events.profile:2": 5}
-    assert write.outbox == state.dumps_outbox()
+    assert write.outbox == state.dumps_outbox("w")
     # Loaded back before the erase is committed, the offsets still recognise the records.
     reloaded = _loaded_state(Loaded(4, None, write.outbox, write.offsets))
     assert run(reloaded, purchase(1, T0), erase(5, T0 + DAY_MS)).redelivered == 2
@@ -109,10 +113,14 @@ def test_an_erased_customer_is_written_without_a_state_document() -> None:
 def test_recent_changes_skip_resends_and_keep_the_last_ones() -> None:
     state = CustomerState()
     first = run(state, purchase(1, T0))
-    outbox = state.dumps_outbox()
-    again = run(state, purchase(1, T0), purchase(2, T0 + 40 * DAY_MS, 300.0))  # a re-send, then something new
-    recent = [orjson.loads(r) for r in _recent_changes(again.outputs, outbox)]
+    # after a crash: the outbox re-sent, then something new
+    again = run(state, purchase(1, T0), purchase(2, T0 + 40 * DAY_MS, 300.0), writer="restarted")
     sent = {o.value["change_id"] for o in first.outputs if o.topic == CHANGES_TOPIC}
+    assert again.resent == len(first.outputs) and sent <= {
+        o.value["change_id"] for o in again.outputs if o.topic == CHANGES_TOPIC
+    }
+    write = _write("c1", Loaded(1, b"{}", None), state, state.dumps(), again, 2, None, "restarted")
+    recent = [orjson.loads(r) for r in write.recent]
     assert recent and not sent & {c["change_id"] for c in recent}
     many = [o for _ in range(HISTORY) for o in first.outputs]
-    assert len(_recent_changes(many, None)) == HISTORY
+    assert len(_recent_changes(many)) == HISTORY
