@@ -14,10 +14,8 @@ that those offsets caused.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +34,7 @@ from .topic_names import DLQ_TOPIC
 from .validate import validate
 from .writes import (
     Folded,
+    Signature,
     customer_write,
     encode,
     home_if_known,
@@ -102,12 +101,12 @@ class BatchProcessor:
         # How far time may move a customer of a partition with no event at hand (event time:
         # not past the partition's own watermark while it lags); None: no limit but the clock.
         self.decision_limit = decision_limit
-        self.writer = secrets.token_hex(8)  # signs its outboxes (segengine.evaluate); new after a failed step
+        self.signature = Signature()  # of the outboxes it writes
 
     async def process(self, records: Iterable[Record]) -> BatchStats:
         """Prepare and publish in one go (tests, tools); the worker overlaps the two."""
         prepared = await self.prepare(records)
-        with self._signing():
+        with self.signature.held():
             await self.publish(prepared)
         return prepared.stats
 
@@ -116,18 +115,6 @@ class BatchProcessor:
             await self.sink.publish(prepared.records)
             if prepared.produced_at:
                 self.metrics.changes_published(prepared.produced_at, wall_ms())
-
-    def distrust(self) -> None:
-        """Some of this processor's writes may never be published: later ones sign anew."""
-        self.writer = secrets.token_hex(8)
-
-    @contextmanager
-    def _signing(self) -> Iterator[str]:
-        try:
-            yield self.writer
-        except BaseException:
-            self.distrust()
-            raise
 
     async def prepare(self, records: Iterable[Record]) -> Prepared:
         stats = BatchStats()
@@ -170,7 +157,7 @@ class BatchProcessor:
             message = f"processing failed: {type(exc).__name__}"
             fold_rejects[cid] = [rejected(e, "processing_error", message) for e in by_customer[cid]]
 
-        with self._signing() as writer:  # a failure after some writes: their outboxes are not known published
+        with self.signature.held() as writer:
             outputs = await self._apply(list(by_customer), fold, stats, rules, writer, stage="fold", failed=failed)
         for more in fold_rejects.values():
             rejects += more
@@ -252,7 +239,7 @@ class BatchProcessor:
             return state, result, encode(state, loaded)
 
         stage = "timer" if partition is not None else "rules"
-        with self._signing() as writer:
+        with self.signature.held() as writer:
             outputs = await self._apply(list(at), fold, stats, rules, writer, stage=stage, timers=partition)
         if stale and partition is not None:
             await self.store.drop_timers(partition, stale)

@@ -4,8 +4,10 @@ how its outputs and rejects become records. No I/O."""
 from __future__ import annotations
 
 import heapq
+import secrets
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -24,6 +26,27 @@ from .topic_names import CHANGES_TOPIC, MEMBERS_TOPIC
 RECENT_FIELDS = ("change_id", "dimension", "from", "to", "at", "reason")
 
 Folded = tuple[CustomerState, FoldResult, bytes]  # the state, what folding did, the encoded state
+
+
+class Signature:
+    """The name that signs the outboxes one processor writes (segengine.evaluate: an outbox
+    signed by another name is not known published, and is sent again). A new name once some
+    of its writes may never be published: a write or publish failed, or was cancelled."""
+
+    def __init__(self) -> None:
+        self.name = secrets.token_hex(8)
+
+    def distrust(self) -> None:
+        self.name = secrets.token_hex(8)
+
+    @contextmanager
+    def held(self) -> Iterator[str]:
+        """The name for one step; a new one if the step fails."""
+        try:
+            yield self.name
+        except BaseException:
+            self.distrust()
+            raise
 
 
 def home_of(state: CustomerState) -> int | None:

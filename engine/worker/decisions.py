@@ -45,7 +45,7 @@ class Decisions:
             async with self.order.turn(ticket):
                 await self.with_retry(self.processor.publish, prepared)
         except BaseException:
-            self.processor.distrust()
+            self.processor.signature.distrust()
             raise
 
     async def decide_and_publish(self, step: Callable[[T], Awaitable[Prepared]], arg: T, *, stage: str) -> Prepared:
