@@ -16,6 +16,7 @@ retry policy knows which of those are worth a retry.
     ├── ConcurrentWriteError   a customer kept changing under us: retriable
     ├── PublishError           a record the producer cannot take as it is
     │   └── PublishRefused     (segengine.worker.order: an earlier write's output was not published)
+    ├── DependencyUnavailable  Redis or the broker out of reach past the dependency timeout
     └── DevStackError          the embedded development stack could not start
 """
 
@@ -58,6 +59,11 @@ class PublishRefused(PublishError):
     """An earlier write's output was not published, and this write's outboxes may hold it: this
     write is not published either (nor committed). The next decision of its customers, by a
     processor that knows it, sends their outboxes again (segengine.evaluate)."""
+
+
+class DependencyUnavailable(SegengineError, ConnectionError):
+    """Redis or the broker stayed out of reach past ``SEGENGINE_DEPENDENCY_TIMEOUT_S``: the
+    worker stops (exit 1) so that an orchestrator restarts it (segengine.worker.outage)."""
 
 
 class DevStackError(SegengineError, RuntimeError):

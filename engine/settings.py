@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
     api_token: SecretStr | None = Field(None, description="bearer token for /customers and /segments; unset = open")
+    dependency_timeout_s: float = Field(
+        60.0, ge=0, description="a worker that cannot reach Redis or the broker this long stops, exit 1 (0 = never)"
+    )
 
     embedded: bool = Field(
         False,

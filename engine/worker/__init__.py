@@ -6,6 +6,7 @@ background loops beside it. This module only wires the parts:
     rules        segengine.worker.reload       hot reload, then a re-evaluation (segengine.worker.reevaluate)
     population   segengine.worker.population   quantile samples and re-scores
     maintenance  segengine.worker.maintenance  lag and population gauges, the erase sweep
+    outage       segengine.worker.outage       stop when Redis or the broker stays out of reach
 
 All of them write state through one door (segengine.worker.decisions): one writer at a time,
 publishing in the order they wrote. The HTTP API sees the worker through a read-only view
@@ -19,8 +20,6 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
-
-from redis.exceptions import RedisError
 
 from ..api import ApiServer
 from ..clock import make_clock
@@ -40,6 +39,7 @@ from .decisions import Decisions
 from .due import DueTimers
 from .hooks import Hooks
 from .maintenance import EraseSweep, LagGauges, PopulationGauges
+from .outage import DependencyWatch, kafka_probe, redis_address, redis_probe
 from .ownership import Ownership
 from .parts import Parts
 from .population import PopulationSample
@@ -50,8 +50,6 @@ from .tasks import stop_tasks
 from .view import Health
 
 log = logging.getLogger(__name__)
-
-PROBE_TIMEOUT_S = 2.0  # a readiness probe's longest wait for Redis or the broker
 
 __all__ = ["Worker"]
 
@@ -96,6 +94,11 @@ class Worker:
         self.timers = DueTimers(parts)
         self.reload = RulesReload(parts, self.reevaluation, {t.name for t in declared})
         self.population = PopulationSample(parts, self.reevaluation)
+        self._probes = {
+            f"Redis at {redis_address(settings.redis_url)}": redis_probe(self.redis),
+            f"the Kafka broker at {settings.kafka_bootstrap}": kafka_probe(self.producer),
+        }
+        self.failure: BaseException | None = None  # why the worker stopped on its own
 
     # -- the read-only view the API sees (segengine.worker.view) ---------------------------------
 
@@ -108,21 +111,8 @@ class Worker:
 
     async def health(self) -> Health:
         """Redis answers a PING, the broker a metadata request, and the group gave us partitions."""
-
-        async def redis_ok() -> bool:
-            try:
-                return bool(await asyncio.wait_for(self.redis.ping(), PROBE_TIMEOUT_S))
-            except (TimeoutError, RedisError, OSError):
-                return False
-
-        async def kafka_ok() -> bool:
-            try:
-                return bool(await asyncio.wait_for(self.producer.client.force_metadata_update(), PROBE_TIMEOUT_S))
-            except Exception:  # not started, closed, unreachable: all mean not ready
-                return False
-
-        redis, kafka = await asyncio.gather(redis_ok(), kafka_ok())
-        return Health(redis, kafka, len(self.consumer.assignment()))
+        redis, kafka = await asyncio.gather(*(probe() for probe in self._probes.values()))
+        return Health(redis is None, kafka is None, len(self.consumer.assignment()))
 
     # -- for callers that watch the worker (the demo, tests) ----------------------------------
 
@@ -153,6 +143,11 @@ class Worker:
     def stop(self) -> None:
         self.stopping.set()
 
+    def _lost(self, error: BaseException) -> None:
+        log.error("%s", error)
+        self.failure = error
+        self.stopping.set()
+
     async def run(self) -> None:
         """Consume until ``stop()``; raises (without committing) on a non-retriable error.
         With ``http_port`` set, the HTTP API (segengine.api) is up for as long as this runs."""
@@ -168,6 +163,8 @@ class Worker:
             await stop_tasks([sweep])
             if api is not None:
                 await api.stop()
+        if self.failure is not None:
+            raise self.failure
 
     async def _consume(self) -> None:
         settings, stop = self.settings, self.stopping
@@ -178,6 +175,7 @@ class Worker:
             loops: list[Coroutine[Any, Any, None]] = [
                 PopulationGauges(self.store, self.metrics).run(stop),
                 LagGauges(self.consumer, self.processor, self.metrics).run(stop),
+                DependencyWatch(settings, self._probes, self._lost).run(stop),
             ]
             if settings.rules_reload_s:
                 loops.append(self.reload.run(stop))
@@ -238,5 +236,10 @@ class Worker:
         for close in (self.consumer.stop, self.producer.stop, self.redis.aclose):
             try:
                 await close()
+            except asyncio.CancelledError:  # a client's own task cancelled under it (its broker gone)
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # we are being cancelled ourselves
+                log.debug("close cancelled inside the client")
             except Exception as exc:  # best effort on the way out
                 log.debug("close failed: %r", exc)

@@ -10,10 +10,13 @@ from collections.abc import Callable
 
 from ..clock import wall_ms
 from ..pipeline import BatchStats
+from .outage import reason
 from .parts import Parts
 from .tasks import pause
 
 log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 10.0  # the longest pause between failed timer steps
 
 
 class DueTimers:
@@ -25,15 +28,20 @@ class DueTimers:
     async def run(self, stop: asyncio.Event) -> None:
         interval = self.settings.timer_interval_ms / 1000
         live = self.settings.clock == "wall"
+        failures = 0  # in a row: the retries back off (an outage is watched by segengine.worker.outage)
         while not stop.is_set():
             try:
                 fired = await self.fire_due()
+                failures = 0
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # retried on the next tick; the timers stay in the store
-                log.warning("timer step failed: %s", type(exc).__name__)
+            except Exception as exc:  # retried later; the timers stay in the store
+                failures += 1
+                wait = min(interval * 2**failures, MAX_BACKOFF_S)
+                log.warning("timer step failed (%s); retrying in %.1f s", reason(exc), wait)
                 log.debug("timer step failed", exc_info=True)
-                fired = 0
+                await pause(stop, wait)
+                continue
             if not fired:
                 await pause(stop, interval)
             elif not live:
