@@ -21,6 +21,7 @@ from rich.table import Table
 from .datasets import demo_events, read_cdnow
 from .devstack import stack_for
 from .evaluate import rfc3339
+from .metrics import Metrics
 from .pipeline import BatchStats
 from .settings import Settings
 from .store_redis import RedisStore
@@ -80,17 +81,54 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def population_table(population: dict[str, dict[str, int]]) -> Table:
+HEADLINE = ("value_tier", "lifecycle", "loyalty", "rfm_segment")  # shown first, one row per segment
+
+
+def population_table(population: dict[str, dict[str, int]], rows: int = 32) -> Table:
+    """Customers per segment in at most ``rows`` rows: the headline dimensions first, one row
+    per segment; then the other dimensions, one row each with their largest segments; what
+    does not fit is named in a last row (``segengine segments`` shows everything)."""
     table = Table(title="customers per segment", expand=False)
     table.add_column("dimension")
     table.add_column("segment")
     table.add_column("customers", justify="right")
-    for dimension in sorted(population):
+    budget = rows - 1  # one row kept for naming what does not fit
+    listed: list[tuple[str, str, int]] = []
+    for dimension in [d for d in HEADLINE if d in population]:
         for segment, count in sorted(population[dimension].items(), key=lambda kv: -kv[1]):
-            if not count:
-                continue
-            table.add_row(dimension, segment, f"{count:,}")
+            if count:
+                listed.append((dimension, segment, count))
+    listed = listed[:budget]
+    for dimension, segment, count in listed:
+        table.add_row(dimension, segment, f"{count:,}")
+    shown = {d for d, _, _ in listed}
+    others = [d for d in sorted(population) if d not in HEADLINE and any(population[d].values())]
+    for dimension in others[: max(0, budget - len(listed))]:
+        top = sorted(((s, n) for s, n in population[dimension].items() if n), key=lambda kv: -kv[1])
+        cell = ", ".join(f"{s} {n:,}" for s, n in top[:3]) + (f", +{len(top) - 3} more" if len(top) > 3 else "")
+        table.add_row(dimension, cell, f"{sum(n for _, n in top):,}")
+        shown.add(dimension)
+    hidden = [d for d in [*HEADLINE, *others] if d in population and d not in shown and any(population[d].values())]
+    if hidden:
+        table.add_row(f"+{len(hidden)} more", ", ".join(hidden[:5]) + (", …" if len(hidden) > 5 else ""), "")
     return table
+
+
+def actions_sent(metrics: Metrics) -> str:
+    """Actions by name, as the worker counted them: sent, and held back (cooldown, suppression)."""
+    sent: dict[str, int] = {}
+    held = 0
+    for family in metrics.actions.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                if sample.labels.get("outcome") == "sent":
+                    sent[sample.labels["action"]] = int(sample.value)
+                else:
+                    held += int(sample.value)
+    if not sent:
+        return "none"
+    text = ", ".join(f"{name} {n:,}" for name, n in sorted(sent.items(), key=lambda kv: -kv[1]))
+    return text + (f" ({held:,} held back)" if held else "")
 
 
 async def _produce(bootstrap: str, records: list[tuple[str, bytes, bytes]], progress: Progress) -> None:
@@ -189,14 +227,19 @@ async def run_demo(settings: Settings, *, limit: int | None = None) -> None:
         run_task = asyncio.create_task(worker.run())
         engine_started = time.perf_counter()
         population: dict[str, dict[str, int]] = {}
-        with Live(Group(progress, population_table(population)), console=console, refresh_per_second=4) as live:
+        rows = max(10, console.size.height - 12)  # the progress bars, the table's frame, the summary line
+
+        def table() -> Table:
+            return population_table(population, rows)
+
+        with Live(Group(progress, table()), console=console, refresh_per_second=4) as live:
             while not done.is_set():
                 if run_task.done():
                     run_task.result()  # raises the worker's error
                     raise RuntimeError("the worker stopped before the demo finished")
                 await asyncio.sleep(0.5)
                 population = await store.population()
-                live.update(Group(progress, population_table(population)))
+                live.update(Group(progress, table()))
             # Every record is in; let time catch up: timers due up to the last event time fire.
             partitions = range(worker.input_partition_count)
             timer_task = progress.add_task("timers due up to the last event", total=None)
@@ -206,7 +249,8 @@ async def run_demo(settings: Settings, *, limit: int | None = None) -> None:
                     raise RuntimeError("the worker stopped before the demo finished")
                 await asyncio.sleep(0.5)
                 progress.update(timer_task, completed=timer_changes[1])
-                live.update(Group(progress, population_table(await store.population())))
+                population = await store.population()
+                live.update(Group(progress, table()))
             progress.update(timer_task, total=timer_changes[1], completed=timer_changes[1])
             # Population-ranked scores (RFM) against the population as it ends.
             rescore_task = progress.add_task("re-scoring against the final population", total=None)
@@ -214,7 +258,7 @@ async def run_demo(settings: Settings, *, limit: int | None = None) -> None:
             rescored = await worker.rescore()
             progress.update(rescore_task, total=rescored, completed=rescored)
             population = await store.population()
-            live.update(Group(progress, population_table(population)))
+            live.update(Group(progress, table()))
         engine_seconds = time.perf_counter() - engine_started
         snapshot = Path("demo-metrics.prom")
         snapshot.write_bytes(generate_latest(worker.metrics.registry))
@@ -230,6 +274,7 @@ async def run_demo(settings: Settings, *, limit: int | None = None) -> None:
     summary.add_row(
         "segment changes emitted", f"{totals.changes + timer_changes[1]:,} ({timer_changes[1]:,} by timers)"
     )
+    summary.add_row("actions sent", actions_sent(worker.metrics))
     summary.add_row("as of (event time)", rfc3339(worker.processor.clock.now()))
     summary.add_row("engine throughput", f"{totals.records / engine_seconds:,.0f} events/s ({engine_seconds:.1f} s)")
     summary.add_row("metrics snapshot", str(snapshot))
