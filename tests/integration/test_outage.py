@@ -36,9 +36,11 @@ def worker_env(bootstrap: str, redis_url: str, port: int) -> dict[str, str]:
 
 async def ready(port: int) -> int | None:
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
-                return response.status
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+            http.get(f"http://127.0.0.1:{port}/readyz") as response,
+        ):
+            return response.status
     except (aiohttp.ClientError, TimeoutError):
         return None
 
