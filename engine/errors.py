@@ -17,6 +17,7 @@ retry policy knows which of those are worth a retry.
     ├── PublishError           a record the producer cannot take as it is
     │   └── PublishRefused     (segengine.worker.order: an earlier write's output was not published)
     ├── DependencyUnavailable  Redis or the broker out of reach past the dependency timeout
+    ├── RedisLost              Redis lost what committed records did (segengine.ledger)
     └── DevStackError          the embedded development stack could not start
 """
 
@@ -64,6 +65,11 @@ class PublishRefused(PublishError):
 class DependencyUnavailable(SegengineError, ConnectionError):
     """Redis or the broker stayed out of reach past ``SEGENGINE_DEPENDENCY_TIMEOUT_S``: the
     worker stops (exit 1) so that an orchestrator restarts it (segengine.worker.outage)."""
+
+
+class RedisLost(SegengineError):
+    """Redis no longer holds what the committed input records did (flushed, restored from an
+    older snapshot, keys evicted): the worker stops; ``segengine rebuild`` recovers."""
 
 
 class DevStackError(SegengineError, RuntimeError):

@@ -26,6 +26,7 @@ from ..clock import make_clock
 from ..errors import ConfigError
 from ..events import INPUT_TOPICS
 from ..kafka import KafkaSink, make_consumer, make_producer
+from ..ledger import Ledger, refuse_eviction
 from ..metrics import Metrics
 from ..pipeline import BatchProcessor, BatchStats
 from ..records import Record
@@ -39,7 +40,7 @@ from .decisions import Decisions
 from .due import DueTimers
 from .hooks import Hooks
 from .maintenance import EraseSweep, LagGauges, PopulationGauges
-from .outage import DependencyWatch, kafka_probe, redis_address, redis_probe
+from .outage import DependencyWatch, LedgerWatch, kafka_probe, redis_address, redis_probe
 from .ownership import Ownership
 from .parts import Parts
 from .population import PopulationSample
@@ -86,8 +87,15 @@ class Worker:
         self.ownership = Ownership(self.consumer, self.processor)
         self.processor.decision_limit = self.ownership.decision_limit
         self.decisions = Decisions(self.processor, self.store, RetryPolicy(), self.metrics, hooks or _hooks.INSTALLED)
+        self.ledger = Ledger(self.redis)
         self.checkpoint = Checkpoint(
-            self.consumer, self.processor, self.store, self.decisions, self.metrics, on_batch=on_batch
+            self.consumer,
+            self.processor,
+            self.store,
+            self.decisions,
+            self.metrics,
+            on_batch=on_batch,
+            ledger=self.ledger,
         )
         parts = Parts(settings, self.processor, self.store, self.decisions, self.ownership, self.metrics)
         self.reevaluation = Reevaluation(parts, self.stopping)
@@ -144,8 +152,9 @@ class Worker:
         self.stopping.set()
 
     def _lost(self, error: BaseException) -> None:
-        log.error("%s", error)
-        self.failure = error
+        if self.failure is None:
+            log.error("%s", error)
+            self.failure = error
         self.stopping.set()
 
     async def run(self) -> None:
@@ -170,12 +179,14 @@ class Worker:
         settings, stop = self.settings, self.stopping
         await self.producer.start()
         try:
-            self.consumer.subscribe(list(INPUT_TOPICS), listener=Rebalance(self.checkpoint))
+            await refuse_eviction(self.redis)
+            self.consumer.subscribe(list(INPUT_TOPICS), listener=Rebalance(self.checkpoint, self._lost))
             await self.consumer.start()
             loops: list[Coroutine[Any, Any, None]] = [
                 PopulationGauges(self.store, self.metrics).run(stop),
                 LagGauges(self.consumer, self.processor, self.metrics).run(stop),
                 DependencyWatch(settings, self._probes, self._lost).run(stop),
+                LedgerWatch(self.ledger, self.processor.committed, self._lost).run(stop),
             ]
             if settings.rules_reload_s:
                 loops.append(self.reload.run(stop))

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, RebalanceInProgressError
 
+from ..ledger import Ledger
 from ..metrics import Metrics
 from ..pipeline import BatchProcessor, BatchStats, Prepared
 from ..records import Record, TopicPartition
@@ -42,8 +43,11 @@ class Checkpoint:
         decisions: Decisions,
         metrics: Metrics,
         on_batch: OnBatch | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.consumer = consumer
+        self.ledger = ledger  # the offsets about to be committed, recorded in Redis first (segengine.ledger)
+        self.lost: BaseException | None = None  # Redis lost data: no batch may write
         self.processor = processor
         self.store = store
         self.decisions = decisions
@@ -56,6 +60,8 @@ class Checkpoint:
 
     async def prepare(self, records: Iterable[Record]) -> tuple[Prepared, int]:
         """Step 1: the batch's state written; returns it with its publish ticket."""
+        if self.lost is not None:
+            raise self.lost
         self._in_flight += 1
         self.idle.clear()
         decisions = self.decisions
@@ -100,6 +106,10 @@ class Checkpoint:
             self.metrics.revoked_commits.inc()
         if not mine:
             return {}
+        if self.ledger is not None:  # before the commit: Redis must never be behind it
+            await self.decisions.with_retry(
+                self.ledger.before_commit, {TopicPartition(*tp): o for tp, o in mine.items()}
+            )
         try:
             await self.decisions.with_retry(self.consumer.commit, mine)
         except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
@@ -109,6 +119,8 @@ class Checkpoint:
                 type(exc).__name__,
             )
             return {}
+        if self.ledger is not None:
+            await self.ledger.after_commit(TopicPartition(tp.topic, tp.partition) for tp in mine)
         return mine
 
     async def close(self) -> None:
@@ -136,8 +148,9 @@ class Checkpoint:
 
 
 class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, checkpoint: Checkpoint) -> None:
+    def __init__(self, checkpoint: Checkpoint, on_lost: Callable[[BaseException], None] | None = None) -> None:
         self.checkpoint = checkpoint
+        self.on_lost = on_lost
 
     async def on_partitions_revoked(self, revoked: set[KafkaTopicPartition]) -> None:
         """Before the partitions go: let the batch in flight publish and commit (the group
@@ -157,11 +170,28 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         log.info("revoked %d partitions", len(revoked))
 
     async def on_partitions_assigned(self, assigned: set[KafkaTopicPartition]) -> None:
+        checkpoint = self.checkpoint
+        known: dict[TopicPartition, int] = {}
         for tp in assigned:
             try:
-                committed = await self.checkpoint.consumer.committed(tp)
+                committed = await checkpoint.consumer.committed(tp)
             except KafkaError as exc:  # known again after the next commit; until then the lag gauge uses the position
                 log.warning("committed offset of %s unknown: %s", tp, type(exc).__name__)
                 continue
-            self.checkpoint.processor.committed[TopicPartition(tp.topic, tp.partition)] = committed or 0
+            known[TopicPartition(tp.topic, tp.partition)] = committed or 0
+        checkpoint.processor.committed.update(known)
         log.info("assigned %d partitions", len(assigned))
+        if checkpoint.ledger is not None:
+            try:
+                verdict = await checkpoint.ledger.check(known)
+            except Exception as exc:  # Redis out of reach: the outage watch deals with it
+                log.warning("commit ledger not checked: %s", type(exc).__name__)
+                return
+            if verdict.lost is not None:  # before any batch of these partitions is read
+                checkpoint.lost = verdict.lost
+                if self.on_lost is not None:
+                    self.on_lost(verdict.lost)
+            for tp, start in verdict.replay_from.items():  # rebuilt: these partitions start over
+                checkpoint.consumer.seek(KafkaTopicPartition(tp.topic, tp.partition), start)
+                checkpoint.processor.committed[tp] = start
+                log.warning("replaying %s:%d from offset %d into the rebuilt Redis", tp.topic, tp.partition, start)

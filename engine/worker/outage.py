@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlsplit
 
 from aiokafka import AIOKafkaProducer
@@ -22,6 +22,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ..errors import DependencyUnavailable, SegengineError
+from ..ledger import Ledger
+from ..records import TopicPartition
 from ..settings import Settings
 from .tasks import pause
 
@@ -70,6 +72,28 @@ def redis_address(url: str) -> str:
     """host:port of a Redis URL, without its credentials."""
     parts = urlsplit(url)
     return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+
+
+class LedgerWatch:
+    """Redis flushed or rolled back under a running worker: its commit ledger falls behind
+    the offsets this worker committed (segengine.ledger). Checked every few seconds."""
+
+    def __init__(
+        self, ledger: Ledger, committed: Mapping[TopicPartition, int], on_lost: Callable[[BaseException], None]
+    ) -> None:
+        self.ledger, self.committed, self.on_lost = ledger, committed, on_lost
+
+    async def run(self, stop: asyncio.Event, interval: float = 2.0) -> None:
+        while not stop.is_set():
+            try:
+                lost = (await self.ledger.check(dict(self.committed), adopt=False)).lost  # it wrote the ledger
+            except Exception as exc:  # out of reach: DependencyWatch's business
+                log.debug("ledger check failed: %r", exc)
+                lost = None
+            if lost is not None:
+                self.on_lost(lost)
+                return
+            await pause(stop, interval)
 
 
 class DependencyWatch:

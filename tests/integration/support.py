@@ -167,12 +167,28 @@ def produce_with_librdkafka(
     assert not failed, f"librdkafka: {len(failed)} records failed, e.g. {failed[:3]}"
 
 
-async def end_offsets(stack: DevStack, topics: list[str]) -> dict[TopicPartition, int]:
+async def end_offsets(stack: DevStack, topics: list[str], timeout: float = 60) -> dict[TopicPartition, int]:
+    """The offset after each partition's last record. The embedded broker reports the end of
+    a partition as its last record batch's first offset + 1, so the last batch is read to
+    find its last record (a broker that reports the true end gives the same answer)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t in topics for p in await _partitions(stack.kafka_bootstrap, t)]
-        return dict(await consumer.end_offsets(tps))
+        reported = dict(await consumer.end_offsets(tps))
+        ends = dict(reported)
+        todo = {tp for tp, end in reported.items() if end > 0}
+        if todo:
+            consumer.assign(list(todo))
+            for tp in todo:
+                consumer.seek(tp, reported[tp] - 1)
+            deadline = asyncio.get_running_loop().time() + timeout
+            while todo and asyncio.get_running_loop().time() < deadline:
+                for tp, recs in (await consumer.getmany(*todo, timeout_ms=200)).items():
+                    if recs:
+                        ends[tp] = max(ends[tp], recs[-1].offset + 1)
+                        todo.discard(tp)
+        return ends
     finally:
         await consumer.stop()
 
