@@ -5,18 +5,26 @@ The worker reads batches straight from aiokafka (``getmany``), not through faust
 stream machinery, so that validation, state updates and publishing are done a batch at a time.
 Offsets are committed by hand (segengine.worker.checkpoint). The input topics are co-partitioned and
 assigned with the range assignor, so one worker owns all of a customer's input partitions.
+
+Every client the engine builds reaches the broker the same way: ``kafka_security_kwargs``
+turns the ``kafka_security_*``, ``kafka_sasl_*`` and ``kafka_ssl_*`` settings into aiokafka's
+keyword arguments (TLS context, SASL login), and the factories here pass them on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 
-from .errors import PublishError
+from .errors import ConfigError, PublishError
 from .records import OutRecord
 from .settings import Settings
 
@@ -29,9 +37,78 @@ def default_partition(key: bytes, partitions: int) -> int:
     return (hashed & 0x7FFFFFFF) % partitions
 
 
+class ClientKwargs(dict[str, Any]):
+    """aiokafka keyword arguments whose repr never shows the SASL password."""
+
+    def __repr__(self) -> str:
+        return repr({k: "***" if k == "sasl_plain_password" else v for k, v in self.items()})
+
+
+def kafka_security_kwargs(settings: Settings) -> ClientKwargs:
+    """``security_protocol``, and the TLS context and SASL login it calls for: what every aiokafka
+    client (consumer, producer, admin) takes beside ``bootstrap_servers`` to reach the broker.
+
+    The settings were checked together when they were read (segengine.settings); this raises
+    ``ConfigError`` when the TLS files do not load (not PEM, a key that does not match, a key
+    with a passphrase).
+    """
+    protocol = settings.kafka_security_protocol
+    kwargs = ClientKwargs(security_protocol=protocol)
+    if protocol in ("SSL", "SASL_SSL"):
+        kwargs["ssl_context"] = _ssl_context(settings)
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        password = settings.kafka_sasl_password
+        if not (settings.kafka_sasl_mechanism and settings.kafka_sasl_username and password):
+            raise ConfigError(
+                f"SEGENGINE_KAFKA_SECURITY_PROTOCOL={protocol} needs SEGENGINE_KAFKA_SASL_MECHANISM, "
+                "SEGENGINE_KAFKA_SASL_USERNAME and SEGENGINE_KAFKA_SASL_PASSWORD"
+            )
+        kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        kwargs["sasl_plain_username"] = settings.kafka_sasl_username
+        kwargs["sasl_plain_password"] = password.get_secret_value()
+    return kwargs
+
+
+def _no_passphrase() -> str:
+    return ""  # an encrypted key then fails to load, instead of OpenSSL asking on the terminal
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext:
+    """Verifies the broker's certificate and host name (against the system's CAs when no cafile
+    is given); presents the client certificate when one is given."""
+    try:
+        context: ssl.SSLContext = create_ssl_context(
+            cafile=settings.kafka_ssl_cafile,
+            certfile=settings.kafka_ssl_certfile,
+            keyfile=settings.kafka_ssl_keyfile,
+            password=_no_passphrase,
+        )
+    except (ssl.SSLError, OSError) as exc:
+        files = ", ".join(
+            f"SEGENGINE_KAFKA_SSL_{name.upper()}={path}"
+            for name, path in (
+                ("cafile", settings.kafka_ssl_cafile),
+                ("certfile", settings.kafka_ssl_certfile),
+                ("keyfile", settings.kafka_ssl_keyfile),
+            )
+            if path is not None
+        )
+        reason = "the key has a passphrase (give it unencrypted)" if _encrypted(settings.kafka_ssl_keyfile) else exc
+        raise ConfigError(f"the Kafka TLS files do not load ({files}): {reason}") from None
+    return context
+
+
+def _encrypted(keyfile: Path | None) -> bool:
+    try:
+        return keyfile is not None and b"ENCRYPTED" in keyfile.read_bytes()[:4096]  # PKCS#8 or the older PEM header
+    except OSError:
+        return False
+
+
 def make_producer(settings: Settings) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_security_kwargs(settings),
         acks="all",
         linger_ms=2,
         max_batch_size=1 << 20,
@@ -42,6 +119,7 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_security_kwargs(settings),
         group_id=settings.group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -53,6 +131,11 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
         rebalance_timeout_ms=settings.rebalance_timeout_ms,
     )
+
+
+def make_admin(settings: Settings, **options: Any) -> AIOKafkaAdminClient:
+    """An admin client of the configured broker; ``options`` are passed on (``request_timeout_ms``)."""
+    return AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **kafka_security_kwargs(settings), **options)
 
 
 class KafkaSink:

@@ -12,16 +12,36 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .paths import SHIPPED_RULES, SHIPPED_TOPICS
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SEGENGINE_", frozen=True, extra="ignore")
+    # hide_input_in_errors: a rejected secret (a password given with the wrong protocol) stays out of tracebacks
+    model_config = SettingsConfigDict(env_prefix="SEGENGINE_", frozen=True, extra="ignore", hide_input_in_errors=True)
 
     kafka_bootstrap: str | None = Field(None, description="host:port[,host:port]; unset = embedded broker")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how the broker is reached: SSL = over TLS, SASL_* = with a SASL login"
+    )
+    # validate_default: a SASL protocol without these, or a certfile without its key, is caught
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, validate_default=True, description="SASL_* only"
+    )
+    kafka_sasl_username: str | None = Field(None, validate_default=True, description="SASL_* only")
+    kafka_sasl_password: SecretStr | None = Field(None, validate_default=True, description="SASL_* only")
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="SSL / SASL_SSL: PEM of the CAs that signed the broker's certificate; unset = the system's"
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        None, description="SSL / SASL_SSL: PEM client certificate, for brokers that authenticate clients by TLS"
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        None, validate_default=True, description="the unencrypted PEM private key of kafka_ssl_certfile"
+    )
     redis_url: str | None = Field(None, description="redis://host:port/db; unset = embedded redis-server")
     group_id: str = "segengine"
     topics_file: Path = Field(SHIPPED_TOPICS, description="the topic declarations (default: the shipped topics.yaml)")
@@ -89,6 +109,55 @@ class Settings(BaseSettings):
         "(development only; never implied)",
     )
 
+    @field_validator("kafka_security_protocol")
+    @classmethod
+    def _secured_broker_is_given(cls, protocol: str, info: ValidationInfo) -> str:
+        if protocol != "PLAINTEXT" and "kafka_bootstrap" in info.data and not info.data["kafka_bootstrap"]:
+            raise PydanticCustomError(
+                "kafka_security",
+                "{protocol} needs SEGENGINE_KAFKA_BOOTSTRAP (the embedded broker speaks PLAINTEXT only)",
+                {"protocol": protocol},
+            )
+        return protocol
+
+    @field_validator("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+    @classmethod
+    def _sasl_with_sasl_only(cls, value: str | SecretStr | None, info: ValidationInfo) -> str | SecretStr | None:
+        protocol = info.data.get("kafka_security_protocol")
+        if protocol is None:  # invalid itself: reported on its own line
+            return value
+        given = (value.get_secret_value() if isinstance(value, SecretStr) else value) not in (None, "")
+        if protocol.startswith("SASL_") and not given:
+            allowed = " (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)" if info.field_name == "kafka_sasl_mechanism" else ""
+            raise _kafka_security_error(f"SEGENGINE_KAFKA_SECURITY_PROTOCOL={protocol} needs {{var}}{allowed}", info)
+        if value is not None and not protocol.startswith("SASL_"):
+            raise _kafka_security_error(
+                f"{{var}} is only used with SEGENGINE_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT or SASL_SSL "
+                f"(it is {protocol})",
+                info,
+            )
+        return value
+
+    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    @classmethod
+    def _tls_files(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        protocol = info.data.get("kafka_security_protocol")
+        if path is not None and protocol is not None and protocol not in ("SSL", "SASL_SSL"):
+            raise _kafka_security_error(
+                f"{{var}} is only used with SEGENGINE_KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL (it is {protocol})", info
+            )
+        if path is not None and not path.is_file():
+            raise PydanticCustomError(
+                "kafka_security", "{path} is not a file" if path.exists() else "no file at {path}", {"path": str(path)}
+            )
+        if info.field_name == "kafka_ssl_keyfile" and "kafka_ssl_certfile" in info.data:
+            certfile = info.data["kafka_ssl_certfile"]
+            if certfile is not None and path is None:
+                raise _kafka_security_error("SEGENGINE_KAFKA_SSL_CERTFILE needs {var} (its private key)", info)
+            if certfile is None and path is not None:
+                raise _kafka_security_error("{var} needs SEGENGINE_KAFKA_SSL_CERTFILE (its certificate)", info)
+        return path
+
     def missing_connections(self) -> list[str]:
         """The connection variables a worker needs that are not set."""
         return [
@@ -102,7 +171,12 @@ class Settings(BaseSettings):
 
 
 ENV_PREFIX = "SEGENGINE_"
-SECRET_FIELDS = frozenset({"api_token"})
+SECRET_FIELDS = frozenset({"api_token", "kafka_sasl_password"})
+
+
+def _kafka_security_error(message: str, info: ValidationInfo) -> PydanticCustomError:
+    """A Kafka security problem in one line; ``{var}`` stands for the variable of the field checked."""
+    return PydanticCustomError("kafka_security", message, {"var": env_name(str(info.field_name))})
 
 
 def env_name(field: str) -> str:
