@@ -2,6 +2,7 @@
 
     GET /customers/{id}   memberships, features, next check time, last changes   token
     GET /segments         exact population per dimension and segment             token
+    GET /segments/{dimension}/{segment}/members?cursor=&limit=   a page of members   token
     GET /healthz          the process is alive                                   open
     GET /readyz           Redis and the broker reachable, partitions assigned    open (503 when not)
     GET /metrics          Prometheus text of the worker's registry               open
@@ -21,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
+from .audience import audience_problem, members_page, parse_cursor, parse_limit
 from .inspect import check_customer_id, customer_report, segments_report
 
 if TYPE_CHECKING:
@@ -83,6 +84,28 @@ async def segments(request: web.Request) -> web.Response:
     return _json({"rules_version": worker.rules.version, **report})
 
 
+async def segment_members(request: web.Request) -> web.Response:
+    """One page of a segment's members: one SCAN step of about ``limit`` customers (the page may
+    hold fewer members, or none, while more follow); follow ``next_cursor`` until it is null."""
+    worker = request.app[WORKER]
+    dimension, segment = request.match_info["dimension"], request.match_info["segment"]
+    problem = audience_problem(worker.rules, dimension, segment)
+    if problem is not None:
+        return _json({"error": problem}, 404)
+    limit = parse_limit(request.query.get("limit"))
+    if limit is None:
+        return _json({"error": "limit is an integer from 1 to 1000"}, 400)
+    cursor = parse_cursor(request.query.get("cursor"))
+    if cursor is None:
+        return _json({"error": "cursor is not one this API gave: start without one"}, 400)
+    try:
+        members, after = await members_page(worker.store, dimension, segment, cursor, limit)
+    except RedisError as exc:
+        log.warning("segment members failed: %s", type(exc).__name__)
+        return _json({"error": "redis unavailable"}, 503)
+    return _json({"members": [m.as_dict() for m in members], "next_cursor": str(after) if after else None})
+
+
 async def healthz(request: web.Request) -> web.Response:
     return _json({"status": "ok"})
 
@@ -94,8 +117,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[WORKER].metrics.registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    body, content_type = request.app[WORKER].metrics.exposition(request.headers.get("Accept", ""))
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 def make_app(worker: WorkerView) -> web.Application:
@@ -104,6 +127,7 @@ def make_app(worker: WorkerView) -> web.Application:
     app[WORKER] = worker
     app.router.add_get("/customers/{id:.*}", customer)
     app.router.add_get("/segments", segments)
+    app.router.add_get("/segments/{dimension}/{segment}/members", segment_members)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -5,34 +5,65 @@ segengine dev     start the embedded stack and keep it up until Ctrl-C
 segengine demo    the CDNOW demo on the embedded stack
 segengine demo-produce   only produce the demo stream to the configured Kafka
 segengine replay  backfill a file of historical events into the input topics
-segengine topics create  create the topics of topics/topics.yaml on the configured Kafka
+segengine inspect|segments|tail|produce  look customers up, watch changes, send events
+segengine topics create|list|describe    the topics of topics/topics.yaml on the configured Kafka
 segengine rules check|explain|simulate   rules tooling for marketers
-segengine inspect|segments|tail|produce  look customers up, watch changes, send one event
+segengine export   a segment's members as CSV or JSON Lines
+segengine rebuild  recover from a Redis that lost data: replay the input topics into it
 
-Settings, logging, running a command and its one-line failure: engine/commands/common.py.
+Settings, logging, running a command, its one-line failure and the exit codes:
+engine/commands/common.py.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
+from typing import Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from .commands import lookup, rules, stack
-from .commands.common import out
+from .commands import export, lookup, rebuild, rules, stack, topics
+from .commands.common import FAILED, INTERRUPTED, json_logs, out
 
 HELP = {"help_option_names": ["-h", "--help"]}
+
+
+def _flags_without_placeholder(params: list[Any]) -> list[Any]:
+    """A flag takes no value, so its help shows no ``<bool>`` placeholder (typer shows one for
+    every option); options that take a value keep theirs."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_placeholder(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_placeholder(super().get_params(ctx))
+
+
 app = typer.Typer(
+    cls=Group,
     add_completion=False,
     no_args_is_help=True,
     context_settings=HELP,
     help="segengine: streaming customer segmentation.",
 )
 topics_app = typer.Typer(
-    no_args_is_help=True, context_settings=HELP, help="Kafka topics, as declared in topics/topics.yaml."
+    cls=Group, no_args_is_help=True, context_settings=HELP, help="Kafka topics, as declared in topics/topics.yaml."
 )
 rules_app = typer.Typer(
-    no_args_is_help=True, context_settings=HELP, help="Check rules, explain a customer's segments, preview a change."
+    cls=Group,
+    no_args_is_help=True,
+    context_settings=HELP,
+    help="Check rules, explain a customer's segments, preview a change.",
 )
 
 
@@ -54,22 +85,26 @@ def _root(
 
 
 # The order here is the order of `segengine --help` (commands first, then the groups).
-app.command("run")(stack.run)
-app.command("dev")(stack.dev)
-app.command("demo")(stack.demo)
-app.command("demo-produce")(stack.demo_produce)
-app.command("replay")(stack.replay)
-app.command("inspect")(lookup.inspect_customer)
-app.command("segments")(lookup.segments)
-app.command("tail")(lookup.tail)
-app.command("produce")(lookup.produce)
+app.command("run", cls=Command)(stack.run)
+app.command("dev", cls=Command)(stack.dev)
+app.command("demo", cls=Command)(stack.demo)
+app.command("demo-produce", cls=Command)(stack.demo_produce)
+app.command("replay", cls=Command)(stack.replay)
+app.command("inspect", cls=Command)(lookup.inspect_customer)
+app.command("segments", cls=Command)(lookup.segments)
+app.command("tail", cls=Command)(lookup.tail)
+app.command("produce", cls=Command)(lookup.produce)
+app.command("export", cls=Command)(export.export)
+app.command("rebuild", cls=Command)(rebuild.rebuild)
 
-topics_app.command("create")(stack.topics_create)
+topics_app.command("create", cls=Command)(topics.topics_create)
+topics_app.command("list", cls=Command)(topics.topics_list)
+topics_app.command("describe", cls=Command)(topics.topics_describe)
 app.add_typer(topics_app, name="topics")
 
-rules_app.command("check")(rules.rules_check)
-rules_app.command("explain")(rules.rules_explain)
-rules_app.command("simulate")(rules.rules_simulate)
+rules_app.command("check", cls=Command)(rules.rules_check)
+rules_app.command("explain", cls=Command)(rules.rules_explain)
+rules_app.command("simulate", cls=Command)(rules.rules_simulate)
 app.add_typer(rules_app, name="rules")
 
 
@@ -77,7 +112,12 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
+    except Exception as exc:  # not one of the failures a command reports itself: a defect
+        if not json_logs():
+            raise  # the traceback, for whoever runs it at a terminal
+        logging.getLogger("segengine").critical("the command crashed: %s", type(exc).__name__, exc_info=exc)
+        sys.exit(FAILED)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from prometheus_client import generate_latest
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -131,9 +132,16 @@ def actions_sent(metrics: Metrics) -> str:
     return text + (f" ({held:,} held back)" if held else "")
 
 
-async def _produce(bootstrap: str, records: list[tuple[str, bytes, bytes]], progress: Progress) -> None:
+async def _produce(
+    bootstrap: str,
+    records: list[tuple[str, bytes, bytes]],
+    progress: Progress,
+    security: Mapping[str, Any] | None = None,
+) -> None:
     task = progress.add_task("producing events", total=len(records))
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20, acks="all", **(security or {})
+    )
     await producer.start()
     try:
         chunk = 5000
@@ -158,13 +166,13 @@ def demo_records(limit: int | None = None) -> list[tuple[str, bytes, bytes]]:
     return records + MALFORMED
 
 
-async def produce_demo(bootstrap: str, limit: int | None = None) -> None:
+async def produce_demo(bootstrap: str, limit: int | None = None, security: Mapping[str, Any] | None = None) -> None:
     """Only produce the demo stream (for a stack whose workers run elsewhere)."""
     records = demo_records(limit)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), TimeElapsedColumn()
     ) as progress:
-        await _produce(bootstrap, records, progress)
+        await _produce(bootstrap, records, progress, security)
 
 
 async def run_demo(settings: Settings, *, limit: int | None = None) -> None:
@@ -261,7 +269,7 @@ async def run_demo(settings: Settings, *, limit: int | None = None) -> None:
             live.update(Group(progress, table()))
         engine_seconds = time.perf_counter() - engine_started
         snapshot = Path("demo-metrics.prom")
-        snapshot.write_bytes(generate_latest(worker.metrics.registry))
+        snapshot.write_bytes(worker.metrics.exposition()[0])
         worker.stop()
         await run_task
 

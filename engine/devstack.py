@@ -30,6 +30,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
 from .errors import DevStackError, SegengineError
+from .kafka import kafka_security_kwargs
 from .settings import Settings
 from .topics import create_topics, load_topics
 
@@ -328,10 +329,10 @@ async def stack_for(settings: Settings) -> AsyncIterator[tuple[str, str]]:
     """
     kafka, redis_url = settings.kafka_bootstrap or None, settings.redis_url or None
     if kafka is not None and redis_url is not None:
-        await create_topics(kafka, load_topics(settings.topics_file))
+        await create_topics(kafka, load_topics(settings.topics_file), security=kafka_security_kwargs(settings))
         yield kafka, redis_url
         return
     async with DevStack(kafka=kafka is None, redis=redis_url is None, topics_file=settings.topics_file) as stack:
         if kafka is not None:
-            await create_topics(kafka, load_topics(settings.topics_file))
+            await create_topics(kafka, load_topics(settings.topics_file), security=kafka_security_kwargs(settings))
         yield kafka or stack.kafka_bootstrap, redis_url or stack.redis_url

@@ -15,6 +15,7 @@ INPUT_TOPICS: dict[str, frozenset[str]] = {
     "events.feedback": frozenset({"feedback"}),
     "events.profile": frozenset({"profile", "erase"}),
 }
+EVENT_TYPES: frozenset[str] = frozenset().union(*INPUT_TOPICS.values())
 BROWSE_ACTIONS = frozenset({"view", "search", "add_to_cart", "remove_from_cart", "checkout_start", "wishlist"})
 FEEDBACK_KINDS = frozenset({"nps", "csat", "review", "complaint", "support_ticket"})
 
@@ -42,13 +43,16 @@ class Event:
 
 @dataclass(slots=True, frozen=True)
 class Rejected:
-    """A record that failed validation; ``code`` is one of ``REJECT_CODES``."""
+    """A record that failed validation; ``code`` is one of ``REJECT_CODES``. ``type`` is the
+    record's ``type`` when it could be read and is one of ``EVENT_TYPES``, else ``"unknown"``:
+    a metric label, so a bounded set."""
 
     code: str
     message: str
     source: Source
     key: bytes | None
     value: bytes | None
+    type: str = "unknown"
 
 
 REJECT_CODES = (

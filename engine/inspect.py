@@ -8,12 +8,16 @@ answer for any customer.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import TopicPartition as KafkaTP
 from rich.table import Table
 
 from .evaluate import rfc3339
@@ -21,7 +25,7 @@ from .events import INPUT_TOPICS, Event, Rejected
 from .rules import RuleSet
 from .state import CustomerState, Features
 from .store import Store
-from .topic_names import CHANGES_TOPIC
+from .topic_names import CHANGES_TOPIC, DLQ_TOPIC
 from .topics import load_topics
 from .validate import MAX_ID, validate
 from .writes import home_of
@@ -91,23 +95,24 @@ def _time(ms: int | None) -> str | None:
 # -- segengine produce -----------------------------------------------------------------------
 
 
-def check_event(topic: str, text: str, *, now_ms: int, max_bytes: int, future_skew_ms: int) -> Event | Rejected:
+def check_event(topic: str, text: str | bytes, *, now_ms: int, max_bytes: int, future_skew_ms: int) -> Event | Rejected:
     """A hand-written event, checked exactly as the engine will check it once ``produce_event``
     has sent it keyed by its customer_id."""
+    raw = text.encode() if isinstance(text, str) else text
     try:
-        body = orjson.loads(text)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         body = None
     customer = body.get("customer_id") if isinstance(body, dict) else None
     key = customer.encode() if isinstance(customer, str) else None
-    return validate(topic, 0, 0, key, text.encode(), now_ms=now_ms, max_bytes=max_bytes, future_skew_ms=future_skew_ms)
+    return validate(topic, 0, 0, key, raw, now_ms=now_ms, max_bytes=max_bytes, future_skew_ms=future_skew_ms)
 
 
-async def produce_event(bootstrap: str, event: Event) -> tuple[int, int]:
+async def produce_event(bootstrap: str, event: Event, security: Mapping[str, Any] | None = None) -> tuple[int, int]:
     """Send one valid event, keyed by its customer; (partition, offset) once acknowledged."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **(security or {}))
     try:
+        await producer.start()
         meta = await producer.send_and_wait(
             event.source.topic, orjson.dumps(event.body), key=event.customer_id.encode()
         )
@@ -116,20 +121,54 @@ async def produce_event(bootstrap: str, event: Event) -> tuple[int, int]:
     return meta.partition, meta.offset
 
 
+async def produce_events(bootstrap: str, events: Sequence[Event], security: Mapping[str, Any] | None = None) -> int:
+    """Send valid events in order, each keyed by its customer (so a customer's keep their
+    order); how many, once the broker acknowledged every one."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **(security or {}))
+    try:
+        await producer.start()
+        acks = [await producer.send(e.source.topic, orjson.dumps(e.body), key=e.customer_id.encode()) for e in events]
+        await asyncio.gather(*acks)
+    finally:
+        await producer.stop()
+    return len(acks)
+
+
 # -- segengine tail --------------------------------------------------------------------------
 
 
-async def follow(bootstrap: str, *, from_beginning: bool = False) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """(topic, record) from segments.changes and every actions.* topic, as they arrive
-    (no consumer group: nothing is committed, nobody else's offsets move)."""
+def tail_pattern(topics: Sequence[str] | None) -> str:
+    """The subscription of ``tail``: the given topics exactly, else ``TAIL_PATTERN``. A pattern
+    even for exact names: a metadata request for a missing topic would create it on brokers
+    that create topics automatically."""
+    return TAIL_PATTERN if not topics else "^(" + "|".join(re.escape(t) for t in topics) + ")$"
+
+
+async def follow(
+    bootstrap: str,
+    *,
+    from_beginning: bool = False,
+    topics: Sequence[str] | None = None,
+    until_end: bool = False,
+    security: Mapping[str, Any] | None = None,
+) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
+    """(topic, record) from segments.changes and every actions.* topic (or ``topics``), as they
+    arrive (no consumer group: nothing is committed, nobody else's offsets move). With
+    ``until_end``, only the records there were when it started, then it ends (like ``kcat -e``)."""
+    pattern = tail_pattern(topics)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **(security or {}),
         auto_offset_reset="earliest" if from_beginning else "latest", metadata_max_age_ms=5000,
     )  # fmt: skip
-    consumer.subscribe(pattern=TAIL_PATTERN)
-    await consumer.start()
     try:
-        async for record in consumer:
+        await consumer.start()
+        records: AsyncIterator[ConsumerRecord[bytes, bytes]]
+        if until_end:
+            records = _until_end(consumer, pattern, from_beginning)
+        else:
+            consumer.subscribe(pattern=pattern)
+            records = aiter(consumer)
+        async for record in records:
             if record.value is None:
                 continue
             try:
@@ -140,6 +179,27 @@ async def follow(bootstrap: str, *, from_beginning: bool = False) -> AsyncIterat
                 yield record.topic, value
     finally:
         await consumer.stop()
+
+
+async def _until_end(
+    consumer: AIOKafkaConsumer, pattern: str, from_beginning: bool
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """The records of every partition of the topics matching ``pattern``, from the start (or
+    the end) until each partition's position reaches the end offset it had when this began."""
+    matched = sorted(t for t in await consumer.topics() if re.match(pattern, t))
+    partitions = [KafkaTP(t, p) for t in matched for p in sorted(consumer.partitions_for_topic(t) or ())]
+    if not partitions:
+        return
+    consumer.assign(partitions)
+    await (consumer.seek_to_beginning if from_beginning else consumer.seek_to_end)(*partitions)
+    ends: dict[KafkaTP, int] = await consumer.end_offsets(partitions)
+    left = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
+    while left:
+        batch = await consumer.getmany(*left, timeout_ms=500)
+        for rows in batch.values():
+            for record in rows:  # a batch reaching past the end is shown whole, as kcat does
+                yield record
+        left = {tp for tp in left if await consumer.position(tp) < ends[tp]}
 
 
 class TailFilter:
@@ -166,19 +226,53 @@ class TailFilter:
 
 
 def describe(topic: str, record: Mapping[str, Any]) -> str:
-    """One line a person reads: when, who, what moved and why."""
+    """One line a person reads: when, who, what moved and why (for a dead letter: where it
+    came from and why it was rejected)."""
     if topic == CHANGES_TOPIC:
         cause = record.get("cause") or {}
-        where = f" {cause['topic']}:{cause['partition']}@{cause['offset']}" if "topic" in cause else ""
         return (
             f"{record.get('at')}  {record.get('customer_id')}  {record.get('dimension')}: "
             f"{record.get('from') or NONE} -> {record.get('to') or NONE}  "
-            f"({cause.get('kind')}{where}; {record.get('reason')})"
+            f"({cause_text(cause) or None}; {record.get('reason')})"
         )
+    if topic == DLQ_TOPIC or isinstance(record.get("error"), dict):
+        error = record.get("error") or {}
+        return (
+            f"{record.get('received_at')}  {record.get('key') or NONE}  rejected "
+            f"{record.get('topic')}:{record.get('partition')}@{record.get('offset')}: "
+            f"{error.get('code')}: {error.get('message')}"
+        )
+    if "action" not in record:  # another topic given to ``tail --topic``: the record as it is
+        return f"{topic}  {orjson.dumps(record).decode()}"
     params = ", ".join(f"{k}={v}" for k, v in (record.get("params") or {}).items())
     return f"{record.get('at')}  {record.get('customer_id')}  action {record.get('action')} [{topic}]" + (
         f"  {params}" if params else ""
     )
+
+
+def cause_text(cause: Mapping[str, Any]) -> str:
+    """A change's cause in a few words: its kind, and the record that decided it
+    (topic:partition@offset) or, without one, the event id."""
+    if not cause:
+        return ""
+    if "topic" in cause:
+        return f"{cause.get('kind')} {cause['topic']}:{cause.get('partition')}@{cause.get('offset')}"
+    if cause.get("event_id"):
+        return f"{cause.get('kind')} {cause['event_id']}"
+    return str(cause.get("kind"))
+
+
+def tail_problem(rules: RuleSet, dimension: str | None, segment: str | None) -> str | None:
+    """Why ``tail --dimension/--segment`` would never show anything under ``rules``, or None."""
+    dimensions = {d.name: d for d in rules.dimensions}
+    if dimension is not None and dimension not in dimensions:
+        return f"unknown dimension {dimension!r}; the rules ({rules.version}) have: {', '.join(sorted(dimensions))}"
+    among = [dimensions[dimension]] if dimension is not None else list(dimensions.values())
+    known = sorted({name for d in among for name in d.outcomes if name is not None})
+    if segment is not None and segment not in known:
+        where = f"dimension {dimension!r} has" if dimension is not None else f"the rules ({rules.version}) have"
+        return f"unknown segment {segment!r}; {where}: {', '.join(known)}"
+    return None
 
 
 # -- tables for people -----------------------------------------------------------------------
@@ -198,17 +292,14 @@ def customer_tables(report: Mapping[str, Any]) -> list[Table]:
     for dimension, m in sorted(report["memberships"].items()):
         members.add_row(dimension, m["segment"], m["since"] or "", m["leaving_since"] or "")
     changes = Table(title="last changes (newest first)")
-    for column in ("at", "dimension", "from", "to", "cause", "reason"):
+    # The recent-changes list keeps a change's main fields (segengine.writes.RECENT_FIELDS);
+    # the cause column shows only when they include it (the full record is on segments.changes).
+    causes = any("cause" in c for c in report["changes"])
+    for column in ("at", "dimension", "from", "to", *(("cause",) if causes else ()), "reason"):
         changes.add_column(column)
     for c in report["changes"]:
-        changes.add_row(
-            c["at"],
-            c["dimension"],
-            c["from"] or NONE,
-            c["to"] or NONE,
-            (c.get("cause") or {}).get("kind", ""),
-            c["reason"],
-        )
+        cause = (cause_text(c.get("cause") or {}),) if causes else ()
+        changes.add_row(c["at"], c["dimension"], c["from"] or NONE, c["to"] or NONE, *cause, c["reason"])
     features = Table(title="features (zero and empty left out)")
     features.add_column("feature")
     features.add_column("value", justify="right")

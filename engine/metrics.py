@@ -4,22 +4,103 @@ Processing code calls the hooks of ``Metrics``; it never creates a metric itself
 Labels never carry a customer id: only topics, partitions, event types, outcomes,
 reason codes, dimensions, segments, action names and store operations, all of them
 bounded sets.
+
+``Metrics.exposition`` is what ``/metrics`` serves: OpenMetrics to a scraper that prefers
+it, else the classic text format; in both without the ``*_created`` series, which
+OpenMetrics makes optional and no rule or dashboard reads (one more series per counter
+and histogram child, for nothing).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections import Counter as Tally
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, PlatformCollector, ProcessCollector
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    Metric,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.openmetrics import exposition as openmetrics
 from redis.exceptions import RedisError
+
+from . import __version__
+from .events import EVENT_TYPES, Rejected
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400)
 # Produce -> segment change. 0.25 s is the SLO threshold (deploy/prometheus/rules): keep it a bucket bound.
 CHANGE_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 REDIS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 ACTION_OUTCOMES = ("sent", "cooled_down", "suppressed", "cancelled")
+RELOAD_OUTCOMES = ("applied", "refused")
+OPENMETRICS = "application/openmetrics-text"
+_WITH_CREATED = frozenset({"counter", "histogram", "summary"})  # the types prometheus_client gives a _created
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """Whether an HTTP Accept header prefers OpenMetrics to the classic text format: it lists
+    ``application/openmetrics-text`` with a q-value above 0 and not below that of ``text/plain``
+    (Prometheus lists its ``scrape_protocols`` so, in its order of preference)."""
+    best = {OPENMETRICS: 0.0, "text/plain": 0.0}
+    for media_range in accept.split(","):
+        kind, *params = (part.strip() for part in media_range.split(";"))
+        kind = kind.lower()
+        if kind not in best:
+            continue
+        q = 1.0
+        for param in params:
+            name, _, given = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(given)
+                except ValueError:
+                    q = 0.0
+        if 0 <= q <= 1:  # else malformed: not acceptable
+            best[kind] = max(best[kind], q)
+    return best[OPENMETRICS] > 0 and best[OPENMETRICS] >= best["text/plain"]
+
+
+class _WithoutCreated:
+    """A registry's metric families without their ``*_created`` samples."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            if family.type in _WITH_CREATED:
+                created = f"{family.name}_created"
+                trimmed = Metric(family.name, family.documentation, family.type, family.unit)
+                trimmed.samples = [s for s in family.samples if s.name != created]
+                family = trimmed
+            yield family
+
+
+class _RulesInfo(Info):
+    """``segengine_rules_info``; setting it also moves ``segengine_build_info``'s ``rules_version``,
+    so that the worker's start and every hot reload, which set this, keep both right."""
+
+    def __init__(self, build_info: Gauge, registry: CollectorRegistry) -> None:
+        self._build_info = build_info
+        self._rules_version: str | None = None
+        super().__init__("segengine_rules", "The rules version in force", registry=registry)
+
+    def info(self, val: dict[str, str]) -> None:
+        super().info(val)
+        version = val["version"]
+        self._build_info.labels(__version__, version).set(1)
+        if self._rules_version is not None and self._rules_version != version:
+            self._build_info.remove(__version__, self._rules_version)
+        self._rules_version = version
 
 
 class Metrics:
@@ -93,10 +174,16 @@ class Metrics:
             "(sent, cooled_down, suppressed, cancelled)",
             ["action", "outcome"], registry=r,
         )  # fmt: skip
-        self.rules_info = Info("segengine_rules", "The rules version in force", registry=r)
+        self.build_info = Gauge(
+            "segengine_build_info", "Always 1: the segengine version, and the rules version in force",
+            ["version", "rules_version"], registry=r,
+        )  # fmt: skip
+        self.rules_info = _RulesInfo(self.build_info, r)
         self.rules_reloads = Counter(
             "segengine_rules_reloads", "Rules files picked up, by outcome (applied, refused)", ["outcome"], registry=r
         )
+        for outcome in RELOAD_OUTCOMES:  # served at 0 from the start: increase() then sees the first refusal
+            self.rules_reloads.labels(outcome)
         self.quarantined = Counter(
             "segengine_customers_quarantined",
             "Customers set aside after processing them raised, by stage (fold, encode, timer, rules, load); "
@@ -121,6 +208,21 @@ class Metrics:
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
         self._lag_labels: set[tuple[str, str]] = set()
+        self._exported = _WithoutCreated(r)
+
+    def exposition(self, accept: str = "") -> tuple[bytes, str]:
+        """The registry as ``/metrics`` serves it, and its content type: OpenMetrics 1.0 when
+        ``accept`` (the request's Accept header) prefers it, else the classic text format."""
+        if wants_openmetrics(accept):
+            body: bytes = openmetrics.generate_latest(self._exported)  # type: ignore[no-untyped-call]
+            return body, openmetrics.CONTENT_TYPE_LATEST
+        return generate_latest(self._exported), CONTENT_TYPE_LATEST
+
+    def rejected(self, rejects: Iterable[Rejected]) -> None:
+        """Count dead-lettered input records by topic and type; a type outside the contract's
+        (which ``Rejected`` should not carry) counts as "unknown", so the label stays bounded."""
+        for (topic, type_), n in Tally((r.source.topic, r.type) for r in rejects).items():
+            self.events.labels(topic, type_ if type_ in EVENT_TYPES else "unknown", "rejected").inc(n)
 
     def set_population(self, population: dict[str, dict[str, int]]) -> None:
         for dimension, segments in population.items():

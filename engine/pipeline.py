@@ -166,8 +166,7 @@ class BatchProcessor:
         out_records = [OutRecord(DLQ_TOPIC, *dlq_record(rej, now)) for rej in rejects]
         for code, n in Counter(r.code for r in rejects).items():
             self.metrics.dlq.labels(code).inc(n)
-        for topic, n in Counter(r.source.topic for r in rejects).items():
-            self.metrics.events.labels(topic, "unknown", "rejected").inc(n)
+        self.metrics.rejected(rejects)
         out_records += map(out_record, outputs)
         for lag in lag_ms[:: max(1, len(lag_ms) // 64)]:  # a sample bounds the cost per batch
             self.metrics.event_lag.observe(lag / 1000)

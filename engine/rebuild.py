@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTopicPartition
@@ -42,9 +43,11 @@ class Rebuilt:
     truncated: dict[TopicPartition, int] = field(default_factory=dict)  # partitions whose start retention deleted
 
 
-async def group_members(bootstrap: str, group_id: str, *, wait_s: float) -> int:
+async def group_members(
+    bootstrap: str, group_id: str, *, wait_s: float, security: Mapping[str, Any] | None = None
+) -> int:
     """Members of the consumer group, waiting up to ``wait_s`` for stopped ones to time out."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
     await admin.start()
     try:
         loop = asyncio.get_running_loop()
@@ -59,16 +62,18 @@ async def group_members(bootstrap: str, group_id: str, *, wait_s: float) -> int:
         await admin.close()
 
 
-async def input_offsets(bootstrap: str) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+async def input_offsets(
+    bootstrap: str, security: Mapping[str, Any] | None = None
+) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
     """The earliest and the end offsets of every input partition."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
     await admin.start()
     try:
         described = await admin.describe_topics(list(INPUT_TOPICS))
     finally:
         await admin.close()
     tps = [KafkaTopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **(security or {}))
     await consumer.start()
     try:
         first = await consumer.beginning_offsets(tps)
@@ -100,13 +105,19 @@ async def empty_engine_keys(redis: Redis, progress: Callable[[int], None] | None
 
 
 async def rebuild(
-    redis: Redis, bootstrap: str, group_id: str, *, wait_s: float, progress: Callable[[int], None] | None = None
+    redis: Redis,
+    bootstrap: str,
+    group_id: str,
+    *,
+    wait_s: float,
+    progress: Callable[[int], None] | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> Rebuilt:
     """Empty the engine's keys and mark every input partition for replay from its earliest
     offset. Raises ``GroupBusy`` while the group has members."""
-    if members := await group_members(bootstrap, group_id, wait_s=wait_s):
+    if members := await group_members(bootstrap, group_id, wait_s=wait_s, security=security):
         raise GroupBusy(f"the consumer group {group_id} has {members} members: stop every worker first")
-    first, end = await input_offsets(bootstrap)
+    first, end = await input_offsets(bootstrap, security)
     done = Rebuilt(replay_from=first)
     done.records = sum(end[tp] - first[tp] for tp in first)
     done.truncated = {tp: o for tp, o in first.items() if o > 0}

@@ -1,6 +1,9 @@
 """Replay / backfill: a file of historical events -> the input topics, in event-time order.
 
-    segengine replay FILE --format cdnow|csv|jsonl [--speed max|Nx] [--until DATE]
+    segengine replay FILE [--format cdnow|csv|jsonl] [--speed max|Nx] [--until DATE]
+
+The format is the file's extension's (``.jsonl`` / ``.ndjson``, ``.csv``; the CDNOW file
+by its name), unless ``--format`` says otherwise.
 
 Reading is pure (``load``): the file becomes contract events sorted by event time (a
 stable sort: ties keep the file's order), each encoded once, keyed by ``customer_id`` and
@@ -26,7 +29,7 @@ import re
 import time
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -58,8 +61,16 @@ class Format(StrEnum):
     jsonl = "jsonl"
 
 
+SUFFIXES = {".jsonl": Format.jsonl, ".ndjson": Format.jsonl, ".csv": Format.csv}
+CDNOW_NAME = "cdnow_master.txt"  # the file in the lifetimes package (compared in lower case)
+
+
 class ReplayError(InputError):
     """The file cannot be replayed (nothing was produced); the message names the lines at fault."""
+
+
+class ReplayUsageError(ReplayError):
+    """The command was called wrongly (a format, speed or time it does not know, no file)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +210,7 @@ def parse_until(text: str) -> int:
             return int((day + timedelta(days=1)).timestamp() * 1000) - 1
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise ReplayError(f"--until {text!r} is not a date (YYYY-MM-DD) or an RFC 3339 time") from None
+        raise ReplayUsageError(f"--until {text!r} is not a date (YYYY-MM-DD) or an RFC 3339 time") from None
     return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
@@ -210,7 +221,7 @@ def parse_speed(text: str) -> float | None:
         return None
     match = re.fullmatch(r"(\d+(?:\.\d+)?)x?", text)
     if match is None or float(match.group(1)) <= 0:
-        raise ReplayError(f"--speed {text!r}: use 'max' or a positive factor like 10x")
+        raise ReplayUsageError(f"--speed {text!r}: use 'max' or a positive factor like 10x")
     return float(match.group(1))
 
 
@@ -256,15 +267,18 @@ async def produce(
     *,
     speed: float | None = None,
     on_acked: Callable[[int, int], None] | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> ReplayStats:
     """Send ``records`` in order and return once the broker acknowledged every one.
-    ``on_acked(n, event_ts)`` is called as batches are acknowledged."""
+    ``on_acked(n, event_ts)`` is called as batches are acknowledged; ``security``: the
+    client's TLS/SASL arguments (segengine.kafka.kafka_security_kwargs)."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=0, max_batch_size=1 << 20, max_request_size=4 << 20
-    )
-    await producer.start()
+        bootstrap_servers=bootstrap, acks="all", linger_ms=0, max_batch_size=1 << 20, max_request_size=4 << 20,
+        **(security or {}),
+    )  # fmt: skip
     stats = ReplayStats(per_topic=Counter(r.topic for r in records))
     try:
+        await producer.start()
         partitions = {topic: sorted(await producer.partitions_for(topic)) for topic in stats.per_topic}
         acks: list[asyncio.Future[Any]] = []
         started = time.perf_counter()
@@ -319,24 +333,48 @@ async def _send(
 # -- the command -----------------------------------------------------------------------------
 
 
-def prepare(path: Path | None, fmt: str, speed: str, until: str | None) -> tuple[list[Record], float | None]:
-    """The command's arguments -> (records to send, pace); ReplayError says what is wrong."""
-    try:
-        format_ = Format(fmt.lower())
-    except ValueError:
-        raise ReplayError(f"--format {fmt!r}: use one of {', '.join(f.value for f in Format)}") from None
+def file_format(path: Path | None, fmt: str | None) -> Format:
+    """The format to read ``path`` in: ``fmt`` when given, else the one its extension (or, for
+    the CDNOW file, its name) says; ReplayUsageError when neither tells."""
+    if fmt is not None:
+        try:
+            return Format(fmt.lower())
+        except ValueError:
+            raise ReplayUsageError(f"--format {fmt!r}: use one of {', '.join(f.value for f in Format)}") from None
     if path is None:
-        if format_ is not Format.cdnow:
-            raise ReplayError("give the file to replay")
-        path = cdnow_path()
+        raise ReplayUsageError("give the file to replay (or --format cdnow: the CDNOW file of lifetimes)")
+    if known := SUFFIXES.get(path.suffix.lower(), Format.cdnow if path.name.lower() == CDNOW_NAME else None):
+        return known
+    raise ReplayUsageError(
+        f"{path.name}: the format cannot be told from its name; give --format "
+        f"({', '.join(f.value for f in Format)}; {', '.join(SUFFIXES)} are known)"
+    )
+
+
+def prepare(path: Path | None, fmt: Format, speed: str, until: str | None) -> tuple[list[Record], float | None]:
+    """The command's arguments -> (records to send, pace); ReplayError says what is wrong
+    (ReplayUsageError: the arguments, rather than the file)."""
+    if path is None:
+        if fmt is not Format.cdnow:
+            raise ReplayUsageError("give the file to replay")
+        try:
+            path = cdnow_path()
+        except FileNotFoundError as exc:
+            raise ReplayError(str(exc)) from None
     if not path.is_file():
-        raise ReplayError(f"{path}: no such file")
+        raise ReplayUsageError(f"{path}: no such file")
     pace = parse_speed(speed)
-    return load(path, format_, until=None if until is None else parse_until(until)), pace
+    return load(path, fmt, until=None if until is None else parse_until(until)), pace
 
 
 async def replay_with_progress(
-    bootstrap: str, records: list[Record], speed: float | None, *, progress_to: Console, report_to: Console
+    bootstrap: str,
+    records: list[Record],
+    speed: float | None,
+    *,
+    progress_to: Console,
+    report_to: Console,
+    security: Mapping[str, Any] | None = None,
 ) -> ReplayStats:
     """``produce`` with a progress bar (events acknowledged, rate, event time reached) on one
     rich console, and the rate achieved printed on another."""
@@ -356,7 +394,7 @@ async def replay_with_progress(
             at = datetime.fromtimestamp(done[1] / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
             progress.update(task, completed=done[0], rate=f"{rate:,.0f} events/s", at=at)
 
-        stats = await produce(bootstrap, records, speed=speed, on_acked=on_acked)
+        stats = await produce(bootstrap, records, speed=speed, on_acked=on_acked, security=security)
     topics = ", ".join(f"{topic} {n:,}" for topic, n in sorted(stats.per_topic.items()))
     report_to.print(
         f"replayed {stats.events:,} events ({topics or 'none'}) in {stats.seconds:.2f} s: {stats.eps:,.0f} events/s",

@@ -133,6 +133,13 @@ class Store(Protocol):
         blob is None), in chunks."""
         ...
 
+    async def scan_states(self, cursor: int, count: int) -> tuple[int, dict[str, Loaded]]:
+        """One step of a scan of every customer from ``cursor`` (0: the start): about ``count``
+        customers with what each holds (erased ones included: their blob is None), and the next
+        cursor (0: the scan is complete). As Redis's SCAN: a customer present for the whole scan
+        is returned at least once, maybe twice; a step may return none while more follow."""
+        ...
+
     async def load_state(self, customer_id: str) -> Loaded: ...
 
     async def lookup(self, customer_id: str) -> Lookup: ...

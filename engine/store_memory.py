@@ -192,6 +192,14 @@ class MemoryStore:
         for start in range(0, len(ids), max(1, count)):
             yield ids[start : start + max(1, count)]
 
+    async def scan_states(self, cursor: int, count: int) -> tuple[int, dict[str, Loaded]]:
+        """A step of ``count`` customers in id order; the cursor is a position in that order (a
+        customer added or deleted during the scan shifts the others: one may come twice, or, unlike
+        SCAN, be missed)."""
+        ids = sorted(self.hashes)
+        end = cursor + max(1, count)
+        return (end if end < len(ids) else 0), {cid: self._loaded(cid) for cid in ids[cursor:end]}
+
     async def load_state(self, customer_id: str) -> Loaded:
         return self._loaded(customer_id)
 

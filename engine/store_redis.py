@@ -245,6 +245,21 @@ class RedisStore:
         if chunk:
             yield chunk
 
+    @_timed("scan_states")
+    async def scan_states(self, cursor: int, count: int) -> tuple[int, dict[str, Loaded]]:
+        """One SCAN step over the customers' hashes from ``cursor`` (COUNT ``count``: a hint, Redis
+        may return a few more or none), then what each holds, in one load script call."""
+        after, keys = await self.redis.scan(cursor=cursor, match="seg:{*}:state", count=count)
+        ids = [_text(k)[len("seg:{") : -len("}:state")] for k in keys]
+        if not ids:
+            return int(after), {}
+        flat = await self._load(keys=[state_key(c) for c in ids])
+        states: dict[str, Loaded] = {}
+        for i, cid in enumerate(ids):
+            v, s, p, o = flat[4 * i : 4 * i + 4]
+            states[cid] = Loaded(int(v) if v else 0, s, p, o)
+        return int(after), states
+
     @_timed("load_state")
     async def load_state(self, customer_id: str) -> Loaded:
         row = cast(list[bytes | None], await self.redis.hmget(state_key(customer_id), "v", "s", "p", "o"))

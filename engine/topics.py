@@ -129,7 +129,9 @@ def check_copartitioned(partitions: Mapping[str, int]) -> None:
         )
 
 
-async def create_topics(bootstrap: str, topics: Iterable[Topic], *, replication: int = 1) -> list[str]:
+async def create_topics(
+    bootstrap: str, topics: Iterable[Topic], *, replication: int = 1, security: Mapping[str, Any] | None = None
+) -> list[str]:
     """Create the topics that do not exist yet (idempotent); returns the names created.
 
     Raises ``TopicsError`` when the declared or the existing input topics are not
@@ -140,7 +142,7 @@ async def create_topics(bootstrap: str, topics: Iterable[Topic], *, replication:
 
     topics = list(topics)
     check_copartitioned({t.name: t.partitions for t in topics})
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

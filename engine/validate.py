@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from .errors import SegengineError
-from .events import BROWSE_ACTIONS, FEEDBACK_KINDS, INPUT_TOPICS, Event, Rejected, Source
+from .events import BROWSE_ACTIONS, EVENT_TYPES, FEEDBACK_KINDS, INPUT_TOPICS, Event, Rejected, Source
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +67,25 @@ def validate(
     """Check one record; never raises. A record without a key is rejected: it may sit on
     any partition, and so be owned by a worker that does not own its customer."""
     source = Source(topic, partition, offset)
+    body: dict[str, Any] | None = None
     try:
         body = _decode(value, max_bytes)
         event_id, customer_id, type_, ts = _check(topic, key, body, now_ms, future_skew_ms)
         return Event(event_id, customer_id, type_, ts, body, source)
     except _Reject as rej:
-        return Rejected(rej.code, rej.message, source, key, value)
+        return Rejected(rej.code, rej.message, source, key, value, _readable_type(body))
     except Exception as exc:  # a bug in the checks: the record is set aside, the partition goes on
         # The type only: the message of an exception raised on a record may carry its data.
         log.error("validating the record at %s:%d:%d raised %s", topic, partition, offset, type(exc).__name__)
         log.debug("validation raised on %s:%d:%d", topic, partition, offset, exc_info=exc)
-        return Rejected("processing_error", f"validation failed: {type(exc).__name__}", source, key, value)
+        message = f"validation failed: {type(exc).__name__}"
+        return Rejected("processing_error", message, source, key, value, _readable_type(body))
+
+
+def _readable_type(body: dict[str, Any] | None) -> str:
+    """A rejected record's ``type`` as a metric label: one of the contract's types, else "unknown"."""
+    type_ = None if body is None else body.get("type")
+    return type_ if type(type_) is str and type_ in EVENT_TYPES else "unknown"
 
 
 def _decode(value: bytes | None, max_bytes: int) -> dict[str, Any]:

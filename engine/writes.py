@@ -171,7 +171,7 @@ def merge_by_time(events: list[Event]) -> list[Event]:
 
 
 def rejected(event: Event, code: str, message: str) -> Rejected:
-    return Rejected(code, message, event.source, event.customer_id.encode(), orjson.dumps(event.body))
+    return Rejected(code, message, event.source, event.customer_id.encode(), orjson.dumps(event.body), event.type)
 
 
 def home_if_known(loaded: Loaded) -> int | None:

@@ -1,4 +1,5 @@
-"""Commands that run the engine or feed it: run, dev, demo, demo-produce, topics create, replay."""
+"""Commands that run the engine or feed it: run, dev, demo, demo-produce, replay
+(the topics commands: engine/commands/topics.py)."""
 
 from __future__ import annotations
 
@@ -9,31 +10,50 @@ from pathlib import Path
 import typer
 
 from .common import (
+    FAILED,
+    USAGE,
+    Bootstrap,
+    RedisUrl,
+    RulesPath,
     configure_logging,
     console,
+    env_help,
+    kafka_security,
     load_rules_or_exit,
     load_settings,
     out,
+    reach_kafka,
+    refuse,
     require_kafka,
     run_until_done,
 )
 
 
 def run(
-    rules: Path | None = typer.Option(None, help="rules file or folder of packs (default: rules/)"),
-    clock: str | None = typer.Option(None, help="wall (live) or event (replay of history)"),
+    rules: RulesPath = None,
+    clock: str | None = typer.Option(
+        None, metavar="wall|event", help=env_help("wall (live) or event (replay of history)", "clock")
+    ),
     http_port: int | None = typer.Option(
-        None, help="serve the HTTP API (/customers, /segments, /healthz, /readyz, /metrics) on this port (0 = off)"
+        None,
+        metavar="PORT",
+        help=env_help("serve the HTTP API (/customers, /segments, /healthz, /readyz, /metrics); 0 = off", "http_port"),
     ),
     embedded: bool | None = typer.Option(
         None,
         "--embedded",
-        help="start the embedded broker and Redis for what is not configured (development; env SEGENGINE_EMBEDDED)",
+        help=env_help("start the embedded broker and Redis for what is not configured (development)", "embedded"),
     ),
+    bootstrap: Bootstrap = None,
+    redis_url: RedisUrl = None,
 ) -> None:
-    """Run one worker on SEGENGINE_KAFKA_BOOTSTRAP and SEGENGINE_REDIS_URL (or, with
-    --embedded, a development stack)."""
-    settings = load_settings(rules_file=rules, clock=clock, http_port=http_port, embedded=embedded)
+    """Run one worker on the configured Kafka and Redis (--embedded: a development stack).
+
+    SIGTERM stops it gracefully (exit 0); Ctrl-C too, with exit code 130."""
+    settings = load_settings(
+        rules_file=rules, clock=clock, http_port=http_port, embedded=embedded,
+        kafka_bootstrap=bootstrap, redis_url=redis_url,
+    )  # fmt: skip
     if (missing := settings.missing_connections()) and not settings.embedded:
         console.print(
             f"[red]set {' and '.join(missing)}[/red] "
@@ -42,14 +62,13 @@ def run(
         )  # fmt: skip
         raise typer.Exit(2)
     load_rules_or_exit(settings.rules_file)  # invalid rules: the `rules check` lines, before anything starts
-    configure_logging(settings)
 
     async def main() -> None:
         from ..devstack import stack_for
         from ..worker import Worker
 
-        async with stack_for(settings) as (bootstrap, redis_url):
-            worker_settings = settings.model_copy(update={"kafka_bootstrap": bootstrap, "redis_url": redis_url})
+        async with stack_for(settings) as (kafka, redis):
+            worker_settings = settings.model_copy(update={"kafka_bootstrap": kafka, "redis_url": redis})
             worker = Worker(worker_settings)  # serves the HTTP API while it runs, when http_port is set
             logging.getLogger("segengine").info(
                 "worker starting: rules %s, clock %s", worker.rules.version, settings.clock
@@ -62,7 +81,6 @@ def run(
 def dev() -> None:
     """Start the embedded broker and Redis on free loopback ports; keep them up until Ctrl-C."""
     settings = load_settings()
-    configure_logging(settings)
 
     async def main() -> None:
         from ..devstack import stack_for
@@ -81,7 +99,7 @@ def dev() -> None:
 
 
 def demo(
-    limit: int | None = typer.Option(None, help="replay only the first N events (default: all)"),
+    limit: int | None = typer.Option(None, metavar="N", help="replay only the first N events (default: all)"),
 ) -> None:
     """Replay the CDNOW purchase history (plus synthetic browse/feedback/profile events) through the engine."""
     # a replay moves fast: rank against a fresh population
@@ -92,49 +110,62 @@ def demo(
     run_until_done(run_demo(settings, limit=limit))
 
 
-def demo_produce(limit: int | None = typer.Option(None, help="only the first N events")) -> None:
+def demo_produce(
+    limit: int | None = typer.Option(None, metavar="N", help="only the first N events"),
+    bootstrap: Bootstrap = None,
+) -> None:
     """Produce the demo stream (CDNOW + synthetic events) to the configured Kafka, without running a worker."""
-    settings = load_settings()
-    configure_logging(settings)
-    bootstrap = require_kafka(settings)
-    from ..demo import produce_demo
+    settings = load_settings(kafka_bootstrap=bootstrap)
+    kafka = require_kafka(settings)
+    security = kafka_security(settings)
 
-    run_until_done(produce_demo(bootstrap, limit))
+    async def main() -> None:
+        from ..demo import produce_demo
 
+        await reach_kafka(kafka, security)  # before reading the data, and before a producer is started
+        await produce_demo(kafka, limit, security)
 
-def topics_create() -> None:
-    """Create every topic of topics/topics.yaml that does not exist yet (idempotent)."""
-    settings = load_settings()
-    configure_logging(settings)
-    bootstrap = require_kafka(settings)
-
-    async def create() -> None:
-        from ..topics import create_topics, load_topics
-
-        created = await create_topics(bootstrap, load_topics(settings.topics_file))
-        console.print(f"created {len(created)} topics: {', '.join(created) or '(all existed)'}")
-
-    run_until_done(create())
+    run_until_done(main())
 
 
 def replay(
     file: Path | None = typer.Argument(
-        None, help="the events file (cdnow: default the copy shipped in the lifetimes package)"
+        None, metavar="FILE", help="the events file (cdnow: default the copy shipped in the lifetimes package)"
     ),
-    fmt: str = typer.Option(..., "--format", help="cdnow, csv or jsonl"),
-    speed: str = typer.Option("max", help="max, or Nx: N times real time from the first event's time"),
-    until: str | None = typer.Option(None, help="stop after this event date (YYYY-MM-DD, inclusive) or RFC 3339 time"),
+    fmt: str | None = typer.Option(
+        None,
+        "--format",
+        metavar="cdnow|csv|jsonl",
+        help="the file's format (default: from its extension: .jsonl or .ndjson, .csv; CDNOW_master.txt is cdnow)",
+    ),
+    speed: str = typer.Option(
+        "max", metavar="max|Nx", help="max, or Nx: N times real time from the first event's time"
+    ),
+    until: str | None = typer.Option(
+        None, metavar="DATE|TIME", help="stop after this event date (YYYY-MM-DD, inclusive) or RFC 3339 time"
+    ),
+    bootstrap: Bootstrap = None,
 ) -> None:
-    """Backfill: produce a file of historical events into the input topics in event-time
-    order (run workers with SEGENGINE_CLOCK=event)."""
-    settings = load_settings()
-    configure_logging(settings)
-    bootstrap = require_kafka(settings)
-    from ..replay import ReplayError, prepare, replay_with_progress
+    """Backfill: produce a file of historical events into the input topics, in event-time order.
+
+    Run the workers with SEGENGINE_CLOCK=event. Nothing is sent from a file with a bad line
+    (exit 1, naming the lines)."""
+    from ..replay import ReplayError, ReplayUsageError, file_format, prepare, replay_with_progress
 
     try:
-        records, pace = prepare(file, fmt, speed, until)
+        format_ = file_format(file, fmt)
+    except ReplayUsageError as exc:
+        refuse(f"cannot replay: {exc}")
+    settings = load_settings(kafka_bootstrap=bootstrap)
+    kafka = require_kafka(settings)
+    security = kafka_security(settings)
+    try:
+        records, pace = prepare(file, format_, speed, until)
     except ReplayError as exc:
-        console.print(f"cannot replay: {exc}", style="red", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    run_until_done(replay_with_progress(bootstrap, records, pace, progress_to=console, report_to=out))
+        refuse(f"cannot replay: {exc}", USAGE if isinstance(exc, ReplayUsageError) else FAILED)
+
+    async def main() -> None:
+        await reach_kafka(kafka, security)  # out of reach: one line, without a progress bar before it
+        await replay_with_progress(kafka, records, pace, progress_to=console, report_to=out, security=security)
+
+    run_until_done(main())

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..actions import Action, On
 from ..aggregates import Aggregate
+from ..state import FEATURES
 from . import schema
 from .deps import in_dependency_order, timed, triggers
 from .expr import ANY, Expression, TypeOf, compile_dimension, compile_value
@@ -31,6 +32,10 @@ class Features:
     def type_of(self, name: str) -> str | None:
         return self.types.get(name) or base_type(name)
 
+    def names(self) -> set[str]:
+        """Every name a condition may read (but ``profile_<attribute>``): to offer for a misspelt one."""
+        return {*FEATURES, CURRENT, *self.types}
+
 
 def features(check: Checker, document: schema.Document, failed: set[str]) -> Features:
     """The ``features:`` section, derived features in dependency order. ``failed`` names
@@ -50,9 +55,10 @@ def features(check: Checker, document: schema.Document, failed: set[str]) -> Fea
             found.aggregates[name] = declared
     found.types = {name: a.type for name, a in found.aggregates.items()}
     found.types |= {name: ANY for name in unusable if base_type(name) is None}
+    known = found.names() | set(expressions)
 
     def compile_one(name: str, type_of: TypeOf) -> Expression | None:
-        return check.expression(("features", name), expressions[name], type_of)
+        return check.expression(("features", name), expressions[name], type_of, known)
 
     def on_cycle(names: list[str]) -> None:
         check.at(("features", names[0]), f"dependency cycle: {' -> '.join(names)}", key=True)
@@ -75,7 +81,7 @@ def dimension(check: Checker, name: str, spec: schema.Dimension, found: Features
         if item.name in seen:
             check.at((*place, "name"), f"duplicate segment {item.name!r}")
         seen.add(item.name)
-        segment = _segment(check, place, item, found.type_of)
+        segment = _segment(check, place, item, found)
         if segment is None:
             continue
         if shadowed_by is not None:
@@ -101,13 +107,14 @@ def dimension(check: Checker, name: str, spec: schema.Dimension, found: Features
     return Dimension(name, tuple(segments), spec.default, reads, selector, positions, fired_by)
 
 
-def _segment(check: Checker, at: Path, spec: schema.Segment, type_of: TypeOf) -> Segment | None:
+def _segment(check: Checker, at: Path, spec: schema.Segment, found: Features) -> Segment | None:
+    type_of, known = found.type_of, found.names()
     if spec.when is not None:
-        enter = stay = check.expression((*at, "when"), spec.when, type_of)
+        enter = stay = check.expression((*at, "when"), spec.when, type_of, known)
     else:
         assert spec.enter is not None and spec.stay is not None  # the schema has seen to it
-        enter = check.expression((*at, "enter"), spec.enter, type_of)
-        stay = check.expression((*at, "stay"), spec.stay, type_of)
+        enter = check.expression((*at, "enter"), spec.enter, type_of, known)
+        stay = check.expression((*at, "stay"), spec.stay, type_of, known)
     if enter is None or stay is None:
         return None
     return Segment(spec.name, enter, stay, spec.min_dwell, spec.exit_grace)
@@ -117,10 +124,11 @@ def _always_true(expression: Expression) -> bool:
     return expression.source.strip() in ("true", "True")
 
 
-def actions(check: Checker, document: schema.Document, type_of: TypeOf) -> list[tuple[Action, str]]:
+def actions(check: Checker, document: schema.Document, found_features: Features) -> list[tuple[Action, str]]:
     """The ``actions:`` section: transition -> action (see segengine.actions). Each comes with
     the file:line:column of its trigger, to report a dimension or segment that the merged
     rule packs do not have."""
+    type_of, known = found_features.type_of, found_features.names()
     found: list[tuple[Action, str]] = []
     for name, spec in document.actions.items():
         at: Path = ("actions", name)
@@ -128,11 +136,13 @@ def actions(check: Checker, document: schema.Document, type_of: TypeOf) -> list[
         params: list[tuple[str, Any]] = []
         reads: set[str] = set()
         for key, text in spec.params.items():
-            expression = check.expression((*at, "params", key), text, type_of)
+            expression = check.expression((*at, "params", key), text, type_of, known)
             if expression is not None:
                 params.append((key, compile_value(expression)))
                 reads |= expression.names
-        condition = check.expression((*at, "suppress"), spec.suppress, type_of) if spec.suppress is not None else None
+        condition = (
+            check.expression((*at, "suppress"), spec.suppress, type_of, known) if spec.suppress is not None else None
+        )
         suppress = compile_value(condition) if condition is not None else None
         reads |= condition.names if condition is not None else set()
         if len(check) > before:

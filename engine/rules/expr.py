@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .functions import ARITH, COMPARE, FUNCTIONS, HELPERS, POPULATION_FUNCTIONS, TIME_FUNCTIONS
+from .names import did_you_mean
 
 Env = Mapping[str, Any]
 
@@ -31,12 +32,14 @@ CONSTANTS = {"true": True, "false": False, "null": None, "True": True, "False": 
 
 
 class ExprError(ConfigError):
-    """A condition that cannot be compiled; ``column`` is 1-based within the expression."""
+    """A condition that cannot be compiled; ``column`` is 1-based within the expression;
+    ``unknown``: the name it reads that nothing defines (the caller knows the names to offer)."""
 
-    def __init__(self, message: str, column: int = 1) -> None:
+    def __init__(self, message: str, column: int = 1, unknown: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.column = column
+        self.unknown = unknown
 
 
 NUMBER, STRING, BOOLEAN, ANY = "number", "string", "boolean", "any"
@@ -98,7 +101,7 @@ def _check(node: ast.AST, type_of: Callable[[str], str | None], names: set[str])
                 return BOOLEAN if isinstance(CONSTANTS[name], bool) else ANY
             found = type_of(name)
             if found is None:
-                raise ExprError(f"unknown feature {name!r}", _col(node))
+                raise ExprError(f"unknown feature {name!r}", _col(node), unknown=name)
             names.add(name)
             return found
         case ast.BoolOp(values=values):
@@ -141,7 +144,8 @@ def _check(node: ast.AST, type_of: Callable[[str], str | None], names: set[str])
         case ast.Call(func=ast.Name(id=fname), args=args, keywords=[]):
             spec = FUNCTIONS.get(fname) or TIME_FUNCTIONS.get(fname)
             if spec is None:
-                raise ExprError(f"unknown function {fname!r}", _col(node))
+                known = [*FUNCTIONS, *TIME_FUNCTIONS, *POPULATION_FUNCTIONS]
+                raise ExprError(f"unknown function {fname!r}{did_you_mean(fname, known)}", _col(node))
             _, lo, hi = spec
             if not lo <= len(args) <= hi:
                 raise ExprError(f"{fname}() takes {lo}..{hi} arguments, got {len(args)}", _col(node))

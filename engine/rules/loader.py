@@ -40,7 +40,8 @@ from ..timers import TimePlan, plan_for
 from . import build, schema
 from .deps import base_features, derived_used
 from .expr import Expression, compile_value, population_features
-from .population import Population
+from .names import did_you_mean
+from .population import DEFAULT_MIN_SAMPLE, Population
 from .refusals import problems
 from .ruleset import Dimension, RulesError, RuleSet
 from .schema import parse_duration
@@ -84,8 +85,12 @@ def check_rules(
     document, failed = _validated(check)
     if document is None:
         return None, check.formatted()
+    min_sample = None
+    if document.population is not None and "min_sample" in document.population.model_fields_set:
+        min_sample = (document.population.min_sample, check.where(("population", "min_sample")))
+        population.min_sample = min_sample[0]  # a folder's packs share one: see _merged
     features = build.features(check, document, failed)
-    actions = build.actions(check, document, features.type_of)
+    actions = build.actions(check, document, features)
     dimensions = [
         build.dimension(check, name, spec, features, population) for name, spec in (document.dimensions or {}).items()
     ]
@@ -93,7 +98,7 @@ def check_rules(
         check.at((), "expected a non-empty 'dimensions' mapping")  # only an actions-only pack may have none
     if check.problems:
         return None, check.formatted()
-    return _rule_set(text, document.title, features, dimensions, actions, population), []
+    return _rule_set(text, document.title, features, dimensions, actions, population, min_sample), []
 
 
 def _position(exc: yaml.YAMLError, text: str) -> tuple[int, int]:
@@ -161,6 +166,7 @@ def _rule_set(
     dimensions: list[Dimension],
     actions: list[tuple[Action, str]],
     population: Population,
+    min_sample: tuple[int, str] | None,
 ) -> RuleSet:
     derived, aggregates = features.derived, features.aggregates
     fns = {n: compile_value(e, population=population) for n, e in derived.items()}
@@ -188,6 +194,7 @@ def _rule_set(
         derived_sources=sources,
         population=population,
         population_features=frozenset(wanted),
+        min_sample=min_sample,
         time_plan=plan_for(
             expressions, reads, holds, read_aggregates, population, delays=any(a.delay_ms for a, _ in actions)
         ),
@@ -217,12 +224,15 @@ def check_actions(rules: RuleSet) -> list[str]:
         for trigger in action.on:
             dim = dimensions.get(trigger.dimension)
             if dim is None:
-                problems.append(f"{where}: action {action.name!r}: unknown dimension {trigger.dimension!r}")
+                hint = did_you_mean(trigger.dimension, dimensions)
+                problems.append(f"{where}: action {action.name!r}: unknown dimension {trigger.dimension!r}{hint}")
                 continue
             for segment in (trigger.from_, trigger.to):
                 if segment is not None and segment not in dim.outcomes:
+                    hint = did_you_mean(segment, (s for s in dim.outcomes if s is not None))
                     problems.append(
                         f"{where}: action {action.name!r}: dimension {trigger.dimension!r} has no segment {segment!r}"
+                        + hint
                     )
     return problems
 
@@ -237,12 +247,15 @@ def parse_rules(text: str, origin: str = "<rules>") -> RuleSet:
     return rules
 
 
+PACK_SUFFIXES = (".yaml", ".yml")
+
+
 def rule_files(path: Path) -> list[Path]:
-    """A rules file, or a folder of rule packs (every *.yaml in it, in name order)."""
+    """A rules file, or a folder of rule packs (every *.yaml and *.yml in it, in name order)."""
     if path.is_dir():
-        files = sorted(path.glob("*.yaml"))
+        files = sorted(f for suffix in PACK_SUFFIXES for f in path.glob(f"*{suffix}"))
         if not files:
-            raise RulesError(f"{path}:1:1: no *.yaml rule packs in this folder")
+            raise RulesError(f"{path}:1:1: no *.yaml rule packs (or *.yml) in this folder")
         return files
     return [path]
 
@@ -287,7 +300,15 @@ def _merged(
     marks: dict[str, str] = {}
     derived: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    min_sample: tuple[int, str] | None = None
     for file, pack in zip(rule_files(path), packs):
+        if pack.min_sample is not None:
+            if min_sample is not None and min_sample[0] != pack.min_sample[0]:
+                problems.append(
+                    f"{pack.min_sample[1]}: population min_sample {pack.min_sample[0]} differs from "
+                    f"{min_sample[0]} set by another pack (one population: one minimum)"
+                )
+            min_sample = min_sample or pack.min_sample
         for dim in pack.dimensions:
             if dim.name in dimensions:
                 problems.append(f"{file}:1:1: dimension {dim.name!r} is also defined by another pack")
@@ -305,6 +326,7 @@ def _merged(
         marks.update(pack.action_marks)
     if problems:
         return None, problems
+    population.min_sample = min_sample[0] if min_sample is not None else DEFAULT_MIN_SAMPLE
     plan = TimePlan()
     for pack in packs:
         plan = plan | pack.time_plan
@@ -316,6 +338,7 @@ def _merged(
         derived_sources=sources,
         population=population,
         population_features=frozenset().union(*(p.population_features for p in packs)),
+        min_sample=min_sample,
         time_plan=plan,
         aggregates=tuple(aggregates.values()),
         actions=tuple(actions.values()),

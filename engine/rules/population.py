@@ -2,28 +2,50 @@
 
 Workers keep, per feature that such a function reads, a sorted sample of the feature's
 values over the live population (``Population``). The sample is recomputed periodically
-from a random sample of customers (see ``Worker._refresh_quantiles``) and shared through
-Redis. With a sample of k customers, a rank is off by at most about 1/sqrt(k) (for
-k = 10,000: about ±1 percentile) plus the drift since the last refresh. Before the first
+from a sample of customers (segengine.worker.population) and shared through Redis, thinned
+to at most ``KEPT`` values per feature. With a sample of k customers, a rank is off by at
+most about 1/sqrt(k) (for k = 10,000: about ±1 percentile) plus the drift since the last
+refresh.
+
+A rank against a handful of customers says nothing (the first buyer of a fresh stack is
+both the best and the worst), so a feature ranks only once its sample holds at least
+``min_sample`` values, one per customer that has one (the rules' ``population:
+{min_sample: N}``, default ``DEFAULT_MIN_SAMPLE``). Until then, and before the first
 sample exists, both functions are null.
 """
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, bisect_right
 from typing import Any
 
+DEFAULT_MIN_SAMPLE = 1000
+# Values a shared sample keeps per feature (segengine.worker.population.SAMPLE_KEEP): a
+# larger minimum could never be seen in a thinned sample, so the rules refuse one.
+KEPT = 2000
+
 
 class Population:
-    """Sorted samples per feature; replaced as a whole when a new sample arrives."""
+    """Sorted samples per feature; replaced as a whole when a new sample arrives. Only the
+    features whose sample holds at least ``min_sample`` values are kept in ``samples``
+    (what the scores and the timers rank against); ``sizes`` has every one."""
 
-    def __init__(self) -> None:
+    def __init__(self, min_sample: int = DEFAULT_MIN_SAMPLE) -> None:
         self.samples: dict[str, list[float]] = {}
+        self.sizes: dict[str, int] = {}  # feature -> values in the last sample given, usable or not
         self.taken_at: int | None = None
+        self.min_sample = min_sample
 
     def replace(self, samples: dict[str, list[float]], taken_at: int | None) -> None:
-        self.samples = {name: sorted(values) for name, values in samples.items()}
+        self.sizes = {name: len(values) for name, values in samples.items()}
+        self.samples = {name: sorted(values) for name, values in samples.items() if len(values) >= self.min_sample}
         self.taken_at = taken_at
+
+    @property
+    def held_back(self) -> dict[str, int]:
+        """Features whose sample is too small to rank against: feature -> its size."""
+        return {name: size for name, size in self.sizes.items() if name not in self.samples}
 
     def pct_rank(self, feature: str, value: Any) -> float | None:
         """Share of the population with a smaller value, ties counted half: 0..1."""
@@ -40,3 +62,17 @@ class Population:
         if rank is None or n < 1:
             return None
         return min(n, 1 + int(rank * n))
+
+
+def thin(sorted_values: list[float], keep: int = KEPT) -> list[float]:
+    """At most ``keep`` evenly spaced values of a sorted list (ranks stay within 1/keep), as a
+    worker thins the sample it shares."""
+    if len(sorted_values) <= keep:
+        return sorted_values
+    step = len(sorted_values) / keep
+    return [sorted_values[int(i * step)] for i in range(keep)]
+
+
+def rankable(value: Any) -> bool:
+    """Whether a feature's value enters a population sample: a finite number."""
+    return value is not None and isinstance(value, (int, float)) and math.isfinite(value)

@@ -136,6 +136,7 @@ class RuleSet:
     derived_sources: dict[str, str] = field(default_factory=dict)
     population: Population = field(default_factory=Population)  # samples for quantile_score / pct_rank
     population_features: frozenset[str] = frozenset()  # the features those functions rank
+    min_sample: tuple[int, str] | None = None  # population.min_sample as the file sets it, and where
     time_plan: TimePlan = field(default_factory=TimePlan)  # what makes answers change with time alone
     aggregates: tuple[Aggregate, ...] = ()  # declared aggregations: the state keeps their partials
     actions: tuple[Action, ...] = ()  # transition -> action (segengine.actions)

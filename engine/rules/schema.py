@@ -19,6 +19,7 @@ from pydantic_core import InitErrorDetails
 
 from ..aggregates import OPS, SOURCES
 from ..state import FEATURES
+from .population import DEFAULT_MIN_SAMPLE, KEPT
 from .refusals import Loc, Messages, Model, refusal, refusal_at
 from .ruleset import CURRENT
 from .source import Null
@@ -132,6 +133,13 @@ def _action_name(name: str) -> str:
     if not NAME.match(name):
         raise refusal(f"action name {name!r} is not an identifier")
     return name
+
+
+def _min_sample(value: Any) -> int:
+    text = value.strip() if isinstance(value, str) else ""
+    if text.isascii() and text.isdigit() and 1 <= int(text) <= KEPT:
+        return int(text)
+    raise refusal(f"'min_sample' must be a whole number from 1 to {KEPT:,} (a shared sample keeps {KEPT:,} values)")
 
 
 def _listed(value: Any) -> Any:
@@ -302,6 +310,15 @@ class Action(Model):
     description: Any = None
 
 
+class PopulationOptions(Model):
+    """How population-relative scores (quantile_score, pct_rank) are ranked."""
+
+    not_a_mapping = "'population' must be a mapping like {min_sample: 1000}"
+    unknown_field = "unknown population field {key}: use min_sample"
+
+    min_sample: Annotated[int, BeforeValidator(_min_sample)] = DEFAULT_MIN_SAMPLE
+
+
 class Document(Model):
     """A rules file, or one rule pack of a folder."""
 
@@ -317,6 +334,7 @@ class Document(Model):
     features: dict[Annotated[str, AfterValidator(_feature_name)], Feature] = Field(default_factory=dict)
     dimensions: Annotated[dict[str, Dimension], MinLen(1)] | None = None  # None: an actions-only pack
     actions: dict[Annotated[str, AfterValidator(_action_name)], Action] = Field(default_factory=dict)
+    population: PopulationOptions | None = None  # None: the default minimum
 
     @property
     def title(self) -> str:

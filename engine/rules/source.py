@@ -9,7 +9,7 @@ last value, as YAML loaders do; the repeats are listed in ``Source.duplicates``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .expr import ExprError, Expression, TypeOf, compile_expression
+from .names import did_you_mean
 
 Path = tuple[str | int, ...]  # keys and list indexes from the document's root
 NULL_TAG = "tag:yaml.org,2002:null"
@@ -154,14 +155,16 @@ class Checker:
         mark = self.source.mark(loc)
         return f"{self.origin}:{mark.line}:{mark.column}"
 
-    def expression(self, loc: Path, text: str, type_of: TypeOf) -> Expression | None:
+    def expression(self, loc: Path, text: str, type_of: TypeOf, known: Iterable[str] = ()) -> Expression | None:
         """The condition written at ``loc``, checked; None (and a problem at the column of the
-        fault inside it) when it does not compile."""
+        fault inside it) when it does not compile. An unknown name is told the closest of
+        ``known`` (the names it may read)."""
         try:
             return compile_expression(text, type_of)
         except ExprError as exc:
             mark = self.source.mark(loc)
-            self.add(mark, exc.message, int(mark.quoted) + exc.column - 1)
+            hint = did_you_mean(exc.unknown, known) if exc.unknown is not None else ""
+            self.add(mark, exc.message + hint, int(mark.quoted) + exc.column - 1)
             return None
 
     def formatted(self) -> list[str]:

@@ -13,6 +13,7 @@ import orjson
 from ..aggregates import OPS, SOURCES, Aggregate, Source
 from ..state import FEATURES, PROFILE_PREFIX
 from .expr import ANY, NUMBER, STRING, compile_value
+from .names import did_you_mean
 from .ruleset import CURRENT
 from .schema import Aggregation
 from .source import Checker, Path
@@ -44,7 +45,8 @@ def aggregate(check: Checker, name: str, spec: Aggregation) -> Aggregate | None:
         if spec.field is not None:
             found = columns.get(spec.field)
             if found is None:
-                check.at((*at, "field"), f"{kind} events have no field {spec.field!r}")
+                hint = did_you_mean(spec.field, columns)
+                check.at((*at, "field"), f"{kind} events have no field {spec.field!r}{hint}")
                 continue
             if numeric and found != NUMBER:
                 check.at((*at, "field"), f"type mismatch: {spec.op} needs a number, {kind}.{spec.field} is a {found}")
@@ -60,7 +62,7 @@ def aggregate(check: Checker, name: str, spec: Aggregation) -> Aggregate | None:
             where_text, where_at = spec.where, (*at, "where")
         where = None
         if where_text is not None:
-            expression = check.expression(where_at, where_text, columns.get)
+            expression = check.expression(where_at, where_text, columns.get, columns)
             where = compile_value(expression) if expression is not None else None
         weight = options.weight if options is not None and options.weight is not None else spec.weight
         weight = 1.0 if weight is None else weight

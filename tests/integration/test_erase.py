@@ -18,8 +18,10 @@ from segengine.clock import make_clock
 from segengine.devstack import DevStack
 from segengine.evaluate import change_id
 from segengine.kafka import KafkaSink
+from segengine.ledger import Ledger
 from segengine.metrics import Metrics
 from segengine.pipeline import BatchProcessor
+from segengine.records import TopicPartition as SegTopicPartition
 from segengine.rules import load_rules
 from segengine.state import CustomerState
 from segengine.store_redis import ERASING_KEY, HISTORY, RedisStore, state_key
@@ -138,8 +140,15 @@ async def memberships(redis: Redis, customer: str) -> dict[str, str]:
     return CustomerState.loads(blob).members
 
 
-async def commit(stack: DevStack, group: str, offsets: dict[TopicPartition, int]) -> None:
-    """Set the group's committed offsets (as an operator resetting a consumer group would)."""
+async def commit(
+    stack: DevStack, group: str, offsets: dict[TopicPartition, int], *, as_worker: Redis | None = None
+) -> None:
+    """Set the group's committed offsets (as an operator resetting a consumer group would);
+    ``as_worker``: recording them first in the engine's commit ledger, as a worker does."""
+    if as_worker is not None:
+        ledger = Ledger(as_worker)
+        await ledger.check({})  # a fresh engine's ledger
+        await ledger.before_commit({SegTopicPartition(tp.topic, tp.partition): o for tp, o in offsets.items()})
     consumer = AIOKafkaConsumer(
         bootstrap_servers=stack.kafka_bootstrap,
         group_id=group,
@@ -266,8 +275,8 @@ async def test_a_redelivered_erase_changes_nothing_and_a_new_customer_starts_afr
 async def test_an_erase_redelivered_before_its_commit_and_a_deletion_left_behind(
     stack: DevStack, redis_client: Redis
 ) -> None:
-    """The pipeline alone, with no commit: the erase is written, delivered again (the same
-    records again, nothing changes), then committed by hand as if the worker had died
+    """The pipeline alone, with no commit: the erase is written, delivered again to a worker
+    started after the first died (the same records again, nothing changes), then committed by hand as if the worker had died
     right after its commit: a worker's sweep deletes what was left."""
     await produce_all(stack, events_of("ivy-3c4d"))
     await produce(stack, "events.profile", [("ivy-3c4d", erase_event("ivy-3c4d"))])
@@ -304,7 +313,15 @@ async def test_an_erase_redelivered_before_its_commit_and_a_deletion_left_behind
         assert erased != populated and sum(erased.values()) == sum(populated.values()) - first.changes
 
         sent = values(await consume_all(stack, "segments.changes"))
-        again = await processor.process(history + erase)  # the whole uncommitted stretch, delivered again
+        restarted = BatchProcessor(  # the worker died before its commit: another one reads the records again
+            settings,
+            load_rules(settings.rules_file),
+            store,
+            KafkaSink(producer),
+            make_clock("wall"),
+            Metrics(process=False),
+        )
+        again = await restarted.process(history + erase)  # the whole uncommitted stretch, delivered again
         assert (again.applied, again.redelivered, again.changes) == (0, len(history) + 1, 0)
         resent = values(await consume_all(stack, "segments.changes"))[len(sent) :]
         assert any(c["cause"]["kind"] == "erase" for c in resent)
@@ -315,7 +332,8 @@ async def test_an_erase_redelivered_before_its_commit_and_a_deletion_left_behind
         await store.redis.aclose()
 
     # Committed, but nobody deleted the erased hash (a worker stopped between the two):
-    await commit(stack, "segengine", {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records})
+    committed = {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records}
+    await commit(stack, "segengine", committed, as_worker=redis_client)
     async with RunningWorker(settings_for(stack, **QUIET)):
         # joining the group, then a sweep's pause: slow on a busy machine
         assert await eventually_nothing_names(redis_client, "ivy-3c4d", timeout=90) == []

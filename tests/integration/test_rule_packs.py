@@ -10,7 +10,7 @@ from itertools import count
 from typing import Any
 
 from segengine.devstack import DevStack
-from tests.integration.support import RunningWorker, consume_all, produce, settings_for, values
+from tests.integration.support import REPO_ROOT, RunningWorker, consume_all, produce, settings_for, values
 
 DAY = 86_400_000
 HOUR = 3_600_000
@@ -157,16 +157,20 @@ async def test_demographic_and_geographic_bands(stack: DevStack) -> None:
     assert moves[("anna", "region")] == [(None, "europe"), ("europe", "unknown")]
 
 
-async def test_rfm_scores_rank_customers_against_the_population(stack: DevStack, redis_client) -> None:  # type: ignore[no-untyped-def]
+async def test_rfm_scores_rank_customers_against_the_population(stack: DevStack, redis_client, tmp_path) -> None:  # type: ignore[no-untyped-def]
     import asyncio
+    import shutil
 
+    rules = tmp_path / "rules"  # the shipped packs, the RFM scores ranked from 10 customers on (default: 1,000)
+    shutil.copytree(REPO_ROOT / "rules", rules)
+    (rules / "rfm.yaml").write_text("population: {min_sample: 10}\n" + (rules / "rfm.yaml").read_text())
     base = [  # the population: 20 customers with 1..4 orders of 10..200, bought 100..10 days ago
         ev(f"pop{i}", "purchase", T - (100 - 4 * i) * DAY - k * DAY, amount=10.0 * (i + 1))
         for i in range(20) for k in range(1 + i % 4)
     ]  # fmt: skip
     for topic_records in [[(e["customer_id"], e) for e in sorted(base, key=lambda e: e["ts"])]]:
         await produce(stack, "events.purchase", topic_records)  # type: ignore[arg-type]
-    settings = settings_for(stack, clock="event", quantiles_refresh_s=0.2)
+    settings = settings_for(stack, clock="event", quantiles_refresh_s=0.2, rules_file=rules)
     async with RunningWorker(settings) as w:
         await w.wait_for(len(base))
         for _ in range(100):  # the worker samples the population

@@ -12,6 +12,8 @@ from segengine.state import DAY_MS, CustomerState, Features
 from segengine.timers import next_check
 
 RULES = """
+population:
+  min_sample: 1   # rank against the drawn samples, however small
 features:
   r: quantile_score(days_since_last_purchase, 5)
   p: pct_rank(days_since_last_purchase)

@@ -156,7 +156,7 @@ BROKEN = [
     ("        exit_grace: 30d\n      - name: gold", "        exit_grace: [30d]\n      - name: gold",
      "12:21: bad duration ['30d']: use a number and s, m, h, d or w (e.g. 14d)"),
     ("enter: points >= 1000", "enter: points >= = 1000", "14:26: syntax error: invalid syntax"),
-    ("stay: points >= 240", "stay: pionts >= 240", "19:15: unknown feature 'pionts'"),
+    ("stay: points >= 240", "stay: pionts >= 240", "19:15: unknown feature 'pionts': did you mean 'points'?"),
     ("- name: silver", "- name: gold", "17:15: duplicate segment 'gold'"),
     ("  points: spend_365d", "  points: bonus + spend_365d\n  bonus: points / 10", "5:3: dependency cycle: points -> bonus -> points"),
 ]  # fmt: skip
