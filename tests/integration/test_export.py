@@ -45,7 +45,14 @@ def free_port() -> int:
 async def export(redis_url: str, *args: str) -> tuple[int, str, str]:
     env = {**os.environ, "SEGENGINE_REDIS_URL": redis_url}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "segengine", "export", *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        sys.executable,
+        "-m",
+        "segengine",
+        "export",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
