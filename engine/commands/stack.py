@@ -78,7 +78,14 @@ def run(
     run_until_done(main())
 
 
-def dev() -> None:
+def dev(
+    env_file: Path | None = typer.Option(
+        None,
+        "--env-file",
+        metavar="PATH",
+        help="also write the two variables to this file (KEY=value lines: `set -a; . PATH`, docker --env-file)",
+    ),
+) -> None:
     """Start the embedded broker and Redis on free loopback ports; keep them up until Ctrl-C."""
     settings = load_settings()
 
@@ -92,6 +99,9 @@ def dev() -> None:
                 soft_wrap=True,
                 highlight=False,
             )
+            if env_file is not None:
+                env_file.write_text(f"SEGENGINE_KAFKA_BOOTSTRAP={bootstrap}\nSEGENGINE_REDIS_URL={redis_url}\n")
+                console.print(f"written to {env_file}", highlight=False)
             console.print("Ctrl-C stops both.")
             await asyncio.Event().wait()
 

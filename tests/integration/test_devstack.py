@@ -203,9 +203,10 @@ async def test_stack_for_creates_missing_topics_on_a_configured_broker() -> None
             await admin.close()
 
 
-async def test_dev_command_serves_until_ctrl_c() -> None:
+async def test_dev_command_serves_until_ctrl_c(tmp_path: Path) -> None:
+    env_file = tmp_path / "dev.env"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "segengine", "dev", cwd=REPO_ROOT, stderr=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "segengine", "dev", "--env-file", str(env_file), cwd=REPO_ROOT, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "COLUMNS": "200"}, start_new_session=True,
     )  # fmt: skip
     try:
@@ -219,6 +220,10 @@ async def test_dev_command_serves_until_ctrl_c() -> None:
         redis_url = re.search(rb"SEGENGINE_REDIS_URL=(\S+)", text)
         assert kafka and redis_url, text.decode()
         assert not await refuses(kafka.group(1).decode()) and not await refuses(redis_url.group(1).decode())
+        assert env_file.read_text().splitlines() == [
+            f"SEGENGINE_KAFKA_BOOTSTRAP={kafka.group(1).decode()}",
+            f"SEGENGINE_REDIS_URL={redis_url.group(1).decode()}",
+        ]
         servers = children(proc.pid)
         assert len(servers) == 2
         proc.send_signal(signal.SIGINT)
