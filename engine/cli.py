@@ -10,6 +10,7 @@ segengine topics create|list|describe    the topics of topics/topics.yaml on the
 segengine rules check|explain|simulate   rules tooling for marketers
 segengine export   a segment's members as CSV or JSON Lines
 segengine rebuild  recover from a Redis that lost data: replay the input topics into it
+segengine fit clv  fit the CLV models (BG/NBD, Gamma-Gamma) on a purchase history -> models/clv.yaml
 
 Settings, logging, running a command, its one-line failure and the exit codes:
 engine/commands/common.py.
@@ -24,7 +25,7 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from .commands import export, lookup, rebuild, rules, stack, topics
+from .commands import export, fit, lookup, rebuild, rules, stack, topics
 from .commands.common import FAILED, INTERRUPTED, json_logs, out
 
 HELP = {"help_option_names": ["-h", "--help"]}
@@ -64,6 +65,12 @@ rules_app = typer.Typer(
     no_args_is_help=True,
     context_settings=HELP,
     help="Check rules, explain a customer's segments, preview a change.",
+)
+fit_app = typer.Typer(
+    cls=Group,
+    no_args_is_help=True,
+    context_settings=HELP,
+    help="Fit models on purchase history: clv (BG/NBD and Gamma-Gamma).",
 )
 
 
@@ -106,6 +113,9 @@ rules_app.command("check", cls=Command)(rules.rules_check)
 rules_app.command("explain", cls=Command)(rules.rules_explain)
 rules_app.command("simulate", cls=Command)(rules.rules_simulate)
 app.add_typer(rules_app, name="rules")
+
+fit_app.command("clv", cls=Command)(fit.fit_clv)
+app.add_typer(fit_app, name="fit")
 
 
 def main() -> None:

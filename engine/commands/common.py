@@ -125,7 +125,9 @@ def configure_logging(settings: Settings) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    # aiokafka logs every failed connection attempt as an error: the outage watch and a
+    # command's one-line failure say it (naming the broker) instead, except at debug level
+    logging.getLogger("aiokafka").setLevel(logging.DEBUG if settings.log_level.upper() == "DEBUG" else logging.CRITICAL)
 
 
 def json_logs() -> bool:

@@ -152,8 +152,8 @@ class Worker:
         self.stopping.set()
 
     def _lost(self, error: BaseException) -> None:
+        """Stop on ``error``, which ``run`` raises once everything is closed (the caller says it)."""
         if self.failure is None:
-            log.error("%s", error)
             self.failure = error
         self.stopping.set()
 
@@ -163,7 +163,11 @@ class Worker:
         settings = self.settings
         api = ApiServer(self, settings.http_host, settings.http_port) if settings.http_port else None
         if api is not None:
-            await api.start()
+            try:
+                await api.start()
+            except BaseException:  # the port taken, say: the clients built for this run are closed
+                await self._close()
+                raise
         sweep = asyncio.create_task(EraseSweep(self.processor, self.store).run(self.stopping))
         try:
             await self._consume()

@@ -70,7 +70,7 @@ def test_every_command_keeps_its_name_and_place_in_the_help() -> None:
     group: Any = typer.main.get_command(app)
     assert list(group.list_commands(None)) == [
         "run", "dev", "demo", "demo-produce", "replay", "inspect", "segments", "tail", "produce", "export", "rebuild",
-        "topics", "rules",
+        "topics", "rules", "fit",
     ]  # fmt: skip
     assert list(group.commands["topics"].list_commands(None)) == ["create", "list", "describe"]
     assert list(group.commands["rules"].list_commands(None)) == ["check", "explain", "simulate"]
