@@ -181,7 +181,7 @@ async def run_demo(settings: Settings, *, limit: int | None = None) -> None:
     records = demo_records(limit)
 
     async with stack_for(settings) as (bootstrap, redis_url):
-        console.print(f"embedded stack: Kafka {bootstrap}, Redis {redis_url}")
+        console.print(f"embedded stack: Kafka {bootstrap}, Redis {redis_url.split('@')[-1]}")  # never a password
         progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),

@@ -32,12 +32,15 @@ import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 import hiredis
 import orjson
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
+from redis.exceptions import RedisError
 
+from .errors import ConfigError
 from .store import HISTORY, Loaded, Lookup, Published, QuantileSamples, Quarantine, TimerEntry, Write
 
 if TYPE_CHECKING:
@@ -49,6 +52,12 @@ QUANTILES_KEY = "seg:quantiles"  # {"taken_at": ms, "samples": {feature: [sorted
 FIELD_SEP = "\x1f"
 ERASING_KEY = "seg:erasing"  # customers erased, their erase not yet committed
 CHUNK = 1000  # customers per script call: bounds how long one call holds Redis
+CONNECT_TIMEOUT_S = 5.0  # a host that does not answer (blackholed, firewalled) fails this soon
+# The longest wait to send one command or read its answer. A script call sends or reads at most
+# CHUNK customers of at most 1 MiB each (the state cap): about 1 GiB, some 10 s over a 1 Gbit/s
+# link, and as long again behind another worker's call. Without a limit, a connection cut
+# mid-call (no reset ever arrives) would hold the batch, and a worker's stop, for many minutes.
+CALL_TIMEOUT_S = 60.0
 
 
 class HiredisPackingConnection(Connection):
@@ -61,8 +70,37 @@ class HiredisPackingConnection(Connection):
         return [hiredis.pack_command(args)]  # type: ignore[arg-type]
 
 
+class HiredisPackingSSLConnection(HiredisPackingConnection, SSLConnection):
+    """The same packing over TLS (``rediss://``)."""
+
+
+_PACKING: dict[type[AbstractConnection], type[AbstractConnection]] = {
+    Connection: HiredisPackingConnection,
+    SSLConnection: HiredisPackingSSLConnection,
+}
+
+
 def connect(url: str) -> Redis:
-    return Redis.from_url(url, connection_class=HiredisPackingConnection)
+    """A client for ``url``: ``redis://`` or ``rediss://`` (TLS), with the user and password, and
+    redis-py's connection parameters (``ssl_ca_certs``, ``socket_timeout``, ...) as its query;
+    a parameter given there wins over the timeouts above. ``ConfigError`` if it cannot be used."""
+    try:
+        client = Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CALL_TIMEOUT_S)
+    except ValueError:  # its message may quote a part of the URL, which can be a part of the password
+        raise ConfigError(
+            "the Redis URL cannot be read: it takes the form redis://user:password@host:port/db (the user "
+            "and password optional, rediss:// for TLS), with / ? # @ : % in them percent-encoded"
+        ) from None
+    # The URL's scheme chose the connection class (redis-py's asyncio pool lets it win over a
+    # connection_class given beside it): its packing twin takes its place, before any connection.
+    pool = client.connection_pool
+    pool.connection_class = _PACKING.get(pool.connection_class, pool.connection_class)
+    try:
+        pool.connection_class(**pool.connection_kwargs)  # only built, not connected: checks the parameters
+    except (TypeError, RedisError) as exc:  # an unknown parameter's name, an invalid ssl_cert_reqs: never a secret
+        tls = " (TLS parameters need rediss://)" if urlsplit(url).scheme == "redis" and "ssl" in str(exc) else ""
+        raise ConfigError(f"the Redis URL's parameters cannot be used: {exc}{tls}") from None
+    return client
 
 
 def timer_key(partition: int) -> str:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from ..settings import Settings, env_name
 
@@ -135,13 +136,26 @@ def json_logs() -> bool:
     return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
 
 
+def redacted(url: str) -> str:
+    """A URL to print: its password, if any, as ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def say_error(line: str) -> None:
     """A command's one-line failure on stderr: ``error: ...``, or a JSON log record when
     logs are JSON."""
     if json_logs():
         log.error(line)
     else:
-        console.print(f"[red]error:[/red] {line}", markup=True, highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(line)}", markup=True, highlight=False, soft_wrap=True)
 
 
 def refuse(line: str, code: int = USAGE) -> NoReturn:
@@ -200,10 +214,11 @@ def failure_line(exc: BaseException) -> str:
     connection and OS errors, and of configuration errors (a topics or rules file), are shown
     (they name hosts, ports and files, not customers)."""
     from aiokafka.errors import KafkaConnectionError, KafkaError
+    from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    from ..errors import ConfigError, DevStackError
+    from ..errors import ConfigError, DevStackError, ProcessingError, SegengineError
     from ..rules.ruleset import RulesError
 
     def first_line(e: BaseException) -> str:
@@ -216,12 +231,18 @@ def failure_line(exc: BaseException) -> str:
         )
     if isinstance(exc, (ConfigError, DevStackError)):
         return first_line(exc)
+    if isinstance(exc, AuthenticationError):  # reached, and refused: the message names the user at most
+        return f"Redis refused the login: {first_line(exc)}"
+    if isinstance(exc, NoPermissionError) or (isinstance(exc, ResponseError) and "can't run this command" in str(exc)):
+        return f"Redis refused a command to the engine's user (its ACL): {first_line(exc)}"
     if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
         return f"cannot reach Redis: {first_line(exc)}"
     if isinstance(exc, KafkaConnectionError):
         return f"cannot reach the Kafka broker: {first_line(exc)}"
     if isinstance(exc, KafkaError):
         return f"Kafka: {type(exc).__name__}: {first_line(exc)}"
+    if isinstance(exc, SegengineError) and not isinstance(exc, ProcessingError):  # ours: no customer data
+        return f"{type(exc).__name__}: {first_line(exc)}"
     if isinstance(exc, OSError):
         if exc.errno == 98:
             return f"address already in use: {first_line(exc)}"

@@ -23,6 +23,7 @@ from .common import (
     load_settings,
     out,
     reach_kafka,
+    redacted,
     refuse,
     require_kafka,
     run_until_done,
@@ -93,9 +94,10 @@ def dev(
         from ..devstack import stack_for
 
         async with stack_for(settings) as (bootstrap, redis_url):
-            console.print(f"Kafka  [bold]{bootstrap}[/bold]\nRedis  [bold]{redis_url}[/bold]")
+            shown = redacted(redis_url)  # a configured Redis's password is never printed
+            console.print(f"Kafka  [bold]{bootstrap}[/bold]\nRedis  [bold]{shown}[/bold]")
             console.print(
-                f"export SEGENGINE_KAFKA_BOOTSTRAP={bootstrap} SEGENGINE_REDIS_URL={redis_url}",
+                f"export SEGENGINE_KAFKA_BOOTSTRAP={bootstrap} SEGENGINE_REDIS_URL={shown}",
                 soft_wrap=True,
                 highlight=False,
             )
