@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
@@ -322,6 +326,51 @@ def alive(*workers: RunningWorker) -> Any:
 
 def metric(worker: RunningWorker, name: str, labels: dict[str, str] | None = None) -> float:
     return worker.worker.metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+def purchase(event_id: str, customer: str, ts: int, amount: float) -> dict[str, Any]:
+    """A purchase whose order id is its event id."""
+    return {
+        "event_id": event_id,
+        "customer_id": customer,
+        "type": "purchase",
+        "ts": ts,
+        "order_id": event_id,
+        "amount": amount,
+    }
+
+
+# -- servers the tests start themselves (a TLS broker, secured Redis) ------------------------------
+
+
+async def wait_listening(
+    port: int, proc: subprocess.Popen[bytes], name: str, *, timeout: float = 60.0, log: Path | None = None
+) -> bool:
+    """True once ``port`` accepts a connection; False when ``proc`` exited meanwhile. After
+    ``timeout`` s the test fails, naming the server (``name``) and showing its ``log`` if given."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            await writer.wait_closed()
+            return True
+        await asyncio.sleep(0.05)
+    shown = "" if log is None else f"; its log: {log.read_text()}"
+    pytest.fail(f"{name} did not listen on {port} in {timeout:.0f} s{shown}", pytrace=False)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """``proc`` terminated if it still runs; killed if it has not exited 10 s later."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def faulty_worker(point: str) -> list[str]:

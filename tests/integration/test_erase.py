@@ -289,8 +289,10 @@ async def test_an_erase_redelivered_before_its_commit_and_a_deletion_left_behind
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
     await producer.start()
     store = RedisStore(Redis.from_url(stack.redis_url))
-    try:
-        processor = BatchProcessor(
+
+    def worker_batches() -> BatchProcessor:
+        """A worker's batch logic, as a fresh worker starts it, on this Redis and producer."""
+        return BatchProcessor(
             settings,
             load_rules(settings.rules_file),
             store,
@@ -298,6 +300,9 @@ async def test_an_erase_redelivered_before_its_commit_and_a_deletion_left_behind
             make_clock("wall"),
             Metrics(process=False),
         )
+
+    try:
+        processor = worker_batches()
         history, erase = (
             [r for r in records if b'"erase"' not in r.value],
             [r for r in records if b'"erase"' in r.value],
@@ -313,14 +318,7 @@ async def test_an_erase_redelivered_before_its_commit_and_a_deletion_left_behind
         assert erased != populated and sum(erased.values()) == sum(populated.values()) - first.changes
 
         sent = values(await consume_all(stack, "segments.changes"))
-        restarted = BatchProcessor(  # the worker died before its commit: another one reads the records again
-            settings,
-            load_rules(settings.rules_file),
-            store,
-            KafkaSink(producer),
-            make_clock("wall"),
-            Metrics(process=False),
-        )
+        restarted = worker_batches()  # the worker died before its commit: another one reads the records again
         again = await restarted.process(history + erase)  # the whole uncommitted stretch, delivered again
         assert (again.applied, again.redelivered, again.changes) == (0, len(history) + 1, 0)
         resent = values(await consume_all(stack, "segments.changes"))[len(sent) :]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import ssl
 import subprocess
 import time
@@ -34,50 +33,13 @@ from segengine.devstack import DevStack, free_port, tansu_binary
 from segengine.kafka import kafka_security_kwargs, make_admin, make_producer
 from segengine.settings import Settings
 from segengine.topics import load_topics
-from tests.integration.support import FAST_GROUP, RunningWorker
+from tests.integration.pki import Pki, make_pki
+from tests.integration.support import FAST_GROUP, RunningWorker, purchase, stop, wait_listening
 
 DAY = 86_400_000
 START_TIMEOUT_S = 60.0
 # tansu reads these from the environment too; a stray one would change the broker under test
 TANSU_ENV = ("CLUSTER_ID", "SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT")
-
-
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-
-
-def make_pki(folder: Path) -> Pki:
-    """A CA valid for two days, a server certificate for 127.0.0.1 and a client certificate it signed."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.fail("the TLS tests make their certificates with the openssl command: install openssl", pytrace=False)
-
-    def run(*args: str) -> None:
-        subprocess.run([openssl, *args], cwd=folder, check=True, capture_output=True, timeout=60)
-
-    new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    run(
-        "req", "-x509", *new_key, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=segengine test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    )  # fmt: skip
-    for name, extensions in (
-        ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
-        ("client", "extendedKeyUsage=clientAuth\n"),
-    ):
-        (folder / f"{name}.ext").write_text(extensions)
-        run("req", *new_key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN=segengine test {name}")
-        run(
-            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext",
-        )  # fmt: skip
-    return Pki(
-        folder / "ca.pem", folder / "server.pem", folder / "server.key", folder / "client.pem", folder / "client.key"
-    )
 
 
 class TlsFront:
@@ -130,21 +92,6 @@ class TlsFront:
             writer.close()  # one side gone: the other one ends too
 
 
-async def wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> bool:
-    """True once ``port`` accepts a connection; False when the broker exited meanwhile."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        with contextlib.suppress(OSError):
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            await writer.wait_closed()
-            return True
-        await asyncio.sleep(0.05)
-    pytest.fail(f"tansu did not listen on {port} in {START_TIMEOUT_S:.0f} s; its log: {log.read_text()}", pytrace=False)
-
-
 @contextlib.asynccontextmanager
 async def tansu_behind(front: TlsFront, workdir: Path) -> AsyncIterator[None]:
     """A tansu broker on a free port that names the front as its address."""
@@ -161,18 +108,12 @@ async def tansu_behind(front: TlsFront, workdir: Path) -> AsyncIterator[None]:
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )  # fmt: skip
         try:
-            if await wait_listening(port, proc, log):
+            if await wait_listening(port, proc, "tansu", timeout=START_TIMEOUT_S, log=log):
                 front.upstream_port = port
                 yield
                 return
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop(proc)
     pytest.fail(f"tansu did not start; its last log: {log.read_text()}", pytrace=False)
 
 
@@ -255,17 +196,6 @@ async def read_topic(settings: Settings, topic: str) -> list[dict[str, Any]]:
         return records
     finally:
         await consumer.stop()
-
-
-def purchase(event_id: str, customer: str, ts: int, amount: float) -> dict[str, Any]:
-    return {
-        "event_id": event_id,
-        "customer_id": customer,
-        "type": "purchase",
-        "ts": ts,
-        "order_id": event_id,
-        "amount": amount,
-    }
 
 
 async def test_a_worker_processes_a_batch_over_tls_with_a_client_certificate(secured: SecuredBroker) -> None:

@@ -45,7 +45,7 @@ from segengine.store_redis import (
     connect,
 )
 from tests.integration.pki import Pki, make_pki
-from tests.integration.support import FAST_GROUP, REPO_ROOT, RunningWorker, produce
+from tests.integration.support import FAST_GROUP, REPO_ROOT, RunningWorker, produce, purchase, stop, wait_listening
 
 DAY = 86_400_000
 START_TIMEOUT_S = 60.0
@@ -68,17 +68,6 @@ ENGINE_COMMANDS = (
     "+lpush", "+ltrim", "+lrange",
 )  # fmt: skip
 ACL = ("--user", "default", "off", "--user", USER, "on", f">{PASSWORD}", "~seg:*", *ENGINE_COMMANDS)
-
-
-def purchase(event_id: str, customer: str, ts: int, amount: float) -> dict[str, Any]:
-    return {
-        "event_id": event_id,
-        "customer_id": customer,
-        "type": "purchase",
-        "ts": ts,
-        "order_id": event_id,
-        "amount": amount,
-    }
 
 
 def events() -> list[tuple[str, dict[str, Any]]]:
@@ -121,7 +110,7 @@ async def redis_server(
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         try:
-            if await listening(port, proc):
+            if await wait_listening(port, proc, "redis-server", timeout=START_TIMEOUT_S):
                 yield port
                 return
             said = log.read_text(errors="replace")
@@ -131,29 +120,8 @@ async def redis_server(
                 raise NoTls(f"{binary} was built without TLS")
             pytest.fail(f"redis-server exited with code {proc.returncode} at start; its log ends:\n{said[-2000:]}")
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop(proc)
     pytest.fail("redis-server found no free port in 3 attempts")
-
-
-async def listening(port: int, proc: subprocess.Popen[bytes]) -> bool:
-    """True once ``port`` accepts a connection; False when the server exited meanwhile."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        with contextlib.suppress(OSError):
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            await writer.wait_closed()
-            return True
-        await asyncio.sleep(0.05)
-    pytest.fail(f"redis-server did not listen on {port} in {START_TIMEOUT_S:.0f} s")
 
 
 @contextlib.asynccontextmanager

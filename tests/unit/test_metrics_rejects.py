@@ -5,8 +5,6 @@ type, a type outside the contract) stays ``type="unknown"``, so the label stays 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,17 +12,10 @@ import pytest
 
 from segengine import validate as validation
 from segengine.events import EVENT_TYPES, Event, Rejected
-from segengine.metrics import Metrics
-from segengine.pipeline import DLQ_TOPIC, BatchProcessor
-from segengine.records import OutRecord
-from segengine.rules import load_rules
-from segengine.settings import Settings
+from segengine.pipeline import DLQ_TOPIC
 from segengine.store_memory import MemoryStore
 from segengine.validate import validate
-
-REPO = Path(__file__).resolve().parents[2]
-NOW = 1_717_200_000_000  # 2024-06-01T00:00:00Z
-DAY = 86_400_000
+from tests.unit.test_batch_memory import DAY, NOW, Feed, ListSink, counted, make_processor
 
 
 def purchase(eid: str, cid: str = "ivy", **fields: Any) -> dict[str, Any]:
@@ -89,35 +80,6 @@ def test_a_valid_record_is_an_event() -> None:
 # -- counted by a batch ---------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: int = NOW
-
-
-class FixedClock:
-    def now_for(self, event_ts: int) -> int:
-        return NOW
-
-    def now(self) -> int:
-        return NOW
-
-    def observe(self, topic: str, partition: int, event_ts: int) -> None:
-        return None
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.records: list[OutRecord] = []
-
-    async def publish(self, records: list[OutRecord]) -> None:
-        self.records += records
-
-
 async def test_a_batch_counts_its_rejects_by_topic_and_type() -> None:
     records = [
         ("events.purchase", purchase("ok-1")),
@@ -129,20 +91,15 @@ async def test_a_batch_counts_its_rejects_by_topic_and_type() -> None:
         ("events.browse", {**purchase("b1"), "type": "browse", "action": "fly"}),
         ("events.purchase", purchase("ok-2")),
     ]
-    offsets: dict[str, int] = {}
-    feed = []
+    feed = Feed()
     for topic, body in records:
-        offsets[topic] = offsets.get(topic, -1) + 1
-        feed.append(Rec(topic, 0, offsets[topic], b"ivy", body if isinstance(body, bytes) else orjson.dumps(body)))
-    settings = Settings(dedupe_horizon_days=7, future_skew_s=300, max_event_bytes=1 << 20)
+        feed.add(body, topic=topic, key=b"ivy")
     sink = ListSink()
-    metrics = Metrics(process=False)
-    processor = BatchProcessor(settings, load_rules(REPO / "rules"), MemoryStore(), sink, FixedClock(), metrics)
-    stats = await processor.process(feed)
+    processor = make_processor(MemoryStore(), sink)
+    stats = await processor.process(feed.records)
 
     def events(topic: str, type_: str, outcome: str = "rejected") -> float:
-        labels = {"topic": topic, "type": type_, "outcome": outcome}
-        return metrics.registry.get_sample_value("segengine_events_total", labels) or 0.0
+        return counted(processor, "segengine_events_total", topic=topic, type=type_, outcome=outcome)
 
     assert (stats.applied, stats.rejected) == (2, 6)
     assert len([r for r in sink.records if r.topic == DLQ_TOPIC]) == 6
@@ -154,7 +111,7 @@ async def test_a_batch_counts_its_rejects_by_topic_and_type() -> None:
     assert events("events.browse", "browse") == 1
     assert events("events.browse", "unknown") == 0
     assert (
-        metrics.registry.get_sample_value(
+        processor.metrics.registry.get_sample_value(
             "segengine_events_total", {"topic": "events.purchase", "type": "gift-card", "outcome": "rejected"}
         )
         is None

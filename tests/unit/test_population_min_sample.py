@@ -5,25 +5,16 @@ every path that decides a customer: an event, the worker's re-score, a timer."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import orjson
-
-from segengine.metrics import Metrics
-from segengine.pipeline import BatchProcessor
-from segengine.records import OutRecord
 from segengine.rules import check_files, load_rules, parse_rules
 from segengine.rules.population import DEFAULT_MIN_SAMPLE, KEPT, Population, thin
-from segengine.settings import Settings
 from segengine.state import DAY_MS, CustomerState
 from segengine.store_memory import MemoryStore
 from segengine.timers import next_check
 from segengine.worker import population as worker_population
+from tests.unit.test_batch_memory import NOW, REPO, Feed, make_processor, purchase
 
-REPO = Path(__file__).resolve().parents[2]
-NOW = 1_717_200_000_000
 MINUTE = 60_000
-SETTINGS = Settings(dedupe_horizon_days=7, future_skew_s=300, max_event_bytes=1 << 20)
 HALVES = """
 population:
   min_sample: 5
@@ -34,34 +25,6 @@ dimensions:
       - {name: low, when: "quantile_score(spend_total, 2) == 1"}
     default: unscored
 """
-
-
-class FixedClock:
-    def now_for(self, event_ts: int) -> int:
-        return NOW
-
-    def now(self) -> int:
-        return NOW
-
-    def observe(self, topic: str, partition: int, event_ts: int) -> None:
-        return None
-
-
-class ListSink:
-    async def publish(self, records: list[OutRecord]) -> None:
-        return None
-
-
-class Purchase:
-    """A purchase record as the consumer hands it over (segengine.records.Record)."""
-
-    topic, partition, timestamp = "events.purchase", 0, NOW
-
-    def __init__(self, n: int, customer: str, amount: float, ts: int) -> None:
-        body: dict[str, Any] = {"event_id": f"e{n}", "customer_id": customer, "type": "purchase", "ts": ts}
-        self.offset = n
-        self.key: bytes | None = customer.encode()
-        self.value: bytes | None = orjson.dumps({**body, "order_id": f"o{n}", "amount": amount})
 
 
 async def member(store: MemoryStore, customer: str, dimension: str) -> str:
@@ -101,8 +64,10 @@ async def test_a_fresh_stacks_first_big_buyer_is_unscored_not_cant_lose_them() -
     rules = load_rules(REPO / "rules")
     rules.population.replace({"days_since_last_purchase": [0.0, 0.0, 0.0], "orders_total": [1.0] * 3,
                               "spend_total": [10.0, 20.0, 30.0]}, NOW)  # fmt: skip
-    processor = BatchProcessor(SETTINGS, rules, store, ListSink(), FixedClock(), Metrics(process=False))
-    await processor.process([Purchase(0, "big", 2525.0, NOW - MINUTE)])
+    processor = make_processor(store, rules=rules)
+    feed = Feed()
+    feed.add(purchase("e0", "big", NOW - MINUTE, 2525.0))
+    await processor.process(feed.records)
     for dimension in ("recency_score", "frequency_score", "monetary_score", "rfm_segment"):
         assert await member(store, "big", dimension) == "unscored"
 
@@ -116,9 +81,12 @@ async def test_a_fresh_stacks_first_big_buyer_is_unscored_not_cant_lose_them() -
 async def test_the_worker_rescore_honours_the_minimum_below_and_at_it() -> None:
     store = MemoryStore()
     rules = parse_rules(HALVES)
-    processor = BatchProcessor(SETTINGS, rules, store, ListSink(), FixedClock(), Metrics(process=False))
+    processor = make_processor(store, rules=rules)
     spends = [10.0, 20.0, 30.0, 40.0, 50.0]
-    await processor.process([Purchase(i, f"c{i}", s, NOW - DAY_MS) for i, s in enumerate(spends)])
+    feed = Feed()
+    for i, spend in enumerate(spends):
+        feed.add(purchase(f"e{i}", f"c{i}", NOW - DAY_MS, spend))
+    await processor.process(feed.records)
     ids = [f"c{i}" for i in range(5)]
     cuts_before = worker_population.cuts(rules)
 

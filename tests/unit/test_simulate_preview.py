@@ -6,24 +6,18 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
 from segengine.commands import rules as rules_command
-from segengine.metrics import Metrics
-from segengine.pipeline import BatchProcessor
-from segengine.records import OutRecord
 from segengine.rules import RuleSet, load_rules
 from segengine.rules.preview import Preview, preview
 from segengine.rules.tools import compare
-from segengine.settings import Settings
 from segengine.state import DAY_MS, CustomerState
 from segengine.store_memory import MemoryStore
+from tests.unit.test_batch_memory import NOW, REPO, Feed, Rec, browse, make_processor, purchase
 
-REPO = Path(__file__).resolve().parents[2]
-NOW = 1_717_200_000_000  # 2024-06-01T00:00:00Z
 CUSTOMERS = 40
 # The population sample the workers share: 1,000 values per ranked feature (the default minimum).
 SHARED = {
@@ -33,42 +27,15 @@ SHARED = {
 }
 
 
-class FixedClock:
-    def now_for(self, event_ts: int) -> int:
-        return NOW
-
-    def now(self) -> int:
-        return NOW
-
-    def observe(self, topic: str, partition: int, event_ts: int) -> None:
-        return None
-
-
-class ListSink:
-    async def publish(self, records: list[OutRecord]) -> None:
-        return None
-
-
-class Rec:
-    """An input record as the consumer hands it over (segengine.records.Record)."""
-
-    def __init__(self, topic: str, offset: int, body: dict[str, Any]) -> None:
-        self.topic, self.partition, self.offset, self.timestamp = topic, 0, offset, NOW
-        self.key: bytes | None = str(body["customer_id"]).encode()
-        self.value: bytes | None = orjson.dumps(body)
-
-
 def events() -> list[Rec]:
     """Customer i bought once for 10 * (i + 1), i + 1 days ago; every fourth also browsed."""
-    records = []
+    feed = Feed()
     for i in range(CUSTOMERS):
         cid, ts = f"c{i:02d}", NOW - (i + 1) * DAY_MS
-        body = {"event_id": f"p{i}", "customer_id": cid, "type": "purchase", "ts": ts, "order_id": f"o{i}"}
-        records.append(Rec("events.purchase", i, {**body, "amount": 10.0 * (i + 1)}))
+        feed.add(purchase(f"p{i}", cid, ts, 10.0 * (i + 1)))
         if i % 4 == 0:
-            view = {"event_id": f"b{i}", "customer_id": cid, "type": "browse", "ts": ts, "action": "view"}
-            records.append(Rec("events.browse", i, view))
-    return records
+            feed.add(browse(f"b{i}", cid, ts))
+    return feed.records
 
 
 @pytest.fixture
@@ -79,8 +46,7 @@ async def store() -> MemoryStore:
     live.population.replace(SHARED, NOW)
     found = MemoryStore()
     await found.save_quantile_samples(NOW, SHARED)
-    settings = Settings(dedupe_horizon_days=7, future_skew_s=300, max_event_bytes=1 << 20)
-    processor = BatchProcessor(settings, live, found, ListSink(), FixedClock(), Metrics(process=False))
+    processor = make_processor(found, rules=live)
     await processor.process(events())
     return found
 
