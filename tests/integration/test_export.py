@@ -9,7 +9,6 @@ import asyncio
 import csv
 import io
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ import aiohttp
 import orjson
 from redis.asyncio import Redis
 
-from segengine.devstack import DevStack
+from segengine.devstack import DevStack, free_port
 from segengine.evaluate import rfc3339
 from segengine.state import CustomerState
 from tests.integration.support import RunningWorker, produce, settings_for
@@ -34,12 +33,6 @@ AMOUNTS = {"A": 300.0, "B": 100.0, "C": 20.0}
 CUSTOMERS = {f"exp-{i:02d}": "ABC"[i % 3] for i in range(30)} | {'exp-"q",30': "A"}
 ERASED = "exp-00"  # in A until erased
 # The command as `segengine export` runs it (cli.py wires the same function).
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def export(redis_url: str, *args: str) -> tuple[int, str, str]:
