@@ -18,6 +18,8 @@
                   (bench/hot.py); `python -m bench.run --only hot` runs only this part
  crc32            the same workload produced by confluent-kafka (CRC32 partitioner): engine and
                   raw-consume rates in one run; `python -m bench.run --only crc32`
+ cluster          the core rules with the state on a 3-primary Redis Cluster (engine_eps_cluster
+                  beside engine_eps_core), raw consume in the same run; `--only cluster`
 
 Prints a table and writes bench-results.json. Speed is reported here, never asserted.
 """
@@ -49,6 +51,7 @@ from rich.table import Table
 from bench.hot import hot_customer
 from bench.reeval import OFFERED_EPS as REEVAL_EPS
 from bench.reeval import reevaluation_latency
+from segengine.devcluster import DevCluster
 from segengine.devstack import DevStack
 
 SEED = 20261124
@@ -155,6 +158,25 @@ async def crc32_run(records: list[tuple[str, bytes, bytes]], rules: Path) -> dic
     }
 
 
+async def cluster_run(records: list[tuple[str, bytes, bytes]], rules: Path) -> dict[str, Any]:
+    """Engine and raw-consume rates, in one run, with the state on a 3-primary Redis Cluster
+    (segengine.devcluster) instead of a single primary; the core rules."""
+    async with DevStack(redis=False) as stack, DevCluster(primaries=3) as cluster:
+        await produce(stack.kafka_bootstrap, records)
+        raw = await raw_consume(stack.kafka_bootstrap, len(records))
+        cpu: dict[str, float] = {}
+        url = f"redis+cluster://{cluster.addresses[0]}/0"
+        eps, proc = await engine_run(stack, len(records), rules, cpu, label="(a) engine, Redis Cluster", redis_url=url)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+    return {
+        "engine_eps_cluster": round(eps),
+        "raw_eps_cluster": round(raw),
+        "engine_raw_ratio_cluster": round(eps / raw, 4),
+        "cpu_us_per_event_cluster": round((cpu["end"] - cpu["start"]) / max(1, cpu["events"]) * 1e6, 1),
+    }
+
+
 async def raw_consume(bootstrap: str, total: int) -> float:
     consumer = AIOKafkaConsumer(*TOPICS, bootstrap_servers=bootstrap, group_id="bench-raw", auto_offset_reset="earliest",
                                 enable_auto_commit=False, max_partition_fetch_bytes=4 << 20, fetch_max_bytes=64 << 20)  # fmt: skip
@@ -217,9 +239,15 @@ async def default_packs_run(records: list[tuple[str, bytes, bytes]], raw_eps: fl
 
 
 async def engine_run(
-    stack: DevStack, total: int, rules: Path, cpu: dict[str, float] | None = None, *, label: str = "(a) engine"
+    stack: DevStack,
+    total: int,
+    rules: Path,
+    cpu: dict[str, float] | None = None,
+    *,
+    label: str = "(a) engine",
+    redis_url: str | None = None,
 ) -> tuple[float, asyncio.subprocess.Process]:
-    env = {"SEGENGINE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "SEGENGINE_REDIS_URL": stack.redis_url, "SEGENGINE_RULES_FILE": str(rules),
+    env = {"SEGENGINE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "SEGENGINE_REDIS_URL": redis_url or stack.redis_url, "SEGENGINE_RULES_FILE": str(rules),
            "SEGENGINE_GROUP_ID": "bench-engine", "SEGENGINE_CLOCK": "event", "SEGENGINE_LOG_LEVEL": "WARNING"}  # fmt: skip
     proc = await spawn(["-m", "segengine", "run"], env)  # type: ignore[misc]
     watcher = AIOKafkaConsumer(
@@ -530,6 +558,7 @@ async def main() -> None:
     shutil.copy(ROOT / "rules" / "lifecycle.yaml", lifecycle_rules / "lifecycle.yaml")
     timer_due_per_s, timer_lags, timer_missing = await timer_run(lifecycle_rules)
     crc32 = await crc32_run(records, core_rules)
+    cluster = await cluster_run(records, core_rules)
     default = await default_packs_run(records, raw_eps)
 
     core_cpu_us = round((cpu["end"] - cpu["start"]) / max(1, cpu["events"]) * 1e6, 1)
@@ -540,6 +569,7 @@ async def main() -> None:
         "engine_raw_ratio_core": round(engine_eps / raw_eps, 4),
         "cpu_us_per_event_core": core_cpu_us,
         **crc32,
+        **cluster,
         "naive_eps": round(naive_eps),
         "p50_ms": round(pct(latencies, 50), 1),
         "p99_ms": round(pct(latencies, 99), 1),
@@ -640,6 +670,7 @@ async def main() -> None:
         "",
     )
     _crc32_rows(table, crc32)
+    _cluster_rows(table, cluster)
     _hot_rows(table, hot)
     console.print(table)
     if missing:
@@ -659,6 +690,26 @@ def _crc32_rows(table: Table, crc32: dict[str, Any]) -> None:
         f"{crc32['engine_raw_ratio_crc32']:.2%}; {crc32['cpu_us_per_event_crc32']:,.1f} µs",
         "",
     )
+
+
+def _cluster_rows(table: Table, cluster: dict[str, Any]) -> None:
+    table.add_row(
+        "(a'') engine, core rules, 3-primary Redis Cluster", f"{cluster['engine_eps_cluster']:,} events/s", ""
+    )
+    table.add_row("(b'') raw consume, the same run", f"{cluster['raw_eps_cluster']:,} events/s", "")
+    table.add_row(
+        "(a'') / (b'') ratio; engine CPU per event",
+        f"{cluster['engine_raw_ratio_cluster']:.2%}; {cluster['cpu_us_per_event_cluster']:,.1f} µs",
+        "",
+    )
+
+
+def only_cluster() -> None:
+    """The Redis Cluster figures alone, merged into an existing bench-results.json."""
+    rules = Path(tempfile.mkdtemp(prefix="segengine-bench-rules-"))
+    for pack in ("value_tier.yaml", "lifecycle.yaml"):
+        shutil.copy(ROOT / "rules" / pack, rules / pack)
+    _merge_results("3-primary Redis Cluster", asyncio.run(cluster_run(workload(), rules)), _cluster_rows)
 
 
 def only_crc32() -> None:
@@ -707,13 +758,16 @@ def only_hot() -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="segengine benchmark")
     parser.add_argument(
-        "--only", choices=["hot", "crc32"],
-        help="run one part only (hot: the hot-customer fold cost, pure, about a minute; crc32: the engine on a CRC32-partitioned workload)",
+        "--only", choices=["hot", "crc32", "cluster"],
+        help="run one part only (hot: the hot-customer fold cost, pure, about a minute; crc32: the engine on a "
+             "CRC32-partitioned workload; cluster: the engine on a 3-primary Redis Cluster)",
     )  # fmt: skip
     only = parser.parse_args().only
     if only == "hot":
         only_hot()
     elif only == "crc32":
         only_crc32()
+    elif only == "cluster":
+        only_cluster()
     else:
         asyncio.run(main())

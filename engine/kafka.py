@@ -130,6 +130,7 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
         rebalance_timeout_ms=settings.rebalance_timeout_ms,
+        group_instance_id=settings.group_instance_id,
     )
 
 

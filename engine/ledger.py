@@ -4,7 +4,7 @@ Kafka's committed offsets say which input records are applied; Redis holds what 
 If Redis loses writes (flushed, restarted without persistence, restored from an older
 snapshot, keys evicted), those records are not delivered again, and the customers they made
 would be rebuilt from nothing, the population counts drifting. So before every commit the
-worker records in Redis the offsets it is about to commit (``seg:committed``, never
+worker records in Redis the offsets it is about to commit (``seg:{ledger}:committed``, never
 lowered). While Redis keeps its writes the ledger is at or past every committed offset:
 
     ledger[tp] >= committed[tp]      for every input partition
@@ -13,12 +13,12 @@ A partition whose committed offset is past the ledger, or a ledger gone while of
 committed, means Redis lost what those records did: the worker stops with ``RedisLost``,
 naming the partition and the recovery. Checked when partitions are assigned, before every
 commit (a ledger that vanished refuses the write) and every few seconds while the worker
-runs. A worker that finds a loss leaves ``seg:lost`` behind, so that the workers after it
+runs. A worker that finds a loss leaves it behind (``seg:{ledger}:lost``), so that the workers after it
 do not take the customers written meanwhile for a healthy store.
 
 ``segengine rebuild`` recovers: it empties the engine's keys, sets the ledger to the
 earliest offsets the input topics still hold and marks those partitions for replay
-(``seg:rebuild``); a worker assigned a marked partition whose committed offset is past the
+(``seg:{ledger}:rebuild``); a worker assigned a marked partition whose committed offset is past the
 ledger starts it from the ledger's offset instead, and the marker goes once it commits.
 
 Eviction is refused up front: a Redis whose ``maxmemory-policy`` may evict keys without an
@@ -30,20 +30,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
 from .errors import ConfigError, RedisLost
+from .layout import CUSTOMER_MATCH
 from .records import TopicPartition
+from .store_redis import Client
 
 log = logging.getLogger(__name__)
 
-LEDGER_KEY = "seg:committed"  # {"topic:partition": the offset last about to be committed, "_": created}
-REBUILD_KEY = "seg:rebuild"  # {"topic:partition": offset to replay from} after `segengine rebuild`
-LOST_KEY = "seg:lost"  # what a worker found lost (kept until a rebuild)
-CUSTOMER_MATCH = "seg:{*}:state"
+# One hash tag: one slot on a cluster, for the rebuild's reset of all three.
+LEDGER_KEY = "seg:{ledger}:committed"  # {"topic:partition": the offset last about to be committed, "_": created}
+REBUILD_KEY = "seg:{ledger}:rebuild"  # {"topic:partition": offset to replay from} after `segengine rebuild`
+LOST_KEY = "seg:{ledger}:lost"  # what a worker found lost (kept until a rebuild)
 RECOVERY = "stop every worker, then run `segengine rebuild` (it replays the input topics into a clean Redis)"
 MISSING = "SEGENGINE_LEDGER_MISSING"
 
@@ -75,7 +78,7 @@ class Verdict:
 
 
 class Ledger:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Client) -> None:
         self.redis = redis
         self._raise = redis.register_script(_RAISE)
         self._replaying: set[TopicPartition] = set()  # marked for replay, not yet committed since
@@ -157,14 +160,9 @@ class Ledger:
         return verdict
 
     async def _has_customers(self) -> bool:
-        cursor = 0
-        for _ in range(1000):  # bounded: a few SCAN steps find one customer key if any is there
-            cursor, keys = await self.redis.scan(cursor=cursor, match=CUSTOMER_MATCH, count=1000)
-            if keys:
-                return True
-            if cursor == 0:
-                return False
-        return True  # a very large keyspace with no match this far: assume an engine ran here
+        async for _ in self.redis.scan_iter(match=CUSTOMER_MATCH, count=1000):  # every primary of a cluster
+            return True
+        return False
 
     async def start_over(self, offsets: Mapping[TopicPartition, int]) -> None:
         """After a rebuild emptied the engine's keys: every partition replays from ``offsets``."""
@@ -177,22 +175,28 @@ class Ledger:
             await pipe.execute()
 
 
-async def refuse_eviction(redis: Redis) -> None:
+async def refuse_eviction(redis: Client) -> None:
     """Stop with ``ConfigError`` on a Redis that may evict the engine's keys (they have no
-    expiry): ``maxmemory`` set with an ``allkeys-*`` policy. Where CONFIG is not allowed (a
-    managed Redis), say so and go on."""
-    try:
-        policy = (await redis.config_get("maxmemory-policy")).get("maxmemory-policy", "")
-        limit = int((await redis.config_get("maxmemory")).get("maxmemory", 0) or 0)
-    except ResponseError as exc:
-        log.warning("cannot read Redis's eviction policy (%s): make sure it is noeviction", exc)
-        return
-    except (RedisError, OSError) as exc:  # out of reach: the outage watch stops the worker if it stays so
-        log.warning("Redis's eviction policy not checked: %s", type(exc).__name__)
-        return
-    text = policy.decode() if isinstance(policy, bytes) else str(policy)
-    if limit and text.startswith("allkeys"):
-        raise ConfigError(
-            f"Redis evicts keys (maxmemory-policy {text}, maxmemory {limit}): the engine's state would be "
-            "lost silently; set maxmemory-policy noeviction (or a volatile-* policy)"
-        )
+    expiry): ``maxmemory`` set with an ``allkeys-*`` policy, on any primary of a cluster. Where
+    CONFIG is not allowed (a managed Redis), say so and go on."""
+    nodes: list[Any] = (
+        sorted(redis.get_primaries(), key=lambda n: n.name) if isinstance(redis, RedisCluster) else [None]
+    )
+    for node in nodes:
+        where = "" if node is None else f" {node.name}"
+        target = {} if node is None else {"target_nodes": node}
+        try:
+            policy = (await redis.config_get("maxmemory-policy", **target)).get("maxmemory-policy", "")
+            limit = int((await redis.config_get("maxmemory", **target)).get("maxmemory", 0) or 0)
+        except ResponseError as exc:
+            log.warning("cannot read Redis%s's eviction policy (%s): make sure it is noeviction", where, exc)
+            continue
+        except (RedisError, OSError) as exc:  # out of reach: the outage watch stops the worker if it stays so
+            log.warning("Redis%s's eviction policy not checked: %s", where, type(exc).__name__)
+            continue
+        text = policy.decode() if isinstance(policy, bytes) else str(policy)
+        if limit and text.startswith("allkeys"):
+            raise ConfigError(
+                f"Redis{where} evicts keys (maxmemory-policy {text}, maxmemory {limit}): the engine's state would "
+                "be lost silently; set maxmemory-policy noeviction (or a volatile-* policy)"
+            )

@@ -18,12 +18,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from redis.asyncio import Redis
 
 from .errors import SegengineError
 from .events import INPUT_TOPICS
 from .ledger import Ledger
 from .records import TopicPartition
+from .store_redis import Client
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ async def input_offsets(
     )
 
 
-async def empty_engine_keys(redis: Redis, progress: Callable[[int], None] | None = None) -> int:
+async def empty_engine_keys(redis: Client, progress: Callable[[int], None] | None = None) -> int:
     """UNLINK every ``seg:*`` key (SCAN: Redis is never blocked for long); returns how many."""
     removed = 0
     batch: list[bytes | str] = []
@@ -105,7 +105,7 @@ async def empty_engine_keys(redis: Redis, progress: Callable[[int], None] | None
 
 
 async def rebuild(
-    redis: Redis,
+    redis: Client,
     bootstrap: str,
     group_id: str,
     *,

@@ -42,7 +42,18 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: Path | None = Field(
         None, validate_default=True, description="the unencrypted PEM private key of kafka_ssl_certfile"
     )
-    redis_url: str | None = Field(None, description="redis://host:port/db; unset = embedded redis-server")
+    redis_url: str | None = Field(
+        None,
+        description="redis://host:port/db (rediss:// TLS; redis+cluster://host:port a cluster); "
+        "unset = embedded redis-server",
+    )
+    redis_buckets: int | None = Field(
+        None,
+        ge=1,
+        le=16384,
+        description="buckets the customers spread over, for a Redis with no engine data yet; "
+        "unset = 1 on a single primary, 64 on a cluster",
+    )
     group_id: str = "segengine"
     topics_file: Path = Field(SHIPPED_TOPICS, description="the topic declarations (default: the shipped topics.yaml)")
     rules_file: Path = Field(
@@ -85,6 +96,12 @@ class Settings(BaseSettings):
     )
     rebalance_timeout_ms: int = Field(
         30_000, ge=1000, description="how long the group waits for members to rejoin during a rebalance"
+    )
+    group_instance_id: str | None = Field(
+        None,
+        min_length=1,
+        description="static group membership: a stable name per worker (e.g. a StatefulSet pod's); a worker "
+        "restarted under the same name within the session timeout takes its partitions back without a rebalance",
     )
     dedupe_horizon_days: float = Field(7.0, gt=0, description="an event_id repeated within this counts once")
     max_event_bytes: int = Field(1 << 20, ge=1024)

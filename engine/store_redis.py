@@ -1,26 +1,24 @@
 """The only module that talks to Redis.
 
-Each customer is one hash, ``seg:{<customer_id>}:state`` = {v: version, s: state JSON,
-p: outbox JSON while it holds records not yet known committed}, hash-tagged so that all
-of a customer's keys share one Redis Cluster slot; beside it ``seg:{<customer_id>}:changes``,
-its last ``HISTORY`` change records (newest first), and its member in its partition's timer
-set ``seg:timers:{p<N>}``.
+Where the keys live is segengine.layout's: customers spread over buckets, each bucket one
+hash tag (one Redis Cluster slot) holding its customers' hashes {v: version, s: state JSON,
+p: outbox JSON while it holds records not yet known committed}, their recent change records
+(newest first), its timer sets (one per home input partition), its share of the population
+counters and its erasing set.
 
 An erase writes the hash with no state document: only {v, o: the applied offsets, p: the
 exits and the tombstone it caused}, deletes the recent changes and the timer, and lists the
-customer in ``seg:erasing``. Once the erase is committed, ``outbox_done.lua`` deletes a hash
-that has no state document, and the customer leaves ``seg:erasing``: nothing in Redis names
-it any more. (A worker that died between the commit and that step leaves the hash; the
-worker's sweep of ``seg:erasing`` deletes it once the offsets in ``o`` are committed.)
+customer in its bucket's erasing set. Once the erase is committed, ``outbox_done.lua``
+deletes a hash that has no state document, and the customer leaves the erasing set: nothing
+in Redis names it any more. (A worker that died between the commit and that step leaves the
+hash; the worker's sweep of the erasing sets deletes it once the offsets in ``o`` are committed.)
 
-A batch costs two round trips whatever its size: one Lua script reads all its customers
-(``load.lua``), one writes them back (``save.lua``), each customer with a
-compare-and-set on its version, together with the exact segment population counters.
-Batching the customers into one script call instead of one command each is what keeps
-the client's per-command cost (packing and parsing in Python) off the hot path.
-
-On Redis Cluster the calls would be split per slot and the population counters kept per
-slot; segengine targets a single Redis primary for now.
+A batch costs two round trips whatever its size: one Lua script call per bucket reads its
+customers (``load.lua``), one per bucket writes them back (``save.lua``), each customer with
+a compare-and-set on its version, together with the exact segment population counters; the
+calls of one step go out together. Batching the customers into one script call instead of
+one command each is what keeps the client's per-command cost (packing and parsing in
+Python) off the hot path. On a single primary with one bucket that is one call per step.
 
 The records that cross this module's boundary, and what every store promises, are in
 segengine.store; the bytes it keeps are segengine.codec's.
@@ -28,7 +26,9 @@ segengine.store; the bytes it keeps are segengine.codec's.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import heapq
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -36,21 +36,22 @@ from urllib.parse import urlsplit
 
 import hiredis
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from .errors import ConfigError
+from .layout import CLUSTER_BUCKETS, CUSTOMER_MATCH, LAYOUT_KEY, OLD_LAYOUT_KEYS, VERSION, Layout, customer_of
 from .store import HISTORY, Loaded, Lookup, Published, QuantileSamples, Quarantine, TimerEntry, Write
 
 if TYPE_CHECKING:
     from .metrics import Metrics
 
-POPULATION_KEY = "seg:population"
 RESCORED_KEY = "seg:rescored"  # the population cut points at the last re-score: {feature: [cuts]}
 QUANTILES_KEY = "seg:quantiles"  # {"taken_at": ms, "samples": {feature: [sorted values]}}
 FIELD_SEP = "\x1f"
-ERASING_KEY = "seg:erasing"  # customers erased, their erase not yet committed
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+Client = Redis | RedisCluster  # a single primary, or a cluster (a redis+cluster:// URL)
 CHUNK = 1000  # customers per script call: bounds how long one call holds Redis
 CONNECT_TIMEOUT_S = 5.0  # a host that does not answer (blackholed, firewalled) fails this soon
 # The longest wait to send one command or read its answer. A script call sends or reads at most
@@ -80,16 +81,28 @@ _PACKING: dict[type[AbstractConnection], type[AbstractConnection]] = {
 }
 
 
-def connect(url: str) -> Redis:
+def connect(url: str) -> Client:
     """A client for ``url``: ``redis://`` or ``rediss://`` (TLS), with the user and password, and
     redis-py's connection parameters (``ssl_ca_certs``, ``socket_timeout``, ...) as its query;
-    a parameter given there wins over the timeouts above. ``ConfigError`` if it cannot be used."""
+    a parameter given there wins over the timeouts above. ``redis+cluster://`` and
+    ``rediss+cluster://`` name one node of a Redis Cluster (any: the client discovers the
+    others). ``ConfigError`` if it cannot be used."""
+    scheme, sep, rest = url.partition("://")
     try:
+        if scheme.lower() in CLUSTER_SCHEMES:
+            return RedisCluster.from_url(
+                f"{CLUSTER_SCHEMES[scheme.lower()]}{sep}{rest}",
+                socket_connect_timeout=CONNECT_TIMEOUT_S,
+                socket_timeout=CALL_TIMEOUT_S,
+            )
         client = Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CALL_TIMEOUT_S)
+    except (TypeError, RedisError) as exc:  # a cluster's unknown parameter
+        raise ConfigError(f"the Redis URL's parameters cannot be used: {exc}") from None
     except ValueError:  # its message may quote a part of the URL, which can be a part of the password
         raise ConfigError(
             "the Redis URL cannot be read: it takes the form redis://user:password@host:port/db (the user "
-            "and password optional, rediss:// for TLS), with / ? # @ : % in them percent-encoded"
+            "and password optional, rediss:// for TLS, redis+cluster:// for a cluster), with / ? # @ : % in "
+            "them percent-encoded"
         ) from None
     # The URL's scheme chose the connection class (redis-py's asyncio pool lets it win over a
     # connection_class given beside it): its packing twin takes its place, before any connection.
@@ -103,25 +116,12 @@ def connect(url: str) -> Redis:
     return client
 
 
-def timer_key(partition: int) -> str:
-    """Due customers of one input partition: a sorted set scored by next check time (ms)."""
-    return f"seg:timers:{{p{partition}}}"
-
-
-def state_key(customer_id: str) -> str:
-    return f"seg:{{{customer_id}}}:state"
-
-
-def changes_key(customer_id: str) -> str:
-    """The customer's last ``HISTORY`` change records, newest first (a capped list)."""
-    return f"seg:{{{customer_id}}}:changes"
-
-
-def _script(redis: Redis, name: str):  # type: ignore[no-untyped-def]
+def _script(redis: Client, name: str):  # type: ignore[no-untyped-def]
     return redis.register_script(files(__package__ or "segengine").joinpath(name).read_text())
 
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+T = TypeVar("T")
 
 
 def _timed(command: str) -> Callable[[F], F]:
@@ -140,22 +140,88 @@ def _timed(command: str) -> Callable[[F], F]:
     return wrap
 
 
+async def read_layout(redis: Client, buckets: int | None = None) -> Layout:
+    """The layout this Redis's engine data has; a Redis with none gets one (``buckets``, else
+    one bucket on a single primary and ``CLUSTER_BUCKETS`` on a cluster). ``ConfigError`` for a
+    cluster node reached as a single primary, a different bucket count asked for than the one
+    recorded, or data of the layout before buckets."""
+    if not isinstance(redis, RedisCluster) and await _cluster_node(redis):
+        raise ConfigError(
+            "this Redis is a node of a Redis Cluster: name it with redis+cluster:// (or rediss+cluster://)"
+        )
+    raw = await redis.get(LAYOUT_KEY)
+    if raw is None:
+        if await redis.exists(*OLD_LAYOUT_KEYS):
+            raise ConfigError(
+                "this Redis holds engine state in the layout of an earlier version (seg:population): stop every "
+                "worker, then run `segengine rebuild` (it replays the input topics into the new layout)"
+            )
+        wanted = buckets or (CLUSTER_BUCKETS if isinstance(redis, RedisCluster) else 1)
+        await redis.set(LAYOUT_KEY, orjson.dumps({"version": VERSION, "buckets": wanted}), nx=True)
+        raw = await redis.get(LAYOUT_KEY)  # ours, or another worker's that got there first
+    doc = orjson.loads(cast(bytes, raw))
+    if doc.get("version") != VERSION:
+        raise ConfigError(f"this Redis's engine data has layout version {doc.get('version')}, not {VERSION}")
+    if buckets and buckets != doc["buckets"]:
+        raise ConfigError(
+            f"this Redis's engine data is spread over {doc['buckets']} buckets, not the {buckets} asked for "
+            "(SEGENGINE_REDIS_BUCKETS applies only to a Redis with no engine data yet)"
+        )
+    return Layout(int(doc["buckets"]))
+
+
+async def _cluster_node(redis: Redis) -> bool:
+    try:
+        return bool((await redis.info("cluster")).get("cluster_enabled"))
+    except ResponseError:  # INFO not allowed to this user: a cluster node would answer MOVED soon enough
+        return False
+
+
 class RedisStore:
-    def __init__(self, redis: Redis, metrics: Metrics | None = None) -> None:
+    def __init__(self, redis: Client, metrics: Metrics | None = None, *, buckets: int | None = None) -> None:
         self.redis = redis
         self.metrics = metrics  # Redis latency and errors per operation
+        self.buckets = buckets  # for a Redis with no engine data yet; None: the default
+        self._layout: Layout | None = None
         self._load = _script(redis, "load.lua")
         self._save = _script(redis, "save.lua")
         self._outbox_done = _script(redis, "outbox_done.lua")
         self._quarantine = _script(redis, "quarantine.lua")
 
+    async def layout(self) -> Layout:
+        """Where the keys are (read from Redis once: segengine.layout)."""
+        if self._layout is None:
+            self._layout = await read_layout(self.redis, self.buckets)
+        return self._layout
+
+    async def _by_bucket(self, items: Iterable[T], customer_id: Callable[[T], str]) -> list[tuple[int, list[T]]]:
+        """``items`` grouped by their customer's bucket, in chunks of at most ``CHUNK``."""
+        layout = await self.layout()
+        groups: dict[int, list[T]] = {}
+        if layout.buckets == 1:
+            groups[0] = list(items)
+        else:
+            bucket = layout.bucket
+            for item in items:
+                groups.setdefault(bucket(customer_id(item)), []).append(item)
+        return [(b, group[i : i + CHUNK]) for b, group in groups.items() for i in range(0, len(group), CHUNK)]
+
+    async def _pipeline(self, fill: Callable[[Any], object]) -> list[Any]:
+        """The commands ``fill`` queues, sent together (on a cluster, one batch per node, all at once)."""
+        pipe = self.redis.pipeline(transaction=False)
+        fill(pipe)
+        replies: list[Any] = await pipe.execute()
+        return replies
+
     @_timed("load")
     async def load(self, customer_ids: Iterable[str]) -> dict[str, Loaded]:
-        ids = list(customer_ids)
+        layout = await self.layout()
+        chunks = await self._by_bucket(customer_ids, str)
+        replies = await asyncio.gather(
+            *(self._load(keys=[layout.state(c, bucket) for c in chunk]) for bucket, chunk in chunks)
+        )
         loaded: dict[str, Loaded] = {}
-        for start in range(0, len(ids), CHUNK):
-            chunk = ids[start : start + CHUNK]
-            flat = await self._load(keys=[state_key(c) for c in chunk])
+        for (_, chunk), flat in zip(chunks, replies):
             for i, cid in enumerate(chunk):
                 v, s, p, o = flat[4 * i : 4 * i + 4]
                 loaded[cid] = Loaded(int(v) if v else 0, s, p, o)
@@ -164,30 +230,36 @@ class RedisStore:
     @_timed("save")
     async def save(self, writes: list[Write]) -> list[bool]:
         """Compare-and-set every write; False where another writer got there first."""
-        done: list[bool] = []
-        for start in range(0, len(writes), CHUNK):
-            chunk = writes[start : start + CHUNK]
-            keys = [POPULATION_KEY, ERASING_KEY]
+        layout = await self.layout()
+        index = {id(w): i for i, w in enumerate(writes)}
+        chunks = await self._by_bucket(writes, _customer)
+        calls = []
+        for bucket, chunk in chunks:
+            keys = [layout.population(bucket), layout.erasing(bucket)]
             args: list[object] = [HISTORY]
             for w in chunk:
-                keys += [state_key(w.customer_id), changes_key(w.customer_id)]
+                cid = w.customer_id
+                keys += [layout.state(cid, bucket), layout.changes(cid, bucket), layout.timers(bucket, w.home or 0)]
                 moves = [(f"{d}{FIELD_SEP}{s}", n) for (d, s), n in w.population.items() if n]
-                due = "" if w.next_check is None else w.next_check
                 args += [
                     w.expected_version,
                     w.blob,
                     w.outbox,
-                    timer_key(0 if w.home is None else w.home),
-                    due,
-                    w.customer_id,
+                    "" if w.next_check is None else w.next_check,
+                    cid,
                     len(moves),
                     len(w.recent),
+                    "1" if w.forget else "",
+                    w.offsets,
                 ]
-                args += ["1" if w.forget else "", w.offsets]
                 for field, delta in moves:
                     args += [field, delta]
                 args += w.recent
-            done += [bool(r) for r in await self._save(keys=keys, args=args)]
+            calls.append(self._save(keys=keys, args=args))
+        done = [False] * len(writes)
+        for (_, chunk), replies in zip(chunks, await asyncio.gather(*calls)):
+            for w, reply in zip(chunk, replies):
+                done[index[id(w)]] = bool(reply)
         return done
 
     @_timed("outbox_published")
@@ -195,58 +267,81 @@ class RedisStore:
         """Drop the outboxes of writes whose records are published and acknowledged, delete the
         customers whose write was an erase, and give a timer or rules decision's customer its
         real next check (it was kept due at once while its outbox waited: see segengine.pipeline)."""
-        for start in range(0, len(written), CHUNK):
-            chunk = written[start : start + CHUNK]
+        layout = await self.layout()
+        calls = []
+        for bucket, chunk in await self._by_bucket(written, _customer):
+            keys = [layout.erasing(bucket)]
             args: list[object] = []
             for entry in chunk:
+                keys += [layout.state(entry.customer_id, bucket), layout.timers(bucket, entry.home or 0)]
                 if entry.reschedule:
-                    timers = timer_key(0 if entry.home is None else entry.home)
                     due: object = "none" if entry.next_check is None else entry.next_check
                 else:
-                    timers, due = "", ""
-                args += [entry.version, timers, due]
-            await self._outbox_done(keys=[ERASING_KEY, *(state_key(e.customer_id) for e in chunk)], args=args)
+                    due = ""
+                args += [entry.version, due, entry.customer_id]
+            calls.append(self._outbox_done(keys=keys, args=args))
+        await asyncio.gather(*calls)
 
     @_timed("quarantine")
     async def quarantine(self, entries: list[Quarantine]) -> None:
         """Set customers aside after a stage failed on them: see quarantine.lua."""
-        for start in range(0, len(entries), CHUNK):
-            chunk = entries[start : start + CHUNK]
+        layout = await self.layout()
+        calls = []
+        for bucket, chunk in await self._by_bucket(entries, _customer):
+            keys: list[str] = []
             args: list[object] = []
             for entry in chunk:
-                args += [entry.stage, "" if entry.home is None else timer_key(entry.home), entry.customer_id]
-            await self._quarantine(keys=[state_key(e.customer_id) for e in chunk], args=args)
+                keys += [layout.state(entry.customer_id, bucket), layout.timers(bucket, entry.home or 0)]
+                args += [entry.stage, "" if entry.home is None else "1", entry.customer_id]
+            calls.append(self._quarantine(keys=keys, args=args))
+        await asyncio.gather(*calls)
 
     @_timed("population")
     async def population(self) -> dict[str, dict[str, int]]:
-        """Exact segment populations: {dimension: {segment: customers}}, zeros included."""
-        raw = await self.redis.hgetall(POPULATION_KEY)
+        """Exact segment populations: {dimension: {segment: customers}}, zeros included (the
+        buckets' shares added up)."""
+        layout = await self.layout()
+        shares = await self._pipeline(lambda pipe: [pipe.hgetall(layout.population(b)) for b in range(layout.buckets)])
         out: dict[str, dict[str, int]] = {}
-        for field, count in raw.items():
-            dimension, _, segment = (field.decode() if isinstance(field, bytes) else field).partition(FIELD_SEP)
-            out.setdefault(dimension, {})[segment] = int(count)
+        for share in shares:
+            for field, count in share.items():
+                dimension, _, segment = _text(field).partition(FIELD_SEP)
+                segments = out.setdefault(dimension, {})
+                segments[segment] = segments.get(segment, 0) + int(count)
         return out
 
     @_timed("due")
     async def due(self, partition: int, until: int, limit: int) -> list[TimerEntry]:
         """Customers of a partition whose next check is at or before ``until``, earliest first."""
-        rows = cast(  # withscores: (member, score) pairs; bytes, as the client does not decode
-            list[tuple[bytes, float]],
-            await self.redis.zrangebyscore(timer_key(partition), "-inf", until, start=0, num=limit, withscores=True),
+        layout = await self.layout()
+        replies = await self._pipeline(
+            lambda pipe: [
+                pipe.zrangebyscore(layout.timers(b, partition), "-inf", until, start=0, num=limit, withscores=True)
+                for b in range(layout.buckets)
+            ]
         )
+        rows = cast(list[tuple[bytes, float]], [row for reply in replies for row in reply])
+        if len(replies) > 1:
+            rows = heapq.nsmallest(limit, rows, key=lambda row: (row[1], row[0]))
         return [TimerEntry(_text(m), int(score)) for m, score in rows]
 
     @_timed("drop_timers")
     async def drop_timers(self, partition: int, customer_ids: list[str]) -> None:
-        if customer_ids:
-            await self.redis.zrem(timer_key(partition), *customer_ids)
+        if not customer_ids:
+            return
+        layout = await self.layout()
+        chunks = await self._by_bucket(customer_ids, str)
+        await self._pipeline(lambda pipe: [pipe.zrem(layout.timers(b, partition), *chunk) for b, chunk in chunks])
 
     @_timed("timer_backlog")
     async def timer_backlog(self, partitions: Iterable[int], until: int) -> int:
-        pipe = self.redis.pipeline(transaction=False)
-        for p in partitions:
-            pipe.zcount(timer_key(p), "-inf", until)
-        return sum(await pipe.execute())
+        layout = await self.layout()
+        counts = await self._pipeline(
+            lambda pipe: [
+                pipe.zcount(layout.timers(b, p), "-inf", until) for p in partitions for b in range(layout.buckets)
+            ]
+        )
+        return sum(counts)
 
     @_timed("quantile_samples")
     async def quantile_samples(self) -> tuple[int, QuantileSamples] | None:
@@ -272,11 +367,11 @@ class RedisStore:
 
     async def scan_customers(self, count: int = 1000) -> AsyncIterator[list[str]]:
         """Every customer id with a hash (erased ones awaiting their commit included), in chunks
-        (SCAN: never blocks Redis for long)."""
+        (SCAN, on every primary of a cluster: never blocks Redis for long)."""
         chunk: list[str] = []
-        async for key in self.redis.scan_iter(match="seg:{*}:state", count=count):
-            text = key.decode() if isinstance(key, bytes) else key
-            chunk.append(text[len("seg:{") : -len("}:state")])
+        async for key in self.redis.scan_iter(match=CUSTOMER_MATCH, count=count):
+            if (cid := customer_of(key)) is not None:
+                chunk.append(cid)
             if len(chunk) >= count:
                 yield chunk
                 chunk = []
@@ -286,21 +381,26 @@ class RedisStore:
     @_timed("scan_states")
     async def scan_states(self, cursor: int, count: int) -> tuple[int, dict[str, Loaded]]:
         """One SCAN step over the customers' hashes from ``cursor`` (COUNT ``count``: a hint, Redis
-        may return a few more or none), then what each holds, in one load script call."""
-        after, keys = await self.redis.scan(cursor=cursor, match="seg:{*}:state", count=count)
-        ids = [_text(k)[len("seg:{") : -len("}:state")] for k in keys]
-        if not ids:
-            return int(after), {}
-        flat = await self._load(keys=[state_key(c) for c in ids])
-        states: dict[str, Loaded] = {}
-        for i, cid in enumerate(ids):
-            v, s, p, o = flat[4 * i : 4 * i + 4]
-            states[cid] = Loaded(int(v) if v else 0, s, p, o)
-        return int(after), states
+        may return a few more or none), then what each holds. On a cluster the cursor also says
+        which primary (in address order) the step is on: ``node cursor * NODES + node index``."""
+        if isinstance(self.redis, RedisCluster):
+            nodes = sorted(self.redis.get_primaries(), key=lambda n: n.name)
+            node, at = cursor % NODES, cursor // NODES
+            if node >= len(nodes):
+                raise ValueError("this cursor is not one of this cluster's (its primaries changed?)")
+            found: Any = await self.redis.scan(cursor=at, match=CUSTOMER_MATCH, count=count, target_nodes=nodes[node])
+            after, keys = found[nodes[node].name]  # {node name: (cursor, keys)}
+            # this primary done: the next one's start, or the end
+            following = int(after) * NODES + node if after else (node + 1) % len(nodes)
+        else:
+            following, keys = await self.redis.scan(cursor=cursor, match=CUSTOMER_MATCH, count=count)
+        ids = [cid for k in keys if (cid := customer_of(k)) is not None]
+        return int(following), (await self.load(ids) if ids else {})
 
     @_timed("load_state")
     async def load_state(self, customer_id: str) -> Loaded:
-        row = cast(list[bytes | None], await self.redis.hmget(state_key(customer_id), "v", "s", "p", "o"))
+        layout = await self.layout()
+        row = cast(list[bytes | None], await self.redis.hmget(layout.state(customer_id), ["v", "s", "p", "o"]))
         v, s, p, o = row
         return Loaded(int(v) if v else 0, s, p, o)
 
@@ -308,26 +408,39 @@ class RedisStore:
     async def lookup(self, customer_id: str) -> Lookup:
         """One customer for the lookup API: its hash, its recent change records (newest
         first) and, if it is quarantined, the stage that failed, in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(state_key(customer_id), "v", "s", "p", "o", "q")
-        pipe.lrange(changes_key(customer_id), 0, HISTORY - 1)
-        (v, s, p, o, q), recent = await pipe.execute()
+        layout = await self.layout()
+        (v, s, p, o, q), recent = await self._pipeline(
+            lambda pipe: (
+                pipe.hmget(layout.state(customer_id), ["v", "s", "p", "o", "q"]),
+                pipe.lrange(layout.changes(customer_id), 0, HISTORY - 1),
+            )
+        )
         return Lookup(Loaded(int(v) if v else 0, s, p, o), list(recent), q)
 
     @_timed("next_check")
     async def next_check(self, customer_id: str, partition: int) -> int | None:
         """The customer's next check time (ms) in its home partition's timer set, or None."""
-        due = await self.redis.zscore(timer_key(partition), customer_id)
+        layout = await self.layout()
+        due = await self.redis.zscore(layout.timers(layout.bucket(customer_id), partition), customer_id)
         return None if due is None else int(due)
 
     @_timed("erasing")
     async def erasing(self) -> list[tuple[str, Loaded]]:
         """The customers whose erase awaits its commit, with what is left of them."""
-        ids = sorted(m.decode() if isinstance(m, bytes) else m for m in await self.redis.smembers(ERASING_KEY))
+        layout = await self.layout()
+        members = await self._pipeline(lambda pipe: [pipe.smembers(layout.erasing(b)) for b in range(layout.buckets)])
+        ids = sorted(_text(m) for share in members for m in share)
         if not ids:
             return []
         loaded = await self.load(ids)
         return [(cid, loaded[cid]) for cid in ids]
+
+
+NODES = 1024  # a cluster scan cursor's node part (a cluster has at most this many primaries here)
+
+
+def _customer(record: Write | Published | Quarantine) -> str:
+    return record.customer_id
 
 
 def _text(member: bytes | str) -> str:

@@ -21,6 +21,9 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from ..api import ApiServer
 from ..clock import make_clock
 from ..errors import ConfigError
@@ -77,7 +80,7 @@ class Worker:
             )
         self.input_partition_count = max(t.partitions for t in declared if t.name in INPUT_TOPICS)
         self.redis = connect(settings.redis_url)
-        self.store = RedisStore(self.redis, self.metrics)
+        self.store = RedisStore(self.redis, self.metrics, buckets=settings.redis_buckets)
         self.producer = make_producer(settings)
         self.consumer = make_consumer(settings)
         self.stopping = asyncio.Event()
@@ -179,11 +182,20 @@ class Worker:
         if self.failure is not None:
             raise self.failure
 
+    async def _check_layout(self) -> None:
+        """Data of an older layout, or a cluster node named alone, stop the worker here (ConfigError);
+        a Redis out of reach is the outage watch's to judge (the layout is read on first use)."""
+        try:
+            await self.store.layout()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            log.warning("Redis's key layout not read yet: %s", type(exc).__name__)
+
     async def _consume(self) -> None:
         settings, stop = self.settings, self.stopping
         await self.producer.start()
         try:
             await refuse_eviction(self.redis)
+            await self._check_layout()
             self.consumer.subscribe(list(INPUT_TOPICS), listener=Rebalance(self.checkpoint, self._lost))
             await self.consumer.start()
             loops: list[Coroutine[Any, Any, None]] = [

@@ -18,13 +18,13 @@ from urllib.parse import urlsplit
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ..errors import DependencyUnavailable, SegengineError
 from ..ledger import Ledger
 from ..records import TopicPartition
 from ..settings import Settings
+from ..store_redis import Client
 from .tasks import pause
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def redis_probe(redis: Redis) -> Probe:
+def redis_probe(redis: Client) -> Probe:
     async def probe() -> str | None:
         try:
             await asyncio.wait_for(redis.ping(), PROBE_TIMEOUT_S)

@@ -16,6 +16,7 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from redis.asyncio import Redis
 
+from segengine.devcluster import DevCluster
 from segengine.devstack import DevStack
 from tests.integration.support import Key, Value, consume_all, produce
 
@@ -35,6 +36,27 @@ async def stack() -> AsyncIterator[DevStack]:
         yield s
     finally:
         await s.stop()
+
+
+@pytest.fixture
+async def kafka() -> AsyncIterator[DevStack]:
+    """The embedded broker alone (for tests that bring their own Redis)."""
+    async with DevStack(redis=False) as started:
+        yield started
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[DevCluster]:
+    """A real Redis Cluster: three primaries on free loopback ports (segengine.devcluster)."""
+    try:
+        started = DevCluster(primaries=3)
+        await started.start()
+    except Exception as exc:  # a cluster that cannot start is a failure, never a skip
+        pytest.fail(f"the Redis Cluster did not start: {exc}", pytrace=False)
+    try:
+        yield started
+    finally:
+        await started.stop()
 
 
 @pytest.fixture

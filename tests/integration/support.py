@@ -17,14 +17,23 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
+from segengine.devcluster import DevCluster
 from segengine.devstack import DevStack
+from segengine.layout import Layout
 from segengine.settings import Settings
 from segengine.worker import Worker
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+KEYS = Layout(1)  # the key names on the tests' Redis: a single primary, one bucket (segengine.layout)
+
 Key = bytes | str | None
 Value = bytes | dict[str, Any] | None
+
+
+def cluster_url(cluster: DevCluster) -> str:
+    """The engine's name for a cluster: any node, as ``redis+cluster://``."""
+    return f"redis+cluster://{cluster.addresses[0]}/0"
 
 
 def settings_for(stack: DevStack, **overrides: Any) -> Settings:
@@ -236,14 +245,19 @@ async def wait_committed(stack: DevStack, group_id: str, *, timeout: float, aliv
 
 
 async def wait_timers_done(
-    stack: DevStack, until: int, *, timeout: float, partitions: int = 6, alive: Any = None
+    stack: DevStack,
+    until: int,
+    *,
+    timeout: float,
+    partitions: int = 6,
+    alive: Any = None,
+    redis_url: str | None = None,
 ) -> None:
-    """Until no customer's next check is due at or before ``until`` (the due loop caught up)."""
-    from redis.asyncio import Redis
+    """Until no customer's next check is due at or before ``until`` (the due loop caught up),
+    on the stack's Redis or on the one ``redis_url`` names."""
+    from segengine.store_redis import RedisStore, connect
 
-    from segengine.store_redis import RedisStore
-
-    redis = Redis.from_url(stack.redis_url)
+    redis = connect(redis_url or stack.redis_url)
     try:
         store = RedisStore(redis)
         loop = asyncio.get_running_loop()

@@ -16,11 +16,12 @@ from redis.asyncio import Redis
 
 from segengine.devstack import DevStack
 from segengine.evaluate import rfc3339
+from segengine.layout import CUSTOMER_MATCH
 from segengine.settings import Settings
 from segengine.state import CustomerState
-from segengine.store_redis import HISTORY, state_key, timer_key
+from segengine.store_redis import HISTORY
 from segengine.writes import RECENT_FIELDS
-from tests.integration.support import RunningWorker, consume_all, produce, settings_for, values
+from tests.integration.support import KEYS, RunningWorker, consume_all, produce, settings_for, values
 
 DAY = 86_400_000
 NOW = int(time.time() * 1000)
@@ -68,7 +69,7 @@ async def ready(http: aiohttp.ClientSession, base: str, timeout: float = 30) -> 
 async def recount(redis: Redis) -> dict[str, dict[str, int]]:
     """Segment populations counted from every customer's stored memberships (a full SCAN)."""
     counts: Counter[tuple[str, str]] = Counter()
-    async for key in redis.scan_iter(match="seg:{*}:state", count=500):
+    async for key in redis.scan_iter(match=CUSTOMER_MATCH, count=500):
         blob = await redis.hget(key, "s")
         if blob is not None:
             counts.update(CustomerState.loads(blob).members.items())
@@ -136,7 +137,7 @@ async def test_the_api_of_a_running_worker(stack: DevStack, redis_client: Redis)
                 "quarantined",
             }
             assert report["quarantined"] is None
-            stored = CustomerState.loads(await redis_client.hget(state_key(customer), "s"))
+            stored = CustomerState.loads(await redis_client.hget(KEYS.state(customer), "s"))
             assert {d: m["segment"] for d, m in report["memberships"].items()} == stored.members
             assert all(
                 set(m) == {"segment", "since", "leaving_since"} and m["since"].endswith("Z")
@@ -144,7 +145,7 @@ async def test_the_api_of_a_running_worker(stack: DevStack, redis_client: Redis)
             )
             assert report["features"]["orders_total"] == 2 and report["features"]["spend_total"] == stored.spend
             assert report["home_partition"] == stored.home  # the partition its records arrived on
-            due = await redis_client.zscore(timer_key(stored.home), customer)
+            due = await redis_client.zscore(KEYS.timers(0, stored.home), customer)
             assert due is not None and report["next_check"] == rfc3339(
                 int(due)
             )  # purchases leave their windows: a timer is set
@@ -174,7 +175,7 @@ async def test_any_worker_answers_for_any_customer(stack: DevStack) -> None:
                 await asyncio.sleep(0.2)
             owned_by_a = {tp.partition for tp in a.worker.consumer.assignment()}
             assert owned_by_a and not owned_by_a & {tp.partition for tp in b.worker.consumer.assignment()}
-            homes = {c: CustomerState.loads(await a.worker.redis.hget(state_key(c), "s")).home for c in CUSTOMERS}
+            homes = {c: CustomerState.loads(await a.worker.redis.hget(KEYS.state(c), "s")).home for c in CUSTOMERS}
             elsewhere = [c for c in CUSTOMERS if homes[c] not in owned_by_a]
             assert elsewhere  # a's API is asked about customers it does not own
             for customer in CUSTOMERS:

@@ -4,6 +4,8 @@ equal a pure fold of the same events."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 from redis.asyncio import Redis
 
@@ -18,6 +20,7 @@ from segengine.datasets import (
 )
 from segengine.devstack import DevStack
 from segengine.state import CustomerState
+from segengine.store import Loaded
 from segengine.store_redis import RedisStore
 from tests.integration.support import RunningWorker, produce, settings_for
 
@@ -45,6 +48,12 @@ async def test_cdnow_replay_matches_batch_computation(stack: DevStack, redis_cli
     oracle = batch_oracle()
     assert len(oracle) == CDNOW_CUSTOMERS
     loaded = await RedisStore(redis_client).load(customer_id(c) for c in oracle.index)
+    mismatches = oracle_mismatches(oracle, loaded)
+    assert not mismatches, f"{len(mismatches)} customers differ, e.g. {mismatches[:3]}"
+
+
+def oracle_mismatches(oracle: pd.DataFrame, loaded: dict[str, Loaded]) -> list[tuple[Any, ...]]:
+    """(customer, stored, batch) for every customer whose stored purchase state differs from the oracle."""
     mismatches = []
     for cdnow_id, row in oracle.iterrows():
         state = CustomerState.loads(loaded[customer_id(str(cdnow_id))].blob)
@@ -64,4 +73,4 @@ async def test_cdnow_replay_matches_batch_computation(stack: DevStack, redis_cli
         )
         if got != want:
             mismatches.append((cdnow_id, got, want))
-    assert not mismatches, f"{len(mismatches)} customers differ, e.g. {mismatches[:3]}"
+    return mismatches

@@ -20,7 +20,7 @@ from segengine.rules import load_rules
 from segengine.settings import Settings
 from segengine.state import CustomerState
 from segengine.store_redis import RedisStore
-from tests.integration.support import RunningWorker, consume_all, faulty_worker, produce, settings_for
+from tests.integration.support import KEYS, RunningWorker, consume_all, faulty_worker, produce, settings_for
 
 N = 6000
 
@@ -74,7 +74,7 @@ async def test_kill_after_redis_write_before_commit_loses_and_doubles_nothing(
         stderr=asyncio.subprocess.DEVNULL,
     )
     assert await asyncio.wait_for(proc.wait(), 60) == -signal.SIGKILL
-    written = await redis_client.hlen("seg:population")
+    written = await redis_client.hlen(KEYS.population(0))
     assert written > 0, "the killed worker had written state"
     assert len(await consume_all(stack, "segments.changes")) == 0, "nothing was published before the kill"
 

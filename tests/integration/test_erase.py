@@ -24,8 +24,8 @@ from segengine.pipeline import BatchProcessor
 from segengine.records import TopicPartition as SegTopicPartition
 from segengine.rules import load_rules
 from segengine.state import CustomerState
-from segengine.store_redis import ERASING_KEY, HISTORY, RedisStore, state_key
-from tests.integration.support import RunningWorker, consume_all, produce, settings_for, values
+from segengine.store_redis import HISTORY, RedisStore
+from tests.integration.support import KEYS, RunningWorker, consume_all, produce, settings_for, values
 
 DAY = 86_400_000
 NOW = int(time.time() * 1000)
@@ -131,11 +131,11 @@ async def eventually_nothing_names(redis: Redis, needle: str, timeout: float = 1
 
 
 async def population(redis: Redis) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in (await redis.hgetall("seg:population")).items()}
+    return {k.decode(): int(v) for k, v in (await redis.hgetall(KEYS.population(0))).items()}
 
 
 async def memberships(redis: Redis, customer: str) -> dict[str, str]:
-    blob = await redis.hget(state_key(customer), "s")
+    blob = await redis.hget(KEYS.state(customer), "s")
     assert blob is not None, f"no state for {customer}"
     return CustomerState.loads(blob).members
 
@@ -177,7 +177,7 @@ async def test_an_erase_forgets_the_customer_everywhere(stack: DevStack, redis_c
         assert len(before_members) >= 3, before_members
         seen = await naming(redis_client, "erin-7f3a")  # the scan does see a customer: keys, the timer entry
         assert any(f.startswith("key") for f in seen) and any(f.startswith("zset") for f in seen), seen
-        assert await redis_client.llen("seg:{erin-7f3a}:changes") > 0
+        assert await redis_client.llen(KEYS.changes("erin-7f3a")) > 0
 
         await produce(stack, "events.profile", [("erin-7f3a", erase_event("erin-7f3a"))])
         await w.wait_for(11)
@@ -258,7 +258,7 @@ async def test_a_redelivered_erase_changes_nothing_and_a_new_customer_starts_afr
     await produce(stack, "events.purchase", [("gina-0b1d", again)])
     async with RunningWorker(settings_for(stack, **QUIET)) as w:
         await w.wait_for(1)
-    state = CustomerState.loads(await redis_client.hget(state_key("gina-0b1d"), "s"))
+    state = CustomerState.loads(await redis_client.hget(KEYS.state("gina-0b1d"), "s"))
     assert (state.orders, state.spend, state.attributes, state.feedback) == (1, 5.0, {}, {})
     fresh = [
         c
@@ -266,7 +266,7 @@ async def test_a_redelivered_erase_changes_nothing_and_a_new_customer_starts_afr
         if c["customer_id"] == "gina-0b1d" and c["cause"].get("event_id") == "gina-later"
     ]
     assert fresh and all(c["from"] is None for c in fresh)
-    recent = [orjson.loads(r) for r in await redis_client.lrange("seg:{gina-0b1d}:changes", 0, -1)]
+    recent = [orjson.loads(r) for r in await redis_client.lrange(KEYS.changes("gina-0b1d"), 0, -1)]
     assert [c["change_id"] for c in recent] == [c["change_id"] for c in reversed(fresh)][
         :HISTORY
     ]  # newest first, none of before
@@ -311,9 +311,9 @@ async def test_an_erase_redelivered_before_its_commit_and_a_deletion_left_behind
         populated = await population(redis_client)
         first = await processor.process(erase)
         assert first.applied == 1 and first.changes > 0
-        hash_left = await redis_client.hgetall(state_key("ivy-3c4d"))
+        hash_left = await redis_client.hgetall(KEYS.state("ivy-3c4d"))
         assert b"s" not in hash_left and b"o" in hash_left and b"p" in hash_left  # no state: offsets and outbox only
-        assert await redis_client.sismember(ERASING_KEY, "ivy-3c4d")
+        assert await redis_client.sismember(KEYS.erasing(0), "ivy-3c4d")
         erased = await population(redis_client)
         assert erased != populated and sum(erased.values()) == sum(populated.values()) - first.changes
 
@@ -335,4 +335,4 @@ async def test_an_erase_redelivered_before_its_commit_and_a_deletion_left_behind
     async with RunningWorker(settings_for(stack, **QUIET)):
         # joining the group, then a sweep's pause: slow on a busy machine
         assert await eventually_nothing_names(redis_client, "ivy-3c4d", timeout=90) == []
-    assert not await redis_client.exists(ERASING_KEY)
+    assert not await redis_client.exists(KEYS.erasing(0))

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 
 from segengine.devstack import DevStack, free_port
 from segengine.evaluate import rfc3339
+from segengine.layout import CUSTOMER_MATCH, customer_of
 from segengine.state import CustomerState
 from tests.integration.support import RunningWorker, produce, settings_for
 
@@ -62,14 +63,14 @@ async def get(http: aiohttp.ClientSession, url: str, headers: dict[str, str] | N
 async def stored_members(redis: Redis, dimension: str, segment: str) -> dict[str, str | None]:
     """customer id -> member_since, from every customer's state in Redis (an independent scan)."""
     found: dict[str, str | None] = {}
-    async for key in redis.scan_iter(match="seg:{*}:state", count=500):
+    async for key in redis.scan_iter(match=CUSTOMER_MATCH, count=500):
         blob = await redis.hget(key, "s")
         if blob is None:
             continue
         state = CustomerState.loads(blob)
         if state.members.get(dimension) == segment:
             since = state.member_since.get(dimension)
-            found[key.decode()[len("seg:{") : -len("}:state")]] = None if since is None else rfc3339(since)
+            found[str(customer_of(key))] = None if since is None else rfc3339(since)
     return found
 
 

@@ -17,8 +17,8 @@ from segengine.pipeline import BatchProcessor
 from segengine.records import TopicPartition
 from segengine.rules import load_rules
 from segengine.state import MAX_ATTRIBUTES, CustomerState
-from segengine.store_redis import RedisStore, state_key
-from tests.integration.support import settings_for
+from segengine.store_redis import RedisStore
+from tests.integration.support import KEYS, settings_for
 from tests.integration.test_hostile_input import ListSink, Rec
 
 NOW = int(time.time() * 1000)
@@ -63,7 +63,7 @@ async def test_attributes_past_the_cap_are_dead_lettered_and_the_rest_applies(st
     ])  # fmt: skip
     assert dead_letters(sink) == [("limit_exceeded", 1)]
     assert stats.applied == 3 and stats.rejected == 1
-    ann = CustomerState.loads(await redis_client.hget(state_key("ann"), "s"))
+    ann = CustomerState.loads(await redis_client.hget(KEYS.state("ann"), "s"))
     assert (
         len(ann.attributes) == MAX_ATTRIBUTES and ann.attributes["a0"] == "changed" and "one_more" not in ann.attributes
     )
@@ -90,6 +90,6 @@ async def test_an_event_that_would_grow_the_state_past_its_size_limit_is_dead_le
     letters = dead_letters(sink)
     assert letters and {code for code, _ in letters} == {"limit_exceeded"}
     assert stats.applied + stats.rejected == len(records)  # each record applied or dead-lettered, once
-    stored = await redis_client.hget(state_key("cy"), "s")
+    stored = await redis_client.hget(KEYS.state("cy"), "s")
     assert stored is not None and len(stored) <= 4_000
     assert len(CustomerState.loads(stored).attributes) == stats.applied

@@ -21,8 +21,7 @@ from redis.asyncio import Redis
 
 from segengine.devstack import DevStack
 from segengine.state import CustomerState
-from segengine.store_redis import state_key
-from tests.integration.support import RunningWorker, consume_all, produce, settings_for, values
+from tests.integration.support import KEYS, RunningWorker, consume_all, produce, settings_for, values
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = 86_400_000
@@ -109,7 +108,7 @@ async def test_timer_changes_never_overtake_the_event_change_before_them(
     for record in await consume_all(stack, "segments.members", timeout=60):
         members[record.key.decode()] = orjson.loads(record.value)  # the last one per customer wins, as compaction keeps
     for customer in by_customer:
-        stored = CustomerState.loads(await redis_client.hget(state_key(customer), "s"))
+        stored = CustomerState.loads(await redis_client.hget(KEYS.state(customer), "s"))
         assert members[customer]["memberships"] == stored.members, (
             f"{customer}: the members table is not what Redis holds"
         )

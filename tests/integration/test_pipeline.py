@@ -10,8 +10,7 @@ from redis.asyncio import Redis
 
 from segengine.devstack import DevStack
 from segengine.state import CustomerState
-from segengine.store_redis import state_key
-from tests.integration.support import RunningWorker, consume_all, produce, settings_for, values
+from tests.integration.support import KEYS, RunningWorker, consume_all, produce, settings_for, values
 
 DAY = 86_400_000
 NOW = int(time.time() * 1000)
@@ -33,7 +32,7 @@ def browse(event_id: str, customer: str, ts: int, action: str = "view") -> dict[
 
 
 async def load(redis: Redis, customer: str) -> CustomerState:
-    blob = await redis.hget(state_key(customer), "s")
+    blob = await redis.hget(KEYS.state(customer), "s")
     assert blob is not None, f"no state for {customer}"
     return CustomerState.loads(blob)
 
@@ -65,7 +64,7 @@ async def test_events_become_state_changes_and_memberships(stack: DevStack, redi
         "active",
     )
     assert (members["bob"]["memberships"]["value_tier"], members["bob"]["memberships"]["lifecycle"]) == ("C", "new")
-    population = {k.decode(): int(v) for k, v in (await redis_client.hgetall("seg:population")).items()}
+    population = {k.decode(): int(v) for k, v in (await redis_client.hgetall(KEYS.population(0))).items()}
     assert (
         population["value_tier\x1fA"] == 1
         and population["value_tier\x1fC"] == 1

@@ -19,8 +19,8 @@ import yaml
 from redis.asyncio import Redis
 
 from segengine.devstack import DevStack
-from segengine.store_redis import FIELD_SEP, POPULATION_KEY
-from tests.integration.support import RunningWorker, produce, settings_for
+from segengine.store_redis import FIELD_SEP
+from tests.integration.support import KEYS, RunningWorker, produce, settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules"
@@ -168,7 +168,7 @@ async def test_prometheus_scrapes_a_worker_and_sees_what_it_did(
             async with session.get(f"http://127.0.0.1:{http_port}/segments") as resp:
                 assert resp.status == 200
                 api = (await resp.json())["population"]
-            raw = await redis_client.hgetall(POPULATION_KEY)
+            raw = await redis_client.hgetall(KEYS.population(0))
             redis_counts = {tuple(k.decode().split(FIELD_SEP, 1)): int(v) for k, v in raw.items()}
             assert {(d, s): n for d, segs in api.items() for s, n in segs.items()} == redis_counts
             assert sum(n for (d, _), n in redis_counts.items() if d == "value_tier") == len(CUSTOMERS)

@@ -21,8 +21,8 @@ from redis.asyncio import Redis
 from segengine.devstack import DevStack
 from segengine.inspect import customer_report
 from segengine.state import CustomerState
-from segengine.store_redis import RedisStore, state_key, timer_key
-from tests.integration.support import RunningWorker, consume_all, produce, settings_for, values
+from segengine.store_redis import RedisStore
+from tests.integration.support import KEYS, RunningWorker, consume_all, produce, settings_for, values
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = 86_400_000
@@ -62,11 +62,11 @@ async def test_a_customer_that_cannot_be_processed_is_quarantined_and_the_rest_g
     async with RunningWorker(settings) as runner:
         await runner.wait_for(len(HEALTHY) + 1)
         # corrupt the broken customer's state (its timer, new -> active at T0 + 30 days, stays)
-        doc = orjson.loads(await redis_client.hget(state_key(BROKEN), "s"))
+        doc = orjson.loads(await redis_client.hget(KEYS.state(BROKEN), "s"))
         doc["purchases"] = [[T0, None]]
-        await redis_client.hset(state_key(BROKEN), "s", orjson.dumps(doc))
+        await redis_client.hset(KEYS.state(BROKEN), "s", orjson.dumps(doc))
         home = doc["home"]
-        assert await redis_client.zscore(timer_key(home), BROKEN) is not None
+        assert await redis_client.zscore(KEYS.timers(0, home), BROKEN) is not None
 
         # time moves on (another customer's event): every timer up to T0 + 100 days falls due
         await produce(stack, "events.purchase", [("zz-clock", purchase("clock", "zz-clock", T0 + 100 * DAY))])
@@ -82,10 +82,12 @@ async def test_a_customer_that_cannot_be_processed_is_quarantined_and_the_rest_g
         await wait_until(healthy_at_risk, "every healthy customer at_risk, by the due loop", runner)
 
         async def quarantined() -> bool:
-            return await redis_client.hget(state_key(BROKEN), "q") == b"timer"
+            return await redis_client.hget(KEYS.state(BROKEN), "q") == b"timer"
 
         await wait_until(quarantined, "the broken customer quarantined", runner)
-        assert await redis_client.zscore(timer_key(home), BROKEN) is None  # off the timers: not taken again and again
+        assert (
+            await redis_client.zscore(KEYS.timers(0, home), BROKEN) is None
+        )  # off the timers: not taken again and again
         counted = runner.worker.metrics.registry.get_sample_value(
             "segengine_customers_quarantined_total", {"stage": "timer"}
         )
@@ -104,7 +106,7 @@ async def test_a_customer_that_cannot_be_processed_is_quarantined_and_the_rest_g
         await runner.wait_for(done + 2)
         dead = values(await consume_all(stack, "events.dlq"))
         assert [(d["error"]["code"], d["key"]) for d in dead] == [("processing_error", BROKEN)]
-        healthy = CustomerState.loads(await redis_client.hget(state_key(HEALTHY[0]), "s"))
+        healthy = CustomerState.loads(await redis_client.hget(KEYS.state(HEALTHY[0]), "s"))
         assert healthy.orders == 2 and healthy.members["lifecycle"] == "reactivated"
 
         # an erase forgets it all the same; a new purchase starts a fresh customer, with a timer
@@ -118,11 +120,11 @@ async def test_a_customer_that_cannot_be_processed_is_quarantined_and_the_rest_g
         await produce(stack, "events.purchase", [(BROKEN, purchase("b3", BROKEN, T0 + 103 * DAY))])
 
         async def fresh() -> bool:
-            raw = await redis_client.hget(state_key(BROKEN), "s")
+            raw = await redis_client.hget(KEYS.state(BROKEN), "s")
             return raw is not None and CustomerState.loads(raw).orders == 1
 
         await wait_until(fresh, "the erased customer back as a new one", runner)
-        assert await redis_client.hget(state_key(BROKEN), "q") is None
-        fresh_home = CustomerState.loads(await redis_client.hget(state_key(BROKEN), "s")).home
-        assert await redis_client.zscore(timer_key(fresh_home), BROKEN) is not None
+        assert await redis_client.hget(KEYS.state(BROKEN), "q") is None
+        fresh_home = CustomerState.loads(await redis_client.hget(KEYS.state(BROKEN), "s")).home
+        assert await redis_client.zscore(KEYS.timers(0, fresh_home), BROKEN) is not None
         assert not runner.task.done()

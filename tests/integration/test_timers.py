@@ -25,8 +25,9 @@ from redis.asyncio import Redis
 from segengine.devstack import DevStack
 from segengine.evaluate import change_id, rfc3339
 from segengine.state import CustomerState
-from segengine.store_redis import RedisStore, timer_key
+from segengine.store_redis import RedisStore
 from tests.integration.support import (
+    KEYS,
     RunningWorker,
     at_going_back,
     changes_per_customer,
@@ -112,7 +113,7 @@ async def test_a_silent_customer_moves_at_the_exact_due_times(stack: DevStack) -
 async def next_due(redis: Redis, customer: str) -> int | None:
     """The customer's next check, from whichever partition's timer set holds it."""
     for partition in range(6):
-        score = await redis.zscore(timer_key(partition), customer)
+        score = await redis.zscore(KEYS.timers(0, partition), customer)
         if score is not None:
             return int(score)
     return None
