@@ -36,6 +36,33 @@ def cluster_url(cluster: DevCluster) -> str:
     return f"redis+cluster://{cluster.addresses[0]}/0"
 
 
+def cluster_settings(kafka: DevStack, cluster: DevCluster, **overrides: Any) -> Settings:
+    """A worker's settings on the embedded broker and a Redis Cluster."""
+    return Settings(kafka_bootstrap=kafka.kafka_bootstrap, redis_url=cluster_url(cluster), **overrides)
+
+
+async def recount_population(store: Any) -> dict[str, dict[str, int]]:
+    """Segment populations counted from every stored state (a SCAN of every primary)."""
+    from collections import Counter
+
+    from segengine.state import CustomerState
+
+    counts: Counter[tuple[str, str]] = Counter()
+    async for ids in store.scan_customers():
+        for loaded in (await store.load(ids)).values():
+            if loaded.blob:
+                counts.update(CustomerState.loads(loaded.blob).members.items())
+    out: dict[str, dict[str, int]] = {}
+    for (dimension, segment), n in counts.items():
+        out.setdefault(dimension, {})[segment] = n
+    return out
+
+
+def nonzero(population: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """A population without its zero counts (segments emptied since)."""
+    return {d: {s: n for s, n in segs.items() if n} for d, segs in population.items()}
+
+
 def settings_for(stack: DevStack, **overrides: Any) -> Settings:
     return Settings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, **overrides)
 

@@ -1,8 +1,8 @@
 """The engine on a real Redis Cluster: three primaries started from the same redis-server
 binary (``--cluster-enabled yes``, joined with ``redis-cli --cluster create``), named to the
-engine as ``redis+cluster://``. On it: the CDNOW replay equals the batch oracle and the
-population counts are exact; an erase leaves no key naming the customer on any node; the
-API and the CLI look customers up, whatever bytes their ids hold."""
+engine as ``redis+cluster://``. On it: the population counts are exact; an erase leaves no
+key naming the customer on any node; the API and the CLI look customers up, whatever bytes
+their ids hold. (The CDNOW replay on a cluster is tests/integration/test_cdnow.py.)"""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import asyncio
 import os
 import sys
 import time
-from collections import Counter
 from typing import Any
 
 import aiohttp
@@ -18,25 +17,16 @@ import orjson
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
-from segengine.datasets import CDNOW_PURCHASES, customer_id, iter_purchase_events, read_cdnow
 from segengine.devcluster import DevCluster
 from segengine.devstack import DevStack, free_port
-from segengine.layout import CLUSTER_BUCKETS
-from segengine.settings import Settings
-from segengine.state import CustomerState
 from segengine.store_redis import RedisStore, connect
-from tests.integration.support import RunningWorker, cluster_url, produce
-from tests.integration.test_cdnow import batch_oracle, oracle_mismatches
+from tests.integration.support import RunningWorker, cluster_settings, cluster_url, nonzero, produce, recount_population
 from tests.integration.test_erase import erase_event, naming
 
 DAY = 86_400_000
 NOW = int(time.time() * 1000)
 QUIET = {"quantiles_refresh_s": 0, "rules_reload_s": 0}
 ODD_IDS = ["}x", "{a}", "a}:c:b", "{", "}{", "ü-ñ-客户", "seg:{0.1}:c:x", "plain-id"]
-
-
-def settings_on(kafka: DevStack, cluster: DevCluster, **overrides: Any) -> Settings:
-    return Settings(kafka_bootstrap=kafka.kafka_bootstrap, redis_url=cluster_url(cluster), **overrides)
 
 
 async def on_every_node(cluster: DevCluster, needle: str) -> list[str]:
@@ -51,23 +41,6 @@ async def on_every_node(cluster: DevCluster, needle: str) -> list[str]:
     return found
 
 
-async def recount(store: RedisStore) -> dict[str, dict[str, int]]:
-    """Segment populations counted from every stored state (a SCAN of every primary)."""
-    counts: Counter[tuple[str, str]] = Counter()
-    async for ids in store.scan_customers():
-        for loaded in (await store.load(ids)).values():
-            if loaded.blob:
-                counts.update(CustomerState.loads(loaded.blob).members.items())
-    out: dict[str, dict[str, int]] = {}
-    for (dimension, segment), n in counts.items():
-        out.setdefault(dimension, {})[segment] = n
-    return out
-
-
-def nonzero(population: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
-    return {d: {s: n for s, n in segs.items() if n} for d, segs in population.items()}
-
-
 def purchase(n: int, customer: str, amount: float) -> dict[str, Any]:
     return {
         "event_id": f"{customer}-p{n}",
@@ -79,44 +52,12 @@ def purchase(n: int, customer: str, amount: float) -> dict[str, Any]:
     }
 
 
-async def test_the_cdnow_replay_on_a_cluster_equals_the_batch_oracle(kafka: DevStack, cluster: DevCluster) -> None:
-    purchases = read_cdnow()
-    await produce(kafka, "events.purchase", [(ev["customer_id"], ev) for _, ev in iter_purchase_events(purchases)])
-    async with RunningWorker(settings_on(kafka, cluster, clock="event", **QUIET)) as w:
-        await w.wait_for(CDNOW_PURCHASES, timeout=600)
-
-    client = connect(cluster_url(cluster))
-    try:
-        store = RedisStore(client)
-        layout = await store.layout()
-        assert layout.buckets == CLUSTER_BUCKETS
-        oracle = batch_oracle()
-        loaded = await store.load(customer_id(c) for c in oracle.index)
-        assert not (mismatches := oracle_mismatches(oracle, loaded)), f"{len(mismatches)} differ: {mismatches[:3]}"
-        # Exact populations: the buckets' counters added up equal a recount of every state.
-        population = await store.population()
-        assert nonzero(population) == await recount(store)
-        assert sum(population["value_tier"].values()) == len(oracle)
-    finally:
-        await client.aclose()
-
-    # The customers, and their counters, are spread over every primary.
-    for address in cluster.addresses:
-        node = Redis.from_url(f"redis://{address}/0")
-        try:
-            customers = [k async for k in node.scan_iter(match="seg:{*}:c:*", count=1000)]
-            counters = [k async for k in node.scan_iter(match="seg:{*}:pop", count=1000)]
-        finally:
-            await node.aclose()
-        assert len(customers) > len(oracle) / 6 and counters, (address, len(customers), len(counters))
-
-
 async def test_lookups_and_erase_on_a_cluster_whatever_the_ids_hold(kafka: DevStack, cluster: DevCluster) -> None:
     for customer in ODD_IDS:
         await produce(kafka, "events.purchase", [(customer, purchase(n, customer, 100.0 * n)) for n in (1, 2)])
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    settings = settings_on(kafka, cluster, http_port=port, http_host="127.0.0.1", **QUIET)
+    settings = cluster_settings(kafka, cluster, http_port=port, http_host="127.0.0.1", **QUIET)
     client = connect(cluster_url(cluster))
     store = RedisStore(client)
     try:
@@ -139,7 +80,7 @@ async def test_lookups_and_erase_on_a_cluster_whatever_the_ids_hold(kafka: DevSt
             code, out, err = await _segengine(kafka, cluster, "segments", "--json")
             assert code == 0, err
             assert orjson.loads(out) == {"population": await store.population()}
-            assert nonzero(await store.population()) == await recount(store)
+            assert nonzero(await store.population()) == await recount_population(store)
 
             # Erase: nothing names the customer on any node once the erase is committed.
             erased = "a}:c:b"
@@ -155,7 +96,7 @@ async def test_lookups_and_erase_on_a_cluster_whatever_the_ids_hold(kafka: DevSt
                 assert await on_every_node(cluster, kept)
             after = await store.population()
             assert sum(after["value_tier"].values()) == sum(before["value_tier"].values()) - 1 == len(others)
-            assert nonzero(after) == await recount(store)
+            assert nonzero(after) == await recount_population(store)
     finally:
         await client.aclose()
 
