@@ -9,6 +9,9 @@ these bytes; the pure core works on ``CustomerState`` and ``Output`` records onl
                      or null}; b"" when empty. The writer is the processor that wrote it (see
                      segengine.evaluate: another writer's entries are not known published)
     applied offsets  a JSON object {"topic:partition": offset} (kept alone after an erase)
+
+A state document stored before a field existed loads with the field's default, except the
+lifetime purchase summary, which is worked out from what the document holds (``_summary``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 import orjson
 
 from .records import Output, TopicPartition
-from .state import CustomerState
+from .state import DAY_BITS, DAY_MS, CustomerState, _amount_orders
 
 
 def dump_state(state: CustomerState) -> bytes:
@@ -37,9 +40,29 @@ def load_state(blob: bytes | None, outbox: bytes | None = None) -> CustomerState
         doc = orjson.loads(blob)
         doc["offsets"] = _offsets(doc.get("offsets") or {})
         state.__dict__.update(doc)
+        if "repeat_days" not in doc and state.purchase_days:
+            _summary(state)
     if outbox:
         state.outbox_writer, state.pending = load_outbox(outbox)
     return state
+
+
+def _summary(state: CustomerState) -> None:
+    """The lifetime purchase summary of a document stored before it was kept: the repeat days
+    and the day mask from its purchase days (exact); the first day's spend from the purchase
+    detail if that still holds every purchase, else None (not known: no repeat_purchase_value,
+    until a purchase on an earlier day makes the first day known again)."""
+    days = state.purchase_days
+    first, last = days[0], days[-1]
+    state.repeat_days = len(days) - 1
+    state.day_mask = sum(1 << (last - 1 - day) for day in days[-DAY_BITS - 1 : -1] if last - day <= DAY_BITS)
+    held = [_amount_orders(entry) for entry in state.purchases]
+    if sum(orders for _, orders in held) != state.orders:
+        state.day1_spend = None
+        return
+    state.day1_spend = sum(
+        amount for entry, (amount, _) in zip(state.purchases, held, strict=True) if entry[0] // DAY_MS == first
+    )
 
 
 def dump_outbox(pending: list[Output], writer: str | None) -> bytes:

@@ -15,6 +15,7 @@ from .state import (
     ACTIONS,
     BROWSE_WINDOWS_DAYS,
     COMPLAINT_WINDOW_DAYS,
+    DAY_BITS,
     DAY_MS,
     DEDUPE_SLACK_DIVISOR,
     HOUR_MS,
@@ -112,6 +113,7 @@ def _apply_purchase(state: CustomerState, body: Mapping[str, Any], ts: int) -> N
         insort(purchases, [ts, amount], key=_first)
     if len(purchases) > MAX_PURCHASE_ENTRIES:
         state.purchases, state.purchase_grain = _merge_purchases(purchases)
+    count_purchase_day(state, ts // DAY_MS, amount)  # before the first and last purchase move
     state.first_purchase = ts if state.first_purchase is None else min(state.first_purchase, ts)
     state.last_purchase = ts if state.last_purchase is None else max(state.last_purchase, ts)
     day = ts // DAY_MS
@@ -122,6 +124,54 @@ def _apply_purchase(state: CustomerState, body: Mapping[str, Any], ts: int) -> N
         i = bisect_left(days, day)
         if days[i] != day:
             days.insert(i, day)
+
+
+_ALL_DAYS = (1 << DAY_BITS) - 1
+
+
+def count_purchase_day(state: CustomerState, day: int, amount: float) -> None:
+    """Fold a purchase on UTC ``day`` into the lifetime summary, given the first and last
+    purchase times before it: ``day1_spend`` (the first day's spend), ``repeat_days``
+    (lifetimes' frequency) and ``day_mask`` (the purchase days among the DAY_BITS days before
+    the last one). ``spend`` holds every amount, so the repeat days' total is
+    ``spend - day1_spend``. O(1) time and memory, whatever the customer's history.
+
+    Exact in any arrival order: a purchase on a day before the first makes it the first day
+    and the old first day a repeat day; one on the first day adds to it; one after the last,
+    or within DAY_BITS days before it, is placed by the mask; an older late one by a look-up
+    in ``purchase_days`` (the one step that is not O(1), and only for purchases arriving more
+    than DAY_BITS days late).
+
+    Refunds do not change the summary: a refund names an order, not the day it was bought on,
+    and lifetimes' summary is of transactions (net_spend_total has the refunds)."""
+    if state.first_purchase is None or state.last_purchase is None:  # the customer's first purchase
+        state.day1_spend, state.repeat_days, state.day_mask = amount, 0, 0
+        return
+    first, last = state.first_purchase // DAY_MS, state.last_purchase // DAY_MS
+    if day > last:
+        state.repeat_days += 1
+        gap = day - last
+        state.day_mask = ((state.day_mask << gap) | 1 << (gap - 1)) & _ALL_DAYS if gap <= DAY_BITS else 0
+    elif day == first:
+        if state.day1_spend is not None:
+            state.day1_spend += amount
+    elif day < first:  # a late purchase before the first: the old first day becomes a repeat day
+        state.repeat_days += 1
+        state.day1_spend = amount
+        if last - day <= DAY_BITS:
+            state.day_mask |= 1 << (last - 1 - day)
+    elif day < last:
+        bit = last - 1 - day
+        if bit < DAY_BITS:
+            if not state.day_mask >> bit & 1:
+                state.repeat_days += 1
+                state.day_mask |= 1 << bit
+        else:  # older than the mask: the customer's purchase days say whether it is a new one
+            days = state.purchase_days
+            i = bisect_left(days, day)
+            if i == len(days) or days[i] != day:
+                state.repeat_days += 1
+    # day == last (after the first): a repeat day already counted
 
 
 def _merge_purchases(purchases: list[list[Any]]) -> tuple[list[list[Any]], int]:

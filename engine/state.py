@@ -8,6 +8,12 @@ Windows use event time. Purchases of the last 365 days are kept one by one (exac
 windows); browses are kept as hourly buckets for 30 days; older detail is dropped once
 it can no longer fall into any window, lifetime totals are kept as counters.
 
+The lifetime purchase summary the CLV models read (lifetimes' frequency, recency, T and
+monetary value, with daily periods) is kept in O(1) fields: the first and last purchase
+times, the first day's spend, the number of repeat purchase days and a 63-day bitmask of
+the purchase days before the last one (see ``segengine.folding.count_purchase_day``: exact
+in any arrival order).
+
 Per-customer cost and size are bounded, whatever one customer sends. Folding an event
 costs O(1) amortised in the customer's history (no scan of it per event), and every
 growing part of the state has a cap (the ``MAX_*`` constants below):
@@ -57,6 +63,7 @@ MAX_ATTRIBUTES = 100  # profile attribute names per customer
 MAX_ATTRIBUTE_NAME = 64  # characters in a profile attribute name
 MAX_ATTRIBUTE_CHARS = 256  # characters in a profile attribute's string value
 MAX_STATE_BYTES = 1 << 20  # the encoded state document (the same bound as one input record)
+DAY_BITS = 63  # purchase days remembered before the last one (a JSON integer any reader holds in 64 bits)
 LIMIT_EXCEEDED = "limit_exceeded"
 
 
@@ -91,6 +98,11 @@ class CustomerState:
         self.last_purchase: int | None = None
         self.purchase_grain = 0  # 0: one purchase entry each; HOUR_MS or DAY_MS: one per hour or day (past the cap)
         self.purchase_days: list[int] = []  # sorted distinct UTC epoch days with a purchase
+        # The lifetime purchase summary, by UTC day (first and last day: first_purchase and
+        # last_purchase). Refunds are not in it: see segengine.folding.count_purchase_day.
+        self.day1_spend: float | None = 0.0  # spend on the first purchase day (None: not known, a state from before)
+        self.repeat_days = 0  # distinct purchase days after the first: lifetimes' frequency
+        self.day_mask = 0  # bit i: a purchase on the day i + 1 days before the last purchase day (i < DAY_BITS)
         self.refunds = 0
         self.refund_amount = 0.0
         self.browse: dict[str, list[int]] = {}  # hour bucket -> counts per ACTIONS
@@ -230,6 +242,29 @@ def _browse_windows(state: CustomerState, now: int) -> dict[str, Any]:
     return out
 
 
+def _recency_days(state: CustomerState) -> int | None:
+    """Last purchase day - first purchase day (lifetimes' recency, daily periods)."""
+    first, last = state.first_purchase, state.last_purchase
+    return None if first is None or last is None else last // DAY_MS - first // DAY_MS
+
+
+def _age_days(state: CustomerState, now: int) -> int | None:
+    """The day of ``now`` - the first purchase day (lifetimes' T, daily periods)."""
+    first = state.first_purchase
+    return None if first is None else now // DAY_MS - first // DAY_MS
+
+
+def repeat_value(state: CustomerState) -> float | None:
+    """The mean spend of the repeat purchase days (lifetimes' monetary value): 0 without one.
+    Every purchase's amount is in ``spend``, so the repeat days' total is what the first day
+    did not take; it is rounded to the cent (as spend_total) before the mean is taken."""
+    if state.first_purchase is None or state.day1_spend is None:
+        return None
+    if not state.repeat_days:
+        return 0.0
+    return round(state.spend - state.day1_spend, 2) / state.repeat_days
+
+
 def _last_gap_days(state: CustomerState) -> int | None:
     """Days between the two latest distinct purchase days (how long the customer was away)."""
     days = state.purchase_days
@@ -250,6 +285,10 @@ FEATURES: dict[str, FeatureFn] = {
     "days_since_first_purchase": lambda s, now: _days_since(s.first_purchase, now),
     "days_since_last_purchase": lambda s, now: _days_since(s.last_purchase, now),
     "last_gap_days": lambda s, now: _last_gap_days(s),
+    "repeat_purchase_days": lambda s, now: None if s.first_purchase is None else s.repeat_days,
+    "purchase_recency_days": lambda s, now: _recency_days(s),
+    "customer_age_days": _age_days,
+    "repeat_purchase_value": lambda s, now: repeat_value(s),
     "browse_total": lambda s, now: s.browse_total,
     "last_browse_ts": lambda s, now: s.last_browse,
     "days_since_last_browse": lambda s, now: _days_since(s.last_browse, now),
@@ -275,11 +314,16 @@ def _last_score(kind: str) -> FeatureFn:
 
 for _name in GROUPS:
     FEATURES[_name] = _grouped(_name)
-TIME_DEPENDENT = frozenset({*GROUPS, "complaints_90d", *(n for n in FEATURES if n.startswith("days_since_"))})
+TIME_DEPENDENT = frozenset(
+    {*GROUPS, "complaints_90d", "customer_age_days", *(n for n in FEATURES if n.startswith("days_since_"))}
+)
 for _kind in ("nps", "csat", "review"):
     FEATURES[f"last_{_kind}"] = _last_score(_kind)
 PROFILE_PREFIX = "profile_"
 EVENT_TYPES = frozenset({"purchase", "refund", "browse", "feedback", "profile", "erase"})
+
+
+_BY_PURCHASES = ("last_gap_days", "customer_age_days")  # changed by purchases, though their names do not say it
 
 
 def changed_by(feature: str) -> frozenset[str]:
@@ -291,7 +335,7 @@ def changed_by(feature: str) -> frozenset[str]:
         kinds = {"refund"}
     elif feature == "net_spend_total":
         kinds = {"purchase", "refund"}
-    elif feature.startswith(("orders_", "spend_")) or "purchase" in feature or feature == "last_gap_days":
+    elif feature.startswith(("orders_", "spend_")) or "purchase" in feature or feature in _BY_PURCHASES:
         kinds = {"purchase"}
     elif feature.startswith(ACTIONS) or "browse" in feature:
         kinds = {"browse"}
@@ -324,11 +368,20 @@ BASE_RESOLVERS.update({name: _group_resolver(group, name) for name, group in GRO
 
 class Derived(dict[str, Callable[..., Any]]):
     """A rule set's derived features (name -> fn(features, current, now)), with the one
-    table that resolves every feature name, built once per rule set."""
+    table that resolves every feature name, built once per rule set: the built-in ones, the
+    rule set's own ``extra`` ones (the predictions of its model: segengine.clv.features) and
+    the derived ones."""
 
-    def __init__(self, derived: Mapping[str, Callable[..., Any]] | None = None) -> None:
+    def __init__(
+        self, derived: Mapping[str, Callable[..., Any]] | None = None, extra: Mapping[str, Resolver] | None = None
+    ) -> None:
         super().__init__(derived or {})
-        self.table: dict[str, Resolver] = {**BASE_RESOLVERS, **{n: _derived_resolver(fn) for n, fn in self.items()}}
+        self.extra = tuple(extra or ())
+        self.table: dict[str, Resolver] = {
+            **BASE_RESOLVERS,
+            **(extra or {}),
+            **{n: _derived_resolver(fn) for n, fn in self.items()},
+        }
 
 
 def _derived_resolver(fn: Callable[..., Any]) -> Resolver:
@@ -370,7 +423,7 @@ class Features(dict[str, Any]):
 
     def all(self) -> dict[str, Any]:
         """Every feature, profile attributes included (for explanations)."""
-        names = [*FEATURES, *self.derived, *(PROFILE_PREFIX + a for a in self.state.attributes)]
+        names = [*FEATURES, *self.derived.extra, *self.derived, *(PROFILE_PREFIX + a for a in self.state.attributes)]
         return {name: self[name] for name in names}
 
 

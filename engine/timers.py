@@ -11,7 +11,12 @@ The moments at which something time-dependent changes are known from the state:
   - a purchase leaves a purchase window (7/30/90/365 days after it),
   - an hour of browsing leaves a browse window (24 h, 7 d, 30 d after it),
   - a complaint leaves the 90-day window,
-  - a ``days_since_X > C`` (or ``hours_since``) threshold is crossed, at X + C,
+  - a ``days_since_X > C`` (or ``hours_since``) threshold is crossed, at X + C; a
+    ``customer_age_days > C`` one (whole UTC days) at the start of a day,
+  - a prediction (``p_alive < 0.3``, ``expected_purchases_90d``, ``predicted_clv_365d``)
+    crosses a constant: predictions only fall as the customer ages (segengine.clv.features),
+    so the first day they are past it is found by bisection on T, the customer's age in
+    whole UTC days (they move at midnight), once per lifetime summary (a purchase changes it),
   - a ``min_dwell`` or an ``exit_grace`` ends,
   - a bucket of a declared windowed aggregation leaves its window.
 Only the kinds the rules read are scheduled. A threshold the checker cannot see as
@@ -24,9 +29,13 @@ from __future__ import annotations
 import ast
 import math
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .clv.features import CHANGED_BY_TIME as PREDICTIONS_IN_TIME
+from .clv.features import NEEDS_SPEND_MODEL
 from .state import (
     ACTIONS,
     BROWSE_WINDOWS_HOURS,
@@ -35,19 +44,32 @@ from .state import (
     HOUR_MS,
     PURCHASE_WINDOWS_DAYS,
     CustomerState,
+    repeat_value,
 )
 
 if TYPE_CHECKING:
     from .aggregates import Aggregate
+    from .clv.features import Predictor
     from .rules.expr import Expression
     from .rules.population import Population
 
-# feature -> (state attribute holding the timestamp, unit of the feature in ms)
+
+class Age(NamedTuple):
+    """A feature that grows with time alone: (now - the attribute's time) / unit, with both
+    times first floored to whole ``step`` ms (1: the age moves every ms; DAY_MS: it counts
+    UTC days, moving at each midnight)."""
+
+    attribute: str  # the state attribute holding the time (epoch ms)
+    unit: int  # ms per unit of the feature
+    step: int = 1
+
+
 AGE_FEATURES = {
-    "days_since_first_purchase": ("first_purchase", DAY_MS),
-    "days_since_last_purchase": ("last_purchase", DAY_MS),
-    "days_since_last_browse": ("last_browse", DAY_MS),
-    "days_since_first_seen": ("first_seen", DAY_MS),
+    "days_since_first_purchase": Age("first_purchase", DAY_MS),
+    "days_since_last_purchase": Age("last_purchase", DAY_MS),
+    "days_since_last_browse": Age("last_browse", DAY_MS),
+    "days_since_first_seen": Age("first_seen", DAY_MS),
+    "customer_age_days": Age("first_purchase", DAY_MS, DAY_MS),
 }
 TS_FEATURES = {
     "first_purchase_ts": "first_purchase",
@@ -57,6 +79,12 @@ TS_FEATURES = {
 UNIT = {"days_since": DAY_MS, "hours_since": HOUR_MS}
 PURCHASE_WINDOW_FEATURES = {f"{k}_{d}d" for d in PURCHASE_WINDOWS_DAYS for k in ("orders", "spend")}
 BROWSE_WINDOW_FEATURES = {f"{a}_{w}" for a in ACTIONS for w in BROWSE_WINDOWS_HOURS}
+MAX_CROSSING_DAYS = 36_525  # a prediction not past its threshold within a century of the last purchase: never
+CROSSINGS_KEPT = 1 << 15  # crossing days kept per rule set: ~240 bytes each, ~8 MB when full
+
+# (feature, strict, constant, x, t_x, m) -> the customer's age in days at which the prediction
+# is first below the constant (strict) or at or below it; None: never (see ``crossings``).
+Crossing = Callable[[str, bool, float, int, int, "float | None"], "int | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,21 +94,24 @@ class TimePlan:
     purchase_windows: bool = False
     browse_windows: bool = False
     complaints: bool = False
-    thresholds: frozenset[tuple[str, int]] = frozenset()  # (state attribute, offset ms)
+    thresholds: frozenset[tuple[str, int, int]] = frozenset()  # (state attribute, step ms, offset ms)
     holds: dict[str, tuple[dict[str, int], dict[str, int]]] = field(
         default_factory=dict
     )  # dimension -> (dwell, grace) per segment
     windows: tuple[Aggregate, ...] = ()  # declared windowed aggregations the rules read
-    # ages ranked against the population: (state attribute, unit ms, feature, n or None for pct_rank)
-    ranked_ages: frozenset[tuple[str, int, str, int | None]] = frozenset()
+    # ages ranked against the population: (the age, feature, n or None for pct_rank)
+    ranked_ages: frozenset[tuple[Age, str, int | None]] = frozenset()
     population: Population | None = None
     delays: bool = False  # actions with a delay wait in the state for their time
+    # predictions compared with constants: (feature, strict, constant), and their crossing days
+    predicted: frozenset[tuple[str, bool, float]] = frozenset()
+    crossing: Crossing | None = None
 
     @property
     def empty(self) -> bool:
         return not (
             self.purchase_windows or self.browse_windows or self.complaints or self.thresholds
-            or self.holds or self.windows or self.ranked_ages or self.delays
+            or self.holds or self.windows or self.ranked_ages or self.delays or self.predicted
         )  # fmt: skip
 
     def __or__(self, other: TimePlan) -> TimePlan:
@@ -94,18 +125,20 @@ class TimePlan:
             self.ranked_ages | other.ranked_ages,
             self.population or other.population,
             self.delays or other.delays,
+            self.predicted | other.predicted,
+            self.crossing or other.crossing,  # packs of one rule set read one model (segengine.rules.loader)
         )
 
 
-def _age_of(node: ast.AST) -> tuple[str, int] | None:
-    """(state attribute, unit ms) when ``node`` is an age: days_since_X, days_since(X_ts), ..."""
+def _age_of(node: ast.AST) -> Age | None:
+    """The age ``node`` reads: days_since_X, days_since(X_ts), customer_age_days, ..."""
     if isinstance(node, ast.Name) and node.id in AGE_FEATURES:
         return AGE_FEATURES[node.id]
     if (
         isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in UNIT
         and len(node.args) == 1 and isinstance(node.args[0], ast.Name) and node.args[0].id in TS_FEATURES
     ):  # fmt: skip
-        return TS_FEATURES[node.args[0].id], UNIT[node.func.id]
+        return Age(TS_FEATURES[node.args[0].id], UNIT[node.func.id])
     return None
 
 
@@ -121,12 +154,13 @@ def _number(node: ast.AST) -> float | None:
 _MIRROR = {ast.Lt: ast.Gt, ast.Gt: ast.Lt, ast.LtE: ast.GtE, ast.GtE: ast.LtE, ast.Eq: ast.Eq, ast.NotEq: ast.NotEq}
 
 
-def thresholds(expression: Expression) -> set[tuple[str, int]]:
-    """Every 'age compared with a constant' in the expression, as (attribute, the offset in
-    ms after the attribute's time at which the comparison flips): ``age > C`` and ``age <= C``
-    flip once the age is past C, ``age >= C`` and ``age < C`` when it reaches C, ``==`` and
-    ``!=`` at both."""
-    found: set[tuple[str, int]] = set()
+def thresholds(expression: Expression) -> set[tuple[str, int, int]]:
+    """Every 'age compared with a constant' in the expression, as (attribute, step, the offset
+    in ms after the attribute's time, floored to the age's step, at which the comparison
+    flips): ``age > C`` and ``age <= C`` flip once the age is past C, ``age >= C`` and
+    ``age < C`` when it reaches C, ``==`` and ``!=`` at both; an age in whole steps gets past
+    C at the next whole step."""
+    found: set[tuple[str, int, int]] = set()
     for node in ast.walk(expression.tree):
         if not isinstance(node, ast.Compare):
             continue
@@ -136,45 +170,122 @@ def thresholds(expression: Expression) -> set[tuple[str, int]]:
                 age, value = _age_of(age_node), _number(const_node)
                 if age is None or value is None or kind is None:
                     continue
-                at = value * age[1]
+                at = value * age.unit
                 if abs(at - round(at)) < 1e-6:
                     at = round(at)
                 if kind in (ast.Gt, ast.LtE, ast.Eq, ast.NotEq):
-                    found.add((age[0], math.floor(at) + 1))  # just past C
+                    found.add((age.attribute, age.step, _past(at, age.step)))  # just past C
                 if kind in (ast.GtE, ast.Lt, ast.Eq, ast.NotEq):
-                    found.add((age[0], math.ceil(at)))  # at C
+                    found.add((age.attribute, age.step, _reaching(at, age.step)))  # at C
     return found
 
 
-def ranked_ages(expression: Expression) -> set[tuple[str, int, str, int | None]]:
+def _past(at: float, step: int) -> int:
+    """The first whole step (in ms) strictly after ``at`` ms."""
+    return (math.floor(at) // step + 1) * step
+
+
+def _reaching(at: float, step: int) -> int:
+    """The first whole step (in ms) at or after ``at`` ms."""
+    return -(-math.ceil(at) // step) * step
+
+
+def predicted_thresholds(expression: Expression) -> set[tuple[str, bool, float]]:
+    """Every 'prediction compared with a constant' in the expression, as (feature, strict,
+    constant): predictions only fall as the customer ages, so ``f < C`` and ``f >= C`` flip
+    when f first drops below C (strict), ``f <= C`` and ``f > C`` when it first reaches C,
+    ``==`` and ``!=`` at both."""
+    found: set[tuple[str, bool, float]] = set()
+    for node in ast.walk(expression.tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        operands = [node.left, *node.comparators]
+        for op, left, right in zip(node.ops, operands, operands[1:]):
+            for feature, const_node, kind in ((left, right, type(op)), (right, left, _MIRROR.get(type(op)))):
+                value = _number(const_node)
+                if not (isinstance(feature, ast.Name) and feature.id in PREDICTIONS_IN_TIME) or value is None:
+                    continue
+                if kind in (ast.Lt, ast.GtE, ast.Eq, ast.NotEq):
+                    found.add((feature.id, True, value))
+                if kind in (ast.LtE, ast.Gt, ast.Eq, ast.NotEq):
+                    found.add((feature.id, False, value))
+    return found
+
+
+def first_day(test: Callable[[int], bool], start: int, limit: int) -> int | None:
+    """The first whole day d in [start, start + limit] with test(d), for a ``test`` that stays
+    true once true; None if there is none. Steps doubling from ``start``, then bisection
+    between the last false day and the first true one: O(log(d - start)) tests."""
+    if test(start):
+        return start
+    low, step = start, 1  # test(low) is false
+    while True:
+        high = start + min(step, limit)
+        if test(high):
+            break
+        if step >= limit:
+            return None
+        low, step = high, step * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        if test(middle):
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def crossings(predictor: Predictor) -> Crossing:
+    """The crossing day of each (feature, strict, constant) for a lifetime summary (x, t_x,
+    m): the first age T >= t_x, in days, at which the prediction is below the constant
+    (strict) or at or below it. It depends on the summary alone, not on the time it is asked
+    at, so it is kept (LRU, CROSSINGS_KEPT) for every later decision of the customer, and of
+    customers with the same summary, until a purchase changes it."""
+
+    @lru_cache(maxsize=CROSSINGS_KEPT)
+    def crossing(feature: str, strict: bool, constant: float, x: int, t_x: int, m: float | None) -> int | None:
+        def past(T: int) -> bool:
+            value = predictor.at(feature, (x, t_x, T, m))
+            return value is not None and (value < constant if strict else value <= constant)
+
+        return first_day(past, t_x, MAX_CROSSING_DAYS)
+
+    return crossing
+
+
+def ranked_ages(expression: Expression) -> set[tuple[Age, str, int | None]]:
     """Every ``quantile_score(age, n)`` / ``pct_rank(age)``: an age's score moves as the age
     passes the population's values, with no event."""
-    found: set[tuple[str, int, str, int | None]] = set()
+    found: set[tuple[Age, str, int | None]] = set()
     for node in ast.walk(expression.tree):
         if (
             isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
             and node.func.id in ("quantile_score", "pct_rank")
             and node.args and isinstance(node.args[0], ast.Name) and node.args[0].id in AGE_FEATURES
         ):  # fmt: skip
-            attribute, unit = AGE_FEATURES[node.args[0].id]
             n = (
                 node.args[1].value
                 if node.func.id == "quantile_score" and isinstance(node.args[1], ast.Constant)
                 else None
             )
-            found.add((attribute, unit, node.args[0].id, n))  # type: ignore[arg-type]
+            found.add((AGE_FEATURES[node.args[0].id], node.args[0].id, n))  # type: ignore[arg-type]
     return found
 
 
 def plan_for(
     expressions: list[Expression], reads: set[str], holds: dict[str, tuple[dict[str, int], dict[str, int]]],
     aggregates: list[Aggregate] | None = None, population: Population | None = None, delays: bool = False,
+    predictor: Predictor | None = None,
 ) -> TimePlan:  # fmt: skip
-    found: set[tuple[str, int]] = set()
-    ranked: set[tuple[str, int, str, int | None]] = set()
+    found: set[tuple[str, int, int]] = set()
+    ranked: set[tuple[Age, str, int | None]] = set()
+    predicted: set[tuple[str, bool, float]] = set()
     for expression in expressions:
         found |= thresholds(expression)
         ranked |= ranked_ages(expression)
+        predicted |= predicted_thresholds(expression)
+    if predictor is None:
+        predicted = set()  # no model: the rules cannot read predictions (segengine.rules.models)
     return TimePlan(
         purchase_windows=bool(reads & PURCHASE_WINDOW_FEATURES),
         browse_windows=bool(reads & BROWSE_WINDOW_FEATURES),
@@ -185,6 +296,8 @@ def plan_for(
         ranked_ages=frozenset(ranked),
         population=population if ranked else None,
         delays=delays,
+        predicted=frozenset(predicted),
+        crossing=crossings(predictor) if predicted and predictor is not None else None,
     )
 
 
@@ -228,21 +341,33 @@ def next_check(plan: TimePlan, state: CustomerState, now: int) -> int | None:
         for t in aggregate.expiries(state):
             consider(t)
     if plan.population is not None:
-        for attribute, unit, feature, n in plan.ranked_ages:
-            ts = getattr(state, attribute)
+        for age, feature, n in plan.ranked_ages:
+            ts = getattr(state, age.attribute)
             sample = plan.population.samples.get(feature)
             if ts is not None and sample:
-                change = next_rank_change(sample, (now - ts) / unit, n)
+                base = ts - ts % age.step
+                change = next_rank_change(sample, (now - base) // age.step * age.step / age.unit, n)
                 if change is not None:
                     reached, only_past = change
-                    moment = ts + reached * unit
-                    if abs(moment - round(moment)) < 1e-6:  # a whole millisecond, but for float error
-                        moment = round(moment)
-                    consider(max(math.floor(moment) + 1 if only_past else math.ceil(moment), now + 1))
-    for attribute, offset in plan.thresholds:
+                    at = reached * age.unit  # ms after the base
+                    if abs(at - round(at)) < 1e-6:  # a whole millisecond, but for float error
+                        at = round(at)
+                    consider(max(base + (_past if only_past else _reaching)(at, age.step), now + 1))
+    for attribute, step, offset in plan.thresholds:
         ts = getattr(state, attribute)
         if ts is not None:
-            consider(ts + offset)
+            consider(ts - ts % step + offset)
+    if plan.crossing is not None and state.first_purchase is not None and state.last_purchase is not None:
+        day = state.first_purchase // DAY_MS  # predictions count whole days from the first purchase day
+        t_x, today = state.last_purchase // DAY_MS - day, now // DAY_MS - day
+        if today < t_x:
+            consider((day + t_x) * DAY_MS)  # decided before the last purchase day: null until that day
+        else:
+            x, m = state.repeat_days, repeat_value(state)
+            for feature, strict, constant in plan.predicted:
+                crossed = plan.crossing(feature, strict, constant, x, t_x, m if feature in NEEDS_SPEND_MODEL else None)
+                if crossed is not None and crossed > today:
+                    consider((day + crossed) * DAY_MS)
     for dimension, (dwell, grace) in plan.holds.items():
         segment = state.members.get(dimension)
         if segment is None:

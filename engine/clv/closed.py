@@ -96,6 +96,12 @@ def p_alive(bg: BGNBD, x: float, t_x: float, T: float) -> float:
 
 def expected_purchases(bg: BGNBD, t: float, x: float, t_x: float, T: float) -> float:
     """E[Y(t) | x, t_x, T]: purchases expected in the next ``t`` time units (``bgnbd.expected_purchases``)."""
+    return purchases_if_alive(bg, t, x, T) * p_alive(bg, x, t_x, T)
+
+
+def purchases_if_alive(bg: BGNBD, t: float, x: float, T: float) -> float:
+    """E[Y(t) | x, T, alive at T]: the part of ``expected_purchases`` that needs 2F1. It does
+    not read t_x, so the customers of one (x, T) share it."""
     if t <= 0:
         return 0.0
     c = bg.a + bg.b + x - 1
@@ -103,7 +109,7 @@ def expected_purchases(bg: BGNBD, t: float, x: float, t_x: float, T: float) -> f
     f = hyp2f1(bg.a + bg.b - 1 - bg.r, bg.a - 1, c, z)
     log_power = (bg.a - 1) * math.log1p(-z)
     bracket = -math.expm1(log_power + math.log(f)) if f > 0 else 1 - math.exp(log_power) * f  # f < 0: c < 0
-    return c / (bg.a - 1) * bracket * p_alive(bg, x, t_x, T)
+    return c / (bg.a - 1) * bracket
 
 
 def expected_spend(gg: GammaGamma, x: float, m: float) -> float:
@@ -125,12 +131,21 @@ def clv(
     monthly_discount: float = 0.01,
     month: float = 30.0,
 ) -> float:
-    """The CLV over ``months`` months (``value.clv``): one 2F1 per month, all twelve sharing
-    the series' coefficients (its parameters do not depend on the horizon)."""
+    """The CLV over ``months`` months (``value.clv``): E[spend] P(alive) times the discounted
+    purchases expected of a customer alive now (``discounted_purchases_if_alive``)."""
     if months < 1:
         raise ValueError("the horizon is at least one month")
+    spend = expected_spend(gg, x, m)
+    return spend * p_alive(bg, x, t_x, T) * discounted_purchases_if_alive(bg, x, T, months, monthly_discount, month)
+
+
+def discounted_purchases_if_alive(
+    bg: BGNBD, x: float, T: float, months: int, monthly_discount: float, month: float
+) -> float:
+    """sum over i = 1..months of (E[Y(i month)] - E[Y((i - 1) month)] | x, T, alive) / (1 + d)^i:
+    one 2F1 per month, all sharing the series' coefficients (its parameters do not depend on
+    the horizon). Like ``purchases_if_alive`` it does not read t_x."""
     c = bg.a + bg.b + x - 1
-    scale = expected_spend(gg, x, m) * c / (bg.a - 1) * p_alive(bg, x, t_x, T)
     factor = 1.0 / (1.0 + monthly_discount)
     longest = months * month
     coefficients = _coefficients(bg.a + bg.b - 1 - bg.r, bg.a - 1, c, longest / (bg.alpha + T + longest))
@@ -144,4 +159,4 @@ def clv(
         discount *= factor
         total += (before - now) * discount
         before = now
-    return scale * total
+    return c / (bg.a - 1) * total

@@ -36,6 +36,8 @@ def rules_check(
     rules = load_rules_or_exit(path if path is not None else load_settings().rules_file)
     dims = ", ".join(f"{d.name} ({len(d.segments) + (d.default is not None)})" for d in rules.dimensions)
     out.print(f"ok: {rules.version}: {len(rules.dimensions)} dimensions: {dims}", highlight=False)
+    if rules.model is not None:
+        out.print(f"predictions from the CLV model {rules.model.describe()}", highlight=False, soft_wrap=True)
 
 
 def rules_explain(

@@ -1,6 +1,6 @@
 """Segmentation rules: rules file -> checked -> compiled, pure ``RuleSet``."""
 
-from .loader import check_files, check_rules, load_rules, parse_duration, parse_rules, rule_files
+from .loader import check_files, check_rules, load_rules, pack_files, parse_duration, parse_rules, rule_files
 from .ruleset import Decision, Dimension, Move, RulesError, RuleSet, Segment
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "check_files",
     "check_rules",
     "load_rules",
+    "pack_files",
     "parse_duration",
     "parse_rules",
     "rule_files",

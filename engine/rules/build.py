@@ -11,6 +11,7 @@ from typing import Any
 
 from ..actions import Action, On
 from ..aggregates import Aggregate
+from ..clv.features import PREDICTED
 from ..state import FEATURES
 from . import schema
 from .deps import in_dependency_order, timed, triggers
@@ -28,20 +29,26 @@ class Features:
     derived: dict[str, Expression] = field(default_factory=dict)
     aggregates: dict[str, Aggregate] = field(default_factory=dict)
     types: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)  # known names the pack may not read, and why
 
     def type_of(self, name: str) -> str | None:
         return self.types.get(name) or base_type(name)
 
     def names(self) -> set[str]:
         """Every name a condition may read (but ``profile_<attribute>``): to offer for a misspelt one."""
-        return {*FEATURES, CURRENT, *self.types}
+        return {*FEATURES, *PREDICTED, CURRENT, *self.types}
+
+    def expression(self, check: Checker, loc: Path, text: str) -> Expression | None:
+        """A condition over these features, checked (see ``Checker.expression``)."""
+        return check.expression(loc, text, self.type_of, self.names(), self.refused)
 
 
-def features(check: Checker, document: schema.Document, failed: set[str]) -> Features:
+def features(check: Checker, document: schema.Document, failed: set[str], refused: dict[str, str]) -> Features:
     """The ``features:`` section, derived features in dependency order. ``failed`` names
     features the schema refused: conditions may read them (as anything) without a second
-    problem for the same mistake; so may they an aggregation refused here."""
-    found = Features()
+    problem for the same mistake; so may they an aggregation refused here. ``refused``: the
+    predictions the pack may not read (segengine.rules.models)."""
+    found = Features(refused=refused)
     expressions: dict[str, str] = {}
     unusable = set(failed)
     for name, spec in document.features.items():
@@ -58,7 +65,7 @@ def features(check: Checker, document: schema.Document, failed: set[str]) -> Fea
     known = found.names() | set(expressions)
 
     def compile_one(name: str, type_of: TypeOf) -> Expression | None:
-        return check.expression(("features", name), expressions[name], type_of, known)
+        return check.expression(("features", name), expressions[name], type_of, known, refused)
 
     def on_cycle(names: list[str]) -> None:
         check.at(("features", names[0]), f"dependency cycle: {' -> '.join(names)}", key=True)
@@ -108,13 +115,12 @@ def dimension(check: Checker, name: str, spec: schema.Dimension, found: Features
 
 
 def _segment(check: Checker, at: Path, spec: schema.Segment, found: Features) -> Segment | None:
-    type_of, known = found.type_of, found.names()
     if spec.when is not None:
-        enter = stay = check.expression((*at, "when"), spec.when, type_of, known)
+        enter = stay = found.expression(check, (*at, "when"), spec.when)
     else:
         assert spec.enter is not None and spec.stay is not None  # the schema has seen to it
-        enter = check.expression((*at, "enter"), spec.enter, type_of, known)
-        stay = check.expression((*at, "stay"), spec.stay, type_of, known)
+        enter = found.expression(check, (*at, "enter"), spec.enter)
+        stay = found.expression(check, (*at, "stay"), spec.stay)
     if enter is None or stay is None:
         return None
     return Segment(spec.name, enter, stay, spec.min_dwell, spec.exit_grace)
@@ -128,7 +134,6 @@ def actions(check: Checker, document: schema.Document, found_features: Features)
     """The ``actions:`` section: transition -> action (see segengine.actions). Each comes with
     the file:line:column of its trigger, to report a dimension or segment that the merged
     rule packs do not have."""
-    type_of, known = found_features.type_of, found_features.names()
     found: list[tuple[Action, str]] = []
     for name, spec in document.actions.items():
         at: Path = ("actions", name)
@@ -136,12 +141,12 @@ def actions(check: Checker, document: schema.Document, found_features: Features)
         params: list[tuple[str, Any]] = []
         reads: set[str] = set()
         for key, text in spec.params.items():
-            expression = check.expression((*at, "params", key), text, type_of, known)
+            expression = found_features.expression(check, (*at, "params", key), text)
             if expression is not None:
                 params.append((key, compile_value(expression)))
                 reads |= expression.names
         condition = (
-            check.expression((*at, "suppress"), spec.suppress, type_of, known) if spec.suppress is not None else None
+            found_features.expression(check, (*at, "suppress"), spec.suppress) if spec.suppress is not None else None
         )
         suppress = compile_value(condition) if condition is not None else None
         reads |= condition.names if condition is not None else set()

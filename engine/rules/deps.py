@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping
 
 from ..aggregates import Aggregate
+from ..clv.features import CHANGED_BY as PREDICTION_TRIGGERS
+from ..clv.features import CHANGED_BY_TIME as PREDICTIONS_IN_TIME
+from ..clv.features import PREDICTED
 from ..state import TIME_DEPENDENT, changed_by
 from .expr import ANY, Expression, TypeOf, population_features, uses_time
 from .ruleset import CURRENT, Segment
@@ -85,12 +88,13 @@ def triggers(
     names: Collection[str], derived: Mapping[str, Expression], aggregates: Mapping[str, Aggregate]
 ) -> frozenset[str]:
     """Event types that can change any of these features, through derived ones too."""
-    return frozenset().union(
-        *(
-            aggregates[n].triggers | {"erase"} if n in aggregates else changed_by(n)
-            for n in base_features(names, derived)
-        )
-    )
+    return frozenset().union(*(_changed_by(n, aggregates) for n in base_features(names, derived)))
+
+
+def _changed_by(name: str, aggregates: Mapping[str, Aggregate]) -> frozenset[str]:
+    if name in aggregates:
+        return aggregates[name].triggers | {"erase"}
+    return PREDICTION_TRIGGERS if name in PREDICTED else changed_by(name)
 
 
 def timed(segments: list[Segment], derived: Mapping[str, Expression], aggregates: Mapping[str, Aggregate]) -> bool:
@@ -102,4 +106,5 @@ def timed(segments: list[Segment], derived: Mapping[str, Expression], aggregates
     used = [*expressions, *(derived[n] for n in derived_used(expressions, derived))]
     # Population-relative scores drift as the population changes: timers re-score them too.
     windowed = {n for n, a in aggregates.items() if a.window_ms is not None}
-    return bool(names & (TIME_DEPENDENT | windowed)) or any(uses_time(e) or population_features(e) for e in used)
+    moving = TIME_DEPENDENT | PREDICTIONS_IN_TIME | windowed  # features time alone changes
+    return bool(names & moving) or any(uses_time(e) or population_features(e) for e in used)

@@ -17,10 +17,10 @@ file:line:column.
         default: bronze
 
 The way through: the text is read keeping where every value was written
-(segengine.rules.source), its shape is validated (segengine.rules.schema), then its conditions
-are checked and compiled (segengine.rules.build, with the types of segengine.rules.types and
-the dependencies of segengine.rules.deps). A folder of rule packs is checked pack by pack,
-then merged.
+(segengine.rules.source), its shape is validated (segengine.rules.schema), the model it
+references is loaded (segengine.rules.models), then its conditions are checked and compiled
+(segengine.rules.build, with the types of segengine.rules.types and the dependencies of
+segengine.rules.deps). A folder of rule packs is checked pack by pack, then merged.
 """
 
 from __future__ import annotations
@@ -36,10 +36,12 @@ from pydantic import ValidationError
 
 from ..actions import Action
 from ..aggregates import Aggregate
+from ..clv.features import PREDICTED
 from ..timers import TimePlan, plan_for
-from . import build, schema
+from . import build, models, schema
 from .deps import base_features, derived_used
 from .expr import Expression, compile_value, population_features
+from .models import ModelRef
 from .names import did_you_mean
 from .population import DEFAULT_MIN_SAMPLE, Population
 from .refusals import problems
@@ -55,6 +57,7 @@ __all__ = [
     "check_files",
     "check_rules",
     "load_rules",
+    "pack_files",
     "parse_duration",
     "parse_rules",
     "rule_files",
@@ -64,9 +67,11 @@ ROUNDS = 64  # at most this many passes to find the part of a refused document t
 
 
 def check_rules(
-    text: str, origin: str = "<rules>", population: Population | None = None
+    text: str, origin: str = "<rules>", population: Population | None = None, folder: Path | None = None
 ) -> tuple[RuleSet | None, list[str]]:
-    """Every problem in the file, as 'origin:line:column: message'; the RuleSet when none."""
+    """Every problem in the file, as 'origin:line:column: message'; the RuleSet when none.
+    ``folder``: where the paths the file names (its model) start from; default the working
+    directory."""
     population = population if population is not None else Population()
     try:
         source = read(text)
@@ -89,7 +94,8 @@ def check_rules(
     if document.population is not None and "min_sample" in document.population.model_fields_set:
         min_sample = (document.population.min_sample, check.where(("population", "min_sample")))
         population.min_sample = min_sample[0]  # a folder's packs share one: see _merged
-    features = build.features(check, document, failed)
+    model, refused = models.referenced(check, document, folder if folder is not None else Path())
+    features = build.features(check, document, failed, refused)
     actions = build.actions(check, document, features)
     dimensions = [
         build.dimension(check, name, spec, features, population) for name, spec in (document.dimensions or {}).items()
@@ -98,7 +104,7 @@ def check_rules(
         check.at((), "expected a non-empty 'dimensions' mapping")  # only an actions-only pack may have none
     if check.problems:
         return None, check.formatted()
-    return _rule_set(text, document.title, features, dimensions, actions, population, min_sample), []
+    return _rule_set(text, document.title, features, dimensions, actions, population, min_sample, model), []
 
 
 def _position(exc: yaml.YAMLError, text: str) -> tuple[int, int]:
@@ -167,6 +173,7 @@ def _rule_set(
     actions: list[tuple[Action, str]],
     population: Population,
     min_sample: tuple[int, str] | None,
+    model: ModelRef | None,
 ) -> RuleSet:
     derived, aggregates = features.derived, features.aggregates
     fns = {n: compile_value(e, population=population) for n, e in derived.items()}
@@ -186,9 +193,10 @@ def _rule_set(
     }
     expressions = [*(derived[n] for n in derived_used(conditions, derived)), *conditions]  # what the dimensions read
     read_aggregates = [a for n, a in aggregates.items() if n in reads]
+    predictor = model.predictor if model is not None else None
     return RuleSet.build(
         name,
-        hashlib.sha256(text.encode()).hexdigest()[:12],
+        _content_hash(text, model),
         tuple(dimensions),
         derived=fns,
         derived_sources=sources,
@@ -196,12 +204,27 @@ def _rule_set(
         population_features=frozenset(wanted),
         min_sample=min_sample,
         time_plan=plan_for(
-            expressions, reads, holds, read_aggregates, population, delays=any(a.delay_ms for a, _ in actions)
+            expressions,
+            reads,
+            holds,
+            read_aggregates,
+            population,
+            delays=any(a.delay_ms for a, _ in actions),
+            predictor=predictor,
         ),
         aggregates=tuple(aggregates.values()),
         actions=tuple(a for a, _ in actions),
         action_marks=tuple((a.name, m) for a, m in actions),
+        model=model,
+        predictions_read=frozenset(reads & set(PREDICTED)),
     )
+
+
+def _content_hash(text: str, model: ModelRef | None) -> str:
+    """The rules' text and the content version of the model they read (a model fitted anew
+    is a rules switch), sha256, first 12 hex digits; the text alone without a model."""
+    stamp = f"\x00model {model.predictor.version}" if model is not None else ""
+    return hashlib.sha256((text + stamp).encode()).hexdigest()[:12]
 
 
 def _distinct(expressions: Iterable[Expression]) -> list[Expression]:
@@ -237,8 +260,8 @@ def check_actions(rules: RuleSet) -> list[str]:
     return problems
 
 
-def parse_rules(text: str, origin: str = "<rules>") -> RuleSet:
-    rules, problems = check_rules(text, origin)
+def parse_rules(text: str, origin: str = "<rules>", folder: Path | None = None) -> RuleSet:
+    rules, problems = check_rules(text, origin, folder=folder)
     if rules is not None:
         problems = check_actions(rules)
         rules = None if problems else rules
@@ -250,7 +273,7 @@ def parse_rules(text: str, origin: str = "<rules>") -> RuleSet:
 PACK_SUFFIXES = (".yaml", ".yml")
 
 
-def rule_files(path: Path) -> list[Path]:
+def pack_files(path: Path) -> list[Path]:
     """A rules file, or a folder of rule packs (every *.yaml and *.yml in it, in name order)."""
     if path.is_dir():
         files = sorted(f for suffix in PACK_SUFFIXES for f in path.glob(f"*{suffix}"))
@@ -260,19 +283,33 @@ def rule_files(path: Path) -> list[Path]:
     return [path]
 
 
+def rule_files(path: Path) -> list[Path]:
+    """Every file the rules are made of: the packs (``pack_files``), then the model files they
+    reference (segengine.rules.models), each once. The hot reload watches these."""
+    packs = pack_files(path)
+    found: dict[Path, None] = {}
+    for pack in packs:
+        try:
+            text = pack.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue  # the checker says why
+        found.update(dict.fromkeys(f for f in models.model_files(pack, text) if f not in packs))
+    return [*packs, *found]
+
+
 def check_files(path: Path) -> tuple[RuleSet | None, list[str]]:
     """Check a rules file or a folder of packs; packs may not repeat a dimension or feature."""
     packs: list[RuleSet] = []
     problems: list[str] = []
     texts: list[str] = []
     population = Population()  # one for every pack: one refresh serves them all
-    for file in rule_files(path):
+    for file in pack_files(path):
         try:
             text = file.read_text(encoding="utf-8")
         except OSError as exc:
             problems.append(f"{file}:1:1: cannot read rules file: {exc.strerror}")
             continue
-        rules, found = check_rules(text, str(file), population)
+        rules, found = check_rules(text, str(file), population, file.parent)
         problems += found
         texts.append(text)
         if rules is not None:
@@ -292,7 +329,8 @@ def _merged(
     path: Path, packs: list[RuleSet], texts: list[str], population: Population
 ) -> tuple[RuleSet | None, list[str]]:
     """One rule set of every pack in the folder; None, and what the packs disagree on, when
-    two packs define the same dimension or action, or the same feature differently."""
+    two packs define the same dimension or action, or the same feature differently, or read
+    different models."""
     problems: list[str] = []
     dimensions: dict[str, Dimension] = {}
     aggregates: dict[str, Aggregate] = {}
@@ -301,7 +339,15 @@ def _merged(
     derived: dict[str, Any] = {}
     sources: dict[str, str] = {}
     min_sample: tuple[int, str] | None = None
-    for file, pack in zip(rule_files(path), packs):
+    model: ModelRef | None = None
+    for file, pack in zip(pack_files(path), packs):
+        if pack.model is not None:
+            if model is not None and not model.predictor.same_model(pack.model.predictor):
+                problems.append(
+                    f"{pack.model.where}: models.clv: {pack.model.describe()} differs from {model.describe()} "
+                    "read by another pack (one rule set reads one model)"
+                )
+            model = model or pack.model
         if pack.min_sample is not None:
             if min_sample is not None and min_sample[0] != pack.min_sample[0]:
                 problems.append(
@@ -332,7 +378,7 @@ def _merged(
         plan = plan | pack.time_plan
     merged = RuleSet.build(
         path.name,
-        hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:12],
+        _content_hash("\x00".join(texts), model),
         tuple(dimensions.values()),
         derived=derived,
         derived_sources=sources,
@@ -343,6 +389,8 @@ def _merged(
         aggregates=tuple(aggregates.values()),
         actions=tuple(actions.values()),
         action_marks=tuple(marks.items()),
+        model=model,
+        predictions_read=frozenset().union(*(p.predictions_read for p in packs)),
     )
     return merged, []
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..actions import Action
 from ..aggregates import Aggregate
@@ -21,6 +21,9 @@ from ..state import Derived
 from ..timers import TimePlan
 from .expr import Expression, Selector
 from .population import Population
+
+if TYPE_CHECKING:
+    from .models import ModelRef
 
 CURRENT = "current"
 
@@ -146,10 +149,13 @@ class RuleSet:
         default_factory=dict
     )  # event type -> aggregations it feeds
     actions_by_name: dict[str, Action] = field(default_factory=dict)
+    model: ModelRef | None = None  # the fitted model the predictions come from (segengine.rules.models)
+    predictions_read: frozenset[str] = frozenset()  # the predictions the rules read: computed together
 
     def __post_init__(self) -> None:
-        if not isinstance(self.derived, Derived):
-            object.__setattr__(self, "derived", Derived(self.derived))  # resolves every feature name in one lookup
+        if not isinstance(self.derived, Derived):  # one table resolves every feature name in one lookup
+            extra = self.model.predictor.resolvers(self.predictions_read) if self.model is not None else None
+            object.__setattr__(self, "derived", Derived(self.derived, extra))
         by_type: dict[str, list[Aggregate]] = {}
         for aggregate in self.aggregates:
             for event_type in aggregate.triggers:

@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag
 from pydantic_core import InitErrorDetails
 
 from ..aggregates import OPS, SOURCES
+from ..clv.features import DEFAULT_ANNUAL_DISCOUNT, PREDICTED
 from ..state import FEATURES
 from .population import DEFAULT_MIN_SAMPLE, KEPT
 from .refusals import Loc, Messages, Model, refusal, refusal_at
@@ -122,7 +123,7 @@ def _event_kind(value: Any) -> str:
 
 
 def _feature_name(name: str) -> str:
-    if name in FEATURES or name == CURRENT:
+    if name in FEATURES or name in PREDICTED or name == CURRENT:
         raise refusal(f"duplicate feature name {name!r}")
     if not NAME.match(name):
         raise refusal(f"feature name {name!r} is not an identifier")
@@ -140,6 +141,27 @@ def _min_sample(value: Any) -> int:
     if text.isascii() and text.isdigit() and 1 <= int(text) <= KEPT:
         return int(text)
     raise refusal(f"'min_sample' must be a whole number from 1 to {KEPT:,} (a shared sample keeps {KEPT:,} values)")
+
+
+def _model_path(value: Any) -> str:
+    if isinstance(value, str) and not isinstance(value, Null) and value.strip():
+        return value.strip()
+    raise refusal("expected the path of a model file, like models/clv.yaml (segengine fit clv writes one)")
+
+
+def _discount_rate(value: Any) -> float:
+    try:
+        rate = float(value) if isinstance(value, str) and not isinstance(value, Null) else -1.0
+    except ValueError:
+        rate = -1.0
+    if 0.0 <= rate <= 1.0:
+        return rate
+    raise refusal("'annual_discount' must be a number from 0 to 1 (0.10: 10% a year)")
+
+
+def _path_alone(value: Any) -> Any:
+    """``clv: models/clv.yaml`` is short for ``clv: {path: models/clv.yaml}``."""
+    return {"path": value} if isinstance(value, str) else value
 
 
 def _listed(value: Any) -> Any:
@@ -319,6 +341,29 @@ class PopulationOptions(Model):
     min_sample: Annotated[int, BeforeValidator(_min_sample)] = DEFAULT_MIN_SAMPLE
 
 
+class ClvModel(Model):
+    """A fitted CLV model file (segengine.clv.artefact), and how its predictions are read."""
+
+    not_a_mapping = "models.clv is a model file's path, or {path: ..., annual_discount: ...}"
+    unknown_field = "unknown field {key} in models.clv: use path, annual_discount"
+    field_messages: ClassVar[Messages] = {
+        "path": ("models.clv needs a 'path': the model file segengine fit clv writes", "owner"),
+    }
+
+    path: Annotated[str, BeforeValidator(_model_path)]  # relative to the pack's folder
+    annual_discount: Annotated[float, BeforeValidator(_discount_rate)] = DEFAULT_ANNUAL_DISCOUNT
+
+
+class ModelFiles(Model):
+    """The fitted models a pack's rules read (segengine.rules.models)."""
+
+    not_a_mapping = "'models' must be a mapping like {clv: models/clv.yaml}"
+    unknown_field = "unknown model {key}: use clv"
+    field_messages: ClassVar[Messages] = {"clv": ("'models' needs 'clv': the path of a fitted CLV model file", "owner")}
+
+    clv: Annotated[ClvModel, BeforeValidator(_path_alone)]
+
+
 class Document(Model):
     """A rules file, or one rule pack of a folder."""
 
@@ -335,6 +380,7 @@ class Document(Model):
     dimensions: Annotated[dict[str, Dimension], MinLen(1)] | None = None  # None: an actions-only pack
     actions: dict[Annotated[str, AfterValidator(_action_name)], Action] = Field(default_factory=dict)
     population: PopulationOptions | None = None  # None: the default minimum
+    models: ModelFiles | None = None  # None: no predictive features
 
     @property
     def title(self) -> str:

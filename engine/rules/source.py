@@ -9,7 +9,8 @@ last value, as YAML loaders do; the repeats are listed in ``Source.duplicates``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import ast
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,17 +156,30 @@ class Checker:
         mark = self.source.mark(loc)
         return f"{self.origin}:{mark.line}:{mark.column}"
 
-    def expression(self, loc: Path, text: str, type_of: TypeOf, known: Iterable[str] = ()) -> Expression | None:
+    def expression(
+        self, loc: Path, text: str, type_of: TypeOf, known: Iterable[str] = (), refused: Mapping[str, str] | None = None
+    ) -> Expression | None:
         """The condition written at ``loc``, checked; None (and a problem at the column of the
         fault inside it) when it does not compile. An unknown name is told the closest of
-        ``known`` (the names it may read)."""
+        ``known`` (the names it may read); a name in ``refused`` (known, but not to be read
+        here) is told why, at its first place in the condition."""
+        mark = self.source.mark(loc)
         try:
-            return compile_expression(text, type_of)
+            expression = compile_expression(text, type_of)
         except ExprError as exc:
-            mark = self.source.mark(loc)
             hint = did_you_mean(exc.unknown, known) if exc.unknown is not None else ""
             self.add(mark, exc.message + hint, int(mark.quoted) + exc.column - 1)
             return None
+        barred = expression.names & (refused or {}).keys()
+        if not barred:
+            return expression
+        first: dict[str, int] = {}
+        for node in ast.walk(expression.tree):
+            if isinstance(node, ast.Name) and node.id in barred:
+                first[node.id] = min(first.get(node.id, node.col_offset), node.col_offset)
+        for name in sorted(barred, key=first.__getitem__):
+            self.add(mark, (refused or {})[name], int(mark.quoted) + first[name])
+        return None
 
     def formatted(self) -> list[str]:
         return [

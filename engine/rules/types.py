@@ -1,9 +1,9 @@
 """The types of the names a condition reads, and of declared aggregations.
 
-Built-in features are numbers, ``current`` (the customer's segment before the evaluation)
-is text, profile attributes and derived features may be anything; an aggregation's type
-follows from its op and field (the ``last`` of a text field is text). segengine.rules.expr
-checks every condition against these.
+Built-in features and predictions are numbers, ``current`` (the customer's segment before
+the evaluation) is text, profile attributes and derived features may be anything; an
+aggregation's type follows from its op and field (the ``last`` of a text field is text).
+segengine.rules.expr checks every condition against these.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import orjson
 
 from ..aggregates import OPS, SOURCES, Aggregate, Source
+from ..clv.features import PREDICTED
 from ..state import FEATURES, PROFILE_PREFIX
 from .expr import ANY, NUMBER, STRING, compile_value
 from .names import did_you_mean
@@ -23,7 +24,7 @@ def base_type(name: str) -> str | None:
     """The type of a name every rules file can read; None for an unknown one."""
     if name == CURRENT:
         return STRING
-    if name in FEATURES:
+    if name in FEATURES or name in PREDICTED:  # predictions: only with a model (segengine.rules.models)
         return NUMBER
     if name.startswith(PROFILE_PREFIX) and len(name) > len(PROFILE_PREFIX):
         return ANY

@@ -12,6 +12,7 @@ strictly before ``next_check``, and, where the rules make it certain, must chang
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -332,3 +333,33 @@ dimensions:
 """)
     state, now = build(rules, purchase_history(drawn), delta)
     check(rules, state, now)
+
+
+# -- customer_age_days: whole UTC days since the first purchase day, moving at midnight -----------
+
+_MIRRORED = {">": "<", ">=": "<=", "<": ">", "<=": ">=", "==": "==", "!=": "!="}
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    op=st.sampled_from(list(_MIRRORED)), days=constants, flipped=st.booleans(),
+    drawn=purchases.filter(bool), delta=deltas(300),
+)  # fmt: skip
+def test_customer_age_thresholds_flip_at_midnight(
+    op: str, days: float, flipped: bool, drawn: list[tuple[int, float]], delta: int
+) -> None:
+    condition = f"{days} {_MIRRORED[op]} customer_age_days" if flipped else f"customer_age_days {op} {days}"
+    rules = rules_of(f"""
+dimensions:
+  age:
+    segments:
+      - {{name: flagged, when: "{condition}"}}
+    default: other
+""")
+    state, now = build(rules, purchase_history(drawn), delta)
+    never_equal = op in ("==", "!=") and days != int(days)  # a whole number of days is never 2.5
+    due = check(rules, state, now, must_change=not never_equal)
+    if due is not None:
+        assert due % DAY_MS == 0 and due - state.first_purchase // DAY_MS * DAY_MS in (
+            math.floor(days) * DAY_MS, (math.floor(days) + 1) * DAY_MS, math.ceil(days) * DAY_MS
+        )  # fmt: skip

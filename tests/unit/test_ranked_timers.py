@@ -60,3 +60,39 @@ def test_the_next_check_is_when_the_quintile_changes(sample: list[float], start_
 def test_a_plan_without_population_scores_has_no_ranked_ages() -> None:
     rules = parse_rules("dimensions:\n  d:\n    segments:\n      - {name: x, when: days_since_last_purchase > 3}\n")
     assert not rules.time_plan.ranked_ages and rules.time_plan.population is None
+
+
+AGE_RULES = RULES.replace("days_since_last_purchase", "customer_age_days")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sample=st.lists(
+        st.one_of(st.integers(0, 400 * DAY_MS).map(lambda ms: ms / DAY_MS), st.integers(0, 30).map(float)),
+        min_size=1,
+        max_size=40,
+    ),
+    first_ms=st.integers(0, DAY_MS - 1),
+    start_days=st.floats(0, 300),
+)
+def test_the_next_check_is_when_the_customer_age_quintile_changes(
+    sample: list[float], first_ms: int, start_days: float
+) -> None:
+    """customer_age_days counts whole UTC days: its score moves at a midnight, past or at a
+    population value."""
+    rules = parse_rules(AGE_RULES)
+    rules.population.replace({"customer_age_days": sample}, 0)
+    state = CustomerState()
+    state.first_purchase = state.last_purchase = 1_000 * DAY_MS + first_ms
+    now = state.first_purchase + int(start_days * DAY_MS)
+    for _ in range(50):
+        score = Features(state, now, rules.derived)["r"]
+        due = next_check(rules.time_plan, state, now)
+        if due is None:
+            assert Features(state, now + 10_000 * DAY_MS, rules.derived)["r"] == score
+            return
+        assert due > now and due % DAY_MS == 0
+        assert Features(state, due - 1, rules.derived)["r"] == score or due - 1 == now
+        assert Features(state, due, rules.derived)["r"] != score
+        now = due
+    raise AssertionError("more changes than a quintile score can make")
