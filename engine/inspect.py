@@ -28,7 +28,7 @@ from .store import Store
 from .topic_names import CHANGES_TOPIC, DLQ_TOPIC
 from .topics import load_topics
 from .validate import MAX_ID, validate
-from .writes import home_of
+from .writes import home_of, recent_record
 
 TAIL_PATTERN = r"^(segments\.changes|actions\..+)$"  # what `segengine tail` follows
 NONE = "-"  # how a missing segment (first entry, exit by erase) is shown
@@ -73,7 +73,7 @@ async def customer_report(store: Store, rules: RuleSet, customer_id: str, now: i
         "next_check": _time(due),
         "home_partition": home,
         "quarantined": None if quarantined is None else quarantined.decode(),  # the stage whose failure set it aside
-        "changes": [orjson.loads(r) for r in recent],
+        "changes": [recent_record(r) for r in recent],
     }
 
 

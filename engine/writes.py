@@ -22,7 +22,8 @@ from .store import HISTORY, Loaded, Published, Write
 from .timers import next_check
 from .topic_names import CHANGES_TOPIC, MEMBERS_TOPIC
 
-# What the recent-changes list keeps of a change (the full record is on segments.changes).
+# What the recent-changes list keeps of a change (the full record is on segments.changes),
+# in this order: each entry is a JSON array of these fields (recent_record reads one back).
 RECENT_FIELDS = ("change_id", "dimension", "from", "to", "at", "reason")
 
 Folded = tuple[CustomerState, FoldResult, bytes]  # the state, what folding did, the encoded state
@@ -140,7 +141,15 @@ def recent_changes(outputs: list[Output]) -> tuple[bytes, ...]:
             recent.append(out.value)
         elif out.topic == MEMBERS_TOPIC and out.value is None:  # the tombstone of an erase
             recent.clear()
-    return tuple(orjson.dumps({k: v[k] for k in RECENT_FIELDS}) for v in recent[-HISTORY:])
+    return tuple(orjson.dumps([v[k] for k in RECENT_FIELDS]) for v in recent[-HISTORY:])
+
+
+def recent_record(raw: bytes) -> dict[str, Any]:
+    """One entry of the recent-changes list as a record of RECENT_FIELDS: stored as a JSON
+    array in that order (the field names once here, not in every entry), or as an object by
+    versions before that."""
+    doc = orjson.loads(raw)
+    return dict(zip(RECENT_FIELDS, doc, strict=True)) if isinstance(doc, list) else doc
 
 
 def out_record(out: Output) -> OutRecord:

@@ -25,6 +25,7 @@ from segengine.records import TopicPartition as SegTopicPartition
 from segengine.rules import load_rules
 from segengine.state import CustomerState
 from segengine.store_redis import HISTORY, RedisStore
+from segengine.writes import recent_record
 from tests.integration.support import KEYS, RunningWorker, consume_all, produce, settings_for, values
 
 DAY = 86_400_000
@@ -266,7 +267,7 @@ async def test_a_redelivered_erase_changes_nothing_and_a_new_customer_starts_afr
         if c["customer_id"] == "gina-0b1d" and c["cause"].get("event_id") == "gina-later"
     ]
     assert fresh and all(c["from"] is None for c in fresh)
-    recent = [orjson.loads(r) for r in await redis_client.lrange(KEYS.changes("gina-0b1d"), 0, -1)]
+    recent = [recent_record(r) for r in await redis_client.lrange(KEYS.changes("gina-0b1d"), 0, -1)]
     assert [c["change_id"] for c in recent] == [c["change_id"] for c in reversed(fresh)][
         :HISTORY
     ]  # newest first, none of before

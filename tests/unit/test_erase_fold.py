@@ -15,6 +15,7 @@ from segengine.state import DAY_MS, CustomerState
 from segengine.store import HISTORY, Loaded
 from segengine.writes import loaded_state as _loaded_state
 from segengine.writes import recent_changes as _recent_changes
+from segengine.writes import recent_record
 from segengine.writes import write_for as _write
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,7 +95,7 @@ def test_events_after_an_erase_start_a_new_customer() -> None:
     # The state is written as a live customer; its recent changes are only the new ones.
     write = _write("c1", Loaded(3, b"{}", None), state, state.dumps(), result, 2, None, "w")
     assert write.blob and write.forget and not write.erased
-    assert [orjson.loads(r)["from"] for r in write.recent] == [None, None]
+    assert [recent_record(r)["from"] for r in write.recent] == [None, None]
 
 
 def test_an_erased_customer_is_written_without_a_state_document() -> None:
@@ -120,7 +121,7 @@ def test_recent_changes_skip_resends_and_keep_the_last_ones() -> None:
         o.value["change_id"] for o in again.outputs if o.topic == CHANGES_TOPIC
     }
     write = _write("c1", Loaded(1, b"{}", None), state, state.dumps(), again, 2, None, "restarted")
-    recent = [orjson.loads(r) for r in write.recent]
+    recent = [recent_record(r) for r in write.recent]
     assert recent and not sent & {c["change_id"] for c in recent}
     many = [o for _ in range(HISTORY) for o in first.outputs]
     assert len(_recent_changes(many)) == HISTORY
