@@ -22,7 +22,7 @@ what was sent (cooldowns) and what waits (delays), written atomically with the r
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,7 +91,7 @@ class Decided:
 
 def on_trigger(
     actions: tuple[Action, ...], state: Any, customer_id: str, features: Mapping[str, Any], trigger: Trigger,
-    matching: list[Action], rfc3339: Callable[[int], str],
+    matching: Sequence[Action], rfc3339: Callable[[int], str],
 ) -> Decided:  # fmt: skip
     """Actions for one trigger: sent now, scheduled (delay), or held back."""
     decided = Decided([], [])

@@ -274,9 +274,9 @@ def decide(
         move = dim.resolve(index, values, old, now, since.get(dimension), grace.get(dimension))
         if move.grace_started is not None and dimension not in grace and old is not None and rules.actions:
             trigger = Trigger(grace_trigger_id(customer_id, dimension, old, move.grace_started), dimension, old, now)
-            matching = [a for a in rules.actions if a.matches_grace(dimension, old)]
+            graced = [a for a in rules.actions if a.matches_grace(dimension, old)]
             _actions(
-                on_trigger(rules.actions, state, customer_id, features, trigger, matching, rfc3339),
+                on_trigger(rules.actions, state, customer_id, features, trigger, graced, rfc3339),
                 customer_id,
                 outputs,
                 result,
@@ -321,7 +321,7 @@ def decide(
             )
         )
         if rules.actions:
-            matching = [a for a in rules.actions if a.matches(dimension, old, new)]
+            matching = rules.actions_for(dimension, old, new)
             if matching:
                 decided = on_trigger(
                     rules.actions, state, customer_id, features, Trigger(cid, dimension, new, now), matching, rfc3339

@@ -151,6 +151,10 @@ class RuleSet:
     actions_by_name: dict[str, Action] = field(default_factory=dict)
     model: ModelRef | None = None  # the fitted model the predictions come from (segengine.rules.models)
     predictions_read: frozenset[str] = frozenset()  # the predictions the rules read: computed together
+    # (dimension, from, to) -> the actions that change triggers, filled as transitions occur
+    actions_on: dict[tuple[str, str | None, str | None], tuple[Action, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.derived, Derived):  # one table resolves every feature name in one lookup
@@ -162,6 +166,15 @@ class RuleSet:
                 by_type.setdefault(event_type, []).append(aggregate)
         object.__setattr__(self, "aggregates_by_type", {t: tuple(a) for t, a in by_type.items()})
         object.__setattr__(self, "actions_by_name", {a.name: a for a in self.actions})
+
+    def actions_for(self, dimension: str, old: str | None, new: str | None) -> tuple[Action, ...]:
+        """The actions a change of ``dimension`` from ``old`` to ``new`` triggers, in the rules'
+        order (worked out once per transition: a change does not scan every action)."""
+        key = (dimension, old, new)
+        found = self.actions_on.get(key)
+        if found is None:
+            found = self.actions_on[key] = tuple(a for a in self.actions if a.matches(dimension, old, new))
+        return found
 
     @classmethod
     def build(cls, name: str, content_hash: str, dimensions: tuple[Dimension, ...], **derived: Any) -> RuleSet:
