@@ -57,8 +57,8 @@ log = logging.getLogger(__name__)
 
 GROUP = "segengine-rebalance"
 CUSTOMERS = 3000
-EVENTS = 24_000
-RATE = 400  # events per second: the load lasts about a minute; enough that a rebalance often meets a batch in flight
+EVENTS = 12_000
+RATE = 400  # events per second: the load lasts about 30 s; enough that a rebalance often meets a batch in flight
 T0 = 1_577_880_000_000  # 2020-01-01T12:00:00Z
 STEP_MS = 400 * DAY_MS // EVENTS  # event time runs 400 days over the load: timers fire all along
 DIMENSIONS = ("lifecycle", "value_tier")
