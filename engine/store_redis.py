@@ -81,6 +81,18 @@ _PACKING: dict[type[AbstractConnection], type[AbstractConnection]] = {
 }
 
 
+class EngineCluster(RedisCluster):
+    """A cluster client for the engine's scripts, whose keys share one slot by construction
+    (segengine.layout): an EVALSHA goes to its first key's slot (Redis refuses a call whose keys
+    do not share it, CROSSSLOT), instead of every key being hashed in Python to check it."""
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        if command.upper() == "EVALSHA" and len(args) > 2 and int(args[1]) > 0:
+            return int(self.keyslot(args[2]))
+        slot: int = await super()._determine_slot(command, *args)
+        return slot
+
+
 def connect(url: str) -> Client:
     """A client for ``url``: ``redis://`` or ``rediss://`` (TLS), with the user and password, and
     redis-py's connection parameters (``ssl_ca_certs``, ``socket_timeout``, ...) as its query;
@@ -90,11 +102,18 @@ def connect(url: str) -> Client:
     scheme, sep, rest = url.partition("://")
     try:
         if scheme.lower() in CLUSTER_SCHEMES:
-            return RedisCluster.from_url(
+            cluster = EngineCluster.from_url(
                 f"{CLUSTER_SCHEMES[scheme.lower()]}{sep}{rest}",
                 socket_connect_timeout=CONNECT_TIMEOUT_S,
                 socket_timeout=CALL_TIMEOUT_S,
             )
+            # Its nodes' connections pack with hiredis too: the shared kwargs every node is made
+            # from, and the startup nodes already made.
+            kwargs = cluster.connection_kwargs
+            kwargs["connection_class"] = _PACKING.get(kwargs["connection_class"], kwargs["connection_class"])
+            for node in cluster.nodes_manager.startup_nodes.values():
+                node.connection_class = kwargs["connection_class"]
+            return cluster
         client = Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CALL_TIMEOUT_S)
     except (TypeError, RedisError) as exc:  # a cluster's unknown parameter
         raise ConfigError(f"the Redis URL's parameters cannot be used: {exc}") from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable
 
 from ..clock import wall_ms
@@ -17,6 +18,7 @@ from .tasks import pause
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 10.0  # the longest pause between failed timer steps
+BACKLOG_EVERY_S = 1.0  # how often the timer backlog gauge is counted
 
 
 class DueTimers:
@@ -24,6 +26,7 @@ class DueTimers:
         self.settings, self.processor, self.store = parts.settings, parts.processor, parts.store
         self.decisions, self.ownership, self.metrics = parts.decisions, parts.ownership, parts.metrics
         self.on_timers: Callable[[BatchStats], None] | None = None
+        self._backlog_due = 0.0  # when the backlog gauge is next counted (monotonic s)
 
     async def run(self, stop: asyncio.Event) -> None:
         interval = self.settings.timer_interval_ms / 1000
@@ -68,5 +71,9 @@ class DueTimers:
                     self.metrics.timer_lag.observe(max(0, wall - entry.due) / 1000)
             if self.on_timers is not None:
                 self.on_timers(prepared.stats)
-        self.metrics.timer_backlog.set(await self.store.timer_backlog(partitions, backlog_until) if partitions else 0)
+        if time.monotonic() >= self._backlog_due:  # a gauge: once a second is enough (on a cluster, a count per bucket)
+            self._backlog_due = time.monotonic() + BACKLOG_EVERY_S
+            self.metrics.timer_backlog.set(
+                await self.store.timer_backlog(partitions, backlog_until) if partitions else 0
+            )
         return fired
