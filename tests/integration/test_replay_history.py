@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,7 @@ def full_rules(folder: Path) -> Path:
     rules.mkdir()
     for pack in sorted((REPO_ROOT / "rules").glob("*.yaml")):
         (rules / pack.name).write_bytes(pack.read_bytes())
+    shutil.copytree(REPO_ROOT / "rules" / "models", rules / "models")  # the CLV model the predictive pack reads
     return rules
 
 

@@ -92,5 +92,5 @@ async def test_simulate_tells_who_a_change_moves_and_nobody_else(
     code, out, err = await simulate(stack, str(changed))
     assert code == 0, err
     text = " ".join(out.split())
-    assert f"value_tier: {crossing} would move" in text and "no moves in 14 dimensions:" in text, out
+    assert f"value_tier: {crossing} would move" in text and "no moves in 15 dimensions:" in text, out
     assert text.count("would move") == 1 and "have no history" not in err, (out, err)

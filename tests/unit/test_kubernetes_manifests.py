@@ -28,7 +28,7 @@ import yaml
 from pydantic import ValidationError
 
 from segengine.api import OPEN_PATHS
-from segengine.rules import load_rules
+from segengine.rules import load_rules, rule_files
 from segengine.settings import ENV_PREFIX, SECRET_FIELDS, Settings, env_name, unknown_variables
 from segengine.worker.retry import RetryPolicy
 from segengine.worker.tasks import stop_tasks
@@ -44,6 +44,7 @@ DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 KUBERNETES_VERSION = "1.31"
 CUSTOM_KINDS = {"ServiceMonitor": "monitoring.coreos.com/v1", "ScaledObject": "keda.sh/v1alpha1"}
 RULES_CONFIGMAP = "segengine-rules"
+MODELS_CONFIGMAP = "segengine-models"  # the CLV model the packs reference, projected beside them
 # what `kubectl create secret generic segengine-secrets` would hold (README: Kubernetes)
 SECRET_VALUES = {"api-token": "api-token-4567ef", "redis-url": "redis://:redis-pw-0123abcd@redis:6379/0"}
 
@@ -71,6 +72,11 @@ def kustomization() -> dict[str, Any]:
 
 def rules_generator() -> dict[str, Any]:
     (generator,) = [g for g in kustomization().get("configMapGenerator", []) if g["name"] == RULES_CONFIGMAP]
+    return generator
+
+
+def models_generator() -> dict[str, Any]:
+    (generator,) = [g for g in kustomization().get("configMapGenerator", []) if g["name"] == MODELS_CONFIGMAP]
     return generator
 
 
@@ -406,22 +412,40 @@ def test_the_rules_configmap_holds_every_rule_pack_of_the_repository() -> None:
     generator = rules_generator()
     packs = sorted(p.name for p in RULES.glob("*.y*ml"))
     assert sorted(generator["files"]) == [f"rules/{name}" for name in packs]
-    copies = sorted(p.name for p in (K8S / "rules").iterdir())
+    copies = sorted(p.name for p in (K8S / "rules").iterdir() if p.is_file())
     assert copies == packs, "deploy/kubernetes/rules holds other files than rules/"
     stale = [name for name in packs if (K8S / "rules" / name).read_bytes() != (RULES / name).read_bytes()]
     assert stale == [], f"differ from rules/: {stale}; cp rules/*.yaml deploy/kubernetes/rules/"
+    # the CLV model the packs reference (rules/models/), its own ConfigMap, copied the same way
+    models = sorted(p.name for p in (RULES / "models").glob("*.y*ml"))
+    assert sorted(models_generator()["files"]) == [f"rules/models/{name}" for name in models]
+    assert sorted(p.name for p in (K8S / "rules" / "models").iterdir()) == models
+    stale = [n for n in models if (K8S / "rules" / "models" / n).read_bytes() != (RULES / "models" / n).read_bytes()]
+    assert stale == [], f"differ from rules/models/: {stale}; cp rules/models/*.yaml deploy/kubernetes/rules/models/"
+    assert models_generator().get("options", {}).get("disableNameSuffixHash") is True
     # the same packs in a folder of the same name: the same rules version as the image ships
     assert load_rules(K8S / "rules").version == load_rules(RULES).version
     # updated in place (no name hash), so that running workers hot-reload it instead of restarting
     assert generator.get("options", {}).get("disableNameSuffixHash") is True
 
 
+def configmaps_of(volume: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ConfigMaps a volume shows (name -> its reference), itself or projected."""
+    refs = [volume["configMap"]] if "configMap" in volume else []
+    refs += [s["configMap"] for s in volume.get("projected", {}).get("sources", []) if "configMap" in s]
+    return {ref["name"]: ref for ref in refs}
+
+
 def test_the_worker_reads_the_rules_from_the_mounted_configmap() -> None:
     volumes = {v["name"]: v for v in pod_spec()["volumes"]}
-    (mount,) = [
-        m for m in worker()["volumeMounts"] if volumes[m["name"]].get("configMap", {}).get("name") == RULES_CONFIGMAP
-    ]
+    (mount,) = [m for m in worker()["volumeMounts"] if RULES_CONFIGMAP in configmaps_of(volumes[m["name"]])]
     assert settings_map()["SEGENGINE_RULES_FILE"] == mount["mountPath"]
+    # the model is projected where the packs name it (models: {clv: models/clv.yaml}, relative to them)
+    model = configmaps_of(volumes[mount["name"]]).get(MODELS_CONFIGMAP)
+    assert model is not None, f"the rules volume does not hold {MODELS_CONFIGMAP}"
+    placed = {item["path"] for item in model["items"]}
+    referenced = {f.relative_to(RULES).as_posix() for f in rule_files(RULES) if f.parent != RULES}
+    assert referenced and placed == referenced
     assert "subPath" not in mount, "a subPath mount never sees an edited ConfigMap"
     assert float(settings_map().get("SEGENGINE_RULES_RELOAD_S", "2")) > 0, "hot reload is off"
 
@@ -490,7 +514,8 @@ def test_kustomize_builds_the_folder() -> None:
     built = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=120, check=False)
     assert built.returncode == 0, built.stderr
     objects = [doc for doc in yaml.safe_load_all(built.stdout) if doc is not None]
-    expected = {(d["kind"], d["metadata"]["name"]) for d in documents()} | {("ConfigMap", RULES_CONFIGMAP)}
+    generated = {("ConfigMap", RULES_CONFIGMAP), ("ConfigMap", MODELS_CONFIGMAP)}
+    expected = {(d["kind"], d["metadata"]["name"]) for d in documents()} | generated
     assert {(o["kind"], o["metadata"]["name"]) for o in objects} == expected
     namespace = kustomization()["namespace"]
     for obj in objects:
@@ -500,3 +525,5 @@ def test_kustomize_builds_the_folder() -> None:
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
     (rules,) = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == RULES_CONFIGMAP]
     assert rules["data"] == {p.name: p.read_text() for p in sorted(RULES.glob("*.y*ml"))}
+    (models,) = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == MODELS_CONFIGMAP]
+    assert models["data"] == {p.name: p.read_text() for p in sorted((RULES / "models").glob("*.y*ml"))}

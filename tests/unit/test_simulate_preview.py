@@ -63,9 +63,10 @@ def moved(result: Preview) -> dict[str, dict[tuple[str | None, str | None], int]
 
 
 def packs(folder: Path, **replaced: str) -> Path:
-    """The shipped packs in ``folder``, some replaced or added (file name -> text)."""
+    """The shipped packs in ``folder`` (with the model they read), some replaced or added (file name -> text)."""
     for pack in (REPO / "rules").glob("*.yaml"):
         shutil.copy(pack, folder / pack.name)
+    shutil.copytree(REPO / "rules" / "models", folder / "models", dirs_exist_ok=True)
     for name, text in replaced.items():
         (folder / name).write_text(text)
     return folder
