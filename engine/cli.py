@@ -11,6 +11,7 @@ segengine rules check|explain|simulate   rules tooling for marketers
 segengine export   a segment's members as CSV or JSON Lines
 segengine rebuild  recover from a Redis that lost data: replay the input topics into it
 segengine fit clv  fit the CLV models (BG/NBD, Gamma-Gamma) on a purchase history -> models/clv.yaml
+segengine discover k-means clusters of the population's features -> a rules pack (nearest_cluster)
 
 Settings, logging, running a command, its one-line failure and the exit codes:
 engine/commands/common.py.
@@ -25,7 +26,7 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from .commands import export, fit, lookup, rebuild, rules, stack, topics
+from .commands import discover, export, fit, lookup, rebuild, rules, stack, topics
 from .commands.common import FAILED, INTERRUPTED, json_logs, out
 
 HELP = {"help_option_names": ["-h", "--help"]}
@@ -103,6 +104,7 @@ app.command("tail", cls=Command)(lookup.tail)
 app.command("produce", cls=Command)(lookup.produce)
 app.command("export", cls=Command)(export.export)
 app.command("rebuild", cls=Command)(rebuild.rebuild)
+app.command("discover", cls=Command)(discover.discover)
 
 topics_app.command("create", cls=Command)(topics.topics_create)
 topics_app.command("list", cls=Command)(topics.topics_list)

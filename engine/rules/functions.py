@@ -35,6 +35,14 @@ def _nullable_max(*args: Any) -> Any:
     return max(values) if values else None
 
 
+def _nearest_cluster(*distances: Any) -> int | None:
+    """The 0-based position of the smallest distance, the first on a tie (as k-means'
+    ``predict`` picks); null when any is null: a customer missing a feature is in no cluster."""
+    if any(d is None for d in distances):
+        return None
+    return min(range(len(distances)), key=distances.__getitem__)
+
+
 FUNCTIONS: dict[str, tuple[Callable[..., Any], int, int]] = {
     # name: (function, min args, max args)
     "coalesce": (_coalesce, 1, 16),
@@ -42,6 +50,9 @@ FUNCTIONS: dict[str, tuple[Callable[..., Any], int, int]] = {
     "max": (_nullable_max, 1, 16),
     "abs": (_null_safe(abs), 1, 1),
     "round": (_null_safe(round), 1, 2),
+    # nearest_cluster(distance_0, distance_1, ...): the cluster a customer is nearest to
+    # (the packs `segengine discover` writes: segengine.discover)
+    "nearest_cluster": (_nearest_cluster, 2, 16),
 }
 
 DAY_MS = 86_400_000

@@ -50,6 +50,7 @@ CONNECTS = {
     ("rules", "simulate"): {"--redis-url"},
     ("export",): {"--redis-url"},
     ("rebuild",): {"--bootstrap", "--redis-url"},
+    ("discover",): {"--redis-url"},
 }
 
 
@@ -70,6 +71,7 @@ def test_every_command_keeps_its_name_and_place_in_the_help() -> None:
     group: Any = typer.main.get_command(app)
     assert list(group.list_commands(None)) == [
         "run", "dev", "demo", "demo-produce", "replay", "inspect", "segments", "tail", "produce", "export", "rebuild",
+        "discover",
         "topics", "rules", "fit",
     ]  # fmt: skip
     assert list(group.commands["topics"].list_commands(None)) == ["create", "list", "describe"]
