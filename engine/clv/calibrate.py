@@ -51,14 +51,8 @@ def fit_purchases(
     summary = summarise(
         purchases.customer, purchases.day, purchases.amount, end_day=calibration_end_day, period_days=period
     )
-    bg = bgnbd.fit(summary.frequency, summary.recency, summary.T)
-    repeat = (summary.frequency > 0) & (summary.monetary_value > 0)
-    gg = gammagamma.fit(summary.frequency, summary.monetary_value) if repeat.any() else None
+    bg, gg, correlation = _fit(summary)
     seconds = time.perf_counter() - started
-
-    correlation = None
-    if repeat.sum() > 2 and np.ptp(summary.frequency[repeat]) > 0 and np.ptp(summary.monetary_value[repeat]) > 0:
-        correlation = float(np.corrcoef(summary.frequency[repeat], summary.monetary_value[repeat])[0, 1])
 
     last_day = max(purchases.day)
     rows: list[HoldoutRow] = []
@@ -79,7 +73,71 @@ def fit_purchases(
         time_unit="day" if time_unit == "day" else "week",
         customers=len(summary),
     )
-    models = Models(
+    return FitReport(
+        summary=summary,
+        bgnbd=bg,
+        gamma_gamma=gg,
+        spend_correlation=correlation,
+        holdout=rows,
+        holdout_length=length,
+        holdout_actual=actual_total,
+        holdout_predicted=predicted_total,
+        seconds=seconds,
+        artefact=build(window, _models(bg, gg), fitted_at=fitted_at),
+    )
+
+
+def fit_summary(
+    summary: Summary, *, source: str, time_unit: str = "week", fitted_at: datetime | None = None
+) -> FitReport:
+    """Fit on per-customer summaries made elsewhere (the live population's, segengine.clv.population),
+    in ``time_unit`` already; no holdout. The artefact's purchase window is the summary's first
+    and last purchase days. A monetary value of NaN (not known) leaves the customer out of the
+    Gamma-Gamma fit only."""
+    if time_unit not in DAYS_IN:
+        raise ValueError(f"time unit {time_unit!r}: use {' or '.join(DAYS_IN)}")
+    if summary.period_days != DAYS_IN[time_unit]:
+        raise ValueError(f"the summary is in periods of {summary.period_days:g} days, not {time_unit}s")
+    if not len(summary):
+        raise ValueError("no customers to fit on")
+    started = time.perf_counter()
+    bg, gg, correlation = _fit(summary)
+    window = DataWindow(
+        source=source,
+        first_purchase=day_date(summary.first_day),
+        last_purchase=day_date(summary.last_day),
+        time_unit="day" if time_unit == "day" else "week",
+        customers=len(summary),
+    )
+    return FitReport(
+        summary=summary,
+        bgnbd=bg,
+        gamma_gamma=gg,
+        spend_correlation=correlation,
+        holdout=[],
+        holdout_length=0.0,
+        holdout_actual=0.0,
+        holdout_predicted=0.0,
+        seconds=time.perf_counter() - started,
+        artefact=build(window, _models(bg, gg), fitted_at=fitted_at),
+    )
+
+
+def _fit(summary: Summary) -> tuple[BGNBDFit, GammaGammaFit | None, float | None]:
+    """Both models, and the correlation of frequency and mean spend of the repeat customers
+    with a known, positive spend (the ones the Gamma-Gamma model is fitted on)."""
+    bg = bgnbd.fit(summary.frequency, summary.recency, summary.T)
+    with np.errstate(invalid="ignore"):
+        repeat = (summary.frequency > 0) & (summary.monetary_value > 0)  # NaN (not known) > 0 is False
+    gg = gammagamma.fit(summary.frequency, summary.monetary_value) if repeat.any() else None
+    correlation = None
+    if repeat.sum() > 2 and np.ptp(summary.frequency[repeat]) > 0 and np.ptp(summary.monetary_value[repeat]) > 0:
+        correlation = float(np.corrcoef(summary.frequency[repeat], summary.monetary_value[repeat])[0, 1])
+    return bg, gg, correlation
+
+
+def _models(bg: BGNBDFit, gg: GammaGammaFit | None) -> Models:
+    return Models(
         bgnbd=BGNBDModel(
             r=bg.params.r,
             alpha=bg.params.alpha,
@@ -97,16 +155,4 @@ def fit_purchases(
             log_likelihood=gg.log_likelihood,
             customers=gg.customers,
         ),
-    )
-    return FitReport(
-        summary=summary,
-        bgnbd=bg,
-        gamma_gamma=gg,
-        spend_correlation=correlation,
-        holdout=rows,
-        holdout_length=length,
-        holdout_actual=actual_total,
-        holdout_predicted=predicted_total,
-        seconds=seconds,
-        artefact=build(window, models, fitted_at=fitted_at),
     )

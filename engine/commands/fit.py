@@ -1,13 +1,19 @@
-"""fit clv: the BG/NBD and Gamma-Gamma models fitted on a purchase history file, written as a
-versioned model file (logic: engine/clv/).
+"""fit clv: the BG/NBD and Gamma-Gamma models fitted on a purchase history file, or on the live
+population in Redis, written as a versioned model file (logic: engine/clv/).
 
     segengine fit clv [--from FILE] [--format cdnow|csv|jsonl] [--until DATE] [--time-unit week|day]
                       [--output models/clv.yaml] [--plot FILE.png]
+    segengine fit clv --live|--redis-url URL [--at TIME] [--time-unit week|day] [--output models/clv.yaml]
+
+Where the purchases come from: --live or --redis-url selects the live population (the engine's
+Redis: --redis-url, else SEGENGINE_REDIS_URL); otherwise the --from file (default: the CDNOW
+file shipped in lifetimes). The variable alone never selects Redis, so the file's default stays.
+The live fit reads every customer's lifetime purchase summary as the features do
+(segengine.clv.population), with T counted to --at's UTC day (default: now; for a replayed
+history, the last event's day); --until has no meaning there (the state cannot forget later
+purchases) and is refused, as --from, --format and --plot are.
 
 Needs numpy and scipy (``pip install 'segengine[clv]'``); ``--plot`` needs matplotlib too.
-Fitting from the live population in Redis (the customers' summaries as the engine holds them,
-rather than a history file) is a later step: the fit would then read the summaries through the
-store, and this command would take --redis-url like the other commands that read Redis.
 """
 
 from __future__ import annotations
@@ -19,10 +25,23 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from .common import FAILED, USAGE, out, refuse, say_error
+from .common import (
+    FAILED,
+    USAGE,
+    RedisUrl,
+    at_ms,
+    console,
+    load_settings,
+    out,
+    refuse,
+    require_redis,
+    run_until_done,
+    say_error,
+)
 
 if TYPE_CHECKING:
     from ..clv.calibrate import FitReport
+    from ..clv.population import Population
 
 DEFAULT_OUTPUT = Path("models/clv.yaml")
 
@@ -48,8 +67,20 @@ def fit_clv(
     plot: Path | None = typer.Option(
         None, "--plot", metavar="FILE.png", help="draw the holdout check (with --until; needs matplotlib)"
     ),
+    live: bool = typer.Option(
+        False, "--live", help="fit on the live population in Redis (--redis-url, else SEGENGINE_REDIS_URL)"
+    ),
+    redis_url: RedisUrl = None,
+    at: str | None = typer.Option(
+        None,
+        "--at",
+        metavar="TIME",
+        help="the live population's summaries at this time: T counts to its UTC day (default: now; "
+        "for a replayed history give its last event's day)",
+    ),
 ) -> None:
-    """Fit the CLV models on a purchase history and write them as a versioned model file.
+    """Fit the CLV models on a purchase history, or on the live population in Redis (--live or
+    --redis-url), and write them as a versioned model file.
 
     BG/NBD: purchases and dropout; Gamma-Gamma: spend per purchase. With --until, the purchases
     after that date are a holdout: the predicted and actual repeat purchases in it are compared."""
@@ -58,12 +89,28 @@ def fit_clv(
 
     if any(importlib.util.find_spec(m) is None for m in ("numpy", "scipy")):
         refuse("segengine fit clv needs numpy and scipy: pip install 'segengine[clv]'")
+    if time_unit not in ("week", "day"):
+        refuse(f"--time-unit {time_unit!r}: use week or day")
+    if live or redis_url is not None:
+        for given, option in ((file, "--from"), (fmt, "--format"), (until, "--until"), (plot, "--plot")):
+            if given is not None:
+                refuse(
+                    f"{option} does not apply to the live population (--live or --redis-url): "
+                    + (
+                        "its summaries hold every purchase, so no holdout can be split off; "
+                        "fit a history file with --from and --until for the holdout check"
+                        if option in ("--until", "--plot")
+                        else "give one source, Redis or a file"
+                    )
+                )
+        _fit_live(redis_url, at_ms(at), time_unit, output)
+        return
+    if at is not None:
+        refuse("--at applies to the live population (--live or --redis-url); a file is fitted to its last purchase")
     if plot is not None and importlib.util.find_spec("matplotlib") is None:
         refuse("--plot needs matplotlib: pip install matplotlib")
     if plot is not None and until is None:
         refuse("--plot draws the holdout check: give --until too")
-    if time_unit not in ("week", "day"):
-        refuse(f"--time-unit {time_unit!r}: use week or day")
     try:
         fmt_ = file_format(file, fmt if file is not None or fmt is not None else "cdnow")
         end_day = None if until is None else parse_until(until) // DAY_MS
@@ -98,6 +145,61 @@ def fit_clv(
         out.print(f"holdout check drawn in {plot}", highlight=False, soft_wrap=True)
 
 
+def _fit_live(redis_url: str | None, now: int, time_unit: str, output: Path) -> None:
+    """Read the population's summaries from Redis, fit, show and write (as the file path does)."""
+    from datetime import UTC, datetime
+
+    from ..clv import artefact
+    from ..clv.artefact import DAYS_IN
+    from ..clv.calibrate import fit_summary
+    from ..clv.population import read_population
+    from ..store_redis import RedisStore, connect
+
+    url = require_redis(load_settings(redis_url=redis_url))
+    found: list[Population] = []
+    failed: list[str] = []
+
+    async def main() -> None:
+        client = connect(url)
+        try:
+            with console.status("reading the customers") as status:
+
+                def progress(read: int) -> None:
+                    status.update(f"reading the customers: {read:,}")
+
+                try:
+                    found.append(
+                        await read_population(
+                            RedisStore(client), now, period_days=DAYS_IN[time_unit], progress=progress
+                        )
+                    )
+                except ValueError as exc:  # nobody with a purchase to fit on
+                    failed.append(str(exc))
+        finally:
+            await client.aclose()
+
+    run_until_done(main())
+    if failed:
+        say_error(f"cannot fit: {failed[0]}")
+        raise typer.Exit(FAILED)
+    population = found[0]
+    day = datetime.fromtimestamp(now / 1000, UTC).date().isoformat()
+    try:
+        report = fit_summary(
+            population.summary, source=f"redis: {population.read:,} customers at {day}", time_unit=time_unit
+        )
+    except ValueError as exc:  # no optimum
+        say_error(f"cannot fit: {exc}")
+        raise typer.Exit(FAILED) from None
+    _show(report, 0, live=population)
+    try:
+        artefact.write(report.artefact, output)
+    except OSError as exc:
+        say_error(f"cannot write {exc.filename or output}: {exc.strerror or exc}")
+        raise typer.Exit(FAILED) from None
+    out.print(f"model {report.artefact.version} written to {output}", highlight=False, soft_wrap=True)
+
+
 def _cdnow() -> Path:
     from ..datasets import cdnow_path
 
@@ -107,17 +209,21 @@ def _cdnow() -> Path:
         refuse(str(exc), USAGE)
 
 
-def _show(report: FitReport, left_out: int) -> None:
+def _show(report: FitReport, left_out: int, *, live: Population | None = None) -> None:
     from dataclasses import asdict
 
     from rich import box
     from rich.table import Table
+
+    from ..clv.summary import day_date
 
     s, doc = report.summary, report.artefact
     unit = doc.data.time_unit
     window = f"{doc.data.first_purchase} .. {doc.data.last_purchase}"
     if doc.data.calibration_end is not None:
         window += f", fitted on the purchases up to {doc.data.calibration_end}"
+    if live is not None:
+        window += f", T counted to {day_date(live.summary.end_day)}"
     out.print(
         f"{len(s):,} customers ({int((s.frequency > 0).sum()):,} with repeat purchases), {window}; "
         f"time unit: {unit}; fitted in {report.seconds:.2f} s"
@@ -125,6 +231,8 @@ def _show(report: FitReport, left_out: int) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    if live is not None:
+        _show_left_out(live)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("model")
     table.add_column("parameter")
@@ -150,6 +258,26 @@ def _show(report: FitReport, left_out: int) -> None:
         )
     if report.holdout:
         _show_holdout(report)
+
+
+def _show_left_out(population: Population) -> None:
+    """What the live population's fit left out, one line each (nothing when nothing was)."""
+    lines = [
+        (population.no_purchase, "customers without a purchase left out", ""),
+        (
+            population.after_now,
+            "customers with a purchase after the day fitted at left out",
+            " (their summaries hold it: give a later --at)",
+        ),
+        (
+            population.unknown_value,
+            "customers whose repeat purchases' value the state does not know",
+            " left out of the Gamma-Gamma fit",
+        ),
+    ]
+    for count, what, why in lines:
+        if count:
+            out.print(f"{count:,} {what}{why}", highlight=False, soft_wrap=True)
 
 
 def _show_holdout(report: FitReport) -> None:
