@@ -14,6 +14,8 @@
                   its due loop re-evaluates (a burst all due at once), and the due-time lag
                   p99 at a steady TIMER_STEADY_PER_S due customers per second
  replay           the producer of `segengine replay`: the CDNOW file, read and produced
+ predictive       the six predictive features of one customer with the shipped model (CDNOW's
+                  customers at the end of the data), pure
  hot customer     pure fold cost per event of one customer after 10k and 50k of its events
                   (bench/hot.py); `python -m bench.run --only hot` runs only this part
  crc32            the same workload produced by confluent-kafka (CRC32 partitioner): engine and
@@ -522,6 +524,40 @@ def eval_cost_us(rules_path: Path) -> float:
     return (time.perf_counter() - started) / rounds * 1e6
 
 
+def predictive_cost_us(rules_path: Path) -> float:
+    """Micro-benchmark: microseconds to read all six predictive features for one customer with
+    the shipped predictive pack's model (the CDNOW customers at the end of the data, each pair
+    of repeat days and age computed once and kept, as in the engine), Features() itself excluded."""
+    from segengine.clv.features import PREDICTED
+    from segengine.datasets import date_ms, read_cdnow
+    from segengine.events import Event, Source
+    from segengine.folding import apply
+    from segengine.rules import load_rules
+    from segengine.state import CustomerState, Features
+
+    rules = load_rules(rules_path)
+    states: dict[str, CustomerState] = {}
+    for i, p in enumerate(read_cdnow()):
+        event = Event(f"e{i}", p.customer, "purchase", date_ms(p.date), {"order_id": str(i), "amount": p.amount},
+                      Source("events.purchase", 0, i))  # fmt: skip
+        apply(states.setdefault(p.customer, CustomerState()), event, dedupe_horizon_ms=7 * 86_400_000)
+    customers = list(states.values())
+    now = date_ms("19980630") + 1
+
+    def one_pass(read: bool) -> float:
+        started = time.perf_counter()
+        for state in customers:
+            features = Features(state, now, rules.derived)
+            if read:
+                for name in PREDICTED:
+                    features[name]
+        return time.perf_counter() - started
+
+    one_pass(True)  # the first pass computes each (repeat days, age) pair's parts
+    best = min(one_pass(True) - one_pass(False) for _ in range(3))
+    return best / len(customers) * 1e6
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]  # type: ignore[index]
 
@@ -533,6 +569,8 @@ async def main() -> None:
     for pack in ("value_tier.yaml", "lifecycle.yaml"):
         shutil.copy(ROOT / "rules" / pack, core_rules / pack)
     eval_us = eval_cost_us(ROOT / "rules")
+    predictive_us = predictive_cost_us(ROOT / "rules")
+    console.print(f"the six predictive features for one customer (CDNOW, end of data): {predictive_us:.1f} µs")
     console.print(
         f"evaluating all {len(__import__('segengine.rules', fromlist=['load_rules']).load_rules(ROOT / 'rules').dimensions)} shipped dimensions for one customer: {eval_us:.1f} µs"
     )
@@ -578,6 +616,7 @@ async def main() -> None:
         "redis_bytes_per_customer": round((after - before) / CUSTOMERS),
         "redis_bytes_per_customer_core": round((after - before) / CUSTOMERS),
         "eval_us_all_dimensions": round(eval_us, 2),
+        "predictive_us_per_customer": round(predictive_us, 2),
         "timer_due_per_s": round(timer_due_per_s),
         "timer_lag_p99_ms": round(pct(timer_lags, 99), 1) if timer_lags else None,
         "timer_lag_p50_ms": round(pct(timer_lags, 50), 1) if timer_lags else None,
@@ -623,6 +662,10 @@ async def main() -> None:
     )
     table.add_row("(d) offered load", f"{offered:,.0f} events/s", "")
     table.add_row("Redis memory per customer", f"{results['redis_bytes_per_customer']:,} bytes", "")
+    table.add_row(
+        "Redis memory per customer, every shipped pack", f"{results['redis_bytes_per_customer_default']:,} bytes", ""
+    )
+    table.add_row("the six predictive features, one customer", f"{predictive_us:.1f} µs", "< 5")
     table.add_row(
         f"live p50 / p99 before a rules switch ({REEVAL_EPS:,} events/s)",
         f"{reeval['reeval_p50_ms_before']} / {reeval['reeval_p99_ms_before']} ms",

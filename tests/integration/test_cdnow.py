@@ -6,6 +6,7 @@ on a single primary, with more checked per customer, is test_cdnow_lifetimes.py.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -25,7 +26,15 @@ from segengine.layout import CLUSTER_BUCKETS
 from segengine.state import CustomerState
 from segengine.store import Loaded
 from segengine.store_redis import RedisStore, connect
-from tests.integration.support import RunningWorker, cluster_settings, cluster_url, nonzero, produce, recount_population
+from tests.integration.support import (
+    RunningWorker,
+    cluster_settings,
+    cluster_url,
+    nonzero,
+    produce,
+    recount_population,
+    rule_packs,
+)
 
 
 def batch_oracle() -> pd.DataFrame:
@@ -41,12 +50,16 @@ def batch_oracle() -> pd.DataFrame:
     )
 
 
-async def test_the_cdnow_replay_on_a_cluster_equals_the_batch_oracle(kafka: DevStack, cluster: DevCluster) -> None:
+async def test_the_cdnow_replay_on_a_cluster_equals_the_batch_oracle(
+    kafka: DevStack, cluster: DevCluster, tmp_path: Path
+) -> None:
     purchases = read_cdnow()
     await produce(kafka, "events.purchase", [(ev["customer_id"], ev) for _, ev in iter_purchase_events(purchases)])
-    async with RunningWorker(
-        cluster_settings(kafka, cluster, clock="event", quantiles_refresh_s=0, rules_reload_s=0)
-    ) as w:
+    rules = rule_packs(tmp_path, "value_tier.yaml", "lifecycle.yaml", "frequency.yaml")  # what purchases move
+    settings = cluster_settings(
+        kafka, cluster, clock="event", quantiles_refresh_s=0, rules_reload_s=0, rules_file=rules
+    )
+    async with RunningWorker(settings) as w:
         await w.wait_for(CDNOW_PURCHASES, timeout=600)
 
     client = connect(cluster_url(cluster))
