@@ -167,8 +167,9 @@ async def cluster_run(records: list[tuple[str, bytes, bytes]], rules: Path) -> d
         await produce(stack.kafka_bootstrap, records)
         raw = await raw_consume(stack.kafka_bootstrap, len(records))
         cpu: dict[str, float] = {}
-        url = f"redis+cluster://{cluster.addresses[0]}/0"
-        eps, proc = await engine_run(stack, len(records), rules, cpu, label="(a) engine, Redis Cluster", redis_url=url)
+        eps, proc = await engine_run(
+            stack, len(records), rules, cpu, label="(a) engine, Redis Cluster", redis_url=cluster.cluster_url
+        )
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 30)
     return {

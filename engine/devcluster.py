@@ -108,6 +108,11 @@ class DevCluster:
         return [s.address for s in self._servers]
 
     @property
+    def cluster_url(self) -> str:
+        """The engine's name for this cluster (``SEGENGINE_REDIS_URL``): its first node, as ``redis+cluster://``."""
+        return f"redis+cluster://{self.addresses[0]}/0"
+
+    @property
     def pids(self) -> list[int]:
         """Process ids of the running servers (for tests and diagnostics)."""
         return [s.pid for s in self._servers]

@@ -250,13 +250,13 @@ class RedisStore:
     async def save(self, writes: list[Write]) -> list[bool]:
         """Compare-and-set every write; False where another writer got there first."""
         layout = await self.layout()
-        index = {id(w): i for i, w in enumerate(writes)}
-        chunks = await self._by_bucket(writes, _customer)
+        chunks = await self._by_bucket(range(len(writes)), lambda i: writes[i].customer_id)  # positions
         calls = []
         for bucket, chunk in chunks:
             keys = [layout.population(bucket), layout.erasing(bucket)]
             args: list[object] = [HISTORY]
-            for w in chunk:
+            for i in chunk:
+                w = writes[i]
                 cid = w.customer_id
                 keys += [layout.state(cid, bucket), layout.changes(cid, bucket), layout.timers(bucket, w.home or 0)]
                 moves = [(f"{d}{FIELD_SEP}{s}", n) for (d, s), n in w.population.items() if n]
@@ -277,8 +277,8 @@ class RedisStore:
             calls.append(self._save(keys=keys, args=args))
         done = [False] * len(writes)
         for (_, chunk), replies in zip(chunks, await asyncio.gather(*calls)):
-            for w, reply in zip(chunk, replies):
-                done[index[id(w)]] = bool(reply)
+            for i, reply in zip(chunk, replies):
+                done[i] = bool(reply)
         return done
 
     @_timed("outbox_published")

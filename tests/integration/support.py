@@ -31,14 +31,9 @@ Key = bytes | str | None
 Value = bytes | dict[str, Any] | None
 
 
-def cluster_url(cluster: DevCluster) -> str:
-    """The engine's name for a cluster: any node, as ``redis+cluster://``."""
-    return f"redis+cluster://{cluster.addresses[0]}/0"
-
-
 def cluster_settings(kafka: DevStack, cluster: DevCluster, **overrides: Any) -> Settings:
     """A worker's settings on the embedded broker and a Redis Cluster."""
-    return Settings(kafka_bootstrap=kafka.kafka_bootstrap, redis_url=cluster_url(cluster), **overrides)
+    return Settings(kafka_bootstrap=kafka.kafka_bootstrap, redis_url=cluster.cluster_url, **overrides)
 
 
 async def recount_population(store: Any) -> dict[str, dict[str, int]]:

@@ -29,7 +29,6 @@ from segengine.store_redis import RedisStore, connect
 from tests.integration.support import (
     RunningWorker,
     cluster_settings,
-    cluster_url,
     nonzero,
     produce,
     recount_population,
@@ -62,7 +61,7 @@ async def test_the_cdnow_replay_on_a_cluster_equals_the_batch_oracle(
     async with RunningWorker(settings) as w:
         await w.wait_for(CDNOW_PURCHASES, timeout=600)
 
-    client = connect(cluster_url(cluster))
+    client = connect(cluster.cluster_url)
     try:
         store = RedisStore(client)
         layout = await store.layout()

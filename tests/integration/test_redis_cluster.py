@@ -20,7 +20,7 @@ from redis.crc import key_slot
 from segengine.devcluster import DevCluster
 from segengine.devstack import DevStack, free_port
 from segengine.store_redis import RedisStore, connect
-from tests.integration.support import RunningWorker, cluster_settings, cluster_url, nonzero, produce, recount_population
+from tests.integration.support import RunningWorker, cluster_settings, nonzero, produce, recount_population
 from tests.integration.test_erase import erase_event, naming
 
 DAY = 86_400_000
@@ -58,7 +58,7 @@ async def test_lookups_and_erase_on_a_cluster_whatever_the_ids_hold(kafka: DevSt
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     settings = cluster_settings(kafka, cluster, http_port=port, http_host="127.0.0.1", **QUIET)
-    client = connect(cluster_url(cluster))
+    client = connect(cluster.cluster_url)
     store = RedisStore(client)
     try:
         async with RunningWorker(settings) as w, aiohttp.ClientSession() as http:
@@ -111,7 +111,7 @@ async def _segengine(kafka: DevStack, cluster: DevCluster, *args: str) -> tuple[
     env = {
         **os.environ,
         "SEGENGINE_KAFKA_BOOTSTRAP": kafka.kafka_bootstrap,
-        "SEGENGINE_REDIS_URL": cluster_url(cluster),
+        "SEGENGINE_REDIS_URL": cluster.cluster_url,
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "segengine", *args, env=env,

@@ -36,7 +36,6 @@ from tests.integration.support import (
     FAST_GROUP,
     at_going_back,
     changes_per_customer,
-    cluster_url,
     consume_all,
     produce,
     rule_packs,
@@ -63,7 +62,7 @@ class Workers:
         self.env = {
             **os.environ,
             "SEGENGINE_KAFKA_BOOTSTRAP": kafka.kafka_bootstrap,
-            "SEGENGINE_REDIS_URL": cluster_url(cluster),
+            "SEGENGINE_REDIS_URL": cluster.cluster_url,
             "SEGENGINE_GROUP_ID": GROUP,
             "SEGENGINE_CLOCK": "event",
             "SEGENGINE_RULES_FILE": str(rules),
@@ -150,7 +149,7 @@ async def test_a_worker_group_under_churn_on_a_cluster_loses_and_doubles_nothing
         await load
         await produce(kafka, "events.browse", clock_events(until))  # type: ignore[arg-type]
         await wait_committed(kafka, GROUP, timeout=300, alive=workers.check)
-        await wait_timers_done(kafka, until, timeout=300, alive=workers.check, redis_url=cluster_url(cluster))
+        await wait_timers_done(kafka, until, timeout=300, alive=workers.check, redis_url=cluster.cluster_url)
         workers.check()
         await workers.stop_all()
     finally:
@@ -171,7 +170,7 @@ async def test_a_worker_group_under_churn_on_a_cluster_loses_and_doubles_nothing
     assert {to for _, to in transitions} == {"prospect", "new", "active", "at_risk", "churned", "reactivated"}
     assert {("active", "at_risk"), ("at_risk", "churned"), ("churned", "reactivated")} <= transitions
 
-    client = connect(cluster_url(cluster))
+    client = connect(cluster.cluster_url)
     try:
         loaded = await RedisStore(client).load(list(expected))
     finally:
