@@ -2,8 +2,11 @@
 applied offsets as bytes, and back. The store (segengine.store_redis, segengine.store_memory) keeps
 these bytes; the pure core works on ``CustomerState`` and ``Output`` records only.
 
-    state document   the JSON object of ``CustomerState``'s fields, the outbox left out and
-                     the applied offsets keyed "topic:partition"
+    state document   a MessagePack map of ``CustomerState``'s fields under short names
+                     (``FIELD_CODES``), each field left out while it holds its default, the
+                     outbox left out and the applied offsets keyed "topic:partition". A
+                     document written before (a JSON object under the full names: its first
+                     byte is "{", never a MessagePack map's) loads as well
     outbox           a JSON object {"w": the writer, "e": entries}, each entry {"t": topic,
                      "k": key, "v": value, "c": "topic:partition" or null, "o": input offset
                      or null}; b"" when empty. The writer is the processor that wrote it (see
@@ -12,6 +15,11 @@ these bytes; the pure core works on ``CustomerState`` and ``Output`` records onl
 
 A state document stored before a field existed loads with the field's default, except the
 lifetime purchase summary, which is worked out from what the document holds (``_summary``).
+
+Why the short names, the left-out defaults and MessagePack: the document is most of what Redis
+holds per customer. On the benchmark's workload (ten events per customer) it went from 832
+bytes as JSON under the full names to about a third of that; ormsgpack packs and unpacks it as
+fast as orjson does JSON (both about 1 and 2 µs).
 """
 
 from __future__ import annotations
@@ -21,26 +29,53 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+import ormsgpack
 
 from .records import Output, TopicPartition
 from .state import DAY_BITS, DAY_MS, CustomerState, _amount_orders
 
+# The stored name of each field of the document. A code is never reused for another field:
+# a new field takes a new code (documents written before it load with its default).
+FIELD_CODES = {
+    "purchases": "p", "orders": "o", "spend": "s", "first_purchase": "fp", "last_purchase": "lp",
+    "purchase_grain": "pg", "purchase_days": "pd", "day1_spend": "d1", "repeat_days": "rd",
+    "day_mask": "dm", "refunds": "r", "refund_amount": "ra", "browse": "b", "last_browse": "lb",
+    "browse_total": "bt", "feedback": "f", "complaints": "c", "attributes": "a", "aggs": "g",
+    "max_ts": "mt", "first_seen": "fs", "offsets": "of", "seen": "sn", "seen_oldest": "so",
+    "members": "m", "member_since": "ms", "grace_since": "gs", "checked_at": "ca",
+    "actions_sent": "as", "delayed": "dl", "home": "h",
+}  # fmt: skip
+_NAMES = {code: name for name, code in FIELD_CODES.items()}
+_DEFAULTS = CustomerState().__dict__
+# (name, code, default, the default's type): a field equal to its default, of the same type, is left out
+_STORED = tuple((name, code, _DEFAULTS[name], type(_DEFAULTS[name])) for name, code in FIELD_CODES.items())
+assert {*FIELD_CODES, "pending", "outbox_writer"} == set(_DEFAULTS), "every state field needs a code"
+assert len(_NAMES) == len(FIELD_CODES), "codes are unique"
+
 
 def dump_state(state: CustomerState) -> bytes:
     """The state document, without the outbox (stored beside it)."""
-    doc = state.__dict__.copy()
-    del doc["pending"], doc["outbox_writer"]
-    doc["offsets"] = _offsets_doc(state.offsets)
-    return orjson.dumps(doc)
+    fields = state.__dict__
+    doc = {}
+    for name, code, default, kind in _STORED:
+        value = fields[name]
+        if value != default or type(value) is not kind:
+            doc[code] = value
+    if state.offsets:
+        doc["of"] = _offsets_doc(state.offsets)
+    return ormsgpack.packb(doc)
 
 
 def load_state(blob: bytes | None, outbox: bytes | None = None) -> CustomerState:
     state = CustomerState()
     if blob:
-        doc = orjson.loads(blob)
+        if blob[:1] == b"{":  # JSON under the full names, as written before
+            doc = orjson.loads(blob)
+        else:
+            doc = {_NAMES.get(code, code): value for code, value in ormsgpack.unpackb(blob).items()}
         doc["offsets"] = _offsets(doc.get("offsets") or {})
         state.__dict__.update(doc)
-        if "repeat_days" not in doc and state.purchase_days:
+        if "repeat_days" not in doc and state.purchase_days and blob[:1] == b"{":
             _summary(state)
     if outbox:
         state.outbox_writer, state.pending = load_outbox(outbox)

@@ -8,12 +8,14 @@ import secrets
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import orjson
+import ormsgpack
 
 from .codec import dump_offsets, load_offsets
-from .evaluate import FoldResult, reevaluate_customer
+from .evaluate import FoldResult, reevaluate_customer, rfc3339
 from .events import Event, Rejected
 from .records import Output, OutRecord
 from .rules import RuleSet
@@ -23,7 +25,8 @@ from .timers import next_check
 from .topic_names import CHANGES_TOPIC, MEMBERS_TOPIC
 
 # What the recent-changes list keeps of a change (the full record is on segments.changes),
-# in this order: each entry is a JSON array of these fields (recent_record reads one back).
+# in this order: each entry is a MessagePack array of these fields, the change id as its 16
+# bytes and the time as epoch milliseconds where they round-trip (recent_record reads one back).
 RECENT_FIELDS = ("change_id", "dimension", "from", "to", "at", "reason")
 
 Folded = tuple[CustomerState, FoldResult, bytes]  # the state, what folding did, the encoded state
@@ -141,15 +144,53 @@ def recent_changes(outputs: list[Output]) -> tuple[bytes, ...]:
             recent.append(out.value)
         elif out.topic == MEMBERS_TOPIC and out.value is None:  # the tombstone of an erase
             recent.clear()
-    return tuple(orjson.dumps([v[k] for k in RECENT_FIELDS]) for v in recent[-HISTORY:])
+    return tuple(map(_recent_entry, recent[-HISTORY:]))
+
+
+def _recent_entry(change: dict[str, Any]) -> bytes:
+    cid, at = change["change_id"], change["at"]
+    return ormsgpack.packb(
+        [_id_bytes(cid), change["dimension"], change["from"], change["to"], _at_ms(at), change["reason"]]
+    )
+
+
+def _id_bytes(change_id: str) -> bytes | str:
+    """A change id (32 hex digits) as its 16 bytes; anything else as it is."""
+    if len(change_id) == 32:
+        try:
+            raw = bytes.fromhex(change_id)
+        except ValueError:
+            return change_id
+        if raw.hex() == change_id:
+            return raw
+    return change_id
+
+
+def _at_ms(at: str) -> int | str:
+    """An RFC 3339 time as epoch milliseconds when ``rfc3339`` gives it back exactly, else as it is."""
+    try:
+        ms = round(datetime.fromisoformat(at).timestamp() * 1000)
+    except (TypeError, ValueError):
+        return at
+    return ms if rfc3339(ms) == at else at
 
 
 def recent_record(raw: bytes) -> dict[str, Any]:
-    """One entry of the recent-changes list as a record of RECENT_FIELDS: stored as a JSON
-    array in that order (the field names once here, not in every entry), or as an object by
-    versions before that."""
-    doc = orjson.loads(raw)
-    return dict(zip(RECENT_FIELDS, doc, strict=True)) if isinstance(doc, list) else doc
+    """One entry of the recent-changes list as a record of RECENT_FIELDS: stored as a
+    MessagePack array in that order (the field names once here, not in every entry), or by
+    versions before that as a JSON array or a JSON object."""
+    if raw[:1] in (b"[", b"{"):
+        doc = orjson.loads(raw)
+        return dict(zip(RECENT_FIELDS, doc, strict=True)) if isinstance(doc, list) else doc
+    cid, dimension, old, new, at, reason = ormsgpack.unpackb(raw)
+    return {
+        "change_id": cid.hex() if isinstance(cid, bytes) else cid,
+        "dimension": dimension,
+        "from": old,
+        "to": new,
+        "at": rfc3339(at) if isinstance(at, int) else at,
+        "reason": reason,
+    }
 
 
 def out_record(out: Output) -> OutRecord:

@@ -15,7 +15,6 @@ import asyncio
 import shutil
 from pathlib import Path
 
-import orjson
 from redis.asyncio import Redis
 
 from segengine.devstack import DevStack
@@ -62,10 +61,10 @@ async def test_a_customer_that_cannot_be_processed_is_quarantined_and_the_rest_g
     async with RunningWorker(settings) as runner:
         await runner.wait_for(len(HEALTHY) + 1)
         # corrupt the broken customer's state (its timer, new -> active at T0 + 30 days, stays)
-        doc = orjson.loads(await redis_client.hget(KEYS.state(BROKEN), "s"))
-        doc["purchases"] = [[T0, None]]
-        await redis_client.hset(KEYS.state(BROKEN), "s", orjson.dumps(doc))
-        home = doc["home"]
+        broken = CustomerState.loads(await redis_client.hget(KEYS.state(BROKEN), "s"))
+        broken.purchases = [[T0, None]]
+        await redis_client.hset(KEYS.state(BROKEN), "s", broken.dumps())
+        home = broken.home
         assert await redis_client.zscore(KEYS.timers(0, home), BROKEN) is not None
 
         # time moves on (another customer's event): every timer up to T0 + 100 days falls due

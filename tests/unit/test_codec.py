@@ -1,0 +1,115 @@
+"""The stored encoding (segengine.codec, segengine.writes' recent entries), pure: what is
+written reads back as the same state, and what versions before wrote still reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import ormsgpack
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segengine.codec import FIELD_CODES
+from segengine.evaluate import rfc3339
+from segengine.events import Event, Source
+from segengine.folding import already_applied, apply
+from segengine.state import DAY_MS, CustomerState, Features
+from segengine.writes import RECENT_FIELDS, _recent_entry, recent_record
+
+T0 = 1_700_000_000_000
+HORIZON = 7 * DAY_MS
+
+_event = st.one_of(
+    st.builds(lambda amount: ("purchase", {"amount": amount}), st.floats(0, 10_000, allow_nan=False)),
+    st.builds(lambda amount: ("refund", {"amount": amount}), st.floats(0, 100, allow_nan=False)),
+    st.builds(lambda action: ("browse", {"action": action}), st.sampled_from(["view", "search", "add_to_cart"])),
+    st.builds(lambda score: ("feedback", {"kind": "nps", "score": score}), st.integers(0, 10)),
+    st.just(("feedback", {"kind": "complaint"})),
+    st.builds(
+        lambda city, age: ("profile", {"attributes": {"city": city, "age": age}}),
+        st.text(max_size=12),
+        st.integers(0, 120),
+    ),
+)
+
+
+def _fold(events: list[tuple[int, tuple[str, dict[str, Any]]]]) -> CustomerState:
+    state = CustomerState()
+    for i, (ts, (type_, body)) in enumerate(events):
+        body = {**body, "order_id": f"o{i}"} if type_ in ("purchase", "refund") else body
+        event = Event(f"e{i}", "c", type_, T0 + ts, body, Source(f"events.{type_}", i % 3, i))
+        if not already_applied(state, event):
+            apply(state, event, dedupe_horizon_ms=HORIZON)
+    state.members = {"value_tier": "A", "lifecycle": "active"}
+    state.member_since = {"value_tier": T0, "lifecycle": T0 + 1}
+    return state
+
+
+def _fields(state: CustomerState) -> dict[str, Any]:
+    return {k: v for k, v in state.__dict__.items() if k not in ("pending", "outbox_writer")}
+
+
+def _as_json_before(state: CustomerState) -> bytes:
+    """The state as versions before stored it: a JSON object under the full names."""
+    doc = _fields(state)
+    doc["offsets"] = {f"{tp.topic}:{tp.partition}": offset for tp, offset in state.offsets.items()}
+    return orjson.dumps(doc)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 400 * DAY_MS), _event), max_size=40))
+def test_a_state_reads_back_field_for_field_and_feature_for_feature(
+    events: list[tuple[int, tuple[str, dict[str, Any]]]],
+) -> None:
+    state = _fold(events)
+    again = CustomerState.loads(state.dumps())
+    assert _fields(again) == _fields(state)
+    assert {k: type(v) for k, v in _fields(again).items()} == {k: type(v) for k, v in _fields(state).items()}
+    now = T0 + 401 * DAY_MS
+    assert Features(again, now).all() == Features(state, now).all()
+    # and a document written by a version before reads as the same state
+    assert _fields(CustomerState.loads(_as_json_before(state))) == _fields(state)
+
+
+def test_fields_at_their_default_are_left_out_and_names_are_short() -> None:
+    assert len(CustomerState().dumps()) <= 2  # an empty map
+    state = _fold([(0, ("purchase", {"amount": 60.62})), (DAY_MS, ("browse", {"action": "view"}))])
+    blob = state.dumps()
+    assert set(ormsgpack.unpackb(blob)) <= set(FIELD_CODES.values())
+    assert len(blob) < len(_as_json_before(state)) / 2
+
+
+def test_every_field_has_its_own_code() -> None:
+    assert set(FIELD_CODES) == set(_fields(CustomerState()))
+    assert len(set(FIELD_CODES.values())) == len(FIELD_CODES)
+
+
+CHANGE = {
+    "change_id": "3bc831447e72fcce535d838db19fdd5a",
+    "dimension": "value_tier",
+    "from": "B",
+    "to": "A",
+    "at": "2026-11-16T19:55:23.547Z",
+    "reason": "value_tier.A: spend_365d >= 250 or orders_365d >= 6",
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ms=st.integers(-(10**12), 4 * 10**12),
+    change_id=st.one_of(st.just(CHANGE["change_id"]), st.text(max_size=40)),
+    old=st.one_of(st.none(), st.text(max_size=10)),
+)
+def test_a_recent_change_reads_back_as_it_was(ms: int, change_id: str, old: str | None) -> None:
+    change = {**CHANGE, "at": rfc3339(ms), "change_id": change_id, "from": old}
+    assert recent_record(_recent_entry(change)) == change
+
+
+def test_a_recent_change_in_its_own_format_is_smaller_and_the_formats_before_still_read() -> None:
+    entry = _recent_entry(CHANGE)
+    assert len(entry) < len(orjson.dumps([CHANGE[k] for k in RECENT_FIELDS])) - 25
+    assert recent_record(orjson.dumps([CHANGE[k] for k in RECENT_FIELDS])) == CHANGE  # a JSON array
+    assert recent_record(orjson.dumps(CHANGE)) == CHANGE  # a JSON object
+    odd = {**CHANGE, "at": "2026-11-16T19:55:23Z", "change_id": "not-hex"}
+    assert recent_record(_recent_entry(odd)) == odd  # kept as they are when they would not round-trip
