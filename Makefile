@@ -25,8 +25,11 @@ prometheus-tools:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >>$$log 2>&1 \
 	  || { cat $$log; rm -f $$log; exit 1; }; rm -f $$log; }
 
+# Every test starts its own broker and Redis on free ports, so tests run side by side:
+# TEST_WORKERS processes (pytest-xdist); a worker that runs out of tests takes some of the other's.
+TEST_WORKERS ?= 2
 test: $(STAMP) prometheus-tools
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal --durations=10
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
