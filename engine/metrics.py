@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -31,6 +32,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from redis.exceptions import RedisError
 
 from . import __version__
@@ -67,6 +69,19 @@ def wants_openmetrics(accept: str) -> bool:
         if 0 <= q <= 1:  # else malformed: not acceptable
             best[kind] = max(best[kind], q)
     return best[OPENMETRICS] > 0 and best[OPENMETRICS] >= best["text/plain"]
+
+
+class Collector(Protocol):
+    def collect(self) -> Iterable[Metric]: ...
+
+
+def exposition(source: Collector, accept: str = "") -> tuple[bytes, str]:
+    """``source`` as ``/metrics`` serves it, and its content type: OpenMetrics 1.0 when ``accept``
+    (the request's Accept header) prefers it, else the classic text format."""
+    if wants_openmetrics(accept):
+        body: bytes = openmetrics.generate_latest(source)  # type: ignore[no-untyped-call]
+        return body, openmetrics.CONTENT_TYPE_LATEST
+    return generate_latest(source), CONTENT_TYPE_LATEST
 
 
 class _WithoutCreated:
@@ -213,10 +228,7 @@ class Metrics:
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
         """The registry as ``/metrics`` serves it, and its content type: OpenMetrics 1.0 when
         ``accept`` (the request's Accept header) prefers it, else the classic text format."""
-        if wants_openmetrics(accept):
-            body: bytes = openmetrics.generate_latest(self._exported)  # type: ignore[no-untyped-call]
-            return body, openmetrics.CONTENT_TYPE_LATEST
-        return generate_latest(self._exported), CONTENT_TYPE_LATEST
+        return exposition(self._exported, accept)
 
     def rejected(self, rejects: Iterable[Rejected]) -> None:
         """Count dead-lettered input records by topic and type; a type outside the contract's
@@ -260,3 +272,91 @@ class Metrics:
             raise
         finally:
             self.redis_latency.labels(command).observe(time.perf_counter() - started)
+
+
+# -- one page for several worker processes (segengine run --processes N) ---------------------------
+
+Merge = Callable[[Sequence[float]], float]
+# How the processes' values of one gauge series add up, where summing would be wrong; any other
+# gauge is summed (segengine_timer_backlog counts the due customers of each process's own
+# partitions; process_resident_memory_bytes, process_open_fds: each process's own).
+GAUGE_MERGE: Mapping[str, Merge] = {
+    "segengine_segment_population": max,  # read from Redis: every process reports the same counts
+    "segengine_consumer_lag_records": max,  # one owner per partition; two only for a moment, in a rebalance
+    "segengine_build_info": max,  # always 1 per (version, rules_version)
+    "process_start_time_seconds": min,  # the set started when its first process did
+    "process_max_fds": max,  # a limit, not a use
+    "python_info": max,  # always 1 per interpreter version
+}
+# Counters, histograms and summaries are sums of counts: the set's count is the processes' sum.
+_SUMMED = frozenset({"counter", "histogram", "gaugehistogram", "summary"})
+
+
+def merge_pages(pages: Iterable[str]) -> list[Metric]:
+    """The metric families of several processes' OpenMetrics pages as one set's.
+
+    Why a parent that scrapes and merges rather than prometheus_client's multiprocess mode:
+    multiprocess mode replaces the value store of every metric in the process (mmap files
+    under ``PROMETHEUS_MULTIPROCESS_DIR``), so it bypasses the registry ``Metrics`` is built on;
+    it cannot ``remove()`` a labelled series (``segengine_consumer_lag_records`` drops the
+    partitions a process lost in a rebalance, ``segengine_build_info`` the rules version a reload
+    replaced); a gauge merges by one mode fixed where it is created, and the process and
+    platform collectors and ``Info`` are not supported at all. Merging the pages each process
+    already serves keeps every metric exact: a series of a counter, histogram (bucket by
+    bucket, ``_count`` and ``_sum``) or summary is the sum over the processes, a gauge series
+    the sum unless ``GAUGE_MERGE`` says otherwise, an info or state set the union of its
+    series; ``*_created`` series are left out, as ``Metrics.exposition`` leaves them out. Series
+    keep the order in which they first appear, so every histogram's buckets
+    stay in order."""
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], list[float]]] = {}
+    for page in pages:
+        for family in parse_openmetrics(page):  # type: ignore[no-untyped-call]
+            if family.name not in families:
+                families[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+                values[family.name] = {}
+            elif families[family.name].type != family.type:
+                raise ValueError(
+                    f"{family.name} is a {families[family.name].type} in one process and a {family.type} in another"
+                )
+            series = values[family.name]
+            created = f"{family.name}_created" if family.type in _WITH_CREATED else None
+            for sample in family.samples:
+                if sample.name == created:  # a time, not a count: summed it would mean nothing (and is not served)
+                    continue
+                series.setdefault((sample.name, tuple(sorted(sample.labels.items()))), []).append(sample.value)
+    merged = []
+    for name, family in families.items():
+        merge = _merge_of(family)
+        for (sample_name, labels), given in values[name].items():
+            family.add_sample(sample_name, dict(labels), merge(given))
+        merged.append(family)
+    return merged
+
+
+def _merge_of(family: Metric) -> Merge:
+    if family.type in _SUMMED:
+        return sum
+    if family.type == "gauge":
+        return GAUGE_MERGE.get(family.name, sum)
+    return max  # info, stateset, unknown: the union of the series (their values are 1, or the same)
+
+
+class MergedPages:
+    """Several processes' pages served as one (``exposition(MergedPages(pages), accept)``)."""
+
+    def __init__(self, pages: Iterable[str]) -> None:
+        self._families = merge_pages(pages)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+def process_page() -> str:
+    """This process's own ``process_*`` and ``python_info``, as an OpenMetrics page (the
+    supervisor's share of the set's CPU and memory)."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    page: bytes = openmetrics.generate_latest(registry)  # type: ignore[no-untyped-call]
+    return page.decode()

@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .paths import SHIPPED_RULES, SHIPPED_TOPICS
 
+MIN_PROCESSES, MAX_PROCESSES = 1, 64
+
 
 class Settings(BaseSettings):
     # hide_input_in_errors: a rejected secret (a password given with the wrong protocol) stays out of tracebacks
@@ -103,6 +105,11 @@ class Settings(BaseSettings):
         description="static group membership: a stable name per worker (e.g. a StatefulSet pod's); a worker "
         "restarted under the same name within the session timeout takes its partitions back without a rebalance",
     )
+    processes: int = Field(
+        1,
+        description="`run`: worker processes in this one consumer group, behind one HTTP API (1 = this process "
+        "alone; more: a supervisor process and that many workers, at most 64)",
+    )
     dedupe_horizon_days: float = Field(7.0, gt=0, description="an event_id repeated within this counts once")
     max_event_bytes: int = Field(1 << 20, ge=1024)
     future_skew_s: float = Field(300.0, ge=0, description="events further than this in the future go to the DLQ")
@@ -125,6 +132,18 @@ class Settings(BaseSettings):
         description="`run`: start the embedded broker and Redis for what is not configured "
         "(development only; never implied)",
     )
+
+    @field_validator("processes")
+    @classmethod
+    def _processes_in_range(cls, processes: int) -> int:
+        if not MIN_PROCESSES <= processes <= MAX_PROCESSES:
+            raise PydanticCustomError(
+                "processes",
+                "the number of worker processes is from {low} to {high} (one per core is the most that helps), "
+                "not {given}",
+                {"low": MIN_PROCESSES, "high": MAX_PROCESSES, "given": processes},
+            )
+        return processes
 
     @field_validator("kafka_security_protocol")
     @classmethod

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import typer
 
+from ..settings import Settings
 from .common import (
     FAILED,
+    INTERRUPTED,
     USAGE,
     Bootstrap,
     RedisUrl,
@@ -18,6 +20,7 @@ from .common import (
     configure_logging,
     console,
     env_help,
+    json_logs,
     kafka_security,
     load_rules_or_exit,
     load_settings,
@@ -45,15 +48,22 @@ def run(
         "--embedded",
         help=env_help("start the embedded broker and Redis for what is not configured (development)", "embedded"),
     ),
+    processes: int | None = typer.Option(
+        None,
+        "--processes",
+        metavar="N",
+        help=env_help("worker processes, 1 to 64, in one consumer group behind one HTTP API", "processes"),
+    ),
     bootstrap: Bootstrap = None,
     redis_url: RedisUrl = None,
 ) -> None:
-    """Run one worker on the configured Kafka and Redis (--embedded: a development stack).
+    """Run one worker on the configured Kafka and Redis (--embedded: a development stack);
+    --processes N: N workers in one consumer group, behind one HTTP API.
 
     SIGTERM stops it gracefully (exit 0); Ctrl-C too, with exit code 130."""
     settings = load_settings(
         rules_file=rules, clock=clock, http_port=http_port, embedded=embedded,
-        kafka_bootstrap=bootstrap, redis_url=redis_url,
+        kafka_bootstrap=bootstrap, redis_url=redis_url, processes=processes,
     )  # fmt: skip
     if (missing := settings.missing_connections()) and not settings.embedded:
         console.print(
@@ -63,6 +73,9 @@ def run(
         )  # fmt: skip
         raise typer.Exit(2)
     load_rules_or_exit(settings.rules_file)  # invalid rules: the `rules check` lines, before anything starts
+    if settings.processes > 1:
+        run_until_done(_supervise(settings))
+        return
 
     async def main() -> None:
         from ..devstack import stack_for
@@ -77,6 +90,31 @@ def run(
             await worker.run()
 
     run_until_done(main())
+
+
+async def _supervise(settings: Settings) -> None:
+    """``settings.processes`` workers under one supervisor (segengine.processes), on the
+    embedded stack's addresses when it is asked for, which every worker then shares."""
+    import os
+    import signal
+
+    from ..devstack import stack_for
+    from ..processes import Supervisor, input_partitions
+
+    if settings.processes > (partitions := input_partitions(settings)):
+        logging.getLogger("segengine").warning(
+            "%d worker processes for %d input partitions: %d will own none, and the set is never ready",
+            settings.processes, partitions, settings.processes - partitions,
+        )  # fmt: skip
+    async with stack_for(settings) as (kafka, redis):
+        resolved = settings.model_copy(update={"kafka_bootstrap": kafka, "redis_url": redis})
+        stopped_by = await Supervisor(resolved, os.environ).run()
+    if json_logs():
+        logging.getLogger("segengine").info("stopped")
+    else:
+        console.print("[yellow]stopped[/yellow]")
+    if stopped_by is signal.SIGINT:
+        raise typer.Exit(INTERRUPTED)
 
 
 def dev(
