@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 
 from .devstack import (
     _PORT_ATTEMPTS,
+    HASH_LISTPACK,
     START_TIMEOUT_S,
     _executable,
     _package_dir,
@@ -179,6 +180,7 @@ class DevCluster:
                 "--cluster-node-timeout", "5000",
                 "--save", "",
                 "--appendonly", "no",
+                *HASH_LISTPACK,
                 "--bind", "127.0.0.1",
                 "--dir", str(workdir),
             ]  # fmt: skip
