@@ -9,11 +9,11 @@
 The pack is self-contained (means, scales and centroids are written in it, so its content
 hash versions the clustering) and is compiled like any other rules file: the engine assigns
 every customer to its nearest centroid on every event and whenever something else re-decides
-it (a rules switch, another dimension's timer). Time alone does not re-assign it yet: no timer
-is computed for the moment an age feature (``days_since_last_purchase``) brings it nearer to
-another centroid. A customer with a null feature has no
-distance, so no cluster: the dimension's default (``unclustered``), as it was left out of the
-fit. The engine computes the distances with the same floating-point steps as the standardiser
+it (a rules switch, another dimension's timer), and time alone re-assigns it at the moment an
+age feature (``days_since_last_purchase``, ``customer_age_days``) brings it nearer to another
+centroid: the timers solve for that moment (segengine.rules.clusters). A customer with a null
+feature has no distance, so no cluster: the dimension's default (``unclustered``), as it was
+left out of the fit. The engine computes the distances with the same floating-point steps as the standardiser
 ((x - mean) / scale), then the squared differences summed feature by feature; scikit-learn
 sums them in another order, so only a customer within rounding (~1e-12) of the boundary
 between two clusters could be placed differently, and none of CDNOW's is

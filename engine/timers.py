@@ -18,7 +18,9 @@ The moments at which something time-dependent changes are known from the state:
     so the first day they are past it is found by bisection on T, the customer's age in
     whole UTC days (they move at midnight), once per lifetime summary (a purchase changes it),
   - a ``min_dwell`` or an ``exit_grace`` ends,
-  - a bucket of a declared windowed aggregation leaves its window.
+  - a bucket of a declared windowed aggregation leaves its window,
+  - another centroid becomes the nearest (``nearest_cluster`` over distances that move with
+    time, as ``segengine discover`` writes them): solved for, see segengine.rules.clusters.
 Only the kinds the rules read are scheduled. A threshold the checker cannot see as
 "feature compared with a constant" (say ``days_since_last_purchase * 2 > 120``) is caught
 at the next scheduled moment or event instead.
@@ -50,6 +52,7 @@ from .state import (
 if TYPE_CHECKING:
     from .aggregates import Aggregate
     from .clv.features import Predictor
+    from .rules.clusters import ClusterWatch
     from .rules.expr import Expression
     from .rules.population import Population
 
@@ -106,12 +109,13 @@ class TimePlan:
     # predictions compared with constants: (feature, strict, constant), and their crossing days
     predicted: frozenset[tuple[str, bool, float]] = frozenset()
     crossing: Crossing | None = None
+    clusters: tuple[ClusterWatch, ...] = ()  # nearest_cluster calls whose answer time alone moves
 
     @property
     def empty(self) -> bool:
         return not (
             self.purchase_windows or self.browse_windows or self.complaints or self.thresholds
-            or self.holds or self.windows or self.ranked_ages or self.delays or self.predicted
+            or self.holds or self.windows or self.ranked_ages or self.delays or self.predicted or self.clusters
         )  # fmt: skip
 
     def __or__(self, other: TimePlan) -> TimePlan:
@@ -127,6 +131,7 @@ class TimePlan:
             self.delays or other.delays,
             self.predicted | other.predicted,
             self.crossing or other.crossing,  # packs of one rule set read one model (segengine.rules.loader)
+            (*self.clusters, *other.clusters),
         )
 
 
@@ -275,7 +280,7 @@ def ranked_ages(expression: Expression) -> set[tuple[Age, str, int | None]]:
 def plan_for(
     expressions: list[Expression], reads: set[str], holds: dict[str, tuple[dict[str, int], dict[str, int]]],
     aggregates: list[Aggregate] | None = None, population: Population | None = None, delays: bool = False,
-    predictor: Predictor | None = None,
+    predictor: Predictor | None = None, clusters: tuple[ClusterWatch, ...] = (),
 ) -> TimePlan:  # fmt: skip
     found: set[tuple[str, int, int]] = set()
     ranked: set[tuple[Age, str, int | None]] = set()
@@ -298,6 +303,7 @@ def plan_for(
         delays=delays,
         predicted=frozenset(predicted),
         crossing=crossings(predictor) if predicted and predictor is not None else None,
+        clusters=clusters,
     )
 
 
@@ -376,6 +382,10 @@ def next_check(plan: TimePlan, state: CustomerState, now: int) -> int | None:
             consider(state.member_since[dimension] + dwell[segment])
         if segment in grace and dimension in state.grace_since:
             consider(state.grace_since[dimension] + grace[segment])
+    for watch in plan.clusters:  # last: its exact check is skipped when another moment comes first
+        moved = watch.next_change(state, now, best)
+        if moved is not None:
+            consider(moved)
     return best
 
 

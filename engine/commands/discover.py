@@ -60,7 +60,9 @@ def discover(
     redis_url: RedisUrl = None,
 ) -> None:
     """Find segments in the population: k-means on standardised features, and a rules pack
-    whose dimension puts every customer in its nearest cluster, on every event.
+    whose dimension puts every customer in its nearest cluster, on every event and, when a
+    clustered feature moves with time (days_since_last_purchase), by a timer at the moment
+    another centroid becomes the nearest.
 
     Prints each cluster's size and feature means; customers with a null feature are in no
     cluster (the dimension's default, unclustered)."""
@@ -140,6 +142,12 @@ def discover(
     )
     if plot is not None:
         out.print(f"clusters drawn in {plot}", highlight=False, soft_wrap=True)
+    if rules.time_plan.clusters:
+        out.print(
+            "time alone re-assigns a customer: a timer fires at the moment another centroid becomes the nearest",
+            highlight=False,
+            soft_wrap=True,
+        )
     if wrong:
         say_error(f"{wrong:,} customers are placed differently by the pack (rounding at a cluster boundary)")
         raise typer.Exit(FAILED)

@@ -38,7 +38,7 @@ from ..actions import Action
 from ..aggregates import Aggregate
 from ..clv.features import PREDICTED
 from ..timers import TimePlan, plan_for
-from . import build, models, schema
+from . import build, clusters, models, schema
 from .deps import base_features, derived_used
 from .expr import Expression, compile_value, population_features
 from .models import ModelRef
@@ -211,6 +211,7 @@ def _rule_set(
             population,
             delays=any(a.delay_ms for a, _ in actions),
             predictor=predictor,
+            clusters=clusters.watches(expressions, derived, fns, population),
         ),
         aggregates=tuple(aggregates.values()),
         actions=tuple(a for a, _ in actions),

@@ -83,12 +83,13 @@ def test_a_customer_with_a_null_feature_is_in_no_cluster() -> None:
 
 
 def test_the_dimension_is_re_decided_by_the_events_that_move_its_features() -> None:
-    """Purchases move the clustered features; time alone gets no timer yet (a known limit)."""
+    """Purchases move the clustered features; a distance is no threshold (time alone moves a
+    customer by the cluster watch: tests/unit/test_cluster_timers.py)."""
     found = cluster(blobs(300, seed=4), 3)
     rules = parse_rules(pack_text(found))
     (dim,) = rules.dimensions
     assert "purchase" in dim.triggers
-    assert rules.time_plan.thresholds == frozenset()  # no crossing time is computed for a distance
+    assert rules.time_plan.thresholds == frozenset()  # no "feature compared with a constant" in a distance
 
 
 def test_the_packs_version_follows_its_centroids() -> None:
