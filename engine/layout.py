@@ -5,7 +5,7 @@ to a Redis and recorded there (``seg:layout``). A bucket's keys share one hash t
 live in one Redis Cluster slot, and a script call that touches one bucket touches one slot:
 
     seg:{<tag>}:c:<customer id>    the customer's hash (version, state, outbox, ...)
-    seg:{<tag>}:h:<customer id>    its last change records, newest first
+    seg:{<tag>}:h:<customer id>    its last change records as versions before kept them (now field h of c:)
     seg:{<tag>}:t:<partition>      due times of the bucket's customers homed in that input partition
     seg:{<tag>}:pop                the bucket's share of the segment population counters
     seg:{<tag>}:erasing            its customers whose erase awaits its commit

@@ -5,8 +5,9 @@
 -- bucket's (segengine.layout): on Redis Cluster, one slot.
 -- KEYS[1] the bucket's population hash {"dimension<US>segment" = count}; KEYS[2] its
 -- erasing set; then per customer its hash {v = version, s = state document, p = outbox
--- (absent when empty), o = applied offsets (only when erased)}, its recent-changes list and
--- the timer sorted set of its home partition.
+-- (absent when empty), o = applied offsets (only when erased), h = its recent changes}, the
+-- recent-changes list of versions before (moved into h when the next change comes) and the
+-- timer sorted set of its home partition.
 -- ARGV[1]: how many recent changes to keep. Then per customer, in KEYS order: expected
 -- version, state ("" = erased), outbox or "", next check (ms) or "", customer id, n, m,
 -- forget ("1" after an erase), offsets (when erased) or "", then n (field, delta) pairs,
@@ -50,12 +51,30 @@ for i = 3, #KEYS, 3 do
     end
     if ARGV[a + 7] == '1' then
       redis.call('DEL', recent)
+      redis.call('HDEL', key, 'h')
     end
     if m > 0 then
-      for j = 1, m do
-        redis.call('LPUSH', recent, ARGV[a + 8 + 2 * n + j])
+      -- the recent changes: field h of the hash, newest first, each entry after its length
+      -- (2 bytes, big-endian); the list ``recent`` of versions before is moved into it
+      local parts = {}
+      for j = m, 1, -1 do
+        local entry = ARGV[a + 8 + 2 * n + j]
+        parts[#parts + 1] = struct.pack('>H', #entry) .. entry
       end
-      redis.call('LTRIM', recent, 0, keep - 1)
+      parts[#parts + 1] = redis.call('HGET', key, 'h') or ''
+      if redis.call('EXISTS', recent) == 1 then
+        for _, entry in ipairs(redis.call('LRANGE', recent, 0, keep - 1)) do
+          parts[#parts + 1] = struct.pack('>H', #entry) .. entry
+        end
+        redis.call('DEL', recent)
+      end
+      local blob = table.concat(parts)
+      local pos, count = 1, 0
+      while pos <= #blob and count < keep do
+        pos = pos + 2 + struct.unpack('>H', blob, pos)
+        count = count + 1
+      end
+      redis.call('HSET', key, 'h', string.sub(blob, 1, pos - 1))
     end
     result[#result + 1] = 1
   else

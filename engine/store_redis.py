@@ -1,9 +1,9 @@
 """The only module that talks to Redis.
 
 Where the keys live is segengine.layout's: customers spread over buckets, each bucket one
-hash tag (one Redis Cluster slot) holding its customers' hashes {v: version, s: state JSON,
-p: outbox JSON while it holds records not yet known committed}, their recent change records
-(newest first), its timer sets (one per home input partition), its share of the population
+hash tag (one Redis Cluster slot) holding its customers' hashes {v: version, s: state document,
+p: outbox JSON while it holds records not yet known committed, h: the recent change records,
+newest first}, its timer sets (one per home input partition), its share of the population
 counters and its erasing set.
 
 An erase writes the hash with no state document: only {v, o: the applied offsets, p: the
@@ -428,13 +428,14 @@ class RedisStore:
         """One customer for the lookup API: its hash, its recent change records (newest
         first) and, if it is quarantined, the stage that failed, in one round trip."""
         layout = await self.layout()
-        (v, s, p, o, q), recent = await self._pipeline(
+        (v, s, p, o, q, h), listed = await self._pipeline(
             lambda pipe: (
-                pipe.hmget(layout.state(customer_id), ["v", "s", "p", "o", "q"]),
-                pipe.lrange(layout.changes(customer_id), 0, HISTORY - 1),
+                pipe.hmget(layout.state(customer_id), ["v", "s", "p", "o", "q", "h"]),
+                pipe.lrange(layout.changes(customer_id), 0, HISTORY - 1),  # as versions before kept them
             )
         )
-        return Lookup(Loaded(int(v) if v else 0, s, p, o), list(recent), q)
+        recent = [*recent_entries(h or b""), *listed][:HISTORY]
+        return Lookup(Loaded(int(v) if v else 0, s, p, o), recent, q)
 
     @_timed("next_check")
     async def next_check(self, customer_id: str, partition: int) -> int | None:
@@ -464,3 +465,14 @@ def _customer(record: Write | Published | Quarantine) -> str:
 
 def _text(member: bytes | str) -> str:
     return member.decode() if isinstance(member, bytes) else member
+
+
+def recent_entries(blob: bytes) -> list[bytes]:
+    """The entries of a customer's recent changes as ``save.lua`` keeps them in field ``h``:
+    newest first, each after its length (2 bytes, big-endian)."""
+    entries, pos = [], 0
+    while pos + 2 <= len(blob):
+        size = int.from_bytes(blob[pos : pos + 2], "big")
+        entries.append(blob[pos + 2 : pos + 2 + size])
+        pos += 2 + size
+    return entries

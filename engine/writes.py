@@ -26,7 +26,8 @@ from .topic_names import CHANGES_TOPIC, MEMBERS_TOPIC
 
 # What the recent-changes list keeps of a change (the full record is on segments.changes),
 # in this order: each entry is a MessagePack array of these fields, the change id as its 16
-# bytes and the time as epoch milliseconds where they round-trip (recent_record reads one back).
+# bytes, the time as epoch milliseconds where they round-trip, and the reason without the
+# dimension and segment the entry already names (recent_record reads one back).
 RECENT_FIELDS = ("change_id", "dimension", "from", "to", "at", "reason")
 
 Folded = tuple[CustomerState, FoldResult, bytes]  # the state, what folding did, the encoded state
@@ -147,11 +148,36 @@ def recent_changes(outputs: list[Output]) -> tuple[bytes, ...]:
     return tuple(map(_recent_entry, recent[-HISTORY:]))
 
 
+MAX_RECENT_ENTRY = 0xFFFF  # bytes: save.lua keeps each entry after a 2-byte length
+
+
 def _recent_entry(change: dict[str, Any]) -> bytes:
-    cid, at = change["change_id"], change["at"]
-    return ormsgpack.packb(
-        [_id_bytes(cid), change["dimension"], change["from"], change["to"], _at_ms(at), change["reason"]]
-    )
+    dimension, new, reason = change["dimension"], change["to"], change["reason"]
+    head = [_id_bytes(change["change_id"]), dimension, change["from"], new, _at_ms(change["at"])]
+    entry = ormsgpack.packb([*head, _short_reason(dimension, new, reason)])
+    if len(entry) > MAX_RECENT_ENTRY:  # a rule's text longer than 64 KiB: kept cut short
+        reason = reason[: max(0, len(reason.encode()) - (len(entry) - MAX_RECENT_ENTRY) - 8)] + "…"
+        entry = ormsgpack.packb([*head, reason])
+    return entry
+
+
+def _short_reason(dimension: str, new: str | None, reason: str) -> str | list[str] | int:
+    """A change's reason without what the entry already says: the segment's rule as [its text]
+    for "<dimension>.<to>: <text>", 0 for "<dimension>: default", else the reason as it is."""
+    prefix = f"{dimension}.{new}: "
+    if reason.startswith(prefix):
+        return [reason[len(prefix) :]]
+    if reason == f"{dimension}: default":
+        return 0
+    return reason
+
+
+def _full_reason(dimension: str, new: str | None, short: str | list[str] | int) -> str:
+    if isinstance(short, list):
+        return f"{dimension}.{new}: {short[0]}"
+    if short == 0:
+        return f"{dimension}: default"
+    return str(short)
 
 
 def _id_bytes(change_id: str) -> bytes | str:
@@ -189,7 +215,7 @@ def recent_record(raw: bytes) -> dict[str, Any]:
         "from": old,
         "to": new,
         "at": rfc3339(at) if isinstance(at, int) else at,
-        "reason": reason,
+        "reason": _full_reason(dimension, new, reason),
     }
 
 

@@ -15,7 +15,7 @@ from segengine.evaluate import rfc3339
 from segengine.events import Event, Source
 from segengine.folding import already_applied, apply
 from segengine.state import DAY_MS, CustomerState, Features
-from segengine.writes import RECENT_FIELDS, _recent_entry, recent_record
+from segengine.writes import MAX_RECENT_ENTRY, RECENT_FIELDS, _recent_entry, recent_record
 
 T0 = 1_700_000_000_000
 HORIZON = 7 * DAY_MS
@@ -44,6 +44,20 @@ def _fold(events: list[tuple[int, tuple[str, dict[str, Any]]]]) -> CustomerState
     state.members = {"value_tier": "A", "lifecycle": "active"}
     state.member_since = {"value_tier": T0, "lifecycle": T0 + 1}
     return state
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    members=st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=5),
+    since=st.dictionaries(st.text(max_size=8), st.integers(0, 2**62), max_size=5),
+)
+def test_memberships_and_their_entry_times_read_back_whatever_their_keys(
+    members: dict[str, str], since: dict[str, int]
+) -> None:
+    state = CustomerState()
+    state.members, state.member_since = members, since
+    again = CustomerState.loads(state.dumps())
+    assert (again.members, again.member_since) == (members, since)
 
 
 def _fields(state: CustomerState) -> dict[str, Any]:
@@ -100,15 +114,30 @@ CHANGE = {
     ms=st.integers(-(10**12), 4 * 10**12),
     change_id=st.one_of(st.just(CHANGE["change_id"]), st.text(max_size=40)),
     old=st.one_of(st.none(), st.text(max_size=10)),
+    new=st.one_of(st.none(), st.text(max_size=10)),
+    reason=st.sampled_from(["{d}.{t}: {x}", "{d}: default", "{d}.{t}: held by min_dwell", "{x}", "{d}.{t}:{x}"]),
+    text=st.text(max_size=30),
 )
-def test_a_recent_change_reads_back_as_it_was(ms: int, change_id: str, old: str | None) -> None:
-    change = {**CHANGE, "at": rfc3339(ms), "change_id": change_id, "from": old}
+def test_a_recent_change_reads_back_as_it_was(
+    ms: int, change_id: str, old: str | None, new: str | None, reason: str, text: str
+) -> None:
+    change = {**CHANGE, "at": rfc3339(ms), "change_id": change_id, "from": old, "to": new}
+    change["reason"] = reason.format(d=change["dimension"], t=new, x=text)
     assert recent_record(_recent_entry(change)) == change
+
+
+def test_a_recent_change_with_a_reason_over_64_kib_is_kept_cut_short() -> None:
+    change = {**CHANGE, "reason": "x" * 100_000}
+    entry = _recent_entry(change)
+    assert len(entry) <= MAX_RECENT_ENTRY
+    back = recent_record(entry)
+    assert back["reason"].startswith("x" * 60_000) and back["reason"].endswith("…")
+    assert {k: v for k, v in back.items() if k != "reason"} == {k: v for k, v in CHANGE.items() if k != "reason"}
 
 
 def test_a_recent_change_in_its_own_format_is_smaller_and_the_formats_before_still_read() -> None:
     entry = _recent_entry(CHANGE)
-    assert len(entry) < len(orjson.dumps([CHANGE[k] for k in RECENT_FIELDS])) - 25
+    assert len(entry) < len(orjson.dumps([CHANGE[k] for k in RECENT_FIELDS])) - 40
     assert recent_record(orjson.dumps([CHANGE[k] for k in RECENT_FIELDS])) == CHANGE  # a JSON array
     assert recent_record(orjson.dumps(CHANGE)) == CHANGE  # a JSON object
     odd = {**CHANGE, "at": "2026-11-16T19:55:23Z", "change_id": "not-hex"}
