@@ -182,7 +182,8 @@ def _apply(rules: RuleSet, state: CustomerState, event: Event, dedupe_horizon_ms
     plan = rules.time_plan
     if apply(
         state, event, dedupe_horizon_ms=dedupe_horizon_ms,
-        keep_purchases=plan.purchase_windows, keep_browse=plan.browse_windows, keep_complaints=plan.complaints,
+        keep_purchases=bool(plan.purchase_windows), keep_browse=bool(plan.browse_windows),
+        keep_complaints=plan.complaints,
     ):  # fmt: skip
         return True
     result.duplicates += 1

@@ -80,8 +80,6 @@ TS_FEATURES = {
     "last_browse_ts": "last_browse",
 }
 UNIT = {"days_since": DAY_MS, "hours_since": HOUR_MS}
-PURCHASE_WINDOW_FEATURES = {f"{k}_{d}d" for d in PURCHASE_WINDOWS_DAYS for k in ("orders", "spend")}
-BROWSE_WINDOW_FEATURES = {f"{a}_{w}" for a in ACTIONS for w in BROWSE_WINDOWS_HOURS}
 MAX_CROSSING_DAYS = 36_525  # a prediction not past its threshold within a century of the last purchase: never
 CROSSINGS_KEPT = 1 << 15  # crossing days kept per rule set: ~240 bytes each, ~8 MB when full
 
@@ -94,8 +92,8 @@ Crossing = Callable[[str, bool, float, int, int, "float | None"], "int | None"]
 class TimePlan:
     """What in a customer's state can make the rules' answer change with time."""
 
-    purchase_windows: bool = False
-    browse_windows: bool = False
+    purchase_windows: tuple[int, ...] = ()  # the purchase windows the rules read (days)
+    browse_windows: tuple[int, ...] = ()  # the browse windows the rules read (hours)
     complaints: bool = False
     thresholds: frozenset[tuple[str, int, int]] = frozenset()  # (state attribute, step ms, offset ms)
     holds: dict[str, tuple[dict[str, int], dict[str, int]]] = field(
@@ -120,8 +118,8 @@ class TimePlan:
 
     def __or__(self, other: TimePlan) -> TimePlan:
         return TimePlan(
-            self.purchase_windows or other.purchase_windows,
-            self.browse_windows or other.browse_windows,
+            tuple(sorted({*self.purchase_windows, *other.purchase_windows})),
+            tuple(sorted({*self.browse_windows, *other.browse_windows})),
             self.complaints or other.complaints,
             self.thresholds | other.thresholds,
             {**self.holds, **other.holds},
@@ -292,8 +290,8 @@ def plan_for(
     if predictor is None:
         predicted = set()  # no model: the rules cannot read predictions (segengine.rules.models)
     return TimePlan(
-        purchase_windows=bool(reads & PURCHASE_WINDOW_FEATURES),
-        browse_windows=bool(reads & BROWSE_WINDOW_FEATURES),
+        purchase_windows=tuple(d for d in PURCHASE_WINDOWS_DAYS if reads & {f"orders_{d}d", f"spend_{d}d"}),
+        browse_windows=tuple(h for w, h in BROWSE_WINDOWS_HOURS.items() if reads & {f"{a}_{w}" for a in ACTIONS}),
         complaints="complaints_90d" in reads,
         thresholds=frozenset(found),
         holds={d: h for d, h in holds.items() if h[0] or h[1]},
@@ -326,13 +324,13 @@ def next_check(plan: TimePlan, state: CustomerState, now: int) -> int | None:
     # next one to leave it is found by bisection (no scan of the customer's history).
     if plan.purchase_windows and state.purchases:
         purchases = state.purchases
-        for days in PURCHASE_WINDOWS_DAYS:
+        for days in plan.purchase_windows:  # a window no rule reads changes nothing when it moves
             i = bisect_right(purchases, now - days * DAY_MS, key=_first)
             if i < len(purchases):
                 consider(int(purchases[i][0]) + days * DAY_MS)
     if plan.browse_windows and state.browse:
         buckets = sorted(map(int, state.browse))
-        for hours in BROWSE_WINDOWS_HOURS.values():
+        for hours in plan.browse_windows:
             i = bisect_right(buckets, (now - hours * HOUR_MS) // HOUR_MS)
             if i < len(buckets):
                 consider((buckets[i] + hours) * HOUR_MS)

@@ -24,8 +24,16 @@ from segengine.evaluate import FoldResult, decide, fold_customer, reevaluate_cus
 from segengine.events import Event, Source
 from segengine.rules import RuleSet, parse_rules
 from segengine.rules.expr import compile_value
-from segengine.state import DAY_MS, HOUR_MS, PURCHASE_WINDOWS_DAYS, CustomerState, Features
-from segengine.timers import BROWSE_WINDOW_FEATURES, PURCHASE_WINDOW_FEATURES, next_check
+from segengine.state import (
+    ACTIONS,
+    BROWSE_WINDOWS_HOURS,
+    DAY_MS,
+    HOUR_MS,
+    PURCHASE_WINDOWS_DAYS,
+    CustomerState,
+    Features,
+)
+from segengine.timers import next_check
 
 B = 1_700_000_000_123  # on purpose not on a day or an hour boundary
 GRID = 160  # evenly spaced probes between now and next_check, besides the edges
@@ -68,10 +76,10 @@ class Probe:
         truths = tuple(bool(fn(features, state.members.get(dim), t)) for dim, fn in self.conditions)
         plan = self.rules.time_plan
         windows: list[Any] = []
-        if plan.purchase_windows:
-            windows += [features[f] for f in sorted(PURCHASE_WINDOW_FEATURES)]
-        if plan.browse_windows:
-            windows += [features[f] for f in sorted(BROWSE_WINDOW_FEATURES)]
+        # the windows the rules read (a window no rule reads may move: it changes nothing)
+        windows += [features[f"{k}_{d}d"] for d in plan.purchase_windows for k in ("orders", "spend")]
+        read_browse = [w for w, hours in BROWSE_WINDOWS_HOURS.items() if hours in plan.browse_windows]
+        windows += [features[f"{a}_{w}"] for w in read_browse for a in ACTIONS]
         if plan.complaints:
             windows.append(features["complaints_90d"])
         windows += [aggregate.value(state, t) for aggregate in plan.windows]
