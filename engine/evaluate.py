@@ -31,7 +31,7 @@ from .folding import already_applied, apply
 from .records import Output, TopicPartition, topic_partition
 from .rules import RuleSet
 from .state import CustomerState, Features
-from .timers import next_check
+from .timers import next_moment
 from .topic_names import CHANGES_TOPIC, MEMBERS_TOPIC
 
 NowFn = Callable[[int], int]  # event ts (ms) -> the decision's "now" (ms)
@@ -205,10 +205,10 @@ def catch_up(
     if state.checked_at is None or rules.time_plan.empty:
         return outputs
     for _ in range(MAX_CATCH_UP):
-        due = next_check(rules.time_plan, state, state.checked_at)
+        due, moving = next_moment(rules.time_plan, state, state.checked_at)
         if due is None or due > until or (before and due == until):
             break
-        outputs += decide(rules, state, customer_id, due, {"kind": "timer"}, f"timer:{due}", result, "timer")
+        outputs += decide(rules, state, customer_id, due, {"kind": "timer"}, f"timer:{due}", result, "timer", moving)
     return outputs
 
 
@@ -238,7 +238,11 @@ def reevaluate_customer(
         return
     only = "timer" if cause["kind"] == "timer" else None  # a timer re-evaluates the dimensions time can change
     caught_up = catch_up(rules, state, customer_id, now, result, before=timer)
-    for out in [*caught_up, *decide(rules, state, customer_id, now, cause, cause_key, result, only)]:
+    moving = None  # at the moment the customer's timer is for: only the dimensions reading what moves then
+    if timer and state.checked_at is not None:
+        due, at_due = next_moment(rules.time_plan, state, state.checked_at)
+        moving = at_due if due == now else None
+    for out in [*caught_up, *decide(rules, state, customer_id, now, cause, cause_key, result, only, moving)]:
         state.pending.append(out)
         result.outputs.append(out)
 
@@ -252,9 +256,11 @@ def decide(
     cause_key: str,
     result: FoldResult,
     event_type: str | None = None,
+    moving: frozenset[str] | None = None,
 ) -> list[Output]:
     """Evaluate the dimensions (after an event, only those whose inputs it can change, and
-    those the customer is not in yet); update ``state.members``; return the records to publish."""
+    those the customer is not in yet; at a timer's moment, ``moving`` what moves then, only
+    those reading it); update ``state.members``; return the records to publish."""
     features = Features(state, now, rules.derived)
     state.checked_at = now if state.checked_at is None else max(state.checked_at, now)
     members = state.members
@@ -265,8 +271,11 @@ def decide(
     for dim in rules.dimensions:
         dimension = dim.name
         old = members.get(dimension)
-        if event_type is not None and event_type not in dim.triggers and (old is not None or dimension in grace):
-            continue
+        if event_type is not None and (old is not None or dimension in grace):
+            if event_type not in dim.triggers:
+                continue
+            if moving is not None and dim.moments is not None and dim.moments.isdisjoint(moving):
+                continue  # nothing it reads moves at this moment
         index, values = dim.select(features, old, now)
         if dim.outcomes[index] == old:
             if dimension in grace:  # stay holds again

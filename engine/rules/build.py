@@ -14,7 +14,7 @@ from ..aggregates import Aggregate
 from ..clv.features import PREDICTED
 from ..state import FEATURES
 from . import schema
-from .deps import in_dependency_order, timed, triggers
+from .deps import in_dependency_order, timed, timer_triggers, triggers
 from .expr import ANY, Expression, TypeOf, compile_dimension, compile_value
 from .population import Population
 from .ruleset import CURRENT, Dimension, Segment
@@ -111,7 +111,8 @@ def dimension(check: Checker, name: str, spec: schema.Dimension, found: Features
     fired_by = triggers(set(reads), found.derived, found.aggregates)
     if timed(segments, found.derived, found.aggregates):
         fired_by |= {"timer"}
-    return Dimension(name, tuple(segments), spec.default, reads, selector, positions, fired_by)
+    moments = timer_triggers(name, segments, found.derived, found.aggregates)
+    return Dimension(name, tuple(segments), spec.default, reads, selector, positions, fired_by, moments)
 
 
 def _segment(check: Checker, at: Path, spec: schema.Segment, found: Features) -> Segment | None:

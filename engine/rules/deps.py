@@ -14,7 +14,8 @@ from ..aggregates import Aggregate
 from ..clv.features import CHANGED_BY as PREDICTION_TRIGGERS
 from ..clv.features import CHANGED_BY_TIME as PREDICTIONS_IN_TIME
 from ..clv.features import PREDICTED
-from ..state import TIME_DEPENDENT, changed_by
+from ..state import ACTIONS, BROWSE_WINDOWS_HOURS, PURCHASE_WINDOWS_DAYS, TIME_DEPENDENT, changed_by
+from ..timers import AGE, COMPLAINTS, PREDICTED_MOVE, RANKED, browse_move, hold_move, purchase_move, window_move
 from .expr import ANY, Expression, TypeOf, population_features, uses_time
 from .ruleset import CURRENT, Segment
 
@@ -95,6 +96,51 @@ def _changed_by(name: str, aggregates: Mapping[str, Aggregate]) -> frozenset[str
     if name in aggregates:
         return aggregates[name].triggers | {"erase"}
     return PREDICTION_TRIGGERS if name in PREDICTED else changed_by(name)
+
+
+def timer_triggers(
+    name: str, segments: list[Segment], derived: Mapping[str, Expression], aggregates: Mapping[str, Aggregate]
+) -> frozenset[str] | None:
+    """What moving at a moment can change the dimension's answer (segengine.timers.next_moment
+    names what moves); None: anything may (a time-dependent read not named here), so every
+    moment decides it again."""
+    found: set[str] = set()
+    if any(s.min_dwell_ms or s.exit_grace_ms for s in segments):
+        found.add(hold_move(name))
+    expressions = list({id(x): x for s in segments for x in (s.enter, s.stay)}.values())
+    used = [*expressions, *(derived[n] for n in derived_used(expressions, derived))]
+    if any(uses_time(e) for e in used):
+        found.add(AGE)
+    if any(population_features(e) for e in used):
+        found.add(RANKED)
+    names = base_features(set().union(*(e.names for e in expressions)) if expressions else set(), derived)
+    for feature in names:
+        if feature in aggregates:
+            if aggregates[feature].window_ms is not None:
+                found.add(window_move(feature))
+        elif feature in PREDICTIONS_IN_TIME:
+            found.add(PREDICTED_MOVE)
+        elif feature in TIME_DEPENDENT:
+            moves = _moves(feature)
+            if moves is None:
+                return None
+            found.add(moves)
+    return frozenset(found)
+
+
+def _moves(feature: str) -> str | None:
+    """What moving changes a built-in time-dependent feature (segengine.state.TIME_DEPENDENT)."""
+    if feature == "complaints_90d":
+        return COMPLAINTS
+    if feature.startswith("days_since_") or feature == "customer_age_days":
+        return AGE
+    for days in PURCHASE_WINDOWS_DAYS:
+        if feature in (f"orders_{days}d", f"spend_{days}d"):
+            return purchase_move(days)
+    for window, hours in BROWSE_WINDOWS_HOURS.items():
+        if feature.endswith(f"_{window}") and feature[: -len(window) - 1] in ACTIONS:
+            return browse_move(hours)
+    return None
 
 
 def timed(segments: list[Segment], derived: Mapping[str, Expression], aggregates: Mapping[str, Aggregate]) -> bool:

@@ -78,6 +78,9 @@ class Dimension:
     select: Selector  # (features, current, now) -> (index of the first segment that holds or -1, values of ``reads``)
     positions: dict[str, int] = field(default_factory=dict)  # segment name -> index
     triggers: frozenset[str] = frozenset()  # event types that can change what it reads
+    # what moving at a timer's moment can change what it reads (segengine.timers.next_moment);
+    # None: anything, so that every moment decides it again
+    moments: frozenset[str] | None = None
     outcomes: tuple[str | None, ...] = ()  # segment names, then the default: outcomes[index] for index -1 too
 
     def __post_init__(self) -> None:
