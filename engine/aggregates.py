@@ -28,6 +28,7 @@ that alone holds MAX_TRACKED values, takes no new value (a distinct count satura
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -213,11 +214,21 @@ class Aggregate:
                     merged = merge(merged, partial)
         return _FINAL[self.op](merged)
 
-    def expiries(self, state: CustomerState) -> Iterator[int]:
-        """The moments at which a bucket leaves the window (the value may change then)."""
-        if self.window_ms is not None:
-            for bucket, _ in state.aggs.get(self.key, ()):
-                yield (bucket + 1) * self.bucket_ms + self.window_ms
+    def next_expiry(self, state: CustomerState, now: int) -> int | None:
+        """The first moment after ``now`` at which a bucket leaves the window (the value may
+        change then); None if none will. Buckets are kept in order: found by bisection."""
+        buckets = state.aggs.get(self.key)
+        if self.window_ms is None or not buckets:
+            return None
+        size = self.bucket_ms
+        # the first bucket whose end is after now - window
+        i = bisect_left(buckets, (now - self.window_ms) // size, key=_bucket)
+        return (buckets[i][0] + 1) * size + self.window_ms if i < len(buckets) else None
+
+
+def _bucket(entry: list[Any]) -> int:
+    bucket: int = entry[0]
+    return bucket
 
 
 def _find(buckets: list[list[Any]], bucket: int) -> int:

@@ -387,9 +387,9 @@ def next_moment(plan: TimePlan, state: CustomerState, now: int) -> tuple[int | N
         for entry in state.delayed:
             consider(entry["due"], DELAY)
     for aggregate in plan.windows:
-        moved = window_move(aggregate.name)
-        for t in aggregate.expiries(state):
-            consider(t, moved)
+        expiry = aggregate.next_expiry(state, now)
+        if expiry is not None:
+            consider(expiry, window_move(aggregate.name))
     if plan.population is not None:
         for age, feature, n in plan.ranked_ages:
             ts = getattr(state, age.attribute)
