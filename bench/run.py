@@ -7,8 +7,9 @@
                   customer); engine_eps_core the same with value tier + lifecycle only
  (b) raw_eps      aiokafka consume + orjson decode of the same records (the ceiling)
  (c) naive_eps    a faust agent awaiting Redis once per event (the tutorial baseline)
- (d) latency      produce -> segment change, p50/p99, new customers' first events offered at
-                  half the sustained rate just measured: for the default packs and for the core
+ (d) latency      produce -> segment change, p50/p99, the workload's mix (as new customers)
+                  offered at half the sustained rate just measured, for every event that caused
+                  a change: for the default packs and for the core
  (p) processes    the core rules with `run --processes 2`, raw consume in the same run
  (g) growth       the core rules on 10x the customers (200,000, the same events per customer):
                   events/s and Redis bytes per customer beside (a)'s; `--only growth`
@@ -240,7 +241,7 @@ async def default_packs_run(records: list[tuple[str, bytes, bytes]], raw_eps: fl
         cpu: dict[str, float] = {}
         eps, engine = await engine_run(stack, len(records), ROOT / "rules", cpu, label="(a) engine, default packs")
         after = int((await redis.info("memory"))["used_memory"])
-        latencies, offered, missing = await latency(stack, round(eps / 2), ", default packs,")
+        latencies, offered, missing = await latency(stack, records, round(eps / 2), ", default packs,")
         engine.send_signal(signal.SIGTERM)
         await asyncio.wait_for(engine.wait(), 30)
         await redis.aclose()
@@ -345,9 +346,28 @@ async def engine_run(
     return (last[1] - first[1]) / (last[0] - first[0]), proc
 
 
-async def latency(stack: DevStack, offered_eps: int, label: str = "") -> tuple[list[float], float, int]:
-    """New customers' first events at ``offered_eps`` (half the engine's sustained rate, measured
-    just before on the same stack); time to their first segment change."""
+def latency_load(records: list[tuple[str, bytes, bytes]], count: int) -> list[tuple[str, bytes, bytes, str, bool]]:
+    """The workload's first ``count`` events as new customers' (ids prefixed ``lat-``): the same
+    mix as the sustained rate was measured on. (topic, key, value, event_id, the customer's first)."""
+    load, seen = [], set()
+    for topic, _, value in records[:count]:
+        ev = orjson.loads(value)
+        ev["customer_id"], ev["event_id"] = f"lat-{ev['customer_id']}", f"lat-{ev['event_id']}"
+        first = ev["customer_id"] not in seen
+        seen.add(ev["customer_id"])
+        load.append((topic, ev["customer_id"].encode(), orjson.dumps(ev), ev["event_id"], first))
+    return load
+
+
+async def latency(
+    stack: DevStack, records: list[tuple[str, bytes, bytes]], offered_eps: int, label: str = ""
+) -> tuple[list[float], float, int]:
+    """The workload's mix (as new customers) offered at ``offered_eps``, half the engine's
+    sustained rate measured just before on the same stack: for every event that caused a
+    segment change, the time from its send to the change's arrival. Returns the latencies (ms),
+    the rate offered, and how many customers' first events (each causes one) got none."""
+    per_slice, slice_s = max(1, offered_eps // 100), 0.01
+    load = latency_load(records, per_slice * 100 * LATENCY_SECONDS)
     consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10)
     await consumer.start()
     await consumer._client.force_metadata_update()  # learn the partitions first
@@ -360,25 +380,23 @@ async def latency(stack: DevStack, offered_eps: int, label: str = "") -> tuple[l
         await consumer.position(tp)
     sent: dict[str, float] = {}
     got: dict[str, float] = {}
+    firsts = {event_id for *_, event_id, first in load if first}
     stop = asyncio.Event()
+    stop_at = [0.0]
 
     async def receive() -> None:
-        while not stop.is_set() or len(got) < len(sent):
+        while not (stop.is_set() and (firsts <= got.keys() or time.perf_counter() > stop_at[0] + 10)):
             batch = await consumer.getmany(timeout_ms=100)
             now = time.perf_counter()
             for records in batch.values():
                 for rec in records:
-                    cid = rec.key.decode()
-                    if cid in sent and cid not in got:
-                        got[cid] = now
-            if stop.is_set() and time.perf_counter() > stop_at[0] + 10:
-                break
+                    event_id = orjson.loads(rec.value)["cause"].get("event_id")
+                    if event_id in sent and event_id not in got:
+                        got[event_id] = now
 
-    stop_at = [0.0]
     receiver = asyncio.create_task(receive())
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, linger_ms=0)
     await producer.start()
-    slice_s, per_slice = 0.01, max(1, offered_eps // 100)
     started = time.perf_counter()
     n = 0
     with Progress(
@@ -387,34 +405,26 @@ async def latency(stack: DevStack, offered_eps: int, label: str = "") -> tuple[l
         MofNCompleteColumn(),
         console=console,
     ) as progress:
-        task = progress.add_task("", total=per_slice * 100 * LATENCY_SECONDS)
-        while n < per_slice * 100 * LATENCY_SECONDS:
+        task = progress.add_task("", total=len(load))
+        while n < len(load):
             target = started + (n // per_slice) * slice_s
             delay = target - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            for _ in range(per_slice):
-                cid = f"lat-{n:06d}"
-                ev = {
-                    "event_id": f"lat-{n}",
-                    "customer_id": cid,
-                    "type": "browse",
-                    "ts": int(time.time() * 1000),
-                    "action": "view",
-                }
-                sent[cid] = time.perf_counter()
-                await producer.send("events.browse", value=orjson.dumps(ev), key=cid.encode())
-                n += 1
+            for topic, key, value, event_id, _ in load[n : n + per_slice]:
+                sent[event_id] = time.perf_counter()
+                await producer.send(topic, value=value, key=key)
+            n += per_slice
             progress.update(task, completed=n)
         await producer.flush()
-    offered = n / (time.perf_counter() - started)
+    offered = len(load) / (time.perf_counter() - started)
     stop_at[0] = time.perf_counter()
     stop.set()
     await receiver
     await producer.stop()
     await consumer.stop()
-    latencies = sorted((got[c] - sent[c]) * 1000 for c in got)
-    return latencies, offered, len(sent) - len(got)
+    latencies = sorted((got[e] - sent[e]) * 1000 for e in got)
+    return latencies, offered, len(firsts - got.keys())
 
 
 async def naive_run(stack: DevStack, total: int) -> tuple[float, int, bool]:
@@ -647,7 +657,7 @@ async def main() -> None:
         engine_eps, engine = await engine_run(stack, len(records), core_rules, cpu)
         after = int((await redis.info("memory"))["used_memory"])
         keys = await redis.dbsize()
-        latencies, offered, missing = await latency(stack, round(engine_eps / 2), ", core rules,")
+        latencies, offered, missing = await latency(stack, records, round(engine_eps / 2), ", core rules,")
         engine.send_signal(signal.SIGTERM)
         await asyncio.wait_for(engine.wait(), 30)
         await redis.aclose()
