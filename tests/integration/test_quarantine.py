@@ -1,8 +1,8 @@
 """One customer whose processing raises is that customer's problem alone.
 
-A customer's stored state is corrupted behind the engine's back (a purchase amount that
-is not a number: no input can put it there, so it is written straight into Redis). When
-its timer falls due, the due loop must go on deciding every other customer; the broken
+A customer's stored state is corrupted behind the engine's back (its first purchase time is
+not a number: no input can put it there, so it is written straight into Redis). When its
+timer falls due (its lifecycle reads that time), the due loop must go on deciding every other customer; the broken
 one is quarantined: marked in Redis and shown by the lookup, counted in
 ``segengine_customers_quarantined``, taken off the timers. Its next events are
 dead-lettered with ``processing_error`` while the records beside them apply. An erase
@@ -62,7 +62,7 @@ async def test_a_customer_that_cannot_be_processed_is_quarantined_and_the_rest_g
         await runner.wait_for(len(HEALTHY) + 1)
         # corrupt the broken customer's state (its timer, new -> active at T0 + 30 days, stays)
         broken = CustomerState.loads(await redis_client.hget(KEYS.state(BROKEN), "s"))
-        broken.purchases = [[T0, None]]
+        broken.first_purchase = "not a time"  # type: ignore[assignment]
         await redis_client.hset(KEYS.state(BROKEN), "s", broken.dumps())
         home = broken.home
         assert await redis_client.zscore(KEYS.timers(0, home), BROKEN) is not None
