@@ -111,7 +111,7 @@ class MemoryStore:
             self.changes.pop(cid, None)
         if w.recent:
             recent = self.changes.setdefault(cid, [])
-            recent[:0] = reversed(w.recent)  # LPUSH oldest first: newest first
+            recent[:0] = reversed(w.recent)  # given oldest first: kept newest first
             del recent[HISTORY:]
         return True
 

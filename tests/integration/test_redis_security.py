@@ -65,7 +65,7 @@ ENGINE_COMMANDS = (
     "+hget", "+hmget", "+hgetall", "+hset", "+hsetnx", "+hdel", "+hexists", "+hincrby",
     "+sadd", "+srem", "+smembers",
     "+zadd", "+zrem", "+zscore", "+zcount", "+zrangebyscore",
-    "+lpush", "+ltrim", "+lrange",
+    "+lrange",  # the recent changes a version before kept in a list: read once, then moved
 )  # fmt: skip
 ACL = ("--user", "default", "off", "--user", USER, "on", f">{PASSWORD}", "~seg:*", *ENGINE_COMMANDS)
 
