@@ -78,6 +78,14 @@ ROOT = Path(__file__).resolve().parent.parent
 console = Console()
 
 
+def core_rules() -> Path:
+    """A rules folder with the core path's packs: value tier and lifecycle."""
+    rules = Path(tempfile.mkdtemp(prefix="segengine-bench-rules-"))
+    for pack in ("value_tier.yaml", "lifecycle.yaml"):
+        shutil.copy(ROOT / "rules" / pack, rules / pack)
+    return rules
+
+
 def workload(events: int = EVENTS, customers: int = CUSTOMERS) -> list[tuple[str, bytes, bytes]]:
     """(topic, key, value), in event-time order; the same for every run of the same size."""
     rng = random.Random(SEED)
@@ -651,9 +659,7 @@ def pct(values: list[float], q: float) -> float:
 async def main() -> None:
     console.rule("[bold]segengine benchmark")
     # The core-path figures use the first rules of the engine: value tier and lifecycle.
-    core_rules = Path(tempfile.mkdtemp(prefix="segengine-bench-rules-"))
-    for pack in ("value_tier.yaml", "lifecycle.yaml"):
-        shutil.copy(ROOT / "rules" / pack, core_rules / pack)
+    core = core_rules()
     eval_us = eval_cost_us(ROOT / "rules")
     predictive_us = predictive_cost_us(ROOT / "rules")
     console.print(f"the six predictive features for one customer (CDNOW, end of data): {predictive_us:.1f} µs")
@@ -668,24 +674,24 @@ async def main() -> None:
         redis = Redis.from_url(stack.redis_url)
         before = int((await redis.info("memory"))["used_memory"])
         cpu: dict[str, float] = {}
-        engine_eps, engine = await engine_run(stack, len(records), core_rules, cpu)
+        engine_eps, engine = await engine_run(stack, len(records), core, cpu)
         after = int((await redis.info("memory"))["used_memory"])
         keys = await redis.dbsize()
         latencies, offered, missing = await latency(stack, records, round(engine_eps / 2), ", core rules,")
         engine.send_signal(signal.SIGTERM)
         await asyncio.wait_for(engine.wait(), 30)
         await redis.aclose()
-        reeval = await reevaluation_latency(stack, core_rules, "bench-engine", console)
+        reeval = await reevaluation_latency(stack, core, "bench-engine", console)
         naive_eps, naive_events, naive_done = await naive_run(stack, len(records))
         replay_eps = await replay_run(stack)
     lifecycle_rules = Path(tempfile.mkdtemp(prefix="segengine-bench-timers-"))
     shutil.copy(ROOT / "rules" / "lifecycle.yaml", lifecycle_rules / "lifecycle.yaml")
     timer_due_per_s, timer_lags, timer_missing = await timer_run(lifecycle_rules)
-    crc32 = await crc32_run(records, core_rules)
-    cluster = await cluster_run(records, core_rules)
+    crc32 = await crc32_run(records, core)
+    cluster = await cluster_run(records, core)
     default = await default_packs_run(records, raw_eps)
-    two = await processes_run(records, core_rules)
-    growth = await growth_run(core_rules)
+    two = await processes_run(records, core)
+    growth = await growth_run(core)
 
     core_cpu_us = round((cpu["end"] - cpu["start"]) / max(1, cpu["events"]) * 1e6, 1)
     results = {
@@ -849,9 +855,7 @@ def _growth_rows(table: Table, growth: dict[str, Any], results: dict[str, Any]) 
 
 def only_growth() -> None:
     """The growth run alone, merged into an existing bench-results.json."""
-    rules = Path(tempfile.mkdtemp(prefix="segengine-bench-rules-"))
-    for pack in ("value_tier.yaml", "lifecycle.yaml"):
-        shutil.copy(ROOT / "rules" / pack, rules / pack)
+    rules = core_rules()
     path = ROOT / "bench-results.json"
     results = orjson.loads(path.read_bytes()) if path.exists() else {}
     _merge_results("growth", asyncio.run(growth_run(rules)), lambda t, g: _growth_rows(t, g, results))
@@ -883,17 +887,13 @@ def _cluster_rows(table: Table, cluster: dict[str, Any]) -> None:
 
 def only_cluster() -> None:
     """The Redis Cluster figures alone, merged into an existing bench-results.json."""
-    rules = Path(tempfile.mkdtemp(prefix="segengine-bench-rules-"))
-    for pack in ("value_tier.yaml", "lifecycle.yaml"):
-        shutil.copy(ROOT / "rules" / pack, rules / pack)
+    rules = core_rules()
     _merge_results("3-primary Redis Cluster", asyncio.run(cluster_run(workload(), rules)), _cluster_rows)
 
 
 def only_crc32() -> None:
     """The CRC32-partitioned figures alone, merged into an existing bench-results.json."""
-    rules = Path(tempfile.mkdtemp(prefix="segengine-bench-rules-"))
-    for pack in ("value_tier.yaml", "lifecycle.yaml"):
-        shutil.copy(ROOT / "rules" / pack, rules / pack)
+    rules = core_rules()
     crc32 = asyncio.run(crc32_run(workload(), rules))
     _merge_results("CRC32-partitioned workload", crc32, _crc32_rows)
 

@@ -72,7 +72,7 @@ def dump_state(state: CustomerState) -> bytes:
     members, since = state.members, state.member_since
     if members:  # each dimension's name once: {dimension: [segment, since or None]}
         doc["m"] = {dimension: [segment, since.get(dimension)] for dimension, segment in members.items()}
-    if any(dimension not in members for dimension in since):  # left from before: kept as they are
+    if not since.keys() <= members.keys():  # entry times without a membership: kept as they are
         doc["ms"] = {dimension: at for dimension, at in since.items() if dimension not in members}
     return ormsgpack.packb(doc)
 
@@ -80,14 +80,15 @@ def dump_state(state: CustomerState) -> bytes:
 def load_state(blob: bytes | None, outbox: bytes | None = None) -> CustomerState:
     state = CustomerState()
     if blob:
-        if blob[:1] == b"{":  # JSON under the full names, as written before
+        json = blob[:1] == b"{"  # JSON under the full names, as written before
+        if json:
             doc = orjson.loads(blob)
         else:
             doc = {_NAMES.get(code, code): value for code, value in ormsgpack.unpackb(blob).items()}
             _split_members(doc)
         doc["offsets"] = _offsets(doc.get("offsets") or {})
         state.__dict__.update(doc)
-        if "repeat_days" not in doc and state.purchase_days and blob[:1] == b"{":
+        if json and "repeat_days" not in doc and state.purchase_days:
             _summary(state)
     if outbox:
         state.outbox_writer, state.pending = load_outbox(outbox)

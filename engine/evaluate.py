@@ -145,7 +145,7 @@ def _fold_one(
         result.count(event, "redelivered")
         return
     try:
-        caught_up = catch_up(rules, state, customer_id, now_for(event.ts), result)
+        caught_up, _ = catch_up(rules, state, customer_id, now_for(event.ts), result)
     except Exception:
         if event.type != "erase":
             raise
@@ -196,20 +196,22 @@ MAX_CATCH_UP = 64  # timer decisions taken before one decision, at most (then th
 
 def catch_up(
     rules: RuleSet, state: CustomerState, customer_id: str, until: int, result: FoldResult, *, before: bool = False
-) -> list[Output]:
+) -> tuple[list[Output], frozenset[str] | None]:
     """Timers that fell due by ``until`` (``before``: strictly before it) are decided first, at
     their due times, as the due loop would have (same ``change_id``): whatever decides a
     customer next (an event, a rules switch, a population re-score) decides it after every
-    transition that time alone made up to then, so decisions stay in time order."""
+    transition that time alone made up to then, so decisions stay in time order. Returns the
+    records, and what moves at ``until`` if the customer's next moment is ``until`` itself
+    (else None)."""
     outputs: list[Output] = []
     if state.checked_at is None or rules.time_plan.empty:
-        return outputs
+        return outputs, None
     for _ in range(MAX_CATCH_UP):
         due, moving = next_moment(rules.time_plan, state, state.checked_at)
         if due is None or due > until or (before and due == until):
-            break
+            return outputs, moving if due == until else None
         outputs += decide(rules, state, customer_id, due, {"kind": "timer"}, f"timer:{due}", result, "timer", moving)
-    return outputs
+    return outputs, None
 
 
 def reevaluate_customer(
@@ -237,11 +239,8 @@ def reevaluate_customer(
     if timer and state.checked_at is not None and now <= state.checked_at:
         return
     only = "timer" if cause["kind"] == "timer" else None  # a timer re-evaluates the dimensions time can change
-    caught_up = catch_up(rules, state, customer_id, now, result, before=timer)
-    moving = None  # at the moment the customer's timer is for: only the dimensions reading what moves then
-    if timer and state.checked_at is not None:
-        due, at_due = next_moment(rules.time_plan, state, state.checked_at)
-        moving = at_due if due == now else None
+    caught_up, at_now = catch_up(rules, state, customer_id, now, result, before=timer)
+    moving = at_now if timer else None  # a timer's own moment: only the dimensions reading what moves then
     for out in [*caught_up, *decide(rules, state, customer_id, now, cause, cause_key, result, only, moving)]:
         state.pending.append(out)
         result.outputs.append(out)

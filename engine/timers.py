@@ -40,7 +40,7 @@ import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .clv.features import CHANGED_BY_TIME as PREDICTIONS_IN_TIME
@@ -87,6 +87,9 @@ TS_FEATURES = {
     "last_browse_ts": "last_browse",
 }
 UNIT = {"days_since": DAY_MS, "hours_since": HOUR_MS}
+# The built-in windowed features, and the window each counts in (days, hours)
+PURCHASE_WINDOW_OF = {f"{k}_{d}d": d for d in PURCHASE_WINDOWS_DAYS for k in ("orders", "spend")}
+BROWSE_WINDOW_OF = {f"{a}_{w}": hours for w, hours in BROWSE_WINDOWS_HOURS.items() for a in ACTIONS}
 MAX_CROSSING_DAYS = 36_525  # a prediction not past its threshold within a century of the last purchase: never
 CROSSINGS_KEPT = 1 << 15  # crossing days kept per rule set: ~240 bytes each, ~8 MB when full
 
@@ -224,18 +227,27 @@ def predicted_thresholds(expression: Expression) -> set[tuple[str, bool, float]]
 
 def first_day(test: Callable[[int], bool], start: int, limit: int) -> int | None:
     """The first whole day d in [start, start + limit] with test(d), for a ``test`` that stays
-    true once true; None if there is none. Steps doubling from ``start``, then bisection
-    between the last false day and the first true one: O(log(d - start)) tests."""
-    if test(start):
-        return start
-    low, step = start, 1  # test(low) is false
+    true once true; None if there is none."""
+    return start if test(start) else first_past(test, start, limit)
+
+
+def first_past(test: Callable[[int], bool], start: int, limit: int) -> int | None:
+    """The first t in (start, start + limit] with test(t), given test(start) false and a
+    ``test`` that stays true once true; None if there is none. Steps doubling from ``start``,
+    then bisection between the last false t and the first true one: O(log(t - start)) tests."""
+    low, step = start, 1
     while True:
         high = start + min(step, limit)
         if test(high):
-            break
+            return first_between(test, low, high)
         if step >= limit:
             return None
         low, step = high, step * 2
+
+
+def first_between(test: Callable[[int], bool], low: int, high: int) -> int:
+    """The first t in (low, high] with test(t), given test(low) false, test(high) true and a
+    ``test`` that stays true once true: bisection."""
     while high - low > 1:
         middle = (low + high) // 2
         if test(middle):
@@ -297,8 +309,8 @@ def plan_for(
     if predictor is None:
         predicted = set()  # no model: the rules cannot read predictions (segengine.rules.models)
     return TimePlan(
-        purchase_windows=tuple(d for d in PURCHASE_WINDOWS_DAYS if reads & {f"orders_{d}d", f"spend_{d}d"}),
-        browse_windows=tuple(h for w, h in BROWSE_WINDOWS_HOURS.items() if reads & {f"{a}_{w}" for a in ACTIONS}),
+        purchase_windows=tuple(sorted({PURCHASE_WINDOW_OF[f] for f in reads if f in PURCHASE_WINDOW_OF})),
+        browse_windows=tuple(sorted({BROWSE_WINDOW_OF[f] for f in reads if f in BROWSE_WINDOW_OF})),
         complaints="complaints_90d" in reads,
         thresholds=frozenset(found),
         holds={d: h for d, h in holds.items() if h[0] or h[1]},
@@ -333,18 +345,23 @@ COMPLAINTS = "complaints"  # a complaint leaves complaints_90d
 DELAY = "delay"  # a delayed action's time (no dimension reads it: the actions are always looked at)
 
 
+# The names of what moves, made once (next_moment asks for them on every call).
+@cache
 def purchase_move(days: int) -> str:
     return f"purchase:{days}"
 
 
+@cache
 def browse_move(hours: int) -> str:
     return f"browse:{hours}"
 
 
+@cache
 def window_move(aggregate: str) -> str:
     return f"aggregate:{aggregate}"
 
 
+@cache
 def hold_move(dimension: str) -> str:
     return f"hold:{dimension}"
 

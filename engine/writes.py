@@ -3,6 +3,7 @@ how its outputs and rejects become records. No I/O."""
 
 from __future__ import annotations
 
+import functools
 import heapq
 import secrets
 from collections import defaultdict
@@ -192,6 +193,7 @@ def _id_bytes(change_id: str) -> bytes | str:
     return change_id
 
 
+@functools.lru_cache(maxsize=1024)  # the changes of one decision share their time
 def _at_ms(at: str) -> int | str:
     """An RFC 3339 time as epoch milliseconds when ``rfc3339`` gives it back exactly, else as it is."""
     try:

@@ -34,6 +34,7 @@ from typing import Any
 
 from ..clv.features import CHANGED_BY_TIME as PREDICTIONS_IN_TIME
 from ..state import DAY_MS, HOUR_MS, CustomerState, Derived, Features
+from ..timers import first_between, first_past
 from .expr import Expression, compile_value
 
 HORIZON_MS = 36_525 * DAY_MS  # a crossing more than a century away: none
@@ -201,33 +202,17 @@ class ClusterWatch:
             return self.nearest(state, t)[0] != c
 
         at = min(max(at, low), high)
-        if moved(at):
-            inside, step = at, 1  # moved at ``inside``; find one that has not
-            while True:
-                probe = max(low, inside - step)
-                if probe == inside:
-                    return inside
-                if not moved(probe):
-                    outside = probe
-                    break
-                inside, step = probe, step * 2
-        else:
-            outside, step = at, 1
-            while True:
-                probe = min(high, outside + step)
-                if probe == outside:
-                    return high + 1  # not within the piece, whatever the solution said: look again at its end
-                if moved(probe):
-                    inside = probe
-                    break
-                outside, step = probe, step * 2
-        while inside - outside > 1:
-            middle = (inside + outside) // 2
-            if moved(middle):
-                inside = middle
-            else:
-                outside = middle
-        return inside
+        if not moved(at):
+            found = first_past(moved, at, high - at)
+            return high + 1 if found is None else found  # none within the piece: look again at its end
+        inside, step = at, 1  # moved at ``inside``; find one back that has not
+        while True:
+            probe = max(low, inside - step)
+            if probe == inside:
+                return inside
+            if not moved(probe):
+                return first_between(moved, probe, inside)
+            inside, step = probe, step * 2
 
 
 def _first_crossing(a: float, pair: Pair, now: int, limit: int) -> tuple[int, int, int] | None:

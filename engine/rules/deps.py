@@ -14,8 +14,19 @@ from ..aggregates import Aggregate
 from ..clv.features import CHANGED_BY as PREDICTION_TRIGGERS
 from ..clv.features import CHANGED_BY_TIME as PREDICTIONS_IN_TIME
 from ..clv.features import PREDICTED
-from ..state import ACTIONS, BROWSE_WINDOWS_HOURS, PURCHASE_WINDOWS_DAYS, TIME_DEPENDENT, changed_by
-from ..timers import AGE, COMPLAINTS, PREDICTED_MOVE, RANKED, browse_move, hold_move, purchase_move, window_move
+from ..state import TIME_DEPENDENT, changed_by
+from ..timers import (
+    AGE,
+    BROWSE_WINDOW_OF,
+    COMPLAINTS,
+    PREDICTED_MOVE,
+    PURCHASE_WINDOW_OF,
+    RANKED,
+    browse_move,
+    hold_move,
+    purchase_move,
+    window_move,
+)
 from .expr import ANY, Expression, TypeOf, population_features, uses_time
 from .ruleset import CURRENT, Segment
 
@@ -134,12 +145,10 @@ def _moves(feature: str) -> str | None:
         return COMPLAINTS
     if feature.startswith("days_since_") or feature == "customer_age_days":
         return AGE
-    for days in PURCHASE_WINDOWS_DAYS:
-        if feature in (f"orders_{days}d", f"spend_{days}d"):
-            return purchase_move(days)
-    for window, hours in BROWSE_WINDOWS_HOURS.items():
-        if feature.endswith(f"_{window}") and feature[: -len(window) - 1] in ACTIONS:
-            return browse_move(hours)
+    if feature in PURCHASE_WINDOW_OF:
+        return purchase_move(PURCHASE_WINDOW_OF[feature])
+    if feature in BROWSE_WINDOW_OF:
+        return browse_move(BROWSE_WINDOW_OF[feature])
     return None
 
 
