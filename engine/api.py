@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -137,9 +138,15 @@ def make_app(worker: WorkerView) -> web.Application:
 class ApiServer:
     """The API of one worker, on ``host:port`` while the worker runs."""
 
-    def __init__(self, worker: WorkerView, host: str, port: int) -> None:
+    def __init__(self, worker: WorkerView, host: str, port: int, sock: socket.socket | None = None) -> None:
+        """On ``host:port``, or on ``sock`` when given: a listening socket bound by the parent
+        process (whose address it then is), so that no other program can take the port between
+        the parent choosing it and this process binding it."""
+        if sock is not None:
+            host, port = sock.getsockname()[:2]
         self.host = host
         self.port = port
+        self._sock = sock
         self._runner = web.AppRunner(make_app(worker), access_log=None)
 
     @property
@@ -148,7 +155,10 @@ class ApiServer:
 
     async def start(self) -> None:
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
+        if self._sock is not None:
+            await web.SockSite(self._runner, self._sock).start()
+        else:
+            await web.TCPSite(self._runner, self.host, self.port).start()
         log.info("API on %s", self.url)
 
     async def stop(self) -> None:

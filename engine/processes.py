@@ -7,7 +7,7 @@ supervisor (the process the operator started) does no processing itself:
                              /healthz  ok while every child answers its own
                              /readyz   ready when every child is (each has partitions, Redis, Kafka)
                              other     passed on to a child, in turn (Redis is shared: any answers)
-       |-- child 0  `segengine run`, SEGENGINE_PROCESSES=1, its API on 127.0.0.1:<free port>
+       |-- child 0  `segengine run`, SEGENGINE_PROCESSES=1, its API on a socket of 127.0.0.1 the supervisor bound
        |-- child 1  ...
        `-- child N-1
 
@@ -76,10 +76,11 @@ class ChildHealth:
     partitions: int
 
 
-def child_env(settings: Settings, environ: Mapping[str, str], index: int, http_port: int) -> dict[str, str]:
+def child_env(settings: Settings, environ: Mapping[str, str], index: int, api_fd: int | None) -> dict[str, str]:
     """The environment of child ``index``: the supervisor's, with its settings as resolved
     (options given, the embedded stack's addresses), one process, no embedded stack of its own,
-    its API on ``CHILD_HOST:http_port`` (0: none) and, with static membership, a name of its own."""
+    its API on the inherited listening socket ``api_fd`` (``None``: no API) and, with static
+    membership, a name of its own."""
     env = dict(environ)
     for field in FROM_OPTIONS:
         value = getattr(settings, field)
@@ -88,7 +89,11 @@ def child_env(settings: Settings, environ: Mapping[str, str], index: int, http_p
     env[env_name("processes")] = "1"
     env[env_name("embedded")] = "false"
     env[env_name("http_host")] = CHILD_HOST
-    env[env_name("http_port")] = str(http_port)
+    env[env_name("http_port")] = "0"
+    if api_fd is None:
+        env.pop(env_name("http_socket_fd"), None)
+    else:
+        env[env_name("http_socket_fd")] = str(api_fd)
     if settings.group_instance_id is not None:
         env[env_name("group_instance_id")] = f"{settings.group_instance_id}-{index}"
     return env
@@ -134,12 +139,19 @@ def input_partitions(settings: Settings) -> int:
     return max(t.partitions for t in load_topics(settings.topics_file) if t.name in INPUT_TOPICS)
 
 
-def free_loopback_port() -> int:
-    """A port free on ``CHILD_HOST`` now (the child binds it a moment later; if another program
-    took it meanwhile, the child fails with "address already in use" and the set stops)."""
-    with socket.socket() as sock:
+def listening_socket() -> socket.socket:
+    """A socket listening on a free port of ``CHILD_HOST``, for a child to inherit and serve its
+    API on. Bound here, before the child starts, so that no other program (nor the next child)
+    can take the port in between, as it could if the child bound a port chosen for it."""
+    sock = socket.socket()
+    try:
         sock.bind((CHILD_HOST, 0))
-        return int(sock.getsockname()[1])
+        sock.listen(128)
+        sock.set_inheritable(True)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _stop_with_parent() -> Callable[[], None] | None:
@@ -201,7 +213,7 @@ class Supervisor:
             for index in range(self.settings.processes):
                 if self._stopping.is_set():
                     break
-                await self._spawn(index, free_loopback_port() if serve else 0)
+                await self._spawn(index, serve)
             failed = await self._until_stopped()
         finally:
             self._signal_all(signal.SIGTERM)  # left only when something failed in the supervisor itself
@@ -215,14 +227,19 @@ class Supervisor:
     def _address(self) -> tuple[str, int]:
         return self.settings.http_host, self.settings.http_port
 
-    async def _spawn(self, index: int, port: int) -> None:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "segengine", "run",
-            env=child_env(self.settings, self.environ, index, port),
-            stdin=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_stop_with_parent(),
-        )  # fmt: skip
+    async def _spawn(self, index: int, serve: bool) -> None:
+        """Start child ``index``; with ``serve``, its API on a socket bound here, which the child
+        inherits (the supervisor's copy is closed once the child has it)."""
+        with listening_socket() if serve else contextlib.nullcontext() as sock:
+            port = sock.getsockname()[1] if sock is not None else 0
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "segengine", "run",
+                env=child_env(self.settings, self.environ, index, sock.fileno() if sock is not None else None),
+                stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_stop_with_parent(),
+                pass_fds=(sock.fileno(),) if sock is not None else (),
+            )  # fmt: skip
         self.children.append(_Child(index, port, process))
         log.info("worker process %d started: pid %d%s", index, process.pid, f", API on port {port}" if port else "")
         if self._stopping.is_set() and self.stopped_by is not None:  # a signal came while it was starting

@@ -120,6 +120,12 @@ class Settings(BaseSettings):
         description="port of the HTTP API (/customers, /segments, /healthz, /readyz, /metrics); 0 = do not serve",
     )
     http_host: str = Field("0.0.0.0", description="address the HTTP API listens on")
+    http_socket_fd: int | None = Field(
+        None,
+        ge=3,
+        description="serve the HTTP API on this inherited listening socket instead of binding http_port "
+        "(set by `run --processes` for its worker processes)",
+    )
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
     api_token: SecretStr | None = Field(None, description="bearer token for /customers and /segments; unset = open")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -164,7 +165,11 @@ class Worker:
         """Consume until ``stop()``; raises (without committing) on a non-retriable error.
         With ``http_port`` set, the HTTP API (segengine.api) is up for as long as this runs."""
         settings = self.settings
-        api = ApiServer(self, settings.http_host, settings.http_port) if settings.http_port else None
+        api = None
+        if settings.http_socket_fd is not None:
+            api = ApiServer(self, settings.http_host, 0, socket.socket(fileno=settings.http_socket_fd))
+        elif settings.http_port:
+            api = ApiServer(self, settings.http_host, settings.http_port)
         if api is not None:
             try:
                 await api.start()

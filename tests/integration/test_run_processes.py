@@ -19,6 +19,7 @@ import os
 import random
 import re
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,10 +28,12 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 
 from segengine.datasets import DAY_MS
 from segengine.devstack import DevStack
+from segengine.processes import listening_socket
 from segengine.rules import load_rules
 from segengine.state import CustomerState
 from segengine.store_redis import RedisStore, connect
@@ -236,3 +239,15 @@ def pid_running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_each_child_api_socket_is_bound_and_listening_before_the_child_starts() -> None:
+    """The port is held from the moment it is chosen: a second socket (the next child's, another
+    program's) cannot get it, which a port chosen and released for the child to bind could."""
+    with listening_socket() as first, listening_socket() as second:
+        assert first.getsockname()[1] != second.getsockname()[1]
+        assert first.get_inheritable() and second.get_inheritable()
+        with socket.create_connection(first.getsockname()[:2], timeout=5):
+            pass  # listening already: a connection made now waits in its backlog for the child
+        with socket.socket() as intruder, pytest.raises(OSError):
+            intruder.bind(first.getsockname()[:2])

@@ -174,29 +174,34 @@ def test_a_metric_of_two_types_is_refused() -> None:
         merge_pages([counter, gauge])
 
 
-def test_each_child_gets_the_resolved_settings_one_process_and_a_loopback_port_of_its_own(tmp_path: Path) -> None:
+def test_each_child_gets_the_resolved_settings_one_process_and_an_inherited_api_socket(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     settings = Settings(
         kafka_bootstrap="127.0.0.1:9092", redis_url="redis://127.0.0.1:7000/0", rules_file=rules, clock="event",
         processes=4, http_port=9108, embedded=True,
     )  # fmt: skip
     environ = {"PATH": "/bin", "SEGENGINE_PROCESSES": "4", "SEGENGINE_BATCH_MAX_RECORDS": "500"}
-    env = child_env(settings, environ, 2, 41234)
+    env = child_env(settings, environ, 2, 7)
     assert env["PATH"] == "/bin" and env["SEGENGINE_BATCH_MAX_RECORDS"] == "500"
     assert env["SEGENGINE_PROCESSES"] == "1"
     assert env["SEGENGINE_EMBEDDED"] == "false"
-    assert (env["SEGENGINE_HTTP_HOST"], env["SEGENGINE_HTTP_PORT"]) == ("127.0.0.1", "41234")
+    assert (env["SEGENGINE_HTTP_HOST"], env["SEGENGINE_HTTP_PORT"], env["SEGENGINE_HTTP_SOCKET_FD"]) == (
+        "127.0.0.1",
+        "0",
+        "7",
+    )
     assert env["SEGENGINE_KAFKA_BOOTSTRAP"] == "127.0.0.1:9092"
     assert env["SEGENGINE_REDIS_URL"] == "redis://127.0.0.1:7000/0"
     assert env["SEGENGINE_RULES_FILE"] == str(rules) and env["SEGENGINE_CLOCK"] == "event"
     assert "SEGENGINE_GROUP_INSTANCE_ID" not in env  # dynamic membership stays dynamic
     assert environ["SEGENGINE_PROCESSES"] == "4"  # the supervisor's own environment is untouched
-    assert child_env(settings, {}, 0, 0)["SEGENGINE_HTTP_PORT"] == "0"  # no API asked for: none in the children
+    no_api = child_env(settings, {"SEGENGINE_HTTP_SOCKET_FD": "5"}, 0, None)  # no API asked for: none in the children
+    assert no_api["SEGENGINE_HTTP_PORT"] == "0" and "SEGENGINE_HTTP_SOCKET_FD" not in no_api
 
 
 def test_static_members_get_distinct_instance_ids() -> None:
     settings = Settings(kafka_bootstrap="k:9092", redis_url="redis://r:6380/0", group_instance_id="pod-7", processes=3)
-    ids = [child_env(settings, {}, i, 0)["SEGENGINE_GROUP_INSTANCE_ID"] for i in range(3)]
+    ids = [child_env(settings, {}, i, None)["SEGENGINE_GROUP_INSTANCE_ID"] for i in range(3)]
     assert ids == ["pod-7-0", "pod-7-1", "pod-7-2"]
 
 
