@@ -239,17 +239,25 @@ def cpu_seconds(pid: int) -> float:
     return own + sum(cpu_seconds(int(child)) for child in children)
 
 
-async def default_packs_run(records: list[tuple[str, bytes, bytes]], raw_eps: float) -> dict[str, Any]:
+async def default_packs_run(
+    records: list[tuple[str, bytes, bytes]], raw_eps: float | None, rules: Path = ROOT / "rules", name: str = "default"
+) -> dict[str, Any]:
     """The engine with every shipped pack (what `segengine run` loads by default) on the same
-    workload, on a stack of its own (so that Redis holds only its state); ``raw_eps`` is (b)."""
+    workload, on a stack of its own (so that Redis holds only its state); ``raw_eps`` is (b),
+    measured here first when None (then ``raw_eps`` is in the figures too). ``rules`` and
+    ``name``: other packs, for ``--only``."""
     async with DevStack() as stack:
         await produce(stack.kafka_bootstrap, records)
+        measured = (
+            {} if raw_eps is not None else {"raw_eps": round(await raw_consume(stack.kafka_bootstrap, len(records)))}
+        )
+        raw_eps = raw_eps if raw_eps is not None else measured["raw_eps"]
         redis = Redis.from_url(stack.redis_url)
         before = int((await redis.info("memory"))["used_memory"])
         cpu: dict[str, float] = {}
-        eps, engine = await engine_run(stack, len(records), ROOT / "rules", cpu, label="(a) engine, default packs")
+        eps, engine = await engine_run(stack, len(records), rules, cpu, label=f"(a) engine, {name} packs")
         after = int((await redis.info("memory"))["used_memory"])
-        latencies, offered, missing = await latency(stack, records, round(eps / 2), ", default packs,")
+        latencies, offered, missing = await latency(stack, records, round(eps / 2), f", {name} packs,")
         engine.send_signal(signal.SIGTERM)
         await asyncio.wait_for(engine.wait(), 30)
         await redis.aclose()
@@ -263,6 +271,7 @@ async def default_packs_run(records: list[tuple[str, bytes, bytes]], raw_eps: fl
         "offered_eps": round(offered),
         "latency_missing": missing,
         "latency_samples": len(latencies),
+        **measured,
     }
 
 
@@ -927,6 +936,34 @@ def _hot_rows(table: Table, hot: dict[str, Any]) -> None:
     table.add_row("hot customer: state document after 50k events", f"{hot['hot_customer_state_bytes_50k']:,} bytes", "")
 
 
+def _packs_rows(table: Table, figures: dict[str, Any]) -> None:
+    table.add_row("(a) engine", f"{figures['engine_eps']:,} events/s", "")
+    table.add_row("(b) raw consume, the same stack", f"{figures['raw_eps']:,} events/s", "")
+    table.add_row(
+        "(a) / (b); engine CPU per event; Redis per customer",
+        f"{figures['engine_raw_ratio']:.2%}; {figures['cpu_us_per_event']:,.1f} µs; "
+        f"{figures['redis_bytes_per_customer_default']:,} B",
+        "",
+    )
+    table.add_row(
+        f"(d) produce -> change p50 / p99 at {figures['offered_eps']:,} events/s (half its rate)",
+        f"{figures['p50_ms']} / {figures['p99_ms']} ms",
+        "",
+    )
+
+
+def only_packs(name: str) -> None:
+    """One engine run (default packs, or the core ones) with raw consume and latency beside it,
+    printed only: a quick look at one change, without the whole benchmark."""
+    rules = ROOT / "rules" if name == "default" else core_rules()
+    figures = asyncio.run(default_packs_run(workload(), None, rules, name))
+    table = Table(title=f"segengine benchmark: {name} packs only (not written)", show_header=True)
+    for column in ("measure", "value", "target"):
+        table.add_column(column)
+    _packs_rows(table, figures)
+    console.print(table)
+
+
 def only_hot() -> None:
     """The hot-customer figures alone, merged into an existing bench-results.json."""
     _merge_results("hot customer", hot_run(), _hot_rows)
@@ -935,10 +972,10 @@ def only_hot() -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="segengine benchmark")
     parser.add_argument(
-        "--only", choices=["hot", "crc32", "cluster", "growth"],
+        "--only", choices=["hot", "crc32", "cluster", "growth", "default", "core"],
         help="run one part only (hot: the hot-customer fold cost, pure, about a minute; crc32: the engine on a "
              "CRC32-partitioned workload; cluster: the engine on a 3-primary Redis Cluster; growth: the core "
-             "rules on 10x the customers)",
+             "rules on 10x the customers; default, core: one engine run with raw consume and latency, printed only)",
     )  # fmt: skip
     only = parser.parse_args().only
     if only == "hot":
@@ -949,5 +986,7 @@ if __name__ == "__main__":
         only_cluster()
     elif only == "growth":
         only_growth()
+    elif only in ("default", "core"):
+        only_packs(only)
     else:
         asyncio.run(main())
