@@ -28,7 +28,7 @@ from .store import Store
 from .topic_names import CHANGES_TOPIC, DLQ_TOPIC
 from .topics import load_topics
 from .validate import MAX_ID, validate
-from .writes import home_of, recent_record
+from .writes import home_of, reason_code_of, recent_record
 
 TAIL_PATTERN = r"^(segments\.changes|actions\..+)$"  # what `segengine tail` follows
 NONE = "-"  # how a missing segment (first entry, exit by erase) is shown
@@ -73,8 +73,15 @@ async def customer_report(store: Store, rules: RuleSet, customer_id: str, now: i
         "next_check": _time(due),
         "home_partition": home,
         "quarantined": None if quarantined is None else quarantined.decode(),  # the stage whose failure set it aside
-        "changes": [recent_record(r) for r in recent],
+        "changes": await recent_records(store, recent),
     }
+
+
+async def recent_records(store: Store, entries: Sequence[bytes]) -> list[dict[str, Any]]:
+    """Entries of a recent-changes list as records, the rule texts they name by code looked up
+    in the registry (segengine.reasons)."""
+    texts = await store.reasons({code for r in entries if (code := reason_code_of(r)) is not None})
+    return [recent_record(r, texts) for r in entries]
 
 
 def input_partitions(topics_file: Path) -> int:

@@ -10,6 +10,9 @@ live in one Redis Cluster slot, and a script call that touches one bucket touche
     seg:{<tag>}:pop                the bucket's share of the segment population counters
     seg:{<tag>}:erasing            its customers whose erase awaits its commit
 
+and a few global keys: ``seg:layout`` (this layout), the commit ledger, the population samples,
+and ``seg:reasons``, the rule texts the recent changes name by code (segengine.reasons).
+
 A customer's bucket is the CRC-32 of its id (UTF-8) modulo the bucket count: its keys are
 one slot whatever bytes the id holds, braces included, because the hash tag is the first
 ``{...}`` of the key and the tag never holds a brace. The tags are picked so that bucket k

@@ -25,6 +25,7 @@ from .errors import ConcurrentWriteError
 from .evaluate import FoldError, FoldResult, fold_customer, prune_outbox
 from .events import Event, Rejected
 from .metrics import Metrics
+from .reasons import Reasons
 from .records import Output, OutRecord, Record, Sink, TopicPartition, topic_partition
 from .rules import RuleSet
 from .settings import Settings
@@ -102,6 +103,7 @@ class BatchProcessor:
         # not past the partition's own watermark while it lags); None: no limit but the clock.
         self.decision_limit = decision_limit
         self.signature = Signature()  # of the outboxes it writes
+        self.reasons = Reasons()  # the rule texts its recent changes name by code, once registered
 
     async def process(self, records: Iterable[Record]) -> BatchStats:
         """Prepare and publish in one go (tests, tools); the worker overlaps the two."""
@@ -286,7 +288,7 @@ class BatchProcessor:
                     state, result, blob = folded
                     if result.applied or result.duplicates or result.changes or result.reschedule:
                         write, published[cid] = customer_write(
-                            cid, loaded[cid], state, blob, result, rules, writer, self.clock.now
+                            cid, loaded[cid], state, blob, result, rules, writer, self.clock.now, self.reasons.codes
                         )
                         writes.append(write)
                 except Exception as exc:  # one customer's failure is contained to it

@@ -16,7 +16,7 @@ The promises every store keeps:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -125,6 +125,15 @@ class Store(Protocol):
     async def save_quantile_samples(self, taken_at: int, samples: QuantileSamples) -> None: ...
 
     async def rescored_cuts(self) -> QuantileSamples | None: ...
+
+    async def register_reasons(self, texts: Mapping[int, str]) -> dict[int, str]:
+        """Add these rule texts to the registry (segengine.reasons) where their codes are free;
+        returns the text the registry holds for each code (another one where codes clash)."""
+        ...
+
+    async def reasons(self, codes: Collection[int]) -> dict[int, str]:
+        """The registry's text of each of these codes it holds."""
+        ...
 
     async def save_rescored_cuts(self, cuts: QuantileSamples) -> None: ...
 

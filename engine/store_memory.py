@@ -13,7 +13,7 @@ awaiting, so each call is atomic, as a Lua script is. The bytes given are the by
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,7 @@ class MemoryStore:
         self.erasing_ids: set[str] = set()
         self.quantiles: bytes | None = None  # as RedisStore keeps it: JSON {"taken_at", "samples"}
         self.rescored: bytes | None = None
+        self.reasons_held: dict[int, str] = {}  # the rule-text registry (segengine.reasons): code -> text
         self._losses: dict[str, int] = {}  # customer -> saves still to lose to another writer
 
     # -- a concurrent writer, for tests ----------------------------------------------------------
@@ -185,6 +186,14 @@ class MemoryStore:
 
     async def save_rescored_cuts(self, cuts: QuantileSamples) -> None:
         self.rescored = orjson.dumps(cuts)
+
+    async def register_reasons(self, texts: Mapping[int, str]) -> dict[int, str]:
+        for code, text in texts.items():
+            self.reasons_held.setdefault(code, text)
+        return {code: self.reasons_held[code] for code in texts}
+
+    async def reasons(self, codes: Collection[int]) -> dict[int, str]:
+        return {code: self.reasons_held[code] for code in codes if code in self.reasons_held}
 
     async def scan_customers(self, count: int = 1000) -> AsyncIterator[list[str]]:
         """Every customer id with a hash (as RedisStore's SCAN of the state keys), in chunks."""

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import heapq
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
@@ -42,6 +42,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from .errors import ConfigError
 from .layout import CLUSTER_BUCKETS, CUSTOMER_MATCH, LAYOUT_KEY, OLD_LAYOUT_KEYS, VERSION, Layout, customer_of
+from .reasons import REASONS_KEY
 from .store import HISTORY, Loaded, Lookup, Published, QuantileSamples, Quarantine, TimerEntry, Write
 
 if TYPE_CHECKING:
@@ -375,6 +376,25 @@ class RedisStore:
         raw = await self.redis.get(RESCORED_KEY)
         cuts: QuantileSamples | None = None if raw is None else orjson.loads(raw)
         return cuts
+
+    @_timed("register_reasons")
+    async def register_reasons(self, texts: Mapping[int, str]) -> dict[int, str]:
+        codes = list(texts)
+        replies = await self._pipeline(
+            lambda pipe: [
+                *(pipe.hsetnx(REASONS_KEY, code, text.encode()) for code, text in texts.items()),
+                pipe.hmget(REASONS_KEY, codes),
+            ]
+        )
+        return {code: _text(text) for code, text in zip(codes, replies[-1]) if text is not None}
+
+    @_timed("reasons")
+    async def reasons(self, codes: Collection[int]) -> dict[int, str]:
+        if not codes:
+            return {}
+        wanted = list(codes)
+        held = await self.redis.hmget(REASONS_KEY, wanted)
+        return {code: _text(text) for code, text in zip(wanted, held) if text is not None}
 
     @_timed("save_rescored_cuts")
     async def save_rescored_cuts(self, cuts: dict[str, list[float]]) -> None:

@@ -7,9 +7,10 @@ import functools
 import heapq
 import secrets
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -28,10 +29,13 @@ from .topic_names import CHANGES_TOPIC, MEMBERS_TOPIC
 # What the recent-changes list keeps of a change (the full record is on segments.changes),
 # in this order: each entry is a MessagePack array of these fields, the change id as its 16
 # bytes, the time as epoch milliseconds where they round-trip, and the reason without the
-# dimension and segment the entry already names (recent_record reads one back).
+# dimension and segment the entry already names, a registered rule text as its code
+# (segengine.reasons; recent_record reads one back).
 RECENT_FIELDS = ("change_id", "dimension", "from", "to", "at", "reason")
 
 Folded = tuple[CustomerState, FoldResult, bytes]  # the state, what folding did, the encoded state
+NO_CODES: Mapping[str, int] = MappingProxyType({})
+NO_TEXTS: Mapping[int, str] = MappingProxyType({})
 
 
 class Signature:
@@ -102,11 +106,13 @@ def write_for(
     home: int | None,
     due: int | None,
     writer: str,
+    codes: Mapping[str, int] = NO_CODES,
 ) -> Write:
-    """What to write for one customer (its outbox signed by ``writer``). Erased with nothing
-    new since: no state document, only the applied offsets and the outbox, until the erase is
-    committed (then the key goes)."""
-    recent = recent_changes(result.outputs[result.resent :])
+    """What to write for one customer (its outbox signed by ``writer``; ``codes``: the rule
+    texts its recent changes may name by code). Erased with nothing new since: no state
+    document, only the applied offsets and the outbox, until the erase is committed (then the
+    key goes)."""
+    recent = recent_changes(result.outputs[result.resent :], codes)
     outbox = state.dumps_outbox(writer)
     if result.erased and state.is_empty:
         offsets = dump_offsets(state.offsets)
@@ -123,6 +129,7 @@ def customer_write(
     rules: RuleSet,
     writer: str,
     now: Callable[[], int],
+    codes: Mapping[str, int] = NO_CODES,
 ) -> tuple[Write, Published]:
     """The write, and what the store is told once its outbox is published. A decision no
     input record would send again (a timer or rules decision: its outbox entries have no
@@ -132,53 +139,69 @@ def customer_write(
     due = None if rules.time_plan.empty else next_check(rules.time_plan, state, decided)
     home = home_of(state)
     if any(p.cause is None for p in state.pending):
-        write = write_for(cid, loaded, state, blob, result, home, decided, writer)
+        write = write_for(cid, loaded, state, blob, result, home, decided, writer, codes)
         return write, Published(cid, loaded.version + 1, home, due, reschedule=True)
-    return write_for(cid, loaded, state, blob, result, home, due, writer), Published(cid, loaded.version + 1)
+    return write_for(cid, loaded, state, blob, result, home, due, writer, codes), Published(cid, loaded.version + 1)
 
 
-def recent_changes(outputs: list[Output]) -> tuple[bytes, ...]:
+def recent_changes(outputs: list[Output], codes: Mapping[str, int] = NO_CODES) -> tuple[bytes, ...]:
     """The change records a write adds to the customer's recent changes, oldest first (the
-    new ones: re-sends were added when first written), nothing before an erase."""
+    new ones: re-sends were added when first written), nothing before an erase; the rule
+    texts in ``codes`` (registered: segengine.reasons) as their codes."""
     recent: list[dict[str, Any]] = []
     for out in outputs:
         if out.topic == CHANGES_TOPIC and out.value is not None:
             recent.append(out.value)
         elif out.topic == MEMBERS_TOPIC and out.value is None:  # the tombstone of an erase
             recent.clear()
-    return tuple(map(_recent_entry, recent[-HISTORY:]))
+    return tuple(_recent_entry(change, codes) for change in recent[-HISTORY:])
 
 
 MAX_RECENT_ENTRY = 0xFFFF  # bytes: save.lua keeps each entry after a 2-byte length
 
 
-def _recent_entry(change: dict[str, Any]) -> bytes:
+def _recent_entry(change: dict[str, Any], codes: Mapping[str, int] = NO_CODES) -> bytes:
     dimension, new, reason = change["dimension"], change["to"], change["reason"]
     head = [_id_bytes(change["change_id"]), dimension, change["from"], new, _at_ms(change["at"])]
-    entry = ormsgpack.packb([*head, _short_reason(dimension, new, reason)])
+    entry = ormsgpack.packb([*head, _short_reason(dimension, new, reason, codes)])
     if len(entry) > MAX_RECENT_ENTRY:  # a rule's text longer than 64 KiB: kept cut short
         reason = reason[: max(0, len(reason.encode()) - (len(entry) - MAX_RECENT_ENTRY) - 8)] + "…"
         entry = ormsgpack.packb([*head, reason])
     return entry
 
 
-def _short_reason(dimension: str, new: str | None, reason: str) -> str | list[str] | int:
-    """A change's reason without what the entry already says: the segment's rule as [its text]
-    for "<dimension>.<to>: <text>", 0 for "<dimension>: default", else the reason as it is."""
+def _short_reason(dimension: str, new: str | None, reason: str, codes: Mapping[str, int]) -> str | list[str] | int:
+    """A change's reason without what the entry already says: for "<dimension>.<to>: <text>",
+    the code of the segment's rule text where it is registered (``codes``), else [its text];
+    0 for "<dimension>: default"; else the reason as it is."""
     prefix = f"{dimension}.{new}: "
     if reason.startswith(prefix):
-        return [reason[len(prefix) :]]
+        text = reason[len(prefix) :]
+        code = codes.get(text)
+        return [text] if code is None else code
     if reason == f"{dimension}: default":
         return 0
     return reason
 
 
-def _full_reason(dimension: str, new: str | None, short: str | list[str] | int) -> str:
+def _full_reason(dimension: str, new: str | None, short: str | list[str] | int, texts: Mapping[int, str]) -> str:
     if isinstance(short, list):
         return f"{dimension}.{new}: {short[0]}"
     if short == 0:
         return f"{dimension}: default"
+    if isinstance(short, int):
+        text = texts.get(short)
+        return f"{dimension}.{new}: {text if text is not None else f'(rule text {short} is not in the registry)'}"
     return str(short)
+
+
+def reason_code_of(raw: bytes) -> int | None:
+    """The rule-text code an entry of the recent-changes list names, if it names one (for
+    segengine.inspect to look the texts up before ``recent_record``)."""
+    if raw[:1] in (b"[", b"{"):
+        return None
+    reason = ormsgpack.unpackb(raw)[-1]
+    return reason if type(reason) is int and reason != 0 else None
 
 
 def _id_bytes(change_id: str) -> bytes | str:
@@ -203,10 +226,11 @@ def _at_ms(at: str) -> int | str:
     return ms if rfc3339(ms) == at else at
 
 
-def recent_record(raw: bytes) -> dict[str, Any]:
+def recent_record(raw: bytes, texts: Mapping[int, str] = NO_TEXTS) -> dict[str, Any]:
     """One entry of the recent-changes list as a record of RECENT_FIELDS: stored as a
     MessagePack array in that order (the field names once here, not in every entry), or by
-    versions before that as a JSON array or a JSON object."""
+    versions before that as a JSON array or a JSON object. ``texts``: the registry's rule
+    texts of the codes the entries name (``reason_code_of``)."""
     if raw[:1] in (b"[", b"{"):
         doc = orjson.loads(raw)
         return dict(zip(RECENT_FIELDS, doc, strict=True)) if isinstance(doc, list) else doc
@@ -217,7 +241,7 @@ def recent_record(raw: bytes) -> dict[str, Any]:
         "from": old,
         "to": new,
         "at": rfc3339(at) if isinstance(at, int) else at,
-        "reason": _full_reason(dimension, new, reason),
+        "reason": _full_reason(dimension, new, reason, texts),
     }
 
 

@@ -43,7 +43,7 @@ from .checkpoint import Checkpoint, OnBatch, Rebalance
 from .decisions import Decisions
 from .due import DueTimers
 from .hooks import Hooks
-from .maintenance import EraseSweep, LagGauges, PopulationGauges
+from .maintenance import EraseSweep, LagGauges, PopulationGauges, ReasonRegistration
 from .outage import DependencyWatch, LedgerWatch, kafka_probe, redis_address, redis_probe
 from .ownership import Ownership
 from .parts import Parts
@@ -205,6 +205,7 @@ class Worker:
             await self.consumer.start()
             loops: list[Coroutine[Any, Any, None]] = [
                 PopulationGauges(self.store, self.metrics).run(stop),
+                ReasonRegistration(self.processor, self.store).run(stop),
                 LagGauges(self.consumer, self.processor, self.metrics).run(stop),
                 DependencyWatch(settings, self._probes, self._lost).run(stop),
                 LedgerWatch(self.ledger, self.processor.committed, self._lost).run(stop),

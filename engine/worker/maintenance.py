@@ -1,5 +1,6 @@
-"""Housekeeping beside the hot path: the consumer lag gauges, the population gauges, and the
-sweep that deletes erased customers a stopped worker left behind."""
+"""Housekeeping beside the hot path: the consumer lag gauges, the population gauges, the
+sweep that deletes erased customers a stopped worker left behind, and the registration of
+the rules' texts (segengine.reasons)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import asyncio
 import logging
 
 from aiokafka import AIOKafkaConsumer
+from redis.exceptions import RedisError
 
 from ..codec import load_offsets
 from ..metrics import Metrics
 from ..pipeline import BatchProcessor
 from ..records import TopicPartition
+from ..rules import RuleSet
 from ..store import Loaded, Published, Store
 from .tasks import pause
 
@@ -20,6 +23,7 @@ log = logging.getLogger(__name__)
 LAG_INTERVAL_S = 5.0  # how often the consumer lag gauges are refreshed
 POPULATION_INTERVAL_S = 5.0  # how often the population gauges are refreshed
 ERASE_SWEEP_S = 5.0  # how often erased customers left behind by a stopped worker are looked for
+REASONS_CHECK_S = 1.0  # how often the rules in force are checked for texts not registered yet
 
 
 class LagGauges:
@@ -96,3 +100,25 @@ class EraseSweep:
             return row.version == 0  # the hash is gone already: only the set entry is left
         committed = self.processor.committed  # partitions this worker owns only
         return all(tp in committed and committed[tp] > offset for tp, offset in load_offsets(row.offsets).items())
+
+
+class ReasonRegistration:
+    """Registers the rule texts of the rules in force when the worker starts and after every
+    rules switch, so that recent changes name them by code; until it succeeds (Redis out of
+    reach: tried again at the next check) they hold the texts in full, as before."""
+
+    def __init__(self, processor: BatchProcessor, store: Store) -> None:
+        self.processor = processor
+        self.store = store
+        self.registered: RuleSet | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            rules = self.processor.rules
+            if rules is not self.registered:
+                try:
+                    await self.processor.reasons.register(self.store, rules)
+                    self.registered = rules
+                except (RedisError, OSError) as exc:
+                    log.warning("rule texts not registered yet: %s", type(exc).__name__)
+            await pause(stop, REASONS_CHECK_S)

@@ -3,6 +3,7 @@ written reads back as the same state, and what versions before wrote still reads
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,8 +15,13 @@ from segengine.codec import FIELD_CODES
 from segengine.evaluate import rfc3339
 from segengine.events import Event, Source
 from segengine.folding import already_applied, apply
+from segengine.reasons import Reasons, reason_code, rule_texts
+from segengine.rules import load_rules
 from segengine.state import DAY_MS, CustomerState, Features
-from segengine.writes import MAX_RECENT_ENTRY, RECENT_FIELDS, _recent_entry, recent_record
+from segengine.store_memory import MemoryStore
+from segengine.writes import MAX_RECENT_ENTRY, RECENT_FIELDS, _recent_entry, reason_code_of, recent_record
+
+ROOT = Path(__file__).resolve().parents[2]
 
 T0 = 1_700_000_000_000
 HORIZON = 7 * DAY_MS
@@ -142,3 +148,39 @@ def test_a_recent_change_in_its_own_format_is_smaller_and_the_formats_before_sti
     assert recent_record(orjson.dumps(CHANGE)) == CHANGE  # a JSON object
     odd = {**CHANGE, "at": "2026-11-16T19:55:23Z", "change_id": "not-hex"}
     assert recent_record(_recent_entry(odd)) == odd  # kept as they are when they would not round-trip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    new=st.one_of(st.none(), st.text(max_size=10)),
+    text=st.text(max_size=80),
+    registered=st.booleans(),
+)
+def test_a_registered_rule_text_is_kept_as_its_code_and_reads_back_from_the_registry(
+    new: str | None, text: str, registered: bool
+) -> None:
+    change = {**CHANGE, "to": new, "reason": f"value_tier.{new}: {text}"}
+    codes = {text: reason_code(text)} if registered else {}
+    entry = _recent_entry(change, codes)
+    assert reason_code_of(entry) == (reason_code(text) if registered else None)
+    assert recent_record(entry, {reason_code(text): text}) == change
+    if registered:
+        assert len(entry) <= len(_recent_entry(change)) - len(text.encode()) + 5  # the text is not in the entry
+        assert (
+            recent_record(entry)["reason"]
+            == f"value_tier.{new}: (rule text {reason_code(text)} is not in the registry)"
+        )
+
+
+async def test_a_rule_text_is_coded_only_once_the_registry_holds_it_for_that_text() -> None:
+    rules = load_rules(ROOT / "rules" / "value_tier.yaml")
+    texts = rule_texts(rules)
+    clash, taken = next(iter(texts.items()))
+    store = MemoryStore()
+    store.reasons_held[clash] = "another text with the same code"  # a CRC-32 collision
+    reasons = Reasons()
+    await reasons.register(store, rules)
+    assert reasons.codes == {text: code for code, text in texts.items() if code != clash}
+    assert taken not in reasons.codes  # its entries keep it in full
+    assert store.reasons_held == {**texts, clash: "another text with the same code"}
+    assert await store.reasons([*texts, 12345]) == {**texts, clash: "another text with the same code"}
