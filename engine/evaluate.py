@@ -31,7 +31,7 @@ from .folding import already_applied, apply
 from .records import Output, TopicPartition, topic_partition
 from .rules import RuleSet
 from .state import CustomerState, Features
-from .timers import next_moment
+from .timers import Moment, next_moment
 from .topic_names import CHANGES_TOPIC, MEMBERS_TOPIC
 
 NowFn = Callable[[int], int]  # event ts (ms) -> the decision's "now" (ms)
@@ -113,15 +113,18 @@ def fold_customer(
     committed: Mapping[TopicPartition, int],
     dedupe_horizon_ms: int,
     writer: str | None = None,
+    moment: Moment | None = None,
 ) -> FoldResult:
     """Apply ``events`` (one customer's, in offset order) to ``state`` in place, for ``writer``
-    (the signature its outbox is written with; None for one that never stores it)."""
+    (the signature its outbox is written with; None for one that never stores it).
+    ``moment``: the state's next moment after its last decision, when known (``catch_up``)."""
     result = FoldResult()
     prune_outbox(state, committed)
     resend_unknown(state, writer, result)
     for index, event in enumerate(events):
         try:
-            _fold_one(rules, state, customer_id, event, now_for, dedupe_horizon_ms, result)
+            if _fold_one(rules, state, customer_id, event, now_for, dedupe_horizon_ms, result, moment):
+                moment = None  # the state moved on
         except Exception as exc:  # any bug in pure code: dead-letter this event
             raise FoldError(index, exc) from exc
     return result
@@ -135,7 +138,9 @@ def _fold_one(
     now_for: NowFn,
     dedupe_horizon_ms: int,
     result: FoldResult,
-) -> None:
+    moment: Moment | None = None,
+) -> bool:
+    """Fold one event in; False when it changed nothing (delivered again)."""
     src = event.source
     tp = topic_partition(src.topic, src.partition)
     if already_applied(state, event):
@@ -143,9 +148,9 @@ def _fold_one(
         # or in an outbox this fold sends again (resend_unknown).
         result.redelivered += 1
         result.count(event, "redelivered")
-        return
+        return False
     try:
-        caught_up, _ = catch_up(rules, state, customer_id, now_for(event.ts), result)
+        caught_up, _ = catch_up(rules, state, customer_id, now_for(event.ts), result, moment=moment)
     except Exception:
         if event.type != "erase":
             raise
@@ -156,11 +161,11 @@ def _fold_one(
         result.outputs.append(out)
     if event.type == "erase":
         erase_customer(rules, state, customer_id, event, now_for, dedupe_horizon_ms, result)
-        return
+        return True
     if state.home is None:
         state.home = src.partition  # its timers live with this partition, whose owner fires them
     if not _apply(rules, state, event, dedupe_horizon_ms, result):
-        return
+        return True
     if rules.aggregates or state.aggs:
         fold_all(rules.aggregates, rules.aggregates_by_type, state, event)
     result.applied += 1
@@ -174,6 +179,7 @@ def _fold_one(
         out = out.caused_by(tp, src.offset)
         state.pending.append(out)
         result.outputs.append(out)
+    return True
 
 
 def _apply(rules: RuleSet, state: CustomerState, event: Event, dedupe_horizon_ms: int, result: FoldResult) -> bool:
@@ -195,19 +201,28 @@ MAX_CATCH_UP = 64  # timer decisions taken before one decision, at most (then th
 
 
 def catch_up(
-    rules: RuleSet, state: CustomerState, customer_id: str, until: int, result: FoldResult, *, before: bool = False
+    rules: RuleSet,
+    state: CustomerState,
+    customer_id: str,
+    until: int,
+    result: FoldResult,
+    *,
+    before: bool = False,
+    moment: Moment | None = None,
 ) -> tuple[list[Output], frozenset[str] | None]:
     """Timers that fell due by ``until`` (``before``: strictly before it) are decided first, at
     their due times, as the due loop would have (same ``change_id``): whatever decides a
     customer next (an event, a rules switch, a population re-score) decides it after every
     transition that time alone made up to then, so decisions stay in time order. Returns the
     records, and what moves at ``until`` if the customer's next moment is ``until`` itself
-    (else None)."""
+    (else None). ``moment``: ``next_moment`` after the state's last decision, when the caller
+    knows it (what the last write worked out, for the state as written), not worked out again."""
     outputs: list[Output] = []
     if state.checked_at is None or rules.time_plan.empty:
         return outputs, None
     for _ in range(MAX_CATCH_UP):
-        due, moving = next_moment(rules.time_plan, state, state.checked_at)
+        due, moving = moment if moment is not None else next_moment(rules.time_plan, state, state.checked_at)
+        moment = None
         if due is None or due > until or (before and due == until):
             return outputs, moving if due == until else None
         outputs += decide(rules, state, customer_id, due, {"kind": "timer"}, f"timer:{due}", result, "timer", moving)
@@ -223,6 +238,7 @@ def reevaluate_customer(
     cause: dict[str, Any],
     cause_key: str,
     writer: str | None = None,
+    moment: Moment | None = None,
 ) -> None:
     """Every dimension, with no event: after a rules switch (``cause.kind = rules``), a
     population re-score, or when a timer is due (``timer``, ``cause_key`` ``timer:<due>``).
@@ -239,7 +255,7 @@ def reevaluate_customer(
     if timer and state.checked_at is not None and now <= state.checked_at:
         return
     only = "timer" if cause["kind"] == "timer" else None  # a timer re-evaluates the dimensions time can change
-    caught_up, at_now = catch_up(rules, state, customer_id, now, result, before=timer)
+    caught_up, at_now = catch_up(rules, state, customer_id, now, result, before=timer, moment=moment)
     moving = at_now if timer else None  # a timer's own moment: only the dimensions reading what moves then
     for out in [*caught_up, *decide(rules, state, customer_id, now, cause, cause_key, result, only, moving)]:
         state.pending.append(out)

@@ -31,10 +31,12 @@ from .rules import RuleSet
 from .settings import Settings
 from .state import CustomerState, LimitExceeded
 from .store import Loaded, Published, Quarantine, Store, TimerEntry, Write
+from .timers import Moment
 from .topic_names import DLQ_TOPIC
 from .validate import validate
 from .writes import (
     Folded,
+    Moments,
     Signature,
     customer_write,
     encode,
@@ -104,6 +106,7 @@ class BatchProcessor:
         self.decision_limit = decision_limit
         self.signature = Signature()  # of the outboxes it writes
         self.reasons = Reasons()  # the rule texts its recent changes name by code, once registered
+        self.moments = Moments()  # the next moments of the customers it wrote last
 
     async def process(self, records: Iterable[Record]) -> BatchStats:
         """Prepare and publish in one go (tests, tools); the worker overlaps the two."""
@@ -236,7 +239,8 @@ class BatchProcessor:
                 if limit is None:
                     return None  # its partition's time is not known yet (event time): not decided ahead of its records
                 when = min(when, limit)
-            result = reevaluate(rules, cid, state, when, cause, key, writer)
+            moment = self.moments.get(cid, loaded.version, rules, state)
+            result = reevaluate(rules, cid, state, when, cause, key, writer, moment)
             return state, result, encode(state, loaded)
 
         stage = "timer" if partition is not None else "rules"
@@ -279,6 +283,7 @@ class BatchProcessor:
             writes: list[Write] = []
             published: dict[str, Published] = {}  # what to tell the store once the outbox is published
             results: dict[str, FoldResult] = {}
+            moments: dict[str, tuple[int | None, Moment | None]] = {}  # last decision, next moment
             quarantined: list[Quarantine] = []
             for cid in todo:
                 try:
@@ -287,10 +292,11 @@ class BatchProcessor:
                         continue
                     state, result, blob = folded
                     if result.applied or result.duplicates or result.changes or result.reschedule:
-                        write, published[cid] = customer_write(
+                        write, published[cid], moment = customer_write(
                             cid, loaded[cid], state, blob, result, rules, writer, self.clock.now, self.reasons.codes
                         )
                         writes.append(write)
+                        moments[cid] = (state.checked_at, moment)
                 except Exception as exc:  # one customer's failure is contained to it
                     home = home_if_known(loaded[cid])
                     quarantined.append(Quarantine(cid, stage, timers if home is None else home))
@@ -308,6 +314,9 @@ class BatchProcessor:
             ok = dict(zip((w.customer_id for w in writes), await self.store.save(writes)))
             stats.outboxes += [published[w.customer_id] for w in writes if (w.outbox or w.erased) and ok[w.customer_id]]
             lost = {cid for cid, done in ok.items() if not done}
+            for w in writes:
+                if ok[w.customer_id]:
+                    self.moments.put(w.customer_id, w.expected_version + 1, rules, *moments[w.customer_id])
             for cid, result in results.items():
                 if cid in lost:
                     continue
@@ -375,6 +384,7 @@ class BatchProcessor:
         result = fold_customer(
             rules, state, cid, events,
             now_for=self.clock.now_for, committed=self.committed, dedupe_horizon_ms=self._dedupe_ms, writer=writer,
+            moment=self.moments.get(cid, loaded.version, rules, state),
         )  # fmt: skip
         return state, result
 

@@ -366,7 +366,10 @@ def hold_move(dimension: str) -> str:
     return f"hold:{dimension}"
 
 
-def next_moment(plan: TimePlan, state: CustomerState, now: int) -> tuple[int | None, frozenset[str]]:
+Moment = tuple[int | None, frozenset[str]]  # next_moment's answer: when, and what moves then
+
+
+def next_moment(plan: TimePlan, state: CustomerState, now: int) -> Moment:
     """The earliest moment after ``now`` at which time alone may change a segment (None if
     never), and what moves then (the triggers above)."""
     best: int | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import itertools
 import secrets
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
@@ -23,7 +24,7 @@ from .records import Output, OutRecord
 from .rules import RuleSet
 from .state import CustomerState, check_size
 from .store import HISTORY, Loaded, Published, Write
-from .timers import next_check
+from .timers import Moment, next_moment
 from .topic_names import CHANGES_TOPIC, MEMBERS_TOPIC
 
 # What the recent-changes list keeps of a change (the full record is on segments.changes),
@@ -59,6 +60,58 @@ class Signature:
             raise
 
 
+class Moments:
+    """The next moment of each customer this processor wrote last (``customer_write``), so that
+    the next decision on it (an event, a timer) takes it instead of working it out again from
+    the state just read (segengine.evaluate.catch_up). An entry holds while the stored version
+    and the last decision's time are those written, under the same rules and population
+    sample: any other writer's write makes it stale, and a rules switch or a new sample drops
+    them all. At most ``limit`` customers are held (past it, the oldest are dropped down to
+    half of it).
+
+    Entries hold numbers only (what moves is one of a few sets, named by its index), so the
+    garbage collector leaves them alone: held objects it had to walk made its full collections
+    more frequent than the work they saved."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._held: dict[str, tuple[int, int, int | None, int]] = {}  # version, checked_at, due, moving
+        self._rules: RuleSet | None = None
+        self._sample: object = None
+        self._moving: list[frozenset[str]] = []
+        self._moving_index: dict[frozenset[str], int] = {}
+
+    def _under(self, rules: RuleSet) -> None:
+        """Drop every entry when the rules or their population sample changed."""
+        if rules is not self._rules or rules.population.samples is not self._sample:
+            self._held.clear()
+            self._rules, self._sample = rules, rules.population.samples
+
+    def get(self, cid: str, version: int, rules: RuleSet, state: CustomerState) -> Moment | None:
+        self._under(rules)
+        held = self._held.get(cid)
+        if held is None or held[0] != version or held[1] != state.checked_at:
+            return None
+        return held[2], self._moving[held[3]]
+
+    def put(self, cid: str, version: int, rules: RuleSet, checked_at: int | None, moment: Moment | None) -> None:
+        """Customer ``cid`` written at ``version``, its last decision at ``checked_at``."""
+        self._under(rules)
+        held = self._held
+        held.pop(cid, None)  # re-inserted last: the oldest come first
+        if moment is None or checked_at is None:
+            return
+        due, moving = moment
+        index = self._moving_index.get(moving)
+        if index is None:
+            index = self._moving_index[moving] = len(self._moving)
+            self._moving.append(moving)
+        held[cid] = (version, checked_at, due, index)
+        if len(held) > self.limit:
+            for old in list(itertools.islice(held, len(held) - self.limit // 2)):
+                del held[old]
+
+
 def home_of(state: CustomerState) -> int | None:
     """The input partition whose owner fires the customer's timers and re-evaluates it: the
     partition of its first record (recorded in the state); for a state written before that
@@ -84,16 +137,26 @@ def loaded_state(loaded: Loaded) -> CustomerState:
 
 
 def reevaluate(
-    rules: RuleSet, cid: str, state: CustomerState, at: int, cause: dict[str, Any], key: str, writer: str
+    rules: RuleSet,
+    cid: str,
+    state: CustomerState,
+    at: int,
+    cause: dict[str, Any],
+    key: str,
+    writer: str,
+    moment: Moment | None = None,
 ) -> FoldResult:
-    """A decision with no event: a timer at its due time, or a rules switch or re-score at ``at``."""
+    """A decision with no event: a timer at its due time, or a rules switch or re-score at ``at``
+    (``moment``: the state's next moment, when known: segengine.evaluate.catch_up)."""
     result = FoldResult()
     if key != "timer":  # never decide before what the customer did, nor before its last decision
         at = max(
             at, state.max_ts or 0, state.checked_at or 0
         )  # (a timer keeps its due time: stale, it decides nothing)
     result.decided_at = at
-    reevaluate_customer(rules, state, cid, at, result, dict(cause), f"{key}:{at}" if key == "timer" else key, writer)
+    reevaluate_customer(
+        rules, state, cid, at, result, dict(cause), f"{key}:{at}" if key == "timer" else key, writer, moment
+    )
     return result
 
 
@@ -130,18 +193,20 @@ def customer_write(
     writer: str,
     now: Callable[[], int],
     codes: Mapping[str, int] = NO_CODES,
-) -> tuple[Write, Published]:
-    """The write, and what the store is told once its outbox is published. A decision no
-    input record would send again (a timer or rules decision: its outbox entries have no
-    cause) keeps the customer due at once until it is published; then it gets its real
-    next check."""
+) -> tuple[Write, Published, Moment | None]:
+    """The write, what the store is told once its outbox is published, and the state's next
+    moment (None: the rules have no timers). A decision no input record would send again (a
+    timer or rules decision: its outbox entries have no cause) keeps the customer due at once
+    until it is published; then it gets its real next check."""
     decided = state.checked_at if state.checked_at is not None else now()
-    due = None if rules.time_plan.empty else next_check(rules.time_plan, state, decided)
+    moment = None if rules.time_plan.empty else next_moment(rules.time_plan, state, decided)
+    due = None if moment is None else moment[0]
     home = home_of(state)
     if any(p.cause is None for p in state.pending):
         write = write_for(cid, loaded, state, blob, result, home, decided, writer, codes)
-        return write, Published(cid, loaded.version + 1, home, due, reschedule=True)
-    return write_for(cid, loaded, state, blob, result, home, due, writer, codes), Published(cid, loaded.version + 1)
+        return write, Published(cid, loaded.version + 1, home, due, reschedule=True), moment
+    write = write_for(cid, loaded, state, blob, result, home, due, writer, codes)
+    return write, Published(cid, loaded.version + 1), moment
 
 
 def recent_changes(outputs: list[Output], codes: Mapping[str, int] = NO_CODES) -> tuple[bytes, ...]:
