@@ -100,7 +100,8 @@ def load_settings(**overrides: Any) -> Settings:
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per log record (SEGENGINE_LOG_FORMAT=json): ``ts`` (ISO 8601, UTC,
-    milliseconds), ``level``, ``logger``, ``msg``, and ``exc`` (the traceback) when the record
+    milliseconds), ``level``, ``logger``, ``pid`` (which of ``run --processes N``'s workers,
+    the supervisor logs each one's), ``msg``, and ``exc`` (the traceback) when the record
     carries one."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -108,6 +109,7 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,
             "msg": record.getMessage(),
         }
         if record.exc_info and record.exc_info[0] is not None:
@@ -119,12 +121,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
+# The process id tells apart the lines of `run --processes N`'s workers, which share the
+# supervisor's output (it logs "worker process <index> started: pid <pid>").
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+
+
 def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler()
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
     # aiokafka logs every failed connection attempt as an error: the outage watch and a
     # command's one-line failure say it (naming the broker) instead, except at debug level

@@ -48,7 +48,9 @@ def record(msg: str, exc_info: object = None) -> logging.LogRecord:
 
 def test_a_json_log_line_has_an_iso_utc_time_with_milliseconds() -> None:
     line = json.loads(JsonFormatter().format(record("hello")))
-    assert line == {"ts": "2026-11-30T08:20:40.123Z", "level": "ERROR", "logger": "segengine.x", "msg": "hello"}
+    assert line == {
+        "ts": "2026-11-30T08:20:40.123Z", "level": "ERROR", "logger": "segengine.x", "pid": os.getpid(), "msg": "hello"
+    }  # fmt: skip
     assert ISO_MS_UTC.match(line["ts"])
 
 
