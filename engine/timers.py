@@ -345,25 +345,18 @@ COMPLAINTS = "complaints"  # a complaint leaves complaints_90d
 DELAY = "delay"  # a delayed action's time (no dimension reads it: the actions are always looked at)
 
 
-# The names of what moves, made once (next_moment asks for them on every call).
-@cache
-def purchase_move(days: int) -> str:
-    return f"purchase:{days}"
+# What else moves: a window's oldest entry leaving it, or a dimension's hold ending, named
+# ``<kind>:<which>`` by ``move`` (the window's days or hours, the aggregate's or the
+# dimension's name).
+PURCHASE_WINDOW = "purchase"
+BROWSE_WINDOW = "browse"
+AGGREGATE_WINDOW = "aggregate"
+HOLD = "hold"
 
 
-@cache
-def browse_move(hours: int) -> str:
-    return f"browse:{hours}"
-
-
-@cache
-def window_move(aggregate: str) -> str:
-    return f"aggregate:{aggregate}"
-
-
-@cache
-def hold_move(dimension: str) -> str:
-    return f"hold:{dimension}"
+@cache  # made once per pair: next_moment asks for them on every call
+def move(kind: str, which: int | str) -> str:
+    return f"{kind}:{which}"
 
 
 Moment = tuple[int | None, frozenset[str]]  # next_moment's answer: when, and what moves then
@@ -392,13 +385,13 @@ def next_moment(plan: TimePlan, state: CustomerState, now: int) -> Moment:
         for days in plan.purchase_windows:  # a window no rule reads changes nothing when it moves
             i = bisect_right(purchases, now - days * DAY_MS, key=_first)
             if i < len(purchases):
-                consider(int(purchases[i][0]) + days * DAY_MS, purchase_move(days))
+                consider(int(purchases[i][0]) + days * DAY_MS, move(PURCHASE_WINDOW, days))
     if plan.browse_windows and state.browse:
         buckets = sorted(map(int, state.browse))
         for hours in plan.browse_windows:
             i = bisect_right(buckets, (now - hours * HOUR_MS) // HOUR_MS)
             if i < len(buckets):
-                consider((buckets[i] + hours) * HOUR_MS, browse_move(hours))
+                consider((buckets[i] + hours) * HOUR_MS, move(BROWSE_WINDOW, hours))
     if plan.complaints and state.complaints:
         i = bisect_right(state.complaints, now - COMPLAINT_WINDOW_DAYS * DAY_MS)
         if i < len(state.complaints):
@@ -409,7 +402,7 @@ def next_moment(plan: TimePlan, state: CustomerState, now: int) -> Moment:
     for aggregate in plan.windows:
         expiry = aggregate.next_expiry(state, now)
         if expiry is not None:
-            consider(expiry, window_move(aggregate.name))
+            consider(expiry, move(AGGREGATE_WINDOW, aggregate.name))
     if plan.population is not None:
         for age, feature, n in plan.ranked_ages:
             ts = getattr(state, age.attribute)
@@ -443,9 +436,9 @@ def next_moment(plan: TimePlan, state: CustomerState, now: int) -> Moment:
         if segment is None:
             continue
         if segment in dwell and dimension in state.member_since:
-            consider(state.member_since[dimension] + dwell[segment], hold_move(dimension))
+            consider(state.member_since[dimension] + dwell[segment], move(HOLD, dimension))
         if segment in grace and dimension in state.grace_since:
-            consider(state.grace_since[dimension] + grace[segment], hold_move(dimension))
+            consider(state.grace_since[dimension] + grace[segment], move(HOLD, dimension))
     for watch in plan.clusters:  # last: its exact check is skipped when another moment comes first
         changed = watch.next_change(state, now, best)
         if changed is not None:

@@ -17,15 +17,16 @@ from ..clv.features import PREDICTED
 from ..state import TIME_DEPENDENT, changed_by
 from ..timers import (
     AGE,
+    AGGREGATE_WINDOW,
+    BROWSE_WINDOW,
     BROWSE_WINDOW_OF,
     COMPLAINTS,
+    HOLD,
     PREDICTED_MOVE,
+    PURCHASE_WINDOW,
     PURCHASE_WINDOW_OF,
     RANKED,
-    browse_move,
-    hold_move,
-    purchase_move,
-    window_move,
+    move,
 )
 from .expr import ANY, Expression, TypeOf, population_features, uses_time
 from .ruleset import CURRENT, Segment
@@ -117,7 +118,7 @@ def timer_triggers(
     moment decides it again."""
     found: set[str] = set()
     if any(s.min_dwell_ms or s.exit_grace_ms for s in segments):
-        found.add(hold_move(name))
+        found.add(move(HOLD, name))
     expressions = list({id(x): x for s in segments for x in (s.enter, s.stay)}.values())
     used = [*expressions, *(derived[n] for n in derived_used(expressions, derived))]
     if any(uses_time(e) for e in used):
@@ -128,7 +129,7 @@ def timer_triggers(
     for feature in names:
         if feature in aggregates:
             if aggregates[feature].window_ms is not None:
-                found.add(window_move(feature))
+                found.add(move(AGGREGATE_WINDOW, feature))
         elif feature in PREDICTIONS_IN_TIME:
             found.add(PREDICTED_MOVE)
         elif feature in TIME_DEPENDENT:
@@ -146,9 +147,9 @@ def _moves(feature: str) -> str | None:
     if feature.startswith("days_since_") or feature == "customer_age_days":
         return AGE
     if feature in PURCHASE_WINDOW_OF:
-        return purchase_move(PURCHASE_WINDOW_OF[feature])
+        return move(PURCHASE_WINDOW, PURCHASE_WINDOW_OF[feature])
     if feature in BROWSE_WINDOW_OF:
-        return browse_move(BROWSE_WINDOW_OF[feature])
+        return move(BROWSE_WINDOW, BROWSE_WINDOW_OF[feature])
     return None
 
 

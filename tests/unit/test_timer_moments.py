@@ -15,7 +15,16 @@ from segengine.evaluate import FoldResult, fold_customer, reevaluate_customer
 from segengine.events import Event, Source
 from segengine.rules import RuleSet, load_rules, parse_rules
 from segengine.state import DAY_MS, HOUR_MS, CustomerState
-from segengine.timers import AGE, COMPLAINTS, PREDICTED_MOVE, browse_move, hold_move, purchase_move, window_move
+from segengine.timers import (
+    AGE,
+    AGGREGATE_WINDOW,
+    BROWSE_WINDOW,
+    COMPLAINTS,
+    HOLD,
+    PREDICTED_MOVE,
+    PURCHASE_WINDOW,
+    move,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = load_rules(REPO / "rules")
@@ -33,13 +42,16 @@ def moments_of(rules: RuleSet) -> dict[str, frozenset[str] | None]:
 
 def test_each_shipped_dimension_is_decided_again_for_what_it_reads() -> None:
     moments = moments_of(RULES)
-    assert moments["value_tier"] == {purchase_move(365)}
+    assert moments["value_tier"] == {move(PURCHASE_WINDOW, 365)}
     assert moments["lifecycle"] == {AGE}
-    assert moments["intent"] == {browse_move(24), browse_move(7 * 24)}
+    assert moments["intent"] == {move(BROWSE_WINDOW, 24), move(BROWSE_WINDOW, 7 * 24)}
     assert moments["complaint"] == {COMPLAINTS}
     assert moments["value_outlook"] == {PREDICTED_MOVE}
-    assert moments["category_affinity"] == {window_move("top_category_90d"), window_move("categories_browsed_30d")}
-    assert moments["loyalty"] == {purchase_move(365), hold_move("loyalty")}
+    assert moments["category_affinity"] == {
+        move(AGGREGATE_WINDOW, "top_category_90d"),
+        move(AGGREGATE_WINDOW, "categories_browsed_30d"),
+    }
+    assert moments["loyalty"] == {move(PURCHASE_WINDOW, 365), move(HOLD, "loyalty")}
     assert moments["satisfaction"] == frozenset()  # time moves nothing it reads
 
 
@@ -59,7 +71,7 @@ dimensions:
 """
     )
     moments = moments_of(rules)
-    assert moments["d"] == {purchase_move(30), hold_move("d")}
+    assert moments["d"] == {move(PURCHASE_WINDOW, 30), move(HOLD, "d")}
     assert moments["e"] == {AGE}
 
 
