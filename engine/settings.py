@@ -65,10 +65,17 @@ class Settings(BaseSettings):
         "wall", description="wall: now is the wall clock; event: now is the event-time watermark (replays)"
     )
     batch_max_records: int = Field(2000, ge=1, description="records taken from Kafka per batch")
-    batch_timeout_ms: int = Field(20, ge=0, description="longest wait for a batch to fill")
+    batch_timeout_ms: int = Field(5, ge=0, description="longest wait for a batch to fill once its first records are in")
     rules_reload_s: float = Field(2.0, ge=0, description="how often to look for a changed rules file (0 = never)")
     reevaluate_batch: int = Field(200, ge=1, description="customers per re-evaluation step after a rules switch")
     reevaluate_pause_ms: int = Field(20, ge=0, description="pause between re-evaluation steps (throttle)")
+    background_share: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="while events flow, the most of the worker's time that due timers and re-evaluations take "
+        "(1 = turn about with event batches)",
+    )
     timers: bool = Field(True, description="run the due loop (time alone moves customers)")
     timer_interval_ms: int = Field(200, ge=10, description="how often a worker looks for due customers")
     timer_batch: int = Field(500, ge=1, description="due customers taken per partition and step")

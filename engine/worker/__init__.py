@@ -19,6 +19,7 @@ import asyncio
 import logging
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -56,6 +57,9 @@ from .view import Health
 
 log = logging.getLogger(__name__)
 
+IDLE_POLL_MS = 100  # how long the batch loop waits for a first record before it looks around
+MAX_FINISHING = 2  # event batches published and committed while the next is prepared, at most
+
 __all__ = ["Worker"]
 
 
@@ -90,7 +94,14 @@ class Worker:
         )
         self.ownership = Ownership(self.consumer, self.processor)
         self.processor.decision_limit = self.ownership.decision_limit
-        self.decisions = Decisions(self.processor, self.store, RetryPolicy(), self.metrics, hooks or _hooks.INSTALLED)
+        self.decisions = Decisions(
+            self.processor,
+            self.store,
+            RetryPolicy(),
+            self.metrics,
+            hooks or _hooks.INSTALLED,
+            settings.background_share,
+        )
         self.ledger = Ledger(self.redis)
         self.checkpoint = Checkpoint(
             self.consumer,
@@ -227,42 +238,48 @@ class Worker:
             await self._close()
 
     async def _batches(self) -> None:
-        """Prepare batch N+1 (CPU and Redis) while batch N is published and committed.
-        Publishes and commits stay strictly in batch order."""
-        finishing: asyncio.Task[None] | None = None
+        """Prepare batch N+1 (CPU and Redis) while the batches before it are published and
+        committed, up to MAX_FINISHING of them: the loop does not wait for a commit round trip
+        before it reads on. Publishes and commits stay strictly in batch order."""
+        finishing: deque[asyncio.Task[None]] = deque()
         try:
             while not self.stopping.is_set():
                 records = await self._next_batch()
+                while finishing and finishing[0].done():
+                    await finishing.popleft()  # raises what failed it
                 if not records:
-                    if finishing is not None and finishing.done():
-                        await finishing
-                        finishing = None
                     continue
                 started = time.perf_counter()
                 prepared, ticket = await self.checkpoint.prepare(records)
-                if finishing is not None:
-                    await finishing
-                finishing = asyncio.create_task(self.checkpoint.finish(prepared, started, ticket))
+                while len(finishing) >= MAX_FINISHING:
+                    await finishing.popleft()
+                after = finishing[-1] if finishing else None
+                finishing.append(asyncio.create_task(self.checkpoint.finish(prepared, started, ticket, after)))
         finally:
-            if finishing is not None:
-                await finishing
+            outcomes = await asyncio.gather(*finishing, return_exceptions=True)
             await self.checkpoint.close()
+        for outcome in outcomes:  # on the way out without an error of its own: the first batch that failed
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _next_batch(self) -> list[Record]:
-        """Up to batch_max_records, waiting at most batch_timeout_ms for the batch to fill:
-        the fetcher buffers little per partition, so one getmany() alone gives small batches."""
+        """Up to batch_max_records: once the first records are in, waiting at most
+        batch_timeout_ms more for the batch to fill (the fetcher buffers little per partition,
+        so one getmany() alone gives small batches); nothing after IDLE_POLL_MS with none."""
         settings = self.settings
-        deadline = time.monotonic() + settings.batch_timeout_ms / 1000
         records: list[Record] = []
+        deadline: float | None = None  # set when the first records are in
         while len(records) < settings.batch_max_records:
-            remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            timeout_ms = IDLE_POLL_MS if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
             fetched = await self.consumer.getmany(
-                timeout_ms=remaining_ms, max_records=settings.batch_max_records - len(records)
+                timeout_ms=timeout_ms, max_records=settings.batch_max_records - len(records)
             )
             for recs in fetched.values():
                 records.extend(recs)
-            if remaining_ms == 0 or self.stopping.is_set():
+            if not records or timeout_ms == 0 or self.stopping.is_set():
                 break
+            if deadline is None:
+                deadline = time.monotonic() + settings.batch_timeout_ms / 1000
         return records
 
     async def _close(self) -> None:

@@ -76,11 +76,16 @@ class Checkpoint:
         decisions.state_written("batch", prepared)
         return prepared, ticket
 
-    async def finish(self, prepared: Prepared, started: float, ticket: int) -> None:
-        """Steps 2-4."""
+    async def finish(
+        self, prepared: Prepared, started: float, ticket: int, after: asyncio.Future[None] | None = None
+    ) -> None:
+        """Steps 2-4. ``after``: the finishing of the batch before this one, which commits first
+        (this one's offsets cover its records: if it failed, this one fails too)."""
         stats = prepared.stats
         try:
             await self.decisions.publish_in_turn(prepared, ticket)
+            if after is not None:
+                await asyncio.shield(after)
             offsets = {KafkaTopicPartition(*tp): offset for tp, offset in stats.next_offsets.items()}
             for tp, offset in (await self.commit(offsets)).items():
                 self.processor.committed[TopicPartition(tp.topic, tp.partition)] = offset

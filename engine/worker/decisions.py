@@ -4,6 +4,7 @@ writing (one at a time, under the state lock), and publish in the order they wro
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -14,13 +15,21 @@ from .hooks import Hooks
 from .order import PublishOrder
 from .retry import RetryPolicy
 
+TURN = 50  # customers decided with no event per turn of the state lock: an event batch waits for one turn at most
+FLOWING_S = 1.0  # events flow while an event batch was written this recently
 T = TypeVar("T")
 R = TypeVar("R")
 
 
 class Decisions:
     def __init__(
-        self, processor: BatchProcessor, store: Store, retry: RetryPolicy, metrics: Metrics, hooks: Hooks
+        self,
+        processor: BatchProcessor,
+        store: Store,
+        retry: RetryPolicy,
+        metrics: Metrics,
+        hooks: Hooks,
+        background_share: float = 1.0,
     ) -> None:
         self.processor = processor
         self.store = store
@@ -29,11 +38,19 @@ class Decisions:
         self.hooks = hooks
         self.lock = asyncio.Lock()  # one writer of state at a time
         self.order = PublishOrder()  # and publishes in the order they wrote
+        # While events flow, decisions with no event (due timers, re-evaluations) take at most
+        # this share of the time: they pause between turns, so that event batches go first.
+        self.background_share = background_share
+        self._event_written = float("-inf")  # when an event batch last wrote (monotonic s)
+        self._background = asyncio.Lock()  # taken by one decision with no event at a time, with its pause
+        self._background_at = float("-inf")  # the next may start then, while events flow (monotonic s)
 
     async def with_retry(self, step: Callable[[T], Awaitable[R]], arg: T) -> R:
         return await self.retry.run(step, arg, self.metrics)
 
     def state_written(self, stage: str, prepared: Prepared) -> None:
+        if stage == "batch":
+            self._event_written = time.monotonic()
         if self.hooks.state_written is not None:
             self.hooks.state_written(stage, prepared.stats)
 
@@ -48,13 +65,39 @@ class Decisions:
             self.processor.signature.distrust()
             raise
 
-    async def decide_and_publish(self, step: Callable[[T], Awaitable[Prepared]], arg: T, *, stage: str) -> Prepared:
-        """A decision with no event (due timers, a re-evaluation): written, published in its
-        turn, its outboxes dropped, all under the state lock (no other write comes between)."""
-        async with self.lock:
-            since = self.order.epoch()
-            prepared = await self.with_retry(step, arg)
-            self.state_written(stage, prepared)
-            await self.publish_in_turn(prepared, self.order.ticket(since))
-            await self.store.outbox_published(prepared.stats.outboxes)
+    async def decide_in_turns(
+        self, step: Callable[[list[T]], Awaitable[Prepared]], items: list[T], *, stage: str
+    ) -> list[Prepared]:
+        """Decisions with no event (due timers, a re-evaluation), ``TURN`` items at a time: each
+        turn is written under the state lock, then published in its turn and its outboxes
+        dropped, as an event batch is. The lock is not held while the broker acknowledges (the
+        next turn, or an event batch, goes on meanwhile); a write that comes between keeps such
+        a customer due at once until its outbox is known published (segengine.writes.customer_write).
+        Returns when every turn is published; raises the first failure."""
+        prepared: list[Prepared] = []
+        publishing: list[asyncio.Task[None]] = []
+        try:
+            for start in range(0, len(items), TURN):
+                async with self._background:  # one such turn at a time, whichever loop it is from
+                    if self.background_share < 1 and time.monotonic() - self._event_written < FLOWING_S:
+                        await asyncio.sleep(max(0.0, self._background_at - time.monotonic()))
+                    async with self.lock:
+                        started = time.monotonic()
+                        since = self.order.epoch()
+                        turn = await self.with_retry(step, items[start : start + TURN])
+                        ticket = self.order.ticket(since)
+                        # the next such turn no sooner than the share allows: the rest of the time is the events'
+                        self._background_at = started + (time.monotonic() - started) / self.background_share
+                self.state_written(stage, turn)
+                prepared.append(turn)
+                publishing.append(asyncio.create_task(self._publish_and_drop(turn, ticket)))
+        finally:
+            outcomes = await asyncio.gather(*publishing, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         return prepared
+
+    async def _publish_and_drop(self, prepared: Prepared, ticket: int) -> None:
+        await self.publish_in_turn(prepared, ticket)
+        await self.store.outbox_published(prepared.stats.outboxes)

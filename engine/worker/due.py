@@ -62,7 +62,7 @@ class DueTimers:
             if not due:
                 continue
             step = functools.partial(self.processor.fire_timers, partition=partition)
-            prepared = await self.decisions.decide_and_publish(step, due, stage="timers")
+            turns = await self.decisions.decide_in_turns(step, due, stage="timers")
             fired += len(due)
             self.metrics.timers_fired.inc(len(due))
             if self.settings.clock == "wall":
@@ -70,7 +70,8 @@ class DueTimers:
                 for entry in due:
                     self.metrics.timer_lag.observe(max(0, wall - entry.due) / 1000)
             if self.on_timers is not None:
-                self.on_timers(prepared.stats)
+                for prepared in turns:
+                    self.on_timers(prepared.stats)
         if time.monotonic() >= self._backlog_due:  # a gauge: once a second is enough (on a cluster, a count per bucket)
             self._backlog_due = time.monotonic() + BACKLOG_EVERY_S
             self.metrics.timer_backlog.set(

@@ -39,11 +39,12 @@ class Reevaluation:
                 owned = frozenset(self.ownership.partitions())
                 if owned:  # the customers whose home partition this worker owns (the others are skipped)
                     step = functools.partial(self.processor.reevaluate, rules=rules, rescore=rescore, owned=owned)
-                    prepared = await self.decisions.decide_and_publish(
-                        step, ids, stage="rescore" if rescore else "rules"
+                    stage = "rescore" if rescore else "rules"
+                    evaluated = sum(
+                        p.stats.evaluated for p in await self.decisions.decide_in_turns(step, ids, stage=stage)
                     )
-                    done += prepared.stats.evaluated
-                    self.metrics.reevaluated.inc(prepared.stats.evaluated)
+                    done += evaluated
+                    self.metrics.reevaluated.inc(evaluated)
                 await asyncio.sleep(self.settings.reevaluate_pause_ms / 1000)
             log.info(
                 "re-evaluated %d customers under %s%s", done, rules.version, " (population re-score)" if rescore else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 
@@ -122,3 +123,20 @@ async def test_malformed_records_go_to_the_dlq_and_the_partition_keeps_flowing(
     not_utf8 = next(d for d in dead if d["error"]["code"] == "not_utf8")
     assert not_utf8["value_encoding"] == "base64" and base64.b64decode(not_utf8["value"]) == b"\xff\xfe\x00"
     assert all(d["topic"] in ("events.purchase", "events.browse") and d["offset"] >= 0 for d in dead)
+
+
+async def test_with_no_batch_timeout_each_batch_is_what_has_come_and_the_worker_still_stops(
+    stack: DevStack, redis_client: Redis
+) -> None:
+    """SEGENGINE_BATCH_TIMEOUT_MS=0: a batch is what the first fetch with records brings; with
+    none the loop waits for them rather than polling in a tight loop."""
+    await produce(stack, "events.purchase", [("zed", purchase("z1", "zed", NOW - 2 * DAY, 25.0))])
+    worker = RunningWorker(settings_for(stack, batch_timeout_ms=0, group_id="no-batch-timeout"))
+    async with worker:
+        await worker.wait_for(1, timeout=120)
+        await produce(stack, "events.purchase", [("zed", purchase("z2", "zed", NOW - DAY, 5.0))])
+        await worker.wait_for(2, timeout=120)
+        worker.worker.stop()
+        await asyncio.wait_for(asyncio.shield(worker.task), 60)  # type: ignore[arg-type]
+    state = await load(redis_client, "zed")
+    assert (state.orders, state.spend) == (2, 30.0)
