@@ -70,11 +70,11 @@ class Settings(BaseSettings):
     reevaluate_batch: int = Field(200, ge=1, description="customers per re-evaluation step after a rules switch")
     reevaluate_pause_ms: int = Field(20, ge=0, description="pause between re-evaluation steps (throttle)")
     background_share: float = Field(
-        0.25,
+        1.0,
         gt=0,
         le=1,
         description="while events flow, the most of the worker's time that due timers and re-evaluations take "
-        "(1 = turn about with event batches)",
+        "(1 = turn about with event batches; lower favours event latency and leaves the rest idle)",
     )
     timers: bool = Field(True, description="run the due loop (time alone moves customers)")
     timer_interval_ms: int = Field(200, ge=10, description="how often a worker looks for due customers")

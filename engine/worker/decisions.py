@@ -68,23 +68,28 @@ class Decisions:
     async def decide_in_turns(
         self, step: Callable[[list[T]], Awaitable[Prepared]], items: list[T], *, stage: str
     ) -> list[Prepared]:
-        """Decisions with no event (due timers, a re-evaluation), ``TURN`` items at a time: each
-        turn is written under the state lock, then published in its turn and its outboxes
-        dropped, as an event batch is. The lock is not held while the broker acknowledges (the
-        next turn, or an event batch, goes on meanwhile); a write that comes between keeps such
-        a customer due at once until its outbox is known published (segengine.writes.customer_write).
-        Returns when every turn is published; raises the first failure."""
+        """Decisions with no event (due timers, a re-evaluation), ``TURN`` items at a time while
+        events flow (else all at once): each turn is written under the state lock, then
+        published in its turn and its outboxes dropped, as an event batch is. The lock is not
+        held while the broker acknowledges (the next turn, or an event batch, goes on
+        meanwhile); a write that comes between keeps such a customer due at once until its
+        outbox is known published (segengine.writes.customer_write). Returns when every turn
+        is published; raises the first failure."""
         prepared: list[Prepared] = []
         publishing: list[asyncio.Task[None]] = []
+        start = 0
         try:
-            for start in range(0, len(items), TURN):
+            while start < len(items):
                 async with self._background:  # one such turn at a time, whichever loop it is from
-                    if self.background_share < 1 and time.monotonic() - self._event_written < FLOWING_S:
+                    flowing = time.monotonic() - self._event_written < FLOWING_S
+                    if flowing and self.background_share < 1:
                         await asyncio.sleep(max(0.0, self._background_at - time.monotonic()))
+                    size = TURN if flowing else len(items)  # with no event batch to wait, in one turn
                     async with self.lock:
                         started = time.monotonic()
                         since = self.order.epoch()
-                        turn = await self.with_retry(step, items[start : start + TURN])
+                        turn = await self.with_retry(step, items[start : start + size])
+                        start += size
                         ticket = self.order.ticket(since)
                         # the next such turn no sooner than the share allows: the rest of the time is the events'
                         self._background_at = started + (time.monotonic() - started) / self.background_share

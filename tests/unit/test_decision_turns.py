@@ -123,14 +123,14 @@ async def test_with_no_events_flowing_decisions_with_no_event_do_not_pause() -> 
     processor = make_processor(store)
     decisions = Decisions(processor, store, RetryPolicy(attempts=1), processor.metrics, Hooks(), 0.001)
     started = time.monotonic()
-    await decisions.decide_in_turns(held_step(0.01), list(range(TURN + 1)), stage="timers")  # two turns
+    await decisions.decide_in_turns(held_step(0.01), list(range(TURN + 1)), stage="timers")
     assert time.monotonic() - started < 5  # a pause at this share would be 10 s
 
 
-async def test_a_long_list_is_decided_a_turn_at_a_time_and_every_turn_is_published() -> None:
+async def test_while_events_flow_a_long_list_is_decided_a_turn_at_a_time_else_at_once() -> None:
     store, sink = MemoryStore(), ListSink()
     processor = make_processor(store, sink)
-    decisions = Decisions(processor, store, RetryPolicy(attempts=1), processor.metrics, Hooks())
+    decisions = Decisions(processor, store, RetryPolicy(attempts=1), processor.metrics, Hooks(), 1.0)
     sizes: list[int] = []
 
     async def step(items: list[int]) -> Prepared:
@@ -138,6 +138,9 @@ async def test_a_long_list_is_decided_a_turn_at_a_time_and_every_turn_is_publish
         sizes.append(len(items))
         return Prepared(BatchStats(), [OutRecord("segments.changes", str(i).encode(), b"{}") for i in items])
 
-    turns = await decisions.decide_in_turns(step, list(range(2 * TURN + 1)), stage="timers")
-    assert sizes == [TURN, TURN, 1] and len(turns) == 3
-    assert [int(r.key) for r in sink.records] == list(range(2 * TURN + 1))  # every turn, in order
+    items = list(range(2 * TURN + 1))
+    assert len(await decisions.decide_in_turns(step, items, stage="timers")) == 1  # no event batch waits
+    decisions.state_written("batch", Prepared(BatchStats(), []))  # events flow
+    assert len(await decisions.decide_in_turns(step, items, stage="timers")) == 3
+    assert sizes == [2 * TURN + 1, TURN, TURN, 1]
+    assert [int(r.key) for r in sink.records] == items + items  # every turn, in order
