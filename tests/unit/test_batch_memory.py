@@ -630,12 +630,20 @@ async def test_a_customer_whose_state_cannot_be_read_is_quarantined_and_its_even
     assert counted(processor, "segengine_customers_quarantined_total", stage="fold") == 1
 
 
-async def test_a_timer_decision_keeps_its_customer_due_until_its_outbox_is_published() -> None:
+async def at_risk_soon(sink: ListSink) -> tuple[Feed, MemoryStore, BatchProcessor]:
+    """``max`` (partition 4) bought 59 days ago, applied and committed: at risk past 60 days
+    without a purchase, so due within two days."""
     feed = Feed()
-    feed.add(purchase("p1", "max", NOW - 59 * DAY, 40.0), partition=4)  # at risk past 60 days without a purchase
-    store, sink = MemoryStore(), ListSink()
+    feed.add(purchase("p1", "max", NOW - 59 * DAY, 40.0), partition=4)
+    store = MemoryStore()
     processor = make_processor(store, sink)
     await commit(processor, store, await processor.process(feed.records))
+    return feed, store, processor
+
+
+async def test_a_timer_decision_keeps_its_customer_due_until_its_outbox_is_published() -> None:
+    sink = ListSink()
+    _, store, processor = await at_risk_soon(sink)
     assert (await state_of(store, "max")).members["lifecycle"] == "active"
     due = await store.next_check("max", 4)
     assert due is not None and NOW < due <= NOW + 2 * DAY

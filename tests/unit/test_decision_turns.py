@@ -18,14 +18,13 @@ from segengine.worker.retry import RetryPolicy
 from tests.unit.test_batch_memory import (
     DAY,
     NOW,
-    Feed,
     ListSink,
     assert_consistent,
+    at_risk_soon,
     browse,
     change_ids,
     commit,
     make_processor,
-    purchase,
     values,
 )
 
@@ -47,11 +46,8 @@ class HeldSink(ListSink):
 
 
 async def test_an_event_batch_writes_while_a_timer_decision_waits_for_its_acks_and_nothing_is_lost() -> None:
-    feed = Feed()
-    feed.add(purchase("p1", "max", NOW - 59 * DAY, 40.0), partition=4)  # at risk past 60 days without a purchase
-    store, sink = MemoryStore(), HeldSink()
-    processor = make_processor(store, sink)
-    await commit(processor, store, await processor.process(feed.records))
+    sink = HeldSink()
+    feed, store, processor = await at_risk_soon(sink)
     decisions = Decisions(processor, store, RetryPolicy(attempts=1), processor.metrics, Hooks())
     entries = await store.due(4, NOW + 2 * DAY, 100)
     assert [e.customer_id for e in entries] == ["max"]
