@@ -40,9 +40,8 @@ class Reevaluation:
                 if owned:  # the customers whose home partition this worker owns (the others are skipped)
                     step = functools.partial(self.processor.reevaluate, rules=rules, rescore=rescore, owned=owned)
                     stage = "rescore" if rescore else "rules"
-                    evaluated = sum(
-                        p.stats.evaluated for p in await self.decisions.decide_in_turns(step, ids, stage=stage)
-                    )
+                    turns = await self.decisions.decide_in_turns(step, ids, stage=stage)
+                    evaluated = sum(turn.stats.evaluated for turn in turns)
                     done += evaluated
                     self.metrics.reevaluated.inc(evaluated)
                 await asyncio.sleep(self.settings.reevaluate_pause_ms / 1000)
