@@ -183,14 +183,20 @@ def thresholds(expression: Expression) -> set[tuple[str, int, int]]:
                 age, value = _age_of(age_node), _number(const_node)
                 if age is None or value is None or kind is None:
                     continue
-                at = value * age.unit
-                if abs(at - round(at)) < 1e-6:
-                    at = round(at)
+                at = _whole_ms(value * age.unit)
                 if kind in (ast.Gt, ast.LtE, ast.Eq, ast.NotEq):
                     found.add((age.attribute, age.step, _past(at, age.step)))  # just past C
                 if kind in (ast.GtE, ast.Lt, ast.Eq, ast.NotEq):
                     found.add((age.attribute, age.step, _reaching(at, age.step)))  # at C
     return found
+
+
+def _whole_ms(at: float) -> float:
+    """``at`` ms as the whole millisecond it stands for where it is one but for float error (a
+    constant in days, or a population's value, times the unit: the error grows with the
+    size, a few millionths of a ms at 190 days), else as it is."""
+    whole = round(at)
+    return whole if math.isclose(at, whole, rel_tol=1e-12, abs_tol=1e-6) else at
 
 
 def _past(at: float, step: int) -> int:
@@ -412,9 +418,7 @@ def next_moment(plan: TimePlan, state: CustomerState, now: int) -> Moment:
                 change = next_rank_change(sample, (now - base) // age.step * age.step / age.unit, n)
                 if change is not None:
                     reached, only_past = change
-                    at = reached * age.unit  # ms after the base
-                    if abs(at - round(at)) < 1e-6:  # a whole millisecond, but for float error
-                        at = round(at)
+                    at = _whole_ms(reached * age.unit)  # ms after the base
                     consider(max(base + (_past if only_past else _reaching)(at, age.step), now + 1), RANKED)
     for attribute, step, offset in plan.thresholds:
         ts = getattr(state, attribute)

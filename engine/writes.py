@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 import ormsgpack
 
-from .codec import dump_offsets, load_offsets
+from .codec import dump_offsets, load_offsets, pack_state
+from .compress import compress, raw_size
 from .evaluate import FoldResult, reevaluate_customer, rfc3339
 from .events import Event, Rejected
 from .records import Output, OutRecord
@@ -122,11 +123,12 @@ def home_of(state: CustomerState) -> int | None:
 
 
 def encode(state: CustomerState, loaded: Loaded) -> bytes:
-    """The state document as stored; raises when it cannot be (a number JSON cannot hold) or
-    when it would grow past the size limit (``LimitExceeded``; ``loaded``: what is stored now)."""
-    blob = state.dumps()
-    check_size(blob, len(loaded.blob or b""))
-    return blob
+    """The state document as stored; raises when it cannot be (a number it cannot hold) or
+    when it would grow past the size limit before compression (``LimitExceeded``; ``loaded``:
+    what is stored now)."""
+    raw = pack_state(state)
+    check_size(raw, raw_size(loaded.blob or b""))
+    return compress(raw)
 
 
 def loaded_state(loaded: Loaded) -> CustomerState:

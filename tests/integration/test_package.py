@@ -37,6 +37,9 @@ def test_the_wheel_carries_its_data_and_runs_from_anywhere(tmp_path: Path) -> No
     wheel = build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "segengine/worker/__init__.py" in names and "segengine/save.lua" in names
+    assert {
+        f"segengine/dictionaries/{p.name}" for p in (REPO_ROOT / "engine" / "dictionaries").glob("*.zdict")
+    } <= names
     assert {f"segengine/data/rules/{p.name}" for p in (REPO_ROOT / "rules").glob("*.yaml")} <= names
     assert (
         "segengine/data/topics/topics.yaml" in names and "segengine/data/topics/schemas/segments.changes.json" in names
@@ -50,6 +53,11 @@ def test_the_wheel_carries_its_data_and_runs_from_anywhere(tmp_path: Path) -> No
         "from segengine.rules import load_rules\n"
         "from segengine.topics import load_topics\n"
         f"assert segengine.__file__.startswith({str(unpacked)!r}), segengine.__file__\n"
+        "from segengine.state import CustomerState\n"
+        "state = CustomerState()\n"
+        "state.members = {f'dimension-{i}': 'segment' for i in range(20)}\n"
+        "blob = state.dumps()\n"
+        "assert blob[:4] == b'\\x28\\xb5\\x2f\\xfd' and CustomerState.loads(blob).members == state.members\n"
         "print(load_rules(p.SHIPPED_RULES).version, len(load_topics()))\n"
     )
     done = subprocess.run(

@@ -8,18 +8,23 @@ from typing import Any
 
 import orjson
 import ormsgpack
+import pytest
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segengine.codec import FIELD_CODES
+import segengine.state as state_module
+from segengine.codec import FIELD_CODES, pack_state
+from segengine.compress import CURRENT_ID, MAGIC, UnknownDictionary, decompress
 from segengine.evaluate import rfc3339
 from segengine.events import Event, Source
 from segengine.folding import already_applied, apply
 from segengine.reasons import Reasons, reason_code, rule_texts
 from segengine.rules import load_rules
-from segengine.state import DAY_MS, CustomerState, Features
+from segengine.state import DAY_MS, CustomerState, Features, LimitExceeded
+from segengine.store import Loaded
 from segengine.store_memory import MemoryStore
-from segengine.writes import MAX_RECENT_ENTRY, RECENT_FIELDS, _recent_entry, reason_code_of, recent_record
+from segengine.writes import MAX_RECENT_ENTRY, RECENT_FIELDS, _recent_entry, encode, reason_code_of, recent_record
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,11 +98,48 @@ def test_a_state_reads_back_field_for_field_and_feature_for_feature(
 
 
 def test_fields_at_their_default_are_left_out_and_names_are_short() -> None:
-    assert len(CustomerState().dumps()) <= 2  # an empty map
+    assert len(CustomerState().dumps()) <= 2  # an empty map, stored as it is (a frame would be larger)
     state = _fold([(0, ("purchase", {"amount": 60.62})), (DAY_MS, ("browse", {"action": "view"}))])
-    blob = state.dumps()
+    blob = pack_state(state)
     assert set(ormsgpack.unpackb(blob)) <= set(FIELD_CODES.values())
     assert len(blob) < len(_as_json_before(state)) / 2
+
+
+def _customer_of_the_shipped_packs() -> CustomerState:
+    """A customer as the shipped packs leave one: purchases, browses, sixteen memberships."""
+    rules = load_rules(ROOT / "rules")
+    state = _fold([(i * DAY_MS, ("purchase" if i % 3 else "browse", {"amount": 20.0 + i, "action": "view"}))
+                   for i in range(12)])  # fmt: skip
+    state.members = {dim.name: dim.segments[0].name for dim in rules.dimensions}
+    state.member_since = {dim.name: T0 + 11 * DAY_MS + i for i, dim in enumerate(rules.dimensions)}
+    return state
+
+
+def test_a_stored_document_is_compressed_with_the_shipped_dictionary_and_reads_back() -> None:
+    state = _customer_of_the_shipped_packs()
+    raw, blob = pack_state(state), state.dumps()
+    assert blob[:4] == MAGIC and zstandard.get_frame_parameters(blob).dict_id == CURRENT_ID
+    assert len(blob) < len(raw) / 2
+    assert _fields(CustomerState.loads(blob)) == _fields(state)
+    assert _fields(CustomerState.loads(raw)) == _fields(state)  # a document stored before compression
+
+
+def test_a_document_compressed_with_a_dictionary_not_shipped_is_refused_by_name() -> None:
+    other = zstandard.train_dictionary(1024, [pack_state(_fold([(i, ("browse", {"action": "view"}))])) * 3
+                                              for i in range(200)], dict_id=0x5E6EFFFF)  # fmt: skip
+    blob = zstandard.ZstdCompressor(dict_data=other).compress(pack_state(_customer_of_the_shipped_packs()))
+    with pytest.raises(UnknownDictionary, match="0x5e6effff"):
+        CustomerState.loads(blob)
+
+
+def test_the_size_limit_reads_the_document_before_compression(monkeypatch: pytest.MonkeyPatch) -> None:
+    state = _customer_of_the_shipped_packs()
+    raw, blob = pack_state(state), state.dumps()
+    monkeypatch.setattr(state_module, "MAX_STATE_BYTES", (len(raw) + len(blob)) // 2)
+    with pytest.raises(LimitExceeded):
+        encode(state, Loaded(1, None, None))
+    # a document stored over the limit before may still be written at no larger a size
+    assert decompress(encode(state, Loaded(1, blob, None))) == raw
 
 
 def test_every_field_has_its_own_code() -> None:
