@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import ast
 import math
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
@@ -454,32 +454,45 @@ def next_rank_change(sample: list[float], value: float, n: int | None) -> tuple[
     """When ``value``, growing, next changes its score against the population ``sample``:
     (the population value, whether the change comes only once the value is past it rather
     than equal to it: ties count half). ``n`` None is ``pct_rank``, else
-    ``quantile_score(n)``; scores only grow with the value. None: never again."""
+    ``quantile_score(n)``; scores only grow with the value. None: never again. One bisection
+    in the sample's change points (``rank_changes``)."""
+    keys, points = rank_changes(sample, n)
+    i = bisect_right(keys, (value, 0))  # past the value, or on it with the change just past it to come
+    return points[i] if i < len(points) else None
+
+
+_RANK_CHANGES: dict[tuple[int, int | None], tuple[list[float], list[tuple[float, int]], list[tuple[float, bool]]]] = {}
+RANK_CHANGES_KEPT = 64  # (sample, n) pairs: a rule set ranks a few features, and samples are replaced whole
+
+
+def rank_changes(sample: list[float], n: int | None) -> tuple[list[tuple[float, int]], list[tuple[float, bool]]]:
+    """Every point at which a growing value's score against ``sample`` changes, in order:
+    (value, 0) and (value, False) where it changes on reaching the value, (value, 1) and
+    (value, True) where it changes once past it. Worked out once per sample (kept while the
+    population holds that very list) and ``n``."""
+    held = _RANK_CHANGES.get((id(sample), n))
+    if held is not None and held[0] is sample:
+        return held[1], held[2]
     size = len(sample)
 
     def score(rank: float) -> float:
         return rank if n is None else min(n, 1 + int(rank * n))
 
-    def at(i: int) -> float:  # the score when the value equals sample[i]
-        below = bisect_left(sample, sample[i])
-        return score((below + (bisect_right(sample, sample[i]) - below) / 2) / size)
-
-    def past(i: int) -> float:  # the score once the value is just past sample[i]
-        return score(bisect_right(sample, sample[i]) / size)
-
-    start = bisect_right(sample, value)
-    if start and sample[start - 1] == value and past(start - 1) != at(start - 1):
-        return value, True  # on a population value now: just past it is next
-    if start >= size:
-        return None
-    current = score(start / size)
-    if past(size - 1) == current:
-        return None
-    lo, hi = start, size - 1
-    while lo < hi:  # the first population value past which the score differs
-        mid = (lo + hi) // 2
-        if past(mid) == current:
-            lo = mid + 1
-        else:
-            hi = mid
-    return sample[lo], at(lo) == current
+    keys: list[tuple[float, int]] = []
+    points: list[tuple[float, bool]] = []
+    i = 0
+    while i < size:
+        value = sample[i]
+        j = bisect_right(sample, value, i)  # sample[i:j]: the ties of ``value``
+        before, at, past = score(i / size), score((i + (j - i) / 2) / size), score(j / size)
+        if at != before:
+            keys.append((value, 0))
+            points.append((value, False))
+        if past != at:
+            keys.append((value, 1))
+            points.append((value, True))
+        i = j
+    if len(_RANK_CHANGES) >= RANK_CHANGES_KEPT:
+        _RANK_CHANGES.clear()
+    _RANK_CHANGES[(id(sample), n)] = (sample, keys, points)
+    return keys, points

@@ -4,12 +4,15 @@ the timers compute is exactly the moment the score changes (brute force over tim
 
 from __future__ import annotations
 
+import math
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segengine.rules import parse_rules
+from segengine.rules.population import Population
 from segengine.state import DAY_MS, CustomerState, Features
-from segengine.timers import next_check
+from segengine.timers import next_check, next_rank_change
 
 RULES = """
 population:
@@ -96,3 +99,33 @@ def test_the_next_check_is_when_the_customer_age_quintile_changes(
         assert Features(state, due, rules.derived)["r"] != score
         now = due
     raise AssertionError("more changes than a quintile score can make")
+
+
+def _next_change_by_hand(population: Population, value: float, n: int | None) -> tuple[float, bool] | None:
+    """The first population value at or past ``value`` where the score moves: on reaching it,
+    or just past it (read with the scores themselves, one value after another)."""
+
+    def score(x: float) -> float | None:
+        return population.pct_rank("f", x) if n is None else population.quantile_score("f", x, n)
+
+    now = score(value)
+    for point in sorted(set(population.samples["f"])):
+        if point > value and score(point) != now:
+            return point, False
+        if point >= value and score(math.nextafter(point, math.inf)) != now:
+            return point, True
+    return None
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    sample=st.lists(st.integers(0, 60).map(lambda x: x / 4), min_size=1, max_size=60),
+    value=st.integers(-4, 70).map(lambda x: x / 4),
+    n=st.sampled_from([None, 2, 4, 5, 10]),
+)
+def test_the_next_rank_change_is_the_first_value_where_the_score_moves(
+    sample: list[float], value: float, n: int | None
+) -> None:
+    population = Population(min_sample=1)
+    population.replace({"f": sample}, 0)
+    assert next_rank_change(population.samples["f"], value, n) == _next_change_by_hand(population, value, n)
