@@ -180,20 +180,30 @@ class BatchProcessor:
         return Prepared(stats, out_records, produced_at(outputs, produced))
 
     async def reevaluate(
-        self, customer_ids: list[str], rules: RuleSet, *, rescore: bool = False, owned: frozenset[int] | None = None
+        self,
+        customer_ids: list[str],
+        rules: RuleSet,
+        *,
+        rescore: bool = False,
+        owned: frozenset[int] | None = None,
+        decided_after: int | None = None,
     ) -> Prepared:
         """Re-evaluate these customers under ``rules`` (after a rules switch): changes carry
         ``cause.kind = rules``; state is written with the same compare-and-set as events.
         ``rescore``: the population sample moved instead, so the time-dependent dimensions
         (population-ranked ones among them) are re-evaluated, as a timer would (``timer``).
-        ``owned``: only customers whose home partition is one of these (the caller's)."""
+        ``owned``: only customers whose home partition is one of these (the caller's).
+        ``decided_after``: a customer whose last decision is later than this is left alone
+        (decided with what the re-evaluation is for already in force: see
+        segengine.worker.population)."""
         now = self.clock.now()
         if rescore:
             cause: dict[str, Any] = {"kind": "timer"}
             key = f"population:{rules.population.taken_at}:{now}"
         else:
             cause, key = {"kind": "rules", "rules_version": rules.version}, f"rules:{rules.version}"
-        return await self._without_events({cid: now for cid in customer_ids}, rules, cause, key, owned=owned)
+        at = {cid: now for cid in customer_ids}
+        return await self._without_events(at, rules, cause, key, owned=owned, decided_after=decided_after)
 
     async def fire_timers(self, due: list[TimerEntry], partition: int) -> Prepared:
         """Re-evaluate customers whose next check is due (from ``partition``'s timer set),
@@ -210,6 +220,7 @@ class BatchProcessor:
         *,
         partition: int | None = None,
         owned: frozenset[int] | None = None,
+        decided_after: int | None = None,
     ) -> Prepared:
         stats = BatchStats()
         stale: list[str] = []  # customers in ``partition``'s timers that are gone or live elsewhere now
@@ -231,6 +242,8 @@ class BatchProcessor:
                     return None
             elif owned is not None and home not in owned:
                 return None  # another worker's customer
+            if decided_after is not None and state.checked_at is not None and state.checked_at > decided_after:
+                return None  # decided since with what this re-evaluation brings
             when = at[cid]
             if partition is None and self.decision_limit is not None:
                 if home is not None and home not in limits:

@@ -87,13 +87,21 @@ class PopulationSample:
 
     async def _maybe_rescore(self, rules: RuleSet) -> None:
         """A background re-score when the sample moved enough since the last one (which any
-        worker may have run: the cut points it used are kept in the store), one at a time."""
+        worker may have run: the cut points it used are kept in the store), one at a time.
+
+        Called once the sample is in force: a customer decided since then was decided with it,
+        and is left out. Every decision before had a time no later than the clock's now (in
+        event time, the watermark its event moved) plus the future skew an event may carry (a
+        decision is never before the customer's latest event): customers last decided later
+        than that came after. On a first sample taken while a backlog is read, that is almost
+        every customer."""
         if self._rescoring is not None and not self._rescoring.done():
             return
+        in_force = self.processor.clock.now() + int(self.settings.future_skew_s * 1000)
         current = cuts(rules)
         if moved(await self.store.rescored_cuts(), current, self.settings.rescore_drift):
             await self.store.save_rescored_cuts(current)
-            self._rescoring = self.reevaluation.start(rules, rescore=True)
+            self._rescoring = self.reevaluation.start(rules, rescore=True, decided_after=in_force)
 
     async def sample(self, rules: RuleSet, now: int) -> QuantileSamples:
         values: dict[str, list[float]] = {name: [] for name in rules.population_features}

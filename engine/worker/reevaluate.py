@@ -21,14 +21,15 @@ class Reevaluation:
         self.stop = stop
         self.tasks: list[asyncio.Task[int]] = []  # started in the background, stopped with the worker
 
-    def start(self, rules: RuleSet, *, rescore: bool = False) -> asyncio.Task[int]:
-        task = asyncio.create_task(self.run(rules, rescore=rescore))
+    def start(self, rules: RuleSet, *, rescore: bool = False, decided_after: int | None = None) -> asyncio.Task[int]:
+        task = asyncio.create_task(self.run(rules, rescore=rescore, decided_after=decided_after))
         self.tasks = [t for t in self.tasks if not t.done()] + [task]
         return task
 
-    async def run(self, rules: RuleSet, *, rescore: bool = False) -> int:
+    async def run(self, rules: RuleSet, *, rescore: bool = False, decided_after: int | None = None) -> int:
         """Every customer this worker owns under ``rules``; the number decided.
-        ``rescore``: after the population sample moved (the time-dependent dimensions only)."""
+        ``rescore``: after the population sample moved (the time-dependent dimensions only).
+        ``decided_after``: customers last decided later than this are left alone."""
         done = 0
         while not self.ownership.time_known and not self.stop.is_set():
             await pause(self.stop, 0.5)  # event time: nothing is decided before the first record says what time it is
@@ -38,7 +39,13 @@ class Reevaluation:
                     return done  # superseded by a newer switch, or stopping
                 owned = frozenset(self.ownership.partitions())
                 if owned:  # the customers whose home partition this worker owns (the others are skipped)
-                    step = functools.partial(self.processor.reevaluate, rules=rules, rescore=rescore, owned=owned)
+                    step = functools.partial(
+                        self.processor.reevaluate,
+                        rules=rules,
+                        rescore=rescore,
+                        owned=owned,
+                        decided_after=decided_after,
+                    )
                     stage = "rescore" if rescore else "rules"
                     turns = await self.decisions.decide_in_turns(step, ids, stage=stage)
                     evaluated = sum(turn.stats.evaluated for turn in turns)

@@ -154,3 +154,26 @@ def test_the_rules_and_the_worker_agree_on_how_a_shared_sample_is_thinned() -> N
     values = [float(v) for v in range(5 * KEPT + 3)]
     assert thin(values) == worker_population.thin(values, worker_population.SAMPLE_KEEP)
     assert len(thin(values)) == KEPT
+
+
+async def test_a_rescore_leaves_the_customers_decided_since_the_sample_came_into_force() -> None:
+    """A customer last decided after the sample came into force was decided with it: the
+    re-score (after a first sample, say, taken while a backlog is read) passes it by."""
+    store = MemoryStore()
+    rules = parse_rules(HALVES)
+    processor = make_processor(store, rules=rules)  # every decision at NOW
+    spends = [10.0, 20.0, 30.0, 40.0, 50.0]
+    feed = Feed()
+    for i, spend in enumerate(spends):
+        feed.add(purchase(f"e{i}", f"c{i}", NOW - DAY_MS, spend))
+    await processor.process(feed.records)
+    ids = [f"c{i}" for i in range(5)]
+    rules.population.replace({"spend_total": spends}, NOW)
+
+    passed_by = await processor.reevaluate(ids, rules, rescore=True, decided_after=NOW - 1)
+    assert passed_by.stats.evaluated == 0 and not passed_by.records
+    assert [await member(store, c, "spender") for c in ids] == ["unscored"] * 5
+
+    rescored = await processor.reevaluate(ids, rules, rescore=True, decided_after=NOW)  # decided no later: due
+    assert rescored.stats.evaluated == 5
+    assert [await member(store, c, "spender") for c in ids] == ["low", "low", "top", "top", "top"]
