@@ -31,7 +31,7 @@ from .rules import RuleSet
 from .settings import Settings
 from .state import CustomerState, LimitExceeded
 from .store import Loaded, Published, Quarantine, Store, TimerEntry, Write
-from .timers import Moment
+from .timers import RANKED, Moment
 from .topic_names import DLQ_TOPIC
 from .validate import validate
 from .writes import (
@@ -193,9 +193,9 @@ class BatchProcessor:
         ``rescore``: the population sample moved instead, so the time-dependent dimensions
         (population-ranked ones among them) are re-evaluated, as a timer would (``timer``).
         ``owned``: only customers whose home partition is one of these (the caller's).
-        ``decided_after``: a customer whose last decision is later than this is left alone
-        (decided with what the re-evaluation is for already in force: see
-        segengine.worker.population)."""
+        ``decided_after`` (a re-score): a customer whose every dimension that reads the
+        population entered its segment later than this is left alone (those entries were
+        decided with the sample the re-score is for: see segengine.worker.population)."""
         now = self.clock.now()
         if rescore:
             cause: dict[str, Any] = {"kind": "timer"}
@@ -223,6 +223,7 @@ class BatchProcessor:
         decided_after: int | None = None,
     ) -> Prepared:
         stats = BatchStats()
+        ranked = _ranked_dimensions(rules) if decided_after is not None else ()
         stale: list[str] = []  # customers in ``partition``'s timers that are gone or live elsewhere now
         limits: dict[int, int | None] = {}  # home partition -> its decision limit, once per call
 
@@ -242,8 +243,8 @@ class BatchProcessor:
                     return None
             elif owned is not None and home not in owned:
                 return None  # another worker's customer
-            if decided_after is not None and state.checked_at is not None and state.checked_at > decided_after:
-                return None  # decided since with what this re-evaluation brings
+            if decided_after is not None and _entered_after(state, ranked, decided_after):
+                return None  # what reads the population was decided since, with what this re-score brings
             when = at[cid]
             if partition is None and self.decision_limit is not None:
                 if home is not None and home not in limits:
@@ -414,3 +415,16 @@ class BatchProcessor:
             except Exception:  # this event is the first that leaves an unstorable state
                 return i
         return len(events) - 1
+
+
+def _ranked_dimensions(rules: RuleSet) -> tuple[str, ...]:
+    """The dimensions whose answer the population sample can move (or whose reads are not known)."""
+    return tuple(d.name for d in rules.dimensions if d.moments is None or RANKED in d.moments)
+
+
+def _entered_after(state: CustomerState, dimensions: tuple[str, ...], moment: int) -> bool:
+    """Whether the customer entered its segment of each of ``dimensions`` after ``moment``.
+    Staying in a segment keeps its entry time: a dimension decided again since, with no move,
+    does not count (the re-score decides it again)."""
+    since = state.member_since
+    return all((since.get(name) or moment) > moment for name in dimensions)

@@ -89,12 +89,12 @@ class PopulationSample:
         """A background re-score when the sample moved enough since the last one (which any
         worker may have run: the cut points it used are kept in the store), one at a time.
 
-        Called once the sample is in force: a customer decided since then was decided with it,
-        and is left out. Every decision before had a time no later than the clock's now (in
-        event time, the watermark its event moved) plus the future skew an event may carry (a
-        decision is never before the customer's latest event): customers last decided later
-        than that came after. On a first sample taken while a backlog is read, that is almost
-        every customer."""
+        Called once the sample is in force: a customer that entered its segment of every
+        dimension reading the population since then was placed with it, and is left out. Every
+        decision before had a time no later than the clock's now (in event time, the watermark
+        its event moved) plus the future skew an event may carry (a decision is never before the
+        customer's latest event): entries later than that came after. On a first sample taken
+        while a backlog is read, that is every customer first seen since."""
         if self._rescoring is not None and not self._rescoring.done():
             return
         in_force = self.processor.clock.now() + int(self.settings.future_skew_s * 1000)

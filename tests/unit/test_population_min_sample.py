@@ -12,7 +12,7 @@ from segengine.state import DAY_MS, CustomerState
 from segengine.store_memory import MemoryStore
 from segengine.timers import next_check
 from segengine.worker import population as worker_population
-from tests.unit.test_batch_memory import NOW, REPO, Feed, make_processor, purchase
+from tests.unit.test_batch_memory import NOW, REPO, Feed, browse, make_processor, purchase
 
 MINUTE = 60_000
 HALVES = """
@@ -156,24 +156,43 @@ def test_the_rules_and_the_worker_agree_on_how_a_shared_sample_is_thinned() -> N
     assert len(thin(values)) == KEPT
 
 
-async def test_a_rescore_leaves_the_customers_decided_since_the_sample_came_into_force() -> None:
-    """A customer last decided after the sample came into force was decided with it: the
-    re-score (after a first sample, say, taken while a backlog is read) passes it by."""
+async def test_a_rescore_passes_by_only_the_customers_placed_since_the_sample_came_into_force() -> None:
+    """A customer that entered its segment after the sample came into force was placed with
+    it: the re-score (after a first sample, say, taken while a backlog is read) passes it by.
+    One decided since without moving (a browse does not decide a spend score) is re-scored."""
     store = MemoryStore()
     rules = parse_rules(HALVES)
-    processor = make_processor(store, rules=rules)  # every decision at NOW
+    processor = make_processor(store, rules=rules)  # decisions at NOW
     spends = [10.0, 20.0, 30.0, 40.0, 50.0]
     feed = Feed()
     for i, spend in enumerate(spends):
         feed.add(purchase(f"e{i}", f"c{i}", NOW - DAY_MS, spend))
     await processor.process(feed.records)
     ids = [f"c{i}" for i in range(5)]
-    rules.population.replace({"spend_total": spends}, NOW)
+    rules.population.replace({"spend_total": spends}, NOW)  # in force from here
+    in_force = NOW + DAY_MS // 2
 
-    passed_by = await processor.reevaluate(ids, rules, rescore=True, decided_after=NOW - 1)
-    assert passed_by.stats.evaluated == 0 and not passed_by.records
-    assert [await member(store, c, "spender") for c in ids] == ["unscored"] * 5
+    processor.clock = Later()  # decisions a day later, with the sample
+    later = Feed()
+    later._next = feed._next
+    later.add(browse("e5", "c0", NOW))  # decided again, but not its spend score
+    later.add(purchase("e6", "c1", NOW, 1.0))  # placed with the sample: 21.0 is in the lower half
+    await processor.process(later.records)
+    assert [await member(store, c, "spender") for c in ids] == ["unscored", "low", *["unscored"] * 3]
 
-    rescored = await processor.reevaluate(ids, rules, rescore=True, decided_after=NOW)  # decided no later: due
-    assert rescored.stats.evaluated == 5
+    rescored = await processor.reevaluate(ids, rules, rescore=True, decided_after=in_force)
+    assert rescored.stats.evaluated == 4  # every customer but c1
     assert [await member(store, c, "spender") for c in ids] == ["low", "low", "top", "top", "top"]
+
+
+class Later:
+    """Every decision a day after ``NOW``."""
+
+    def now_for(self, event_ts: int) -> int:
+        return NOW + DAY_MS
+
+    def now(self) -> int:
+        return NOW + DAY_MS
+
+    def observe(self, topic: str, partition: int, event_ts: int) -> None:
+        return None
