@@ -18,6 +18,7 @@ from .tasks import pause
 log = logging.getLogger(__name__)
 
 SAMPLE_KEEP = 2000  # values kept per feature in a shared sample
+YIELD_EVERY = 100  # customers read into a sample between two turns of the event loop
 
 
 def thin(sorted_values: list[float], keep: int) -> list[float]:
@@ -107,7 +108,9 @@ class PopulationSample:
         values: dict[str, list[float]] = {name: [] for name in rules.population_features}
         seen = 0
         async for ids in self.store.scan_customers(count=500):
-            for loaded in (await self.store.load(ids)).values():
+            for n, loaded in enumerate((await self.store.load(ids)).values()):
+                if n % YIELD_EVERY == YIELD_EVERY - 1:
+                    await asyncio.sleep(0)  # event batches go on between slices: a sample takes no more CPU at once
                 if loaded.blob is None:
                     continue
                 try:
