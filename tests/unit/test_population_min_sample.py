@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segengine.rules import check_files, load_rules, parse_rules
+from segengine.pipeline import BatchProcessor
+from segengine.rules import RuleSet, check_files, load_rules, parse_rules
 from segengine.rules.population import DEFAULT_MIN_SAMPLE, KEPT, Population, thin
 from segengine.state import DAY_MS, CustomerState
 from segengine.store_memory import MemoryStore
@@ -78,16 +79,24 @@ async def test_a_fresh_stacks_first_big_buyer_is_unscored_not_cant_lose_them() -
     assert await member(store, "big", "recency_score") == "5" and await member(store, "big", "monetary_score") == "5"
 
 
-async def test_the_worker_rescore_honours_the_minimum_below_and_at_it() -> None:
+SPENDS = [10.0, 20.0, 30.0, 40.0, 50.0]
+
+
+async def five_spenders() -> tuple[MemoryStore, RuleSet, BatchProcessor, Feed]:
+    """Customers c0..c4, each with one purchase of SPENDS (decided at NOW, with no sample)."""
     store = MemoryStore()
     rules = parse_rules(HALVES)
     processor = make_processor(store, rules=rules)
-    spends = [10.0, 20.0, 30.0, 40.0, 50.0]
     feed = Feed()
-    for i, spend in enumerate(spends):
+    for i, spend in enumerate(SPENDS):
         feed.add(purchase(f"e{i}", f"c{i}", NOW - DAY_MS, spend))
     await processor.process(feed.records)
-    ids = [f"c{i}" for i in range(5)]
+    return store, rules, processor, feed
+
+
+async def test_the_worker_rescore_honours_the_minimum_below_and_at_it() -> None:
+    store, rules, processor, _ = await five_spenders()
+    spends, ids = SPENDS, [f"c{i}" for i in range(5)]
     cuts_before = worker_population.cuts(rules)
 
     rules.population.replace({"spend_total": spends[:4]}, NOW)  # a shared sample of 4: under the minimum of 5
@@ -160,15 +169,8 @@ async def test_a_rescore_passes_by_only_the_customers_placed_since_the_sample_ca
     """A customer that entered its segment after the sample came into force was placed with
     it: the re-score (after a first sample, say, taken while a backlog is read) passes it by.
     One decided since without moving (a browse does not decide a spend score) is re-scored."""
-    store = MemoryStore()
-    rules = parse_rules(HALVES)
-    processor = make_processor(store, rules=rules)  # decisions at NOW
-    spends = [10.0, 20.0, 30.0, 40.0, 50.0]
-    feed = Feed()
-    for i, spend in enumerate(spends):
-        feed.add(purchase(f"e{i}", f"c{i}", NOW - DAY_MS, spend))
-    await processor.process(feed.records)
-    ids = [f"c{i}" for i in range(5)]
+    store, rules, processor, feed = await five_spenders()
+    spends, ids = SPENDS, [f"c{i}" for i in range(5)]
     rules.population.replace({"spend_total": spends}, NOW)  # in force from here
     in_force = NOW + DAY_MS // 2
 
