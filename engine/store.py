@@ -124,7 +124,10 @@ class Store(Protocol):
 
     async def save_quantile_samples(self, taken_at: int, samples: QuantileSamples) -> None: ...
 
-    async def rescored_cuts(self) -> QuantileSamples | None: ...
+    async def rescored_cuts(self, partitions: Collection[int]) -> dict[int, QuantileSamples]:
+        """The population cut points each of these input partitions' customers were last
+        re-scored with (a partition never re-scored is left out)."""
+        ...
 
     async def register_reasons(self, texts: Mapping[int, str]) -> dict[int, str]:
         """Add these rule texts to the registry (segengine.reasons) where their codes are free;
@@ -135,7 +138,7 @@ class Store(Protocol):
         """The registry's text of each of these codes it holds."""
         ...
 
-    async def save_rescored_cuts(self, cuts: QuantileSamples) -> None: ...
+    async def save_rescored_cuts(self, partitions: Collection[int], cuts: QuantileSamples) -> None: ...
 
     def scan_customers(self, count: int = 1000) -> AsyncIterator[list[str]]:
         """Every customer id the store holds (erased ones awaiting their commit included: their

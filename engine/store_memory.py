@@ -50,7 +50,7 @@ class MemoryStore:
         self.counters: dict[tuple[str, str], int] = {}  # (dimension, segment) -> customers; zeros kept
         self.erasing_ids: set[str] = set()
         self.quantiles: bytes | None = None  # as RedisStore keeps it: JSON {"taken_at", "samples"}
-        self.rescored: bytes | None = None
+        self.rescored: dict[int, bytes] = {}  # input partition -> cut points at its last re-score
         self.reasons_held: dict[int, str] = {}  # the rule-text registry (segengine.reasons): code -> text
         self._losses: dict[str, int] = {}  # customer -> saves still to lose to another writer
 
@@ -180,12 +180,11 @@ class MemoryStore:
     async def save_quantile_samples(self, taken_at: int, samples: QuantileSamples) -> None:
         self.quantiles = orjson.dumps({"taken_at": taken_at, "samples": samples})
 
-    async def rescored_cuts(self) -> QuantileSamples | None:
-        cuts: QuantileSamples | None = None if self.rescored is None else orjson.loads(self.rescored)
-        return cuts
+    async def rescored_cuts(self, partitions: Collection[int]) -> dict[int, QuantileSamples]:
+        return {p: orjson.loads(self.rescored[p]) for p in partitions if p in self.rescored}
 
-    async def save_rescored_cuts(self, cuts: QuantileSamples) -> None:
-        self.rescored = orjson.dumps(cuts)
+    async def save_rescored_cuts(self, partitions: Collection[int], cuts: QuantileSamples) -> None:
+        self.rescored.update(dict.fromkeys(partitions, orjson.dumps(cuts)))
 
     async def register_reasons(self, texts: Mapping[int, str]) -> dict[int, str]:
         for code, text in texts.items():

@@ -48,7 +48,9 @@ from .store import HISTORY, Loaded, Lookup, Published, QuantileSamples, Quaranti
 if TYPE_CHECKING:
     from .metrics import Metrics
 
-RESCORED_KEY = "seg:rescored"  # the population cut points at the last re-score: {feature: [cuts]}
+# The population cut points each input partition's customers were last re-scored with: a hash,
+# partition -> {feature: [cuts]} (the string key "seg:rescored" of versions before held one for all)
+RESCORED_KEY = "seg:rescored:partitions"
 QUANTILES_KEY = "seg:quantiles"  # {"taken_at": ms, "samples": {feature: [sorted values]}}
 FIELD_SEP = "\x1f"
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -372,10 +374,12 @@ class RedisStore:
         return int(doc["taken_at"]), doc["samples"]
 
     @_timed("rescored_cuts")
-    async def rescored_cuts(self) -> dict[str, list[float]] | None:
-        raw = await self.redis.get(RESCORED_KEY)
-        cuts: QuantileSamples | None = None if raw is None else orjson.loads(raw)
-        return cuts
+    async def rescored_cuts(self, partitions: Collection[int]) -> dict[int, QuantileSamples]:
+        wanted = sorted(partitions)
+        if not wanted:
+            return {}
+        held = await self.redis.hmget(RESCORED_KEY, wanted)
+        return {p: orjson.loads(raw) for p, raw in zip(wanted, held) if raw is not None}
 
     @_timed("register_reasons")
     async def register_reasons(self, texts: Mapping[int, str]) -> dict[int, str]:
@@ -397,8 +401,9 @@ class RedisStore:
         return {code: _text(text) for code, text in zip(wanted, held) if text is not None}
 
     @_timed("save_rescored_cuts")
-    async def save_rescored_cuts(self, cuts: dict[str, list[float]]) -> None:
-        await self.redis.set(RESCORED_KEY, orjson.dumps(cuts))
+    async def save_rescored_cuts(self, partitions: Collection[int], cuts: QuantileSamples) -> None:
+        if partitions:
+            await self.redis.hset(RESCORED_KEY, mapping=dict.fromkeys(sorted(partitions), orjson.dumps(cuts)))
 
     @_timed("save_quantile_samples")
     async def save_quantile_samples(self, taken_at: int, samples: dict[str, list[float]]) -> None:

@@ -87,8 +87,11 @@ class PopulationSample:
                 rules.population.replace(samples, now)
 
     async def _maybe_rescore(self, rules: RuleSet) -> None:
-        """A background re-score when the sample moved enough since the last one (which any
-        worker may have run: the cut points it used are kept in the store), one at a time.
+        """A background re-score of this worker's customers when the sample moved enough since
+        their last one, one at a time. The cut points each input partition's customers were
+        re-scored with are kept in the store: a worker that takes over a partition, or
+        restarts, re-scores only if the sample moved since; a worker that installs a sample
+        another one took re-scores its own partitions' customers.
 
         Called once the sample is in force: a customer that entered its segment of every
         dimension reading the population since then was placed with it, and is left out. Every
@@ -100,8 +103,10 @@ class PopulationSample:
             return
         in_force = self.processor.clock.now() + int(self.settings.future_skew_s * 1000)
         current = cuts(rules)
-        if moved(await self.store.rescored_cuts(), current, self.settings.rescore_drift):
-            await self.store.save_rescored_cuts(current)
+        owned = self.ownership.partitions()
+        before = await self.store.rescored_cuts(owned)
+        if any(moved(before.get(partition), current, self.settings.rescore_drift) for partition in owned):
+            await self.store.save_rescored_cuts(owned, current)
             self._rescoring = self.reevaluation.start(rules, rescore=True, decided_after=in_force)
 
     async def sample(self, rules: RuleSet, now: int) -> QuantileSamples:

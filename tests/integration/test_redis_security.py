@@ -249,8 +249,8 @@ async def every_other_store_call(store: RedisStore) -> None:
     assert await store.next_check("alice", 0) is None
     await store.save_quantile_samples(1, {"orders_90d": [1.0, 2.0]})
     assert await store.quantile_samples() == (1, {"orders_90d": [1.0, 2.0]})
-    await store.save_rescored_cuts({"orders_90d": [1.5]})
-    assert await store.rescored_cuts() == {"orders_90d": [1.5]}
+    await store.save_rescored_cuts([0, 3], {"orders_90d": [1.5]})
+    assert await store.rescored_cuts([0, 1, 3]) == {0: {"orders_90d": [1.5]}, 3: {"orders_90d": [1.5]}}
     chunks = [chunk async for chunk in store.scan_customers()]
     assert sorted(c for chunk in chunks for c in chunk) == ["alice", "bob"]
     _, states = await store.scan_states(0, 100)

@@ -271,13 +271,13 @@ async def test_due_is_earliest_first_then_by_id_and_bounded() -> None:
 
 async def test_samples_and_cuts_round_trip() -> None:
     store = MemoryStore()
-    assert await store.quantile_samples() is None and await store.rescored_cuts() is None
+    assert await store.quantile_samples() is None and await store.rescored_cuts([0, 1]) == {}
     samples = {"spend_total": [1.0, 2.5]}
     await store.save_quantile_samples(NOW, samples)
-    await store.save_rescored_cuts({"spend_total": [2.0]})
+    await store.save_rescored_cuts([1, 2], {"spend_total": [2.0]})
     samples["spend_total"].append(9.0)  # the store keeps a copy
     assert await store.quantile_samples() == (NOW, {"spend_total": [1.0, 2.5]})
-    assert await store.rescored_cuts() == {"spend_total": [2.0]}
+    assert await store.rescored_cuts([0, 1, 2]) == {1: {"spend_total": [2.0]}, 2: {"spend_total": [2.0]}}
 
 
 # -- compare-and-set -----------------------------------------------------------------------------

@@ -4,15 +4,19 @@ every path that decides a customer: an event, the worker's re-score, a timer."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 
 from segengine.pipeline import BatchProcessor
 from segengine.rules import RuleSet, check_files, load_rules, parse_rules
 from segengine.rules.population import DEFAULT_MIN_SAMPLE, KEPT, Population, thin
+from segengine.settings import Settings
 from segengine.state import DAY_MS, CustomerState
 from segengine.store_memory import MemoryStore
 from segengine.timers import next_check
 from segengine.worker import population as worker_population
+from segengine.worker.population import PopulationSample
 from tests.unit.test_batch_memory import NOW, REPO, Feed, browse, make_processor, purchase
 
 MINUTE = 60_000
@@ -198,3 +202,48 @@ class Later:
 
     def observe(self, topic: str, partition: int, event_ts: int) -> None:
         return None
+
+
+class _Rescores:
+    """A stand-in for the worker's re-evaluation: records each re-score started."""
+
+    def __init__(self) -> None:
+        self.started: list[int | None] = []
+
+    def start(self, rules: RuleSet, *, rescore: bool = False, decided_after: int | None = None) -> asyncio.Task[int]:
+        assert rescore
+        self.started.append(decided_after)
+        return asyncio.ensure_future(asyncio.sleep(0, result=0))
+
+
+def _sampler(store: MemoryStore, rules: RuleSet, partitions: list[int]) -> tuple[PopulationSample, _Rescores]:
+    """One worker's population loop, owning ``partitions``, with its clock at NOW."""
+    processor = make_processor(store, rules=rules)
+    parts = SimpleNamespace(settings=Settings(rescore_drift=0.05, future_skew_s=300), processor=processor, store=store,
+                            ownership=SimpleNamespace(partitions=lambda: partitions), metrics=processor.metrics)  # fmt: skip
+    rescores = _Rescores()
+    return PopulationSample(parts, rescores), rescores  # duck-typed parts: what the loop reads
+
+
+async def test_every_worker_rescores_its_own_partitions_once_per_sample_that_moved() -> None:
+    """Two workers share a store: the one that takes a sample re-scores its partitions' customers,
+    and so does the other when it installs that sample (its customers are its own to re-score);
+    neither re-scores again, after a restart either, until a sample moves the cut points."""
+    store, rules = MemoryStore(), parse_rules(HALVES)
+    first, first_rescores = _sampler(store, rules, [0, 1])
+    second, second_rescores = _sampler(store, rules, [2, 3])
+    rules.population.replace({"spend_total": SPENDS}, NOW)
+
+    await first._maybe_rescore(rules)
+    await second._maybe_rescore(rules)
+    assert first_rescores.started == [NOW + 300_000] and second_rescores.started == [NOW + 300_000]
+
+    await asyncio.sleep(0)  # the re-scores end
+    restarted, restarted_rescores = _sampler(store, rules, [0, 1])
+    await first._maybe_rescore(rules)
+    await restarted._maybe_rescore(rules)
+    assert len(first_rescores.started) == 1 and restarted_rescores.started == []
+
+    rules.population.replace({"spend_total": [s * 2 for s in SPENDS]}, NOW)  # the cut points moved
+    await restarted._maybe_rescore(rules)
+    assert len(restarted_rescores.started) == 1
