@@ -1,15 +1,17 @@
-"""Train the Zstandard dictionary state documents are compressed with (segengine.compress).
+"""Train the Zstandard dictionaries state documents and recent-change entries are compressed
+with (segengine.compress).
 
-    python -m bench.state_dictionary [DICT_ID_HEX]
+    python -m bench.state_dictionary
 
-The samples are the documents the CDNOW demo data (segengine.datasets.demo_events: CDNOW's
+The samples are the documents and entries the CDNOW demo data (segengine.datasets.demo_events: CDNOW's
 purchases with browses, feedback and profiles around them) leaves in the store when the
 shipped rule packs fold it batch by batch, taken at intervals along the way, so that new
 customers, long-standing ones and lapsed ones are all in it. The benchmark's workload is
 not: the dictionary is not fitted to what it is measured on.
 
 A shipped dictionary is never changed (documents name it by id and need it to be read):
-this writes a new file, and refuses to overwrite one.
+this writes the dictionaries of ``segengine.compress.KINDS`` whose files are missing, and
+leaves those that exist (a better one is a new id there).
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import zstandard
 from rich.console import Console
 from rich.progress import Progress
 
-from segengine import codec
-from segengine.compress import CURRENT_ID, dictionary_path
+from segengine import codec, writes
+from segengine.compress import KINDS, dictionary_path
 from segengine.datasets import demo_events, read_cdnow
 from segengine.metrics import Metrics
 from segengine.pipeline import BatchProcessor
@@ -43,6 +45,7 @@ SAMPLE_EVERY = 10  # batches
 SAMPLES_PER_TAKE = 150
 DICT_SIZE = 8_192
 SEED = 11
+ENTRY_SAMPLES = 20_000
 
 
 class _Record:
@@ -80,8 +83,9 @@ def _records() -> Iterator[_Record]:
         yield _Record(topic, offset, str(event["customer_id"]).encode(), orjson.dumps(event), int(event["ts"]))
 
 
-async def samples(console: Console) -> list[bytes]:
-    """Raw (uncompressed) state documents, taken along the fold of the demo data."""
+async def samples(console: Console) -> tuple[list[bytes], list[bytes]]:
+    """Raw (uncompressed) state documents, taken along the fold of the demo data, and the
+    recent-change entries the store holds at its end."""
     rng = random.Random(SEED)
     store = MemoryStore()
     settings = Settings(dedupe_horizon_days=7, future_skew_s=300, max_event_bytes=1 << 20)
@@ -97,7 +101,9 @@ async def samples(console: Console) -> list[bytes]:
             taken.append(codec.pack_state(CustomerState.loads(blob)))
 
     # stored uncompressed while the samples are taken: there may be no dictionary yet
-    with Progress(console=console) as progress, patch.object(codec, "compress", lambda raw: raw):
+    raw = [patch.object(module, name, lambda blob, *_: blob)
+           for module, name in ((codec, "compress"), (writes, "compress"), (writes, "compress_entry"))]  # fmt: skip
+    with Progress(console=console) as progress, raw[0], raw[1], raw[2]:
         task = progress.add_task("folding the CDNOW demo data", total=len(records))
         for n, start in enumerate(range(0, len(records), BATCH)):
             stats = await processor.process(records[start : start + BATCH])
@@ -107,26 +113,28 @@ async def samples(console: Console) -> list[bytes]:
                 take()
             progress.advance(task, len(records[start : start + BATCH]))
     take()
-    return taken
+    entries = [entry for held in store.changes.values() for entry in held]
+    return taken, rng.sample(entries, min(ENTRY_SAMPLES, len(entries)))
 
 
 def main() -> None:
     console = Console()
-    dict_id = int(sys.argv[1], 16) if len(sys.argv) > 1 else CURRENT_ID
-    path = dictionary_path(dict_id)
-    if path.exists():
-        sys.exit(f"{path} exists: a shipped dictionary is never changed; name a new id")
-    taken = asyncio.run(samples(console))
-    trained = zstandard.train_dictionary(DICT_SIZE, taken, dict_id=dict_id, level=3, threads=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(trained.as_bytes())
-    plain = sum(map(len, taken))
-    compressor = zstandard.ZstdCompressor(level=3, dict_data=trained, write_checksum=False)
-    packed = sum(len(compressor.compress(doc)) for doc in taken)
-    console.print(
-        f"{path.name}: {len(trained.as_bytes()):,} bytes from {len(taken):,} documents; "
-        f"on them {plain / len(taken):.0f} -> {packed / len(taken):.0f} bytes each"
-    )
+    missing = {dict_id: dictionary_path(dict_id) for dict_id in KINDS if not dictionary_path(dict_id).exists()}
+    if not missing:
+        sys.exit("every dictionary exists: a shipped dictionary is never changed; add a new id to compress.KINDS")
+    documents, entries = asyncio.run(samples(console))
+    for dict_id, path in missing.items():
+        taken = entries if KINDS[dict_id] == "recent" else documents
+        trained = zstandard.train_dictionary(DICT_SIZE, taken, dict_id=dict_id, level=3, threads=1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(trained.as_bytes())
+        plain = sum(map(len, taken))
+        compressor = zstandard.ZstdCompressor(level=3, dict_data=trained, write_checksum=False)
+        packed = sum(len(compressor.compress(sample)) for sample in taken)
+        console.print(
+            f"{path.name}: {len(trained.as_bytes()):,} bytes from {len(taken):,} samples; "
+            f"on them {plain / len(taken):.0f} -> {packed / len(taken):.0f} bytes each"
+        )
 
 
 if __name__ == "__main__":

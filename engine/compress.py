@@ -6,13 +6,21 @@ timestamps that share their leading digits. Compressed alone, a document of abou
 kilobyte shrinks by a third; compressed with a dictionary that already holds those
 repetitions, by about three quarters, at a few microseconds each way.
 
-The dictionaries ship with the package (``dictionaries/state-<id>.zdict``) and are never
+The entries of a customer's recent changes (segengine.writes) are compressed one by one with
+a dictionary of their own, in a leaner frame: an entry is some 60 bytes, and a standard
+frame's header (magic number, dictionary id, content size: 9 bytes) would take most of what
+compression saves. An entry's frame is one byte naming its dictionary (``ENTRY_MARKERS``;
+never the first byte of a MessagePack array or of JSON) and a Zstandard frame without magic
+number, dictionary id or content size: 63 -> 41 bytes each on the benchmark's workload.
+
+The dictionaries ship with the package (``dictionaries/<kind>-<id>.zdict``) and are never
 changed once shipped: a stored frame names its dictionary by id (the frame header's
 Dictionary_ID), and that dictionary must read it for as long as such documents exist. A
 better dictionary is a new file with a new id; the one ``CURRENT_ID`` names compresses new
-documents. The shipped one was trained (``python -m bench.state_dictionary``) on the
-documents the CDNOW demo data leaves with the shipped rule packs, not on the benchmark's
-workload; rule packs of one's own compress less well, never wrongly.
+documents (``RECENT_ID`` new entries). The shipped ones were trained (``python -m
+bench.state_dictionary``) on the documents and entries the CDNOW demo data leaves with the
+shipped rule packs, not on the benchmark's workload; rule packs of one's own compress less
+well, never wrongly.
 """
 
 from __future__ import annotations
@@ -22,10 +30,15 @@ from pathlib import Path
 
 import zstandard
 
-MAGIC = b"\x28\xb5\x2f\xfd"  # a Zstandard frame's first bytes (never a MessagePack map's or a JSON object's)
-CURRENT_ID = 0x5E6E0001  # the dictionary new documents are compressed with (private-use id range)
+MAGIC = b"\x28\xb5\x2f\xfd"  # a Zstandard frame's first bytes (never a MessagePack map's or array's, nor JSON)
+CURRENT_ID = 0x5E6E0001  # the dictionary new state documents are compressed with (private-use id range)
+RECENT_ID = 0x5E6E1001  # the one new recent-change entries are compressed with
 LEVEL = 3
 DICTIONARIES = Path(__file__).resolve().parent / "dictionaries"
+KINDS = {CURRENT_ID: "state", RECENT_ID: "recent"}  # what each shipped dictionary was trained on
+ENTRY_MARKERS = {b"\x01": RECENT_ID}  # an entry's first byte -> the dictionary of its frame
+ENTRY_MARKER = b"\x01"  # new entries'
+MAX_ENTRY = 0x10000  # bytes an entry expands to, at most (segengine.writes.MAX_RECENT_ENTRY)
 
 
 class UnknownDictionary(ValueError):
@@ -33,7 +46,7 @@ class UnknownDictionary(ValueError):
 
 
 def dictionary_path(dict_id: int) -> Path:
-    return DICTIONARIES / f"state-{dict_id:08x}.zdict"
+    return DICTIONARIES / f"{KINDS.get(dict_id, 'state')}-{dict_id:08x}.zdict"
 
 
 @functools.cache
@@ -53,8 +66,8 @@ def _dictionary(dict_id: int) -> zstandard.ZstdCompressionDict:
 
 
 @functools.cache
-def _compressor() -> zstandard.ZstdCompressor:
-    return zstandard.ZstdCompressor(level=LEVEL, dict_data=_dictionary(CURRENT_ID), write_checksum=False)
+def _compressor(dict_id: int = CURRENT_ID) -> zstandard.ZstdCompressor:
+    return zstandard.ZstdCompressor(level=LEVEL, dict_data=_dictionary(dict_id), write_checksum=False)
 
 
 @functools.cache
@@ -62,10 +75,11 @@ def _decompressor(dict_id: int) -> zstandard.ZstdDecompressor:
     return zstandard.ZstdDecompressor(dict_data=_dictionary(dict_id))
 
 
-def compress(raw: bytes) -> bytes:
-    """``raw`` as one Zstandard frame, with the current dictionary and its content size; or
-    ``raw`` itself where the frame would not be smaller (a near-empty document)."""
-    frame = _compressor().compress(raw)
+def compress(raw: bytes, dict_id: int = CURRENT_ID) -> bytes:
+    """``raw`` as one Zstandard frame, with the dictionary ``dict_id`` (the state documents'
+    by default) and its content size; or ``raw`` itself where the frame would not be smaller
+    (a near-empty document)."""
+    frame = _compressor(dict_id).compress(raw)
     return frame if len(frame) < len(raw) else raw
 
 
@@ -83,3 +97,32 @@ def is_compressed(blob: bytes) -> bool:
 def raw_size(blob: bytes) -> int:
     """The size of the document ``blob`` holds, before compression (read from the frame header)."""
     return zstandard.frame_content_size(blob) if is_compressed(blob) else len(blob)
+
+
+@functools.cache
+def _entry_compressor() -> zstandard.ZstdCompressor:
+    params = zstandard.ZstdCompressionParameters.from_level(
+        LEVEL, format=zstandard.FORMAT_ZSTD1_MAGICLESS, write_content_size=False, write_dict_id=False
+    )
+    return zstandard.ZstdCompressor(dict_data=_dictionary(ENTRY_MARKERS[ENTRY_MARKER]), compression_params=params)
+
+
+@functools.cache
+def _entry_decompressor(marker: bytes) -> zstandard.ZstdDecompressor:
+    return zstandard.ZstdDecompressor(
+        dict_data=_dictionary(ENTRY_MARKERS[marker]), format=zstandard.FORMAT_ZSTD1_MAGICLESS
+    )
+
+
+def compress_entry(raw: bytes) -> bytes:
+    """A recent-change entry in its lean frame, or ``raw`` itself where that is not smaller."""
+    frame = ENTRY_MARKER + _entry_compressor().compress(raw)
+    return frame if len(frame) < len(raw) else raw
+
+
+def expand_entry(blob: bytes) -> bytes:
+    """What ``compress_entry`` was given (an entry stored before compression: as it is)."""
+    marker = blob[:1]
+    if marker not in ENTRY_MARKERS:
+        return blob
+    return _entry_decompressor(marker).decompress(blob[1:], max_output_size=MAX_ENTRY)

@@ -18,7 +18,7 @@ import orjson
 import ormsgpack
 
 from .codec import dump_offsets, load_offsets, pack_state
-from .compress import compress, raw_size
+from .compress import compress, compress_entry, expand_entry, raw_size
 from .evaluate import FoldResult, reevaluate_customer, rfc3339
 from .events import Event, Rejected
 from .records import Output, OutRecord
@@ -32,7 +32,7 @@ from .topic_names import CHANGES_TOPIC, MEMBERS_TOPIC
 # in this order: each entry is a MessagePack array of these fields, the change id as its 16
 # bytes, the time as epoch milliseconds where they round-trip, and the reason without the
 # dimension and segment the entry already names, a registered rule text as its code
-# (segengine.reasons; recent_record reads one back).
+# (segengine.reasons; recent_record reads one back); compressed (segengine.compress).
 RECENT_FIELDS = ("change_id", "dimension", "from", "to", "at", "reason")
 
 Folded = tuple[CustomerState, FoldResult, bytes]  # the state, what folding did, the encoded state
@@ -234,7 +234,7 @@ def _recent_entry(change: dict[str, Any], codes: Mapping[str, int] = NO_CODES) -
     if len(entry) > MAX_RECENT_ENTRY:  # a rule's text longer than 64 KiB: kept cut short
         reason = reason[: max(0, len(reason.encode()) - (len(entry) - MAX_RECENT_ENTRY) - 8)] + "…"
         entry = ormsgpack.packb([*head, reason])
-    return entry
+    return compress_entry(entry)  # never larger than the entry
 
 
 def _short_reason(dimension: str, new: str | None, reason: str, codes: Mapping[str, int]) -> str | list[str] | int:
@@ -265,6 +265,7 @@ def _full_reason(dimension: str, new: str | None, short: str | list[str] | int, 
 def reason_code_of(raw: bytes) -> int | None:
     """The rule-text code an entry of the recent-changes list names, if it names one (for
     segengine.inspect to look the texts up before ``recent_record``)."""
+    raw = expand_entry(raw)
     if raw[:1] in (b"[", b"{"):
         return None
     reason = ormsgpack.unpackb(raw)[-1]
@@ -297,7 +298,9 @@ def recent_record(raw: bytes, texts: Mapping[int, str] = NO_TEXTS) -> dict[str, 
     """One entry of the recent-changes list as a record of RECENT_FIELDS: stored as a
     MessagePack array in that order (the field names once here, not in every entry), or by
     versions before that as a JSON array or a JSON object. ``texts``: the registry's rule
-    texts of the codes the entries name (``reason_code_of``)."""
+    texts of the codes the entries name (``reason_code_of``). An entry is compressed
+    (segengine.compress) where that makes it smaller."""
+    raw = expand_entry(raw)
     if raw[:1] in (b"[", b"{"):
         doc = orjson.loads(raw)
         return dict(zip(RECENT_FIELDS, doc, strict=True)) if isinstance(doc, list) else doc

@@ -15,7 +15,16 @@ from hypothesis import strategies as st
 
 import segengine.state as state_module
 from segengine.codec import FIELD_CODES, pack_state
-from segengine.compress import CURRENT_ID, MAGIC, UnknownDictionary, decompress
+from segengine.compress import (
+    CURRENT_ID,
+    ENTRY_MARKER,
+    ENTRY_MARKERS,
+    MAGIC,
+    RECENT_ID,
+    UnknownDictionary,
+    decompress,
+    expand_entry,
+)
 from segengine.evaluate import rfc3339
 from segengine.events import Event, Source
 from segengine.folding import already_applied, apply
@@ -192,6 +201,14 @@ def test_a_recent_change_in_its_own_format_is_smaller_and_the_formats_before_sti
     assert recent_record(_recent_entry(odd)) == odd  # kept as they are when they would not round-trip
 
 
+def test_a_recent_change_is_compressed_with_its_own_dictionary_and_one_stored_before_still_reads() -> None:
+    entry = _recent_entry(CHANGE)
+    raw = expand_entry(entry)
+    assert entry[:1] == ENTRY_MARKER and ENTRY_MARKERS[ENTRY_MARKER] == RECENT_ID
+    assert len(entry) < len(raw) - 12  # a lean frame: no magic number, dictionary id or content size
+    assert recent_record(raw) == CHANGE and reason_code_of(raw) is None  # MessagePack, as stored before
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     new=st.one_of(st.none(), st.text(max_size=10)),
@@ -207,7 +224,8 @@ def test_a_registered_rule_text_is_kept_as_its_code_and_reads_back_from_the_regi
     assert reason_code_of(entry) == (reason_code(text) if registered else None)
     assert recent_record(entry, {reason_code(text): text}) == change
     if registered:
-        assert len(entry) <= len(_recent_entry(change)) - len(text.encode()) + 5  # the text is not in the entry
+        # the text is not in the entry (sizes before compression)
+        assert len(expand_entry(entry)) <= len(expand_entry(_recent_entry(change))) - len(text.encode()) + 5
         assert (
             recent_record(entry)["reason"]
             == f"value_tier.{new}: (rule text {reason_code(text)} is not in the registry)"
