@@ -56,7 +56,7 @@ def _dictionary(dict_id: int) -> zstandard.ZstdCompressionDict:
         data = path.read_bytes()
     except FileNotFoundError:
         raise UnknownDictionary(
-            f"a state document is compressed with dictionary {dict_id:#010x}, which this segengine does not ship "
+            f"stored data is compressed with dictionary {dict_id:#010x}, which this segengine does not ship "
             "(written by a newer version?)"
         ) from None
     found = zstandard.ZstdCompressionDict(data)
@@ -123,6 +123,10 @@ def compress_entry(raw: bytes) -> bytes:
 def expand_entry(blob: bytes) -> bytes:
     """What ``compress_entry`` was given (an entry stored before compression: as it is)."""
     marker = blob[:1]
-    if marker not in ENTRY_MARKERS:
-        return blob
-    return _entry_decompressor(marker).decompress(blob[1:], max_output_size=MAX_ENTRY)
+    if marker in ENTRY_MARKERS:
+        return _entry_decompressor(marker).decompress(blob[1:], max_output_size=MAX_ENTRY)
+    if b"\x00" < marker < b"\x20":  # the markers' range: never MessagePack's array or JSON's first byte
+        raise UnknownDictionary(
+            f"a recent-change entry names dictionary marker {marker[0]}, which this segengine does not ship"
+        )
+    return blob

@@ -207,6 +207,8 @@ def test_a_recent_change_is_compressed_with_its_own_dictionary_and_one_stored_be
     assert entry[:1] == ENTRY_MARKER and ENTRY_MARKERS[ENTRY_MARKER] == RECENT_ID
     assert len(entry) < len(raw) - 12  # a lean frame: no magic number, dictionary id or content size
     assert recent_record(raw) == CHANGE and reason_code_of(raw) is None  # MessagePack, as stored before
+    with pytest.raises(UnknownDictionary, match="marker 2"):  # a dictionary of a later version
+        recent_record(b"\x02" + entry[1:])
 
 
 @settings(max_examples=200, deadline=None)
