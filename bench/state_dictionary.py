@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from segengine import codec, writes
+from segengine.clock import EventClock
 from segengine.compress import KINDS, dictionary_path
 from segengine.datasets import demo_events, read_cdnow
 from segengine.metrics import Metrics
@@ -57,19 +58,6 @@ class _Record:
         )  # fmt: skip
 
 
-class _EventTime:
-    """Decisions at the event's own time: the documents look as a replay leaves them."""
-
-    def now_for(self, event_ts: int) -> int:
-        return event_ts
-
-    def now(self) -> int:
-        return 0
-
-    def observe(self, topic: str, partition: int, event_ts: int) -> None:
-        return None
-
-
 class _Discard:
     async def publish(self, records: list[OutRecord]) -> None:
         return None
@@ -90,7 +78,7 @@ async def samples(console: Console) -> tuple[list[bytes], list[bytes]]:
     store = MemoryStore()
     settings = Settings(dedupe_horizon_days=7, future_skew_s=300, max_event_bytes=1 << 20)
     processor = BatchProcessor(
-        settings, load_rules(ROOT / "rules"), store, _Discard(), _EventTime(), Metrics(process=False)
+        settings, load_rules(ROOT / "rules"), store, _Discard(), EventClock(), Metrics(process=False)
     )
     records = list(_records())
     taken: list[bytes] = []

@@ -66,8 +66,8 @@ def _dictionary(dict_id: int) -> zstandard.ZstdCompressionDict:
 
 
 @functools.cache
-def _compressor(dict_id: int = CURRENT_ID) -> zstandard.ZstdCompressor:
-    return zstandard.ZstdCompressor(level=LEVEL, dict_data=_dictionary(dict_id), write_checksum=False)
+def _compressor() -> zstandard.ZstdCompressor:
+    return zstandard.ZstdCompressor(level=LEVEL, dict_data=_dictionary(CURRENT_ID), write_checksum=False)
 
 
 @functools.cache
@@ -75,11 +75,10 @@ def _decompressor(dict_id: int) -> zstandard.ZstdDecompressor:
     return zstandard.ZstdDecompressor(dict_data=_dictionary(dict_id))
 
 
-def compress(raw: bytes, dict_id: int = CURRENT_ID) -> bytes:
-    """``raw`` as one Zstandard frame, with the dictionary ``dict_id`` (the state documents'
-    by default) and its content size; or ``raw`` itself where the frame would not be smaller
-    (a near-empty document)."""
-    frame = _compressor(dict_id).compress(raw)
+def compress(raw: bytes) -> bytes:
+    """A state document as one Zstandard frame, with the current dictionary and its content
+    size; or ``raw`` itself where the frame would not be smaller (a near-empty document)."""
+    frame = _compressor().compress(raw)
     return frame if len(frame) < len(raw) else raw
 
 

@@ -20,6 +20,7 @@ from aiokafka.structs import ConsumerRecord
 from aiokafka.structs import TopicPartition as KafkaTP
 from rich.table import Table
 
+from .compress import expand_entry
 from .evaluate import rfc3339
 from .events import INPUT_TOPICS, Event, Rejected
 from .rules import RuleSet
@@ -80,6 +81,7 @@ async def customer_report(store: Store, rules: RuleSet, customer_id: str, now: i
 async def recent_records(store: Store, entries: Sequence[bytes]) -> list[dict[str, Any]]:
     """Entries of a recent-changes list as records, the rule texts they name by code looked up
     in the registry (segengine.reasons)."""
+    entries = [expand_entry(r) for r in entries]  # expanded once: both readers below take them as they are
     texts = await store.reasons({code for r in entries if (code := reason_code_of(r)) is not None})
     return [recent_record(r, texts) for r in entries]
 

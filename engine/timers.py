@@ -412,10 +412,10 @@ def next_moment(plan: TimePlan, state: CustomerState, now: int) -> Moment:
     if plan.population is not None:
         for age, feature, n in plan.ranked_ages:
             ts = getattr(state, age.attribute)
-            sample = plan.population.samples.get(feature)
-            if ts is not None and sample:
+            changes = plan.population.rank_changes(feature, n)
+            if ts is not None and changes is not None:
                 base = ts - ts % age.step
-                change = next_rank_change(sample, (now - base) // age.step * age.step / age.unit, n)
+                change = next_change(changes, (now - base) // age.step * age.step / age.unit)
                 if change is not None:
                     reached, only_past = change
                     at = _whole_ms(reached * age.unit)  # ms after the base
@@ -454,25 +454,26 @@ def next_rank_change(sample: list[float], value: float, n: int | None) -> tuple[
     """When ``value``, growing, next changes its score against the population ``sample``:
     (the population value, whether the change comes only once the value is past it rather
     than equal to it: ties count half). ``n`` None is ``pct_rank``, else
-    ``quantile_score(n)``; scores only grow with the value. None: never again. One bisection
-    in the sample's change points (``rank_changes``)."""
-    keys, points = rank_changes(sample, n)
+    ``quantile_score(n)``; scores only grow with the value. None: never again."""
+    return next_change(rank_changes(sample, n), value)
+
+
+def next_change(changes: RankChanges, value: float) -> tuple[float, bool] | None:
+    """``next_rank_change`` from the sample's change points (``rank_changes``, which a
+    ``Population`` keeps per sample): one bisection."""
+    keys, points = changes
     i = bisect_right(keys, (value, 0))  # past the value, or on it with the change just past it to come
     return points[i] if i < len(points) else None
 
 
-_RANK_CHANGES: dict[tuple[int, int | None], tuple[list[float], list[tuple[float, int]], list[tuple[float, bool]]]] = {}
-RANK_CHANGES_KEPT = 64  # (sample, n) pairs: a rule set ranks a few features, and samples are replaced whole
+# (value, 0 | 1) in order, and (value, only once past it) for each: see rank_changes
+RankChanges = tuple[list[tuple[float, int]], list[tuple[float, bool]]]
 
 
-def rank_changes(sample: list[float], n: int | None) -> tuple[list[tuple[float, int]], list[tuple[float, bool]]]:
+def rank_changes(sample: list[float], n: int | None) -> RankChanges:
     """Every point at which a growing value's score against ``sample`` changes, in order:
     (value, 0) and (value, False) where it changes on reaching the value, (value, 1) and
-    (value, True) where it changes once past it. Worked out once per sample (kept while the
-    population holds that very list) and ``n``."""
-    held = _RANK_CHANGES.get((id(sample), n))
-    if held is not None and held[0] is sample:
-        return held[1], held[2]
+    (value, True) where it changes once past it."""
     size = len(sample)
 
     def score(rank: float) -> float:
@@ -492,7 +493,4 @@ def rank_changes(sample: list[float], n: int | None) -> tuple[list[tuple[float, 
             keys.append((value, 1))
             points.append((value, True))
         i = j
-    if len(_RANK_CHANGES) >= RANK_CHANGES_KEPT:
-        _RANK_CHANGES.clear()
-    _RANK_CHANGES[(id(sample), n)] = (sample, keys, points)
     return keys, points

@@ -20,6 +20,8 @@ import math
 from bisect import bisect_left, bisect_right
 from typing import Any
 
+from ..timers import RankChanges, rank_changes
+
 DEFAULT_MIN_SAMPLE = 1000
 # Values a shared sample keeps per feature (segengine.worker.population.SAMPLE_KEEP): a
 # larger minimum could never be seen in a thinned sample, so the rules refuse one.
@@ -36,11 +38,24 @@ class Population:
         self.sizes: dict[str, int] = {}  # feature -> values in the last sample given, usable or not
         self.taken_at: int | None = None
         self.min_sample = min_sample
+        self._changes: dict[tuple[str, int | None], RankChanges] = {}  # worked out once per sample
 
     def replace(self, samples: dict[str, list[float]], taken_at: int | None) -> None:
         self.sizes = {name: len(values) for name, values in samples.items()}
         self.samples = {name: sorted(values) for name, values in samples.items() if len(values) >= self.min_sample}
         self.taken_at = taken_at
+        self._changes = {}
+
+    def rank_changes(self, feature: str, n: int | None) -> RankChanges | None:
+        """Where a growing value's score against ``feature``'s sample changes
+        (segengine.timers.rank_changes; ``n`` None: ``pct_rank``); None without a sample."""
+        sample = self.samples.get(feature)
+        if not sample:
+            return None
+        changes = self._changes.get((feature, n))
+        if changes is None:
+            changes = self._changes[(feature, n)] = rank_changes(sample, n)
+        return changes
 
     @property
     def held_back(self) -> dict[str, int]:

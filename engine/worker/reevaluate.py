@@ -29,7 +29,8 @@ class Reevaluation:
     async def run(self, rules: RuleSet, *, rescore: bool = False, decided_after: int | None = None) -> int:
         """Every customer this worker owns under ``rules``; the number decided.
         ``rescore``: after the population sample moved (the time-dependent dimensions only).
-        ``decided_after``: customers last decided later than this are left alone."""
+        ``decided_after`` (a re-score): customers placed since then in every dimension that
+        reads the population are left alone (segengine.pipeline, BatchProcessor.reevaluate)."""
         done = 0
         while not self.ownership.time_known and not self.stop.is_set():
             await pause(self.stop, 0.5)  # event time: nothing is decided before the first record says what time it is
