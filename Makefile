@@ -5,12 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit integration bench dev lint format clean prometheus-tools
+.PHONY: demo test unit integration bench native dev lint format clean prometheus-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench,test,lint]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench,test,lint,native]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -37,8 +37,15 @@ unit: $(STAMP)
 integration: $(STAMP) prometheus-tools
 	$(BIN)/python -m pytest -q tests/integration
 
+# The benchmark measures the compiled core when it can be built here (a C compiler), the
+# Python one otherwise; it says which.
 bench: $(STAMP)
+	$(BIN)/segengine native build --if-possible
 	$(BIN)/python -m bench.run
+
+# The pure core compiled with mypyc (engine/native.py): optional, the Python modules run without it.
+native: $(STAMP)
+	$(BIN)/segengine native build
 
 # ruff (lint, and the formatter in check mode) and mypy --strict on the package
 lint: $(STAMP)
@@ -54,4 +61,4 @@ dev: $(STAMP)
 	$(BIN)/segengine dev
 
 clean:
-	rm -rf $(VENV) bench-results.json .pytest_cache
+	rm -rf $(VENV) bench-results.json .pytest_cache engine/_native

@@ -63,6 +63,7 @@ from rich.table import Table
 from bench.hot import hot_customer
 from bench.reeval import OFFERED_EPS as REEVAL_EPS
 from bench.reeval import reevaluation_latency
+from segengine import NATIVE
 from segengine.devcluster import DevCluster
 from segengine.devstack import DevStack, free_port
 
@@ -703,6 +704,7 @@ def pct(values: list[float], q: float) -> float:
 
 async def main() -> None:
     console.rule("[bold]segengine benchmark")
+    console.print(f"the pure core: {NATIVE.reason}", highlight=False)
     # The core-path figures use the first rules of the engine: value tier and lifecycle.
     core = core_rules()
     eval_us = eval_cost_us(ROOT / "rules")
@@ -778,6 +780,7 @@ async def main() -> None:
         "redis_keys_after_engine": keys,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
+        "core_modules": NATIVE.reason,  # compiled (segengine.native) or Python, in every engine process measured
     }
     (ROOT / "bench-results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     table = Table(title="segengine benchmark", show_header=True)
@@ -1005,6 +1008,7 @@ def only_packs(name: str) -> None:
     """One engine run (default packs, or the core ones) with raw consume and latency beside it,
     printed only: a quick look at one change, without the whole benchmark."""
     rules = ROOT / "rules" if name == "default" else core_rules()
+    console.print(f"the pure core: {NATIVE.reason}", highlight=False)
     figures = asyncio.run(default_packs_run(workload(), None, rules, name))
     table = Table(title=f"segengine benchmark: {name} packs only (not written)", show_header=True)
     for column in ("measure", "value", "target"):

@@ -12,6 +12,7 @@ segengine export   a segment's members as CSV or JSON Lines
 segengine rebuild  recover from a Redis that lost data: replay the input topics into it
 segengine fit clv  fit the CLV models (BG/NBD, Gamma-Gamma) on a purchase history -> models/clv.yaml
 segengine discover k-means clusters of the population's features -> a rules pack (nearest_cluster)
+segengine native build|status|remove   the pure core compiled with mypyc (optional)
 
 Settings, logging, running a command, its one-line failure and the exit codes:
 engine/commands/common.py.
@@ -26,8 +27,9 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from .commands import discover, export, fit, lookup, rebuild, rules, stack, topics
-from .commands.common import FAILED, INTERRUPTED, json_logs, out
+from . import NATIVE
+from .commands import discover, export, fit, lookup, native, rebuild, rules, stack, topics
+from .commands.common import FAILED, INTERRUPTED, USAGE, json_logs, out, say_error
 
 HELP = {"help_option_names": ["-h", "--help"]}
 
@@ -66,6 +68,12 @@ rules_app = typer.Typer(
     no_args_is_help=True,
     context_settings=HELP,
     help="Check rules, explain a customer's segments, preview a change.",
+)
+native_app = typer.Typer(
+    cls=Group,
+    no_args_is_help=True,
+    context_settings=HELP,
+    help="The pure core compiled with mypyc: build, status, remove (optional; Python runs without it).",
 )
 fit_app = typer.Typer(
     cls=Group,
@@ -119,8 +127,16 @@ app.add_typer(rules_app, name="rules")
 fit_app.command("clv", cls=Command)(fit.fit_clv)
 app.add_typer(fit_app, name="fit")
 
+native_app.command("build", cls=Command)(native.native_build)
+native_app.command("status", cls=Command)(native.native_status)
+native_app.command("remove", cls=Command)(native.native_remove)
+app.add_typer(native_app, name="native")
+
 
 def main() -> None:
+    if NATIVE.error:  # SEGENGINE_NATIVE names a build that cannot be used: nothing starts
+        say_error(NATIVE.error)
+        sys.exit(USAGE)
     try:
         app()
     except KeyboardInterrupt:

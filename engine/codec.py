@@ -55,13 +55,16 @@ FIELD_CODES = {
     "actions_sent": "as", "delayed": "dl", "home": "h",
 }  # fmt: skip
 _NAMES = {code: name for name, code in FIELD_CODES.items()}
-_DEFAULTS = CustomerState().__dict__
+# Every field of CustomerState: read and set by name (getattr, setattr), so that the compiled
+# core (segengine.native), whose classes keep no ``__dict__``, encodes the same way.
+FIELDS = (*FIELD_CODES, "pending", "outbox_writer")
+_FRESH = CustomerState()
+_DEFAULTS = {name: getattr(_FRESH, name) for name in FIELDS}
 # (name, code, default, the default's type): a field equal to its default, of the same type, is left out
 _JOINT = ("members", "member_since")  # stored together: {dimension: [segment, since]} (see dump_state)
 _STORED = tuple(
     (name, code, _DEFAULTS[name], type(_DEFAULTS[name])) for name, code in FIELD_CODES.items() if name not in _JOINT
 )
-assert {*FIELD_CODES, "pending", "outbox_writer"} == set(_DEFAULTS), "every state field needs a code"
 assert len(_NAMES) == len(FIELD_CODES), "codes are unique"
 
 
@@ -72,10 +75,9 @@ def dump_state(state: CustomerState) -> bytes:
 
 def pack_state(state: CustomerState) -> bytes:
     """The state document before compression (its size is what the size limit reads)."""
-    fields = state.__dict__
     doc = {}
     for name, code, default, kind in _STORED:
-        value = fields[name]
+        value = getattr(state, name)
         if value != default or type(value) is not kind:
             doc[code] = value
     if state.offsets:
@@ -99,7 +101,9 @@ def load_state(blob: bytes | None, outbox: bytes | None = None) -> CustomerState
             doc = {_NAMES.get(code, code): value for code, value in ormsgpack.unpackb(blob).items()}
             _split_members(doc)
         doc["offsets"] = _offsets(doc.get("offsets") or {})
-        state.__dict__.update(doc)
+        for name, value in doc.items():
+            if name in _DEFAULTS:  # a field this version does not know is left out
+                setattr(state, name, value)
         if json and "repeat_days" not in doc and state.purchase_days:
             _summary(state)
     if outbox:

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     clock: Literal["wall", "event"] = Field(
         "wall", description="wall: now is the wall clock; event: now is the event-time watermark (replays)"
     )
+    native: str = Field(
+        "auto",
+        description="the compiled core (`segengine native build`): auto = used when built from these sources, "
+        "off, or a build's folder; read when the package is imported (segengine.native)",
+    )
     batch_max_records: int = Field(2000, ge=1, description="records taken from Kafka per batch")
     batch_timeout_ms: int = Field(5, ge=0, description="longest wait for a batch to fill once its first records are in")
     rules_reload_s: float = Field(2.0, ge=0, description="how often to look for a changed rules file (0 = never)")

@@ -9,5 +9,11 @@ predictions they give (P(alive), expected purchases, expected spend, CLV).
 ``summary``, ``bgnbd``, ``gammagamma``, ``value``, ``holdout`` and ``mle`` need numpy and
 scipy (the optional extra ``segengine[clv]``); only ``segengine fit clv`` and the tests import
 them. ``closed`` (the predictions in pure Python, for a per-customer evaluation) and
-``artefact`` (the fitted model file) need neither. Importing this package imports nothing.
+``artefact`` (the fitted model file) need neither. Importing this package imports nothing
+of its own (it puts the compiled modules first on its search path when they are in use).
 """
+
+from .. import NATIVE
+from ..native import extend
+
+extend(__path__, NATIVE, "clv")  # the compiled modules, when in use (segengine.native)

@@ -26,6 +26,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .. import NATIVE
 from ..api import ApiServer
 from ..clock import make_clock
 from ..errors import ConfigError
@@ -176,6 +177,7 @@ class Worker:
         """Consume until ``stop()``; raises (without committing) on a non-retriable error.
         With ``http_port`` set, the HTTP API (segengine.api) is up for as long as this runs."""
         settings = self.settings
+        log.info("the pure core: %s", NATIVE.reason)
         api = None
         if settings.http_socket_fd is not None:
             api = ApiServer(self, settings.http_host, 0, socket.socket(fileno=settings.http_socket_fd))

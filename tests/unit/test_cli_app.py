@@ -72,10 +72,11 @@ def test_every_command_keeps_its_name_and_place_in_the_help() -> None:
     assert list(group.list_commands(None)) == [
         "run", "dev", "demo", "demo-produce", "replay", "inspect", "segments", "tail", "produce", "export", "rebuild",
         "discover",
-        "topics", "rules", "fit",
+        "topics", "rules", "fit", "native",
     ]  # fmt: skip
     assert list(group.commands["topics"].list_commands(None)) == ["create", "list", "describe"]
     assert list(group.commands["rules"].list_commands(None)) == ["check", "explain", "simulate"]
+    assert list(group.commands["native"].list_commands(None)) == ["build", "status", "remove"]
     options = {p.name: p.opts for p in group.commands["replay"].params}
     assert options["fmt"] == ["--format"]
 
