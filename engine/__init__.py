@@ -13,4 +13,4 @@ from .native import extend as _extend
 from .native import select as _select
 
 NATIVE = _select()
-_extend(__path__, NATIVE)
+_extend(__path__, __name__, NATIVE)

@@ -74,8 +74,9 @@ def sources_digest(package: Path = PACKAGE) -> str:
     against the types of the ones they import, so a change to any of them makes a build stale."""
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
-        if GROUP not in path.relative_to(package).parts[:1]:
-            digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+        relative = path.relative_to(package)
+        if relative.parts[0] != GROUP:
+            digest.update(relative.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
@@ -129,19 +130,20 @@ def select(value: str | None = None) -> Selection:
     return Selection(folder.resolve(), f"compiled (mypyc, {folder})")
 
 
-def extend(path: list[str], selection: Selection, subpackage: str = "") -> None:
-    """Put the compiled modules of (sub)package ``subpackage`` first on its search path."""
+def extend(path: list[str], package: str, selection: Selection) -> None:
+    """Put the compiled modules of ``package`` (the package itself or a subpackage, by its
+    ``__name__``) first on its search path ``path``."""
     if selection.folder is not None:
-        path.insert(0, str(selection.folder / subpackage))
+        path.insert(0, str(selection.folder.joinpath(*package.split(".")[1:])))
 
 
 BUILD_SCRIPT = """
 import sys
 from setuptools import setup
 from mypyc.build import mypycify
-paths, group, jobs = sys.argv[1].split(","), sys.argv[2], sys.argv[3]
+paths, group = sys.argv[1].split(","), sys.argv[2]
 setup(name="segengine-native", py_modules=[], ext_modules=mypycify(paths, group_name=group, opt_level="3"),
-      script_args=["build_ext", "--inplace", "--parallel", jobs])
+      script_args=["build_ext", "--inplace"])
 """
 
 MYPY_CONFIG = """[mypy]
@@ -150,7 +152,7 @@ ignore_missing_imports = True
 """
 
 
-def build(folder: Path = DEFAULT_FOLDER, jobs: int | None = None) -> Path:
+def build(folder: Path = DEFAULT_FOLDER) -> Path:
     """Compile MODULES into ``folder`` (replaced whole once the build succeeded); returns it.
     The build runs in a copy of the sources named ``segengine`` (the import package's name:
     the compiled modules know their own), in a process of its own."""
@@ -166,7 +168,7 @@ def build(folder: Path = DEFAULT_FOLDER, jobs: int | None = None) -> Path:
         (work / "mypy.ini").write_text(MYPY_CONFIG.format(version=f"{sys.version_info[0]}.{sys.version_info[1]}"))
         paths = ",".join(f"segengine/{module.replace('.', '/')}.py" for module in MODULES)
         done = subprocess.run(
-            [sys.executable, "-c", BUILD_SCRIPT, paths, f"segengine.{GROUP}", str(jobs or os.cpu_count() or 1)],
+            [sys.executable, "-c", BUILD_SCRIPT, paths, f"segengine.{GROUP}"],
             cwd=work,
             capture_output=True,
             text=True,

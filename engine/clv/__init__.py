@@ -16,4 +16,4 @@ of its own (it puts the compiled modules first on its search path when they are 
 from .. import NATIVE
 from ..native import extend
 
-extend(__path__, NATIVE, "clv")  # the compiled modules, when in use (segengine.native)
+extend(__path__, __name__, NATIVE)  # the compiled modules, when in use (segengine.native)

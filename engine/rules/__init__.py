@@ -3,7 +3,7 @@
 from .. import NATIVE
 from ..native import extend
 
-extend(__path__, NATIVE, "rules")  # the compiled ruleset module, when in use (segengine.native)
+extend(__path__, __name__, NATIVE)  # the compiled ruleset module, when in use (segengine.native)
 
 from .loader import (  # noqa: E402 (after the search path is set)
     check_files,

@@ -33,7 +33,7 @@ def test_a_build_of_these_sources_for_this_python_is_used(tmp_path: Path) -> Non
     selected = native.select(str(folder))
     assert selected.compiled and selected.folder == folder.resolve() and selected.error is None
     path: list[str] = ["/src/segengine"]
-    native.extend(path, selected, "rules")
+    native.extend(path, "segengine.rules", selected)
     assert path == [str(folder.resolve() / "rules"), "/src/segengine"]
 
 
