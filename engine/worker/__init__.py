@@ -59,6 +59,10 @@ from .view import Health
 log = logging.getLogger(__name__)
 
 IDLE_POLL_MS = 100  # how long the batch loop waits for a first record before it looks around
+# getmany() waits for an assignment without a bound (aiokafka): a worker whose broker went away
+# during a group join would wait there forever and never see that it is stopping (an outage
+# past SEGENGINE_DEPENDENCY_TIMEOUT_S). It is given its timeout and this much more.
+FETCH_SLACK_S = 1.0
 MAX_FINISHING = 2  # event batches published and committed while the next is prepared, at most
 
 __all__ = ["Worker"]
@@ -273,9 +277,13 @@ class Worker:
         deadline: float | None = None  # set when the first records are in
         while len(records) < settings.batch_max_records:
             timeout_ms = IDLE_POLL_MS if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
-            fetched = await self.consumer.getmany(
-                timeout_ms=timeout_ms, max_records=settings.batch_max_records - len(records)
-            )
+            try:
+                fetched = await asyncio.wait_for(
+                    self.consumer.getmany(timeout_ms=timeout_ms, max_records=settings.batch_max_records - len(records)),
+                    timeout_ms / 1000 + FETCH_SLACK_S,
+                )
+            except TimeoutError:  # no assignment to fetch for: the loop looks at stopping (see FETCH_SLACK_S)
+                break
             for recs in fetched.values():
                 records.extend(recs)
             if not records or timeout_ms == 0 or self.stopping.is_set():

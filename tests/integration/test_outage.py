@@ -95,3 +95,52 @@ async def test_a_worker_that_loses_a_dependency_exits_1_after_the_timeout(
     assert len(steps) >= 2, f"no backoff lines naming {name}:\n{tail}"
     assert len(steps) <= 12, f"{len(steps)} lines for one outage of {TIMEOUT_S} s: not backing off"
     assert lines[-1].startswith("error:") and name in lines[-1] and "SEGENGINE_DEPENDENCY_TIMEOUT_S" in lines[-1], tail
+
+
+async def test_a_worker_whose_broker_stops_answering_during_a_group_join_still_sees_it_is_stopping(
+    stack: DevStack,
+) -> None:
+    """The broker stops answering (SIGSTOP) while the worker rejoins its group (a second member
+    came), in its revoke callback: aiokafka's getmany() then waits for the reassignment to end,
+    without a bound (as on a first join, when a worker's broker goes away before it ends). The batch loop must still come back and see
+    that the worker is stopping, which is how an outage past SEGENGINE_DEPENDENCY_TIMEOUT_S ends
+    the process."""
+    from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+    from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+    from segengine.events import INPUT_TOPICS
+    from segengine.settings import Settings
+    from segengine.worker import Worker
+
+    private = DevStack(kafka=True, redis=False)
+    async with private:
+        broker = private.pids[0]
+        rejoining = asyncio.Event()
+
+        class StopBrokerOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+            async def on_partitions_revoked(self, revoked: object) -> None:
+                if revoked:  # not the first join: the rebalance the second member caused
+                    os.kill(broker, signal.SIGSTOP)
+                    rejoining.set()
+
+            async def on_partitions_assigned(self, assigned: object) -> None:
+                return None
+
+        settings = Settings(kafka_bootstrap=private.kafka_bootstrap, redis_url=stack.redis_url, group_id="join-outage",
+                            **FAST_GROUP)  # fmt: skip
+        worker = Worker(settings)
+        worker.consumer.subscribe(list(INPUT_TOPICS), listener=StopBrokerOnRevoke())
+        await worker.consumer.start()
+        other = AIOKafkaConsumer(*INPUT_TOPICS, bootstrap_servers=private.kafka_bootstrap, group_id="join-outage",
+                                 partition_assignment_strategy=(RangePartitionAssignor,))  # fmt: skip
+        joining = asyncio.create_task(other.start())
+        try:
+            await asyncio.wait_for(rejoining.wait(), 120)  # a reassignment is under way, and cannot finish
+            worker.stopping.set()
+            assert await asyncio.wait_for(worker._next_batch(), 60) == []
+        finally:
+            os.kill(broker, signal.SIGCONT)
+            joining.cancel()
+            await asyncio.gather(joining, return_exceptions=True)
+            await asyncio.wait_for(other.stop(), 60)
+            await asyncio.wait_for(worker._close(), 60)
