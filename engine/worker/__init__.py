@@ -63,6 +63,7 @@ IDLE_POLL_MS = 100  # how long the batch loop waits for a first record before it
 # during a group join would wait there forever and never see that it is stopping (an outage
 # past SEGENGINE_DEPENDENCY_TIMEOUT_S). It is given its timeout and this much more.
 FETCH_SLACK_S = 1.0
+CLOSE_WAIT_S = 10.0  # longest wait for one client to close on the way out (see Worker._close)
 MAX_FINISHING = 2  # event batches published and committed while the next is prepared, at most
 
 __all__ = ["Worker"]
@@ -277,13 +278,18 @@ class Worker:
         deadline: float | None = None  # set when the first records are in
         while len(records) < settings.batch_max_records:
             timeout_ms = IDLE_POLL_MS if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
-            try:
-                fetched = await asyncio.wait_for(
-                    self.consumer.getmany(timeout_ms=timeout_ms, max_records=settings.batch_max_records - len(records)),
-                    timeout_ms / 1000 + FETCH_SLACK_S,
-                )
-            except TimeoutError:  # no assignment to fetch for: the loop looks at stopping (see FETCH_SLACK_S)
+            fetch = asyncio.ensure_future(
+                self.consumer.getmany(timeout_ms=timeout_ms, max_records=settings.batch_max_records - len(records))
+            )
+            try:  # not asyncio.wait_for: on Python 3.11 it can swallow a cancellation (a SIGTERM) that meets a result
+                done, _ = await asyncio.wait((fetch,), timeout=timeout_ms / 1000 + FETCH_SLACK_S)
+            except asyncio.CancelledError:
+                fetch.cancel()
+                raise
+            if not done:  # no assignment to fetch for (see FETCH_SLACK_S): the loop looks at stopping
+                fetch.cancel()
                 break
+            fetched = fetch.result()
             for recs in fetched.values():
                 records.extend(recs)
             if not records or timeout_ms == 0 or self.stopping.is_set():
@@ -293,13 +299,20 @@ class Worker:
         return records
 
     async def _close(self) -> None:
-        for close in (self.consumer.stop, self.producer.stop, self.redis.aclose):
+        """Each client closed in turn, each within CLOSE_WAIT_S: a consumer whose broker went away
+        during a group join waits in its stop() for a join that never ends."""
+        clients = (("consumer", self.consumer.stop), ("producer", self.producer.stop), ("redis", self.redis.aclose))
+        for name, close in clients:
+            closing = asyncio.ensure_future(close())
             try:
-                await close()
-            except asyncio.CancelledError:  # a client's own task cancelled under it (its broker gone)
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise  # we are being cancelled ourselves
+                done, _ = await asyncio.wait((closing,), timeout=CLOSE_WAIT_S)
+            except asyncio.CancelledError:  # we are being cancelled ourselves
+                closing.cancel()
+                raise
+            if not done:
+                closing.cancel()
+                log.warning("the %s client did not close within %g s; left behind", name, CLOSE_WAIT_S)
+            elif closing.cancelled():  # a client's own task cancelled under it (its broker gone)
                 log.debug("close cancelled inside the client")
-            except Exception as exc:  # best effort on the way out
+            elif (exc := closing.exception()) is not None:  # best effort on the way out
                 log.debug("close failed: %r", exc)
