@@ -364,15 +364,20 @@ def test_the_build_context_is_what_the_image_is_built_from() -> None:
 # --- the Dockerfile --------------------------------------------------------------------------
 
 
-def final_stage() -> list[tuple[str, str]]:
-    stages: list[list[tuple[str, str]]] = []
+def stages() -> list[list[tuple[str, str]]]:
+    found: list[list[tuple[str, str]]] = []
     for keyword, args in instructions(DOCKERFILE.read_text()):
         if keyword == "FROM":
-            stages.append([])
-        if stages:
-            stages[-1].append((keyword, args))
-    assert len(stages) >= 2, "one stage: the image would carry the build tools and the source"
-    return stages[-1]
+            found.append([])
+        if found:
+            found[-1].append((keyword, args))
+    return found
+
+
+def final_stage() -> list[tuple[str, str]]:
+    found = stages()
+    assert len(found) >= 2, "one stage: the image would carry the build tools and the source"
+    return found[-1]
 
 
 def test_the_image_runs_the_installed_wheel_as_a_non_root_user() -> None:
@@ -390,3 +395,28 @@ def test_the_image_runs_the_installed_wheel_as_a_non_root_user() -> None:
     assert re.search(r"pip\s+install\b[^&;|]*\.whl", runs), "the final stage does not install a wheel"
     assert any(k == "COPY" and "--from=" in a for k, a in stage), "the wheel does not come from the build stage"
     assert not [a for k, a in stage if k in ("COPY", "ADD") and "--from=" not in a], "source copied into the image"
+
+
+def test_the_image_runs_the_compiled_core_and_refuses_to_build_without_it() -> None:
+    """A stage compiles the core against the installed wheel; the final stage copies the build
+    into its own installed package (no compiler there) and checks that a new process uses it."""
+    named = {
+        args.split()[-1]: stage for stage in stages()[:-1] for keyword, args in stage[:1] if " AS " in args.upper()
+    }
+    builders = [
+        name for name, stage in named.items() if any(k == "RUN" and "segengine native build" in a for k, a in stage)
+    ]
+    assert len(builders) == 1, "no stage runs `segengine native build`"
+    builder = named[builders[0]]
+    assert any(k == "RUN" and re.search(r"pip\s+install\b.*\[native\]", a) and ".whl" in a for k, a in builder), (
+        "the core is not compiled against the wheel the image installs"
+    )
+    stage = final_stage()
+    copies = [
+        i for i, (k, a) in enumerate(stage)
+        if k == "COPY" and f"--from={builders[0]}" in a and a.split()[-1].endswith("site-packages/segengine/_native")
+    ]  # fmt: skip
+    assert copies, "the final stage does not take the compiled modules into its installed package"
+    checks = [i for i, (k, a) in enumerate(stage) if k == "RUN" and "segengine native status" in a and "compiled" in a]
+    assert checks and checks[-1] > copies[-1], "nothing checks that the image's worker runs the compiled core"
+    assert not any(k == "RUN" and re.search(r"\b(gcc|mypy)\b", a) for k, a in stage), "build tools in the image"
