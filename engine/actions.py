@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 Value = Callable[[Mapping[str, Any], Any, Any], Any]  # compiled expression: (features, current, now)
 OUTCOMES = ("sent", "cooled_down", "suppressed", "cancelled")
@@ -61,14 +61,17 @@ class Action:
         return any(t.grace and t.dimension == dimension and t.from_ in (None, segment) for t in self.on)
 
 
-@dataclass(frozen=True, slots=True)
 class Trigger:
-    """What caused an action: a change record's id, or a grace period that started."""
+    """What caused an action: a change record's id, or a grace period that started (a plain
+    class: see ``segengine.rules.ruleset.Decision``)."""
 
-    trigger_id: str
-    dimension: str
-    segment: str | None  # where the customer went (or stays, for grace)
-    at: int
+    __slots__ = ("at", "dimension", "segment", "trigger_id")
+
+    def __init__(self, trigger_id: str, dimension: str, segment: str | None, at: int) -> None:
+        self.trigger_id: Final = trigger_id
+        self.dimension: Final = dimension
+        self.segment: Final = segment  # where the customer went (or stays, for grace)
+        self.at: Final = at
 
 
 def action_id(customer_id: str, name: str, trigger_id: str) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,20 +36,37 @@ from .topic_names import CHANGES_TOPIC, MEMBERS_TOPIC
 NowFn = Callable[[int], int]  # event ts (ms) -> the decision's "now" (ms)
 
 
-@dataclass(slots=True)
 class FoldResult:
-    outputs: list[Output] = field(default_factory=list)  # outbox re-sends, then new records, in order
-    resent: int = 0  # how many of ``outputs``, at the start, are re-sends of an outbox
-    applied: int = 0
-    duplicates: int = 0
-    redelivered: int = 0
-    population: dict[tuple[str, str], int] = field(default_factory=dict)  # (dimension, segment) -> delta
-    changes: list[tuple[str, str | None, str | None]] = field(default_factory=list)
-    outcomes: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (topic, type, outcome) -> n
-    reschedule: bool = False  # write even without a change: the timer must move on
-    decided_at: int | None = None  # the time of the last decision (next checks come after it)
-    actions: dict[tuple[str, str], int] = field(default_factory=dict)  # (action, outcome) -> n
-    erased: bool = False  # an erase was applied: the store deletes the customer's keys once it is committed
+    """What folding one customer gave (a plain class: see ``segengine.rules.ruleset.Decision``)."""
+
+    __slots__ = (
+        "actions",
+        "applied",
+        "changes",
+        "decided_at",
+        "duplicates",
+        "erased",
+        "outcomes",
+        "outputs",
+        "population",
+        "redelivered",
+        "reschedule",
+        "resent",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.outputs: list[Output] = []  # outbox re-sends, then new records, in order
+        self.resent = 0  # how many of ``outputs``, at the start, are re-sends of an outbox
+        self.applied = 0
+        self.duplicates = 0
+        self.redelivered = 0
+        self.population: dict[tuple[str, str], int] = {}  # (dimension, segment) -> delta
+        self.changes: list[tuple[str, str | None, str | None]] = []
+        self.outcomes: dict[tuple[str, str, str], int] = {}  # (topic, type, outcome) -> n
+        self.reschedule = False  # write even without a change: the timer must move on
+        self.decided_at: int | None = None  # the time of the last decision (next checks come after it)
+        self.actions: dict[tuple[str, str], int] = {}  # (action, outcome) -> n
+        self.erased = False  # an erase was applied: the store deletes the customer's keys once it is committed
 
     def count(self, event: Event, outcome: str) -> None:
         key = (event.source.topic, event.type, outcome)

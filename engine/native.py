@@ -1,7 +1,7 @@
 """The pure core compiled with mypyc: optional, with the Python modules as the fallback.
 
 ``segengine native build`` (``make native``) compiles ``MODULES`` (the fold, the decisions,
-the timers, the state codec and the batch pipeline: the per-event work) into C extensions,
+the timers, the CLV predictions, the state codec and the batch pipeline: the per-event work) into C extensions,
 in the folder ``_native`` beside the package's sources. It needs mypy (the extra
 ``segengine[native]``) and a C compiler with the Python headers.
 
@@ -40,7 +40,9 @@ GROUP = "_native"  # the shared library every compiled module loads: segengine._
 MODULES = (
     "actions",
     "aggregates",
+    "clv.closed",
     "clv.features",
+    "clv.params",
     "codec",
     "evaluate",
     "folding",

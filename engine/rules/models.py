@@ -89,7 +89,7 @@ def _unusable(predictor: Predictor) -> str | None:
         return "its BG/NBD a is exactly 1: the expected purchases divide by a - 1"
     try:
         values = [predictor.at(name, (0, 0, 0, 0.0)) for name in PREDICTED]
-    except (ArithmeticError, ValueError) as exc:  # closed.SeriesError is an ArithmeticError
+    except (ArithmeticError, ValueError) as exc:  # an overflow; closed.SeriesError is a ValueError
         return f"its predictions cannot be computed for a new customer: {exc}"
     if not all(v is None or math.isfinite(v) for v in values):
         return "its predictions are not finite for a new customer"

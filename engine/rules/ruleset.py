@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ..actions import Action
 from ..aggregates import Aggregate
@@ -36,11 +36,17 @@ class RulesError(ConfigError):
         self.problems = problems or [message]
 
 
-@dataclass(frozen=True, slots=True)
 class Decision:
-    segment: str | None
-    reason: str
-    read: dict[str, Any]  # the values of every feature the dimension's conditions read
+    """A dimension's answer with its reason. The hot classes of the fold are plain classes with
+    their own ``__init__`` (read-only by type: ``Final``): mypyc compiles that, not the one a
+    dataclass generates, which stays interpreted."""
+
+    __slots__ = ("read", "reason", "segment")
+
+    def __init__(self, segment: str | None, reason: str, read: dict[str, Any]) -> None:
+        self.segment: Final = segment
+        self.reason: Final = reason
+        self.read: Final = read  # the values of every feature the dimension's conditions read
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,15 +64,24 @@ class Segment:
         return f"enter: {self.enter.source}; stay: {self.stay.source}"
 
 
-@dataclass(frozen=True, slots=True)
 class Move:
-    """The outcome of evaluating one dimension for one customer."""
+    """The outcome of evaluating one dimension for one customer (a plain class: see ``Decision``)."""
 
-    segment: str | None
-    index: int  # the segment that held (-1: default); may differ from ``segment`` when held back
-    values: tuple[Any, ...]
-    held_back: str | None = None  # "min_dwell" or "exit_grace" when a move down was held back
-    grace_started: int | None = None  # when stay first failed (exit_grace running)
+    __slots__ = ("grace_started", "held_back", "index", "segment", "values")
+
+    def __init__(
+        self,
+        segment: str | None,
+        index: int,
+        values: tuple[Any, ...],
+        held_back: str | None = None,
+        grace_started: int | None = None,
+    ) -> None:
+        self.segment: Final = segment
+        self.index: Final = index  # the segment that held (-1: default); may differ from ``segment`` when held back
+        self.values: Final = values
+        self.held_back: Final = held_back  # "min_dwell" or "exit_grace" when a move down was held back
+        self.grace_started: Final = grace_started  # when stay first failed (exit_grace running)
 
 
 @dataclass(frozen=True, slots=True)
