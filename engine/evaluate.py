@@ -52,7 +52,7 @@ class FoldResult:
         "redelivered",
         "reschedule",
         "resent",
-    )  # fmt: skip
+    )
 
     def __init__(self) -> None:
         self.outputs: list[Output] = []  # outbox re-sends, then new records, in order

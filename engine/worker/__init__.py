@@ -53,7 +53,7 @@ from .population import PopulationSample
 from .reevaluate import Reevaluation
 from .reload import RulesReload, undeclared_topics
 from .retry import RetryPolicy
-from .tasks import stop_tasks
+from .tasks import stop_tasks, within
 from .view import Health
 
 log = logging.getLogger(__name__)
@@ -278,16 +278,11 @@ class Worker:
         deadline: float | None = None  # set when the first records are in
         while len(records) < settings.batch_max_records:
             timeout_ms = IDLE_POLL_MS if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
-            fetch = asyncio.ensure_future(
-                self.consumer.getmany(timeout_ms=timeout_ms, max_records=settings.batch_max_records - len(records))
+            fetch = await within(
+                self.consumer.getmany(timeout_ms=timeout_ms, max_records=settings.batch_max_records - len(records)),
+                timeout_ms / 1000 + FETCH_SLACK_S,
             )
-            try:  # not asyncio.wait_for: on Python 3.11 it can swallow a cancellation (a SIGTERM) that meets a result
-                done, _ = await asyncio.wait((fetch,), timeout=timeout_ms / 1000 + FETCH_SLACK_S)
-            except asyncio.CancelledError:
-                fetch.cancel()
-                raise
-            if not done:  # no assignment to fetch for (see FETCH_SLACK_S): the loop looks at stopping
-                fetch.cancel()
+            if fetch is None:  # no assignment to fetch for (see FETCH_SLACK_S): the loop looks at stopping
                 break
             fetched = fetch.result()
             for recs in fetched.values():
@@ -303,14 +298,8 @@ class Worker:
         during a group join waits in its stop() for a join that never ends."""
         clients = (("consumer", self.consumer.stop), ("producer", self.producer.stop), ("redis", self.redis.aclose))
         for name, close in clients:
-            closing = asyncio.ensure_future(close())
-            try:
-                done, _ = await asyncio.wait((closing,), timeout=CLOSE_WAIT_S)
-            except asyncio.CancelledError:  # we are being cancelled ourselves
-                closing.cancel()
-                raise
-            if not done:
-                closing.cancel()
+            closing = await within(close(), CLOSE_WAIT_S)
+            if closing is None:
                 log.warning("the %s client did not close within %g s; left behind", name, CLOSE_WAIT_S)
             elif closing.cancelled():  # a client's own task cancelled under it (its broker gone)
                 log.debug("close cancelled inside the client")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 async def pause(stop: asyncio.Event, seconds: float) -> None:
@@ -16,6 +18,23 @@ async def pause(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
     except TimeoutError:
         pass
+
+
+async def within(awaitable: Awaitable[T], seconds: float) -> asyncio.Future[T] | None:
+    """Await ``awaitable`` for at most ``seconds``: its future once done (a result, an
+    exception, or cancelled inside), or None when it did not finish in time (it is cancelled
+    then). A cancellation of the caller cancels it too and is raised: never swallowed, as
+    asyncio.wait_for can on Python 3.11 when it meets a result."""
+    future = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait((future,), timeout=seconds)
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    if not done:
+        future.cancel()
+        return None
+    return future
 
 
 async def stop_tasks(tasks: Sequence[asyncio.Task[Any]], grace_s: float = 5.0) -> None:
