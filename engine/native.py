@@ -50,6 +50,7 @@ MODULES = (
     "rules.functions",
     "rules.ruleset",
     "state",
+    "statecache",
     "timers",
     "validate",
     "writes",

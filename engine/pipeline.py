@@ -30,6 +30,7 @@ from .records import Output, OutRecord, Record, Sink, TopicPartition, topic_part
 from .rules import RuleSet
 from .settings import Settings
 from .state import CustomerState, LimitExceeded
+from .statecache import StateCache
 from .store import Loaded, Published, Quarantine, Store, TimerEntry, Write
 from .timers import RANKED, Moment
 from .topic_names import DLQ_TOPIC
@@ -107,6 +108,12 @@ class BatchProcessor:
         self.signature = Signature()  # of the outboxes it writes
         self.reasons = Reasons()  # the rule texts its recent changes name by code, once registered
         self.moments = Moments()  # the next moments of the customers it wrote last
+        self.cache = StateCache(settings.state_cache_customers)  # and their states, decoded
+
+    async def outbox_published(self, written: list[Published]) -> None:
+        """Tell the store (and the cache) that these writes' outboxes are published."""
+        await self.store.outbox_published(written)
+        self.cache.published(written)
 
     async def process(self, records: Iterable[Record]) -> BatchStats:
         """Prepare and publish in one go (tests, tools); the worker overlaps the two."""
@@ -154,9 +161,9 @@ class BatchProcessor:
         # compare-and-set race) replaces its list, so that no record is dead-lettered twice.
         fold_rejects: dict[str, list[Rejected]] = {}
 
-        def fold(cid: str, loaded: Loaded, writer: str) -> Folded:
+        def fold(cid: str, loaded: Loaded, writer: str, cached: CustomerState | None) -> Folded:
             fold_rejects[cid] = []
-            return self._fold(rules, cid, by_customer[cid], loaded, fold_rejects[cid], writer)
+            return self._fold(rules, cid, by_customer[cid], loaded, fold_rejects[cid], writer, cached)
 
         def failed(cid: str, exc: BaseException) -> None:  # the customer could not be folded at all
             message = f"processing failed: {type(exc).__name__}"
@@ -227,12 +234,12 @@ class BatchProcessor:
         stale: list[str] = []  # customers in ``partition``'s timers that are gone or live elsewhere now
         limits: dict[int, int | None] = {}  # home partition -> its decision limit, once per call
 
-        def fold(cid: str, loaded: Loaded, writer: str) -> Folded | None:
+        def fold(cid: str, loaded: Loaded, writer: str, cached: CustomerState | None) -> Folded | None:
             if loaded.blob is None:  # erased (or never written): nothing to decide
                 if partition is not None:
                     stale.append(cid)
                 return None
-            state = CustomerState.loads(loaded.blob, loaded.outbox)
+            state = cached if cached is not None else CustomerState.loads(loaded.blob, loaded.outbox)
             prune_outbox(state, self.committed)  # what committed records caused is published: not kept again
             home = home_of(state)
             if partition is not None:
@@ -269,7 +276,7 @@ class BatchProcessor:
     async def _apply(
         self,
         customer_ids: list[str],
-        fold: Callable[[str, Loaded, str], Folded | None],
+        fold: Callable[[str, Loaded, str, CustomerState | None], Folded | None],
         stats: BatchStats,
         rules: RuleSet,
         writer: str,
@@ -293,7 +300,10 @@ class BatchProcessor:
         for _ in range(MAX_CAS_ROUNDS):
             if not todo:
                 break
-            loaded = await self.store.load(todo)
+            loaded = await self.store.load(todo, self.cache.documents(todo))
+            # the states cached as loaded holds them, taken out: each fold changes its own in place
+            cached = {cid: state for cid in todo if (state := self.cache.take(cid, loaded[cid])) is not None}
+            states: dict[str, CustomerState] = {}
             writes: list[Write] = []
             published: dict[str, Published] = {}  # what to tell the store once the outbox is published
             results: dict[str, FoldResult] = {}
@@ -301,7 +311,7 @@ class BatchProcessor:
             quarantined: list[Quarantine] = []
             for cid in todo:
                 try:
-                    folded = fold(cid, loaded[cid], writer)
+                    folded = fold(cid, loaded[cid], writer, cached.get(cid))
                     if folded is None:
                         continue
                     state, result, blob = folded
@@ -311,6 +321,7 @@ class BatchProcessor:
                         )
                         writes.append(write)
                         moments[cid] = (state.checked_at, moment)
+                        states[cid] = state
                 except Exception as exc:  # one customer's failure is contained to it
                     home = home_if_known(loaded[cid])
                     quarantined.append(Quarantine(cid, stage, timers if home is None else home))
@@ -331,6 +342,9 @@ class BatchProcessor:
             for w in writes:
                 if ok[w.customer_id]:
                     self.moments.put(w.customer_id, w.expected_version + 1, rules, *moments[w.customer_id])
+                    if not w.erased:  # what a load would return now
+                        row = Loaded(w.expected_version + 1, w.blob, w.outbox or None, None)
+                        self.cache.put(w.customer_id, row, states[w.customer_id])
             for cid, result in results.items():
                 if cid in lost:
                     continue
@@ -357,14 +371,23 @@ class BatchProcessor:
         return [out for cid in customer_ids for out in outputs.get(cid, ())]
 
     def _fold(
-        self, rules: RuleSet, cid: str, events: list[Event], loaded: Loaded, rejects: list[Rejected], writer: str
+        self,
+        rules: RuleSet,
+        cid: str,
+        events: list[Event],
+        loaded: Loaded,
+        rejects: list[Rejected],
+        writer: str,
+        cached: CustomerState | None = None,
     ) -> Folded:
         """Fold and encode; an event that makes pure code raise, or leaves a state that cannot
         be stored, is dead-lettered (with the code the error carries, else ``processing_error``)
-        and the rest refolded."""
+        and the rest refolded (from ``loaded`` decoded: ``cached``, its state as decoded already,
+        serves the first fold only, which changes it)."""
         while True:
+            taken, cached = cached, None
             try:
-                state, result = self._fold_events(rules, cid, events, loaded, writer)
+                state, result = self._fold_events(rules, cid, events, loaded, writer, taken)
             except FoldError as exc:
                 index, cause = exc.index, exc.cause
             else:
@@ -392,9 +415,15 @@ class BatchProcessor:
             events = events[:index] + events[index + 1 :]
 
     def _fold_events(
-        self, rules: RuleSet, cid: str, events: list[Event], loaded: Loaded, writer: str
+        self,
+        rules: RuleSet,
+        cid: str,
+        events: list[Event],
+        loaded: Loaded,
+        writer: str,
+        state: CustomerState | None = None,  # ``loaded`` decoded already (it is changed in place)
     ) -> tuple[CustomerState, FoldResult]:
-        state = loaded_state(loaded)
+        state = loaded_state(loaded) if state is None else state
         result = fold_customer(
             rules, state, cid, events,
             now_for=self.clock.now_for, committed=self.committed, dedupe_horizon_ms=self._dedupe_ms, writer=writer,

@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     )
     batch_max_records: int = Field(2000, ge=1, description="records taken from Kafka per batch")
     batch_timeout_ms: int = Field(5, ge=0, description="longest wait for a batch to fill once its first records are in")
+    state_cache_customers: int = Field(
+        50_000,
+        ge=0,
+        description="customers whose decoded state a worker keeps after writing it, checked against Redis on "
+        "every use (0 = none; about 7 KB each with every shipped pack)",
+    )
     rules_reload_s: float = Field(2.0, ge=0, description="how often to look for a changed rules file (0 = never)")
     reevaluate_batch: int = Field(200, ge=1, description="customers per re-evaluation step after a rules switch")
     reevaluate_pause_ms: int = Field(20, ge=0, description="pause between re-evaluation steps (throttle)")

@@ -96,7 +96,11 @@ QuantileSamples = dict[str, list[float]]  # feature -> sorted sample of the popu
 
 
 class Store(Protocol):
-    async def load(self, customer_ids: Iterable[str]) -> dict[str, Loaded]: ...
+    async def load(self, customer_ids: Iterable[str], held: Mapping[str, bytes] | None = None) -> dict[str, Loaded]:
+        """What each customer holds. ``held``: state documents the caller holds (its cache,
+        segengine.statecache); a customer whose stored document is equal to that one gets a row
+        whose ``blob`` is that very object, which the store need not send back."""
+        ...
 
     async def save(self, writes: list[Write]) -> list[bool]:
         """Compare-and-set every write; False where another writer got there first."""

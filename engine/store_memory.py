@@ -73,8 +73,13 @@ class MemoryStore:
 
     # -- the Store protocol ----------------------------------------------------------------------
 
-    async def load(self, customer_ids: Iterable[str]) -> dict[str, Loaded]:
-        return {cid: self._loaded(cid) for cid in customer_ids}
+    async def load(self, customer_ids: Iterable[str], held: Mapping[str, bytes] | None = None) -> dict[str, Loaded]:
+        loaded = {cid: self._loaded(cid) for cid in customer_ids}
+        for cid, blob in (held or {}).items():
+            row = loaded.get(cid)
+            if row is not None and row.blob == blob:
+                loaded[cid] = Loaded(row.version, blob, row.outbox, row.offsets)  # the caller's bytes, as load.lua
+        return loaded
 
     async def save(self, writes: list[Write]) -> list[bool]:
         """Compare-and-set every write; False where another writer got there first (save.lua)."""

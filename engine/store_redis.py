@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import heapq
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from importlib.resources import files
@@ -236,16 +237,25 @@ class RedisStore:
         return replies
 
     @_timed("load")
-    async def load(self, customer_ids: Iterable[str]) -> dict[str, Loaded]:
+    async def load(self, customer_ids: Iterable[str], held: Mapping[str, bytes] | None = None) -> dict[str, Loaded]:
+        """``held``: state documents the caller holds; one that is still stored is not sent back
+        (load.lua compares digests), and its row carries the caller's bytes."""
         layout = await self.layout()
         chunks = await self._by_bucket(customer_ids, str)
-        replies = await asyncio.gather(
-            *(self._load(keys=[layout.state(c, bucket) for c in chunk]) for bucket, chunk in chunks)
-        )
+        calls = []
+        for bucket, chunk in chunks:
+            keys = [layout.state(c, bucket) for c in chunk]
+            if held:
+                digests = [_digest(held[c]) if c in held else "" for c in chunk]
+                calls.append(self._load(keys=keys, args=digests))
+            else:
+                calls.append(self._load(keys=keys))
         loaded: dict[str, Loaded] = {}
-        for (_, chunk), flat in zip(chunks, replies):
+        for (_, chunk), flat in zip(chunks, await asyncio.gather(*calls)):
             for i, cid in enumerate(chunk):
                 v, s, p, o = flat[4 * i : 4 * i + 4]
+                if type(s) is int:  # the document the caller holds
+                    s = held[cid]  # type: ignore[index]
                 loaded[cid] = Loaded(int(v) if v else 0, s, p, o)
         return loaded
 
@@ -486,6 +496,11 @@ NODES = 1024  # a cluster scan cursor's node part (a cluster has at most this ma
 
 def _customer(record: Write | Published | Quarantine) -> str:
     return record.customer_id
+
+
+def _digest(document: bytes) -> str:
+    """What load.lua compares a stored document with (Redis's ``redis.sha1hex``)."""
+    return hashlib.sha1(document, usedforsecurity=False).hexdigest()
 
 
 def _text(member: bytes | str) -> str:

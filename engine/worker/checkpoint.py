@@ -147,7 +147,7 @@ class Checkpoint:
 
     async def _clean_up_now(self, written: list[Published]) -> None:
         try:
-            await self.store.outbox_published(written)
+            await self.processor.outbox_published(written)
         except Exception as exc:  # an outbox left behind is pruned on the customer's next event
             log.debug("outbox cleanup failed: %r", exc)
 
@@ -172,6 +172,7 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in revoked:
             processor.committed.pop(TopicPartition(tp.topic, tp.partition), None)
             processor.read.pop(TopicPartition(tp.topic, tp.partition), None)
+        processor.cache.clear()  # mostly their owner's customers now (a state held is checked on use anyway)
         log.info("revoked %d partitions", len(revoked))
 
     async def on_partitions_assigned(self, assigned: set[KafkaTopicPartition]) -> None:

@@ -105,4 +105,4 @@ class Decisions:
 
     async def _publish_and_drop(self, prepared: Prepared, ticket: int) -> None:
         await self.publish_in_turn(prepared, ticket)
-        await self.store.outbox_published(prepared.stats.outboxes)
+        await self.processor.outbox_published(prepared.stats.outboxes)
