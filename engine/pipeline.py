@@ -212,11 +212,16 @@ class BatchProcessor:
         at = {cid: now for cid in customer_ids}
         return await self._without_events(at, rules, cause, key, owned=owned, decided_after=decided_after)
 
-    async def fire_timers(self, due: list[TimerEntry], partition: int) -> Prepared:
+    async def fire_timers(self, due: list[TimerEntry], partition: int, through: int | None = None) -> Prepared:
         """Re-evaluate customers whose next check is due (from ``partition``'s timer set),
-        each at its due time (``cause.kind = timer``)."""
+        each at its due time (``cause.kind = timer``), and with ``through`` (the time the due
+        loop took them up to) every later moment of theirs up to it as well, each at its own
+        time, as the due loop would fire them one after another: one write per customer, not
+        one per moment."""
         at = {t.customer_id: t.due for t in due}
-        return await self._without_events(at, self.rules, {"kind": "timer"}, "timer", partition=partition)
+        return await self._without_events(
+            at, self.rules, {"kind": "timer"}, "timer", partition=partition, through=through
+        )
 
     async def _without_events(
         self,
@@ -228,6 +233,7 @@ class BatchProcessor:
         partition: int | None = None,
         owned: frozenset[int] | None = None,
         decided_after: int | None = None,
+        through: int | None = None,
     ) -> Prepared:
         stats = BatchStats()
         ranked = _ranked_dimensions(rules) if decided_after is not None else ()
@@ -261,7 +267,7 @@ class BatchProcessor:
                     return None  # its partition's time is not known yet (event time): not decided ahead of its records
                 when = min(when, limit)
             moment = self.moments.get(cid, loaded.version, rules, state)
-            result = reevaluate(rules, cid, state, when, cause, key, writer, moment)
+            result = reevaluate(rules, cid, state, when, cause, key, writer, moment, through)
             return state, result, encode(state, loaded)
 
         stage = "timer" if partition is not None else "rules"

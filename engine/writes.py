@@ -19,7 +19,7 @@ import ormsgpack
 
 from .codec import dump_offsets, load_offsets, pack_state
 from .compress import compress, compress_entry, expand_entry, raw_size
-from .evaluate import FoldResult, reevaluate_customer, rfc3339
+from .evaluate import FoldResult, catch_up, reevaluate_customer, rfc3339
 from .events import Event, Rejected
 from .records import Output, OutRecord
 from .rules import RuleSet
@@ -147,9 +147,12 @@ def reevaluate(
     key: str,
     writer: str,
     moment: Moment | None = None,
+    through: int | None = None,
 ) -> FoldResult:
     """A decision with no event: a timer at its due time, or a rules switch or re-score at ``at``
-    (``moment``: the state's next moment, when known: segengine.evaluate.catch_up)."""
+    (``moment``: the state's next moment, when known: segengine.evaluate.catch_up). A timer with
+    ``through`` goes on to the customer's later moments up to that time, each decided at its
+    own time with its own ``timer:<due>`` id, as if each had fired alone."""
     result = FoldResult()
     if key != "timer":  # never decide before what the customer did, nor before its last decision
         at = max(
@@ -159,6 +162,10 @@ def reevaluate(
     reevaluate_customer(
         rules, state, cid, at, result, dict(cause), f"{key}:{at}" if key == "timer" else key, writer, moment
     )
+    if through is not None and key == "timer":
+        later, _ = catch_up(rules, state, cid, through, result)
+        state.pending += later
+        result.outputs += later
     return result
 
 

@@ -61,7 +61,7 @@ class DueTimers:
             due = await self.store.due(partition, until, self.settings.timer_batch)
             if not due:
                 continue
-            step = functools.partial(self.processor.fire_timers, partition=partition)
+            step = functools.partial(self.processor.fire_timers, partition=partition, through=until)
             turns = await self.decisions.decide_in_turns(step, due, stage="timers")
             fired += len(due)
             self.metrics.timers_fired.inc(len(due))

@@ -1,0 +1,100 @@
+"""A due customer whose later moments have come too is decided through all of them in one write
+(``fire_timers(..., through=...)``, as the due loop calls it): the same records, each moment at
+its own time with its own change id, and the same stored customers as when the due loop fires
+the moments one by one, in fewer rounds. ``BatchProcessor`` on a ``MemoryStore``."""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from segengine.records import OutRecord
+from segengine.store_memory import MemoryStore
+from segengine.writes import loaded_state
+from tests.unit.test_batch_memory import DAY, NOW, Feed, ListSink, browse, feedback, purchase
+from tests.unit.test_state_cache import fields, processor_for, signatures
+
+
+def history(seed: int) -> Feed:
+    """Customers last seen between a year and a day before NOW: by NOW, several of their
+    moments (windows closing, lifecycle stages, scores) have come."""
+    rng = random.Random(seed)
+    events = []
+    for c in range(30):
+        cid = f"h{c}"
+        last = NOW - rng.randrange(1, 365) * DAY
+        for n in range(rng.randrange(1, 6)):
+            ts = last - n * rng.randrange(1, 40) * DAY
+            if rng.random() < 0.5:
+                events.append(purchase(f"{cid}-{n}", cid, ts, round(rng.uniform(5, 300), 2)))
+            elif rng.random() < 0.8:
+                events.append(browse(f"{cid}-{n}", cid, ts, rng.choice(["view", "add_to_cart"])))
+            else:
+                events.append(feedback(f"{cid}-{n}", cid, ts, "nps", rng.randrange(11)))
+    feed = Feed()
+    for body in sorted(events, key=lambda e: e["ts"]):
+        feed.add(body)
+    return feed
+
+
+class EventTime:
+    """Each event decided at its own time; time is NOW for the due loop."""
+
+    def now_for(self, event_ts: int) -> int:
+        return event_ts
+
+    def now(self) -> int:
+        return NOW
+
+    def observe(self, topic: str, partition: int, event_ts: int) -> None:
+        return None
+
+
+def per_customer(records: list[OutRecord]) -> dict[bytes | None, list[OutRecord]]:
+    """Each customer's records in order (records of different customers may interleave otherwise)."""
+    out: dict[bytes | None, list[OutRecord]] = defaultdict(list)
+    for r in records:
+        out[r.key].append(r)
+    return dict(out)
+
+
+async def due_loop(seed: int, through: bool) -> tuple[dict[bytes | None, list[OutRecord]], dict[str, Any], int]:
+    store = MemoryStore()
+    processor = processor_for(store, 100)
+    processor.clock = EventTime()
+    await processor.process(history(seed).records)
+    sink = processor.sink
+    assert isinstance(sink, ListSink)
+    sink.records.clear()
+    rounds = 0
+    while due := await store.due(0, NOW, 500):
+        prepared = await processor.fire_timers(due, 0, NOW if through else None)
+        await processor.publish(prepared)
+        await processor.outbox_published(prepared.stats.outboxes)
+        rounds += 1
+        assert rounds < 500, "the due loop never ends"
+    stored = {
+        "states": {cid: fields(loaded_state(h.loaded())) for cid, h in store.hashes.items()},
+        "changes": store.changes,  # the recent changes
+        "timers": store.timers,
+        "population": store.counters,
+    }
+    return per_customer(sink.records), stored, rounds
+
+
+async def test_later_moments_are_decided_in_the_same_write_as_if_fired_one_by_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for seed in range(3):
+        monkeypatch.setattr(secrets, "token_hex", signatures())
+        one_by_one, stored, rounds = await due_loop(seed, through=False)
+        monkeypatch.setattr(secrets, "token_hex", signatures())
+        together, stored_together, rounds_together = await due_loop(seed, through=True)
+        assert sum(map(len, one_by_one.values())) > 100  # time moved these customers a lot
+        assert rounds > rounds_together == 1  # several moments each, before: one round now
+        assert together == one_by_one
+        assert stored_together == stored
