@@ -1,0 +1,125 @@
+"""The batch pipeline in one process, without a broker or Redis: what `bench.instructions`
+counts and what the compiled core is held to (tests/unit/test_native_build.py).
+
+``python -m bench.fold EVENTS START`` folds the records of EVENTS (a JSON list of [topic,
+key, value], as ``write_events`` writes them) with every shipped pack and a population sample,
+through ``BatchProcessor`` on a ``MemoryStore``, 500 records a batch, each told published as
+the worker tells it (so the worker's state cache serves as it does there); every fifth batch moves
+the clock on nine days (from START, epoch ms) and fires the timers that fell due. It prints one
+JSON line: the module the fold ran from, which core (compiled or Python), the records
+published and timers fired, and SHA-256 digests of everything published (topics, keys and
+values, in order) and of everything stored, so that two runs of different code can be held
+to the same output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+
+DAY_MS = 86_400_000
+BATCH = 500
+TIMERS_EVERY = 5  # batches
+
+
+class Record:
+    """A consumed record as the pipeline reads it (one partition per topic)."""
+
+    def __init__(self, topic: str, offset: int, key: bytes, value: bytes) -> None:
+        self.topic, self.partition, self.offset, self.key, self.value, self.timestamp = topic, 0, offset, key, value, 0
+
+
+class DigestSink:
+    """Publishes into a digest: the records' count and a SHA-256 of them, in order."""
+
+    def __init__(self) -> None:
+        self.digest, self.count = hashlib.sha256(), 0
+
+    async def publish(self, records: Sequence[tuple[str, bytes | None, bytes | None]]) -> None:
+        for topic, key, value in records:
+            self.count += 1
+            for part in (topic.encode(), key or b"", b"-" if value is None else b"+" + value):
+                self.digest.update(len(part).to_bytes(4, "big") + part)
+
+
+class SteppedClock:
+    """Event time that moves one millisecond per event, and jumps when the run says so."""
+
+    def __init__(self, start: int) -> None:
+        self.at = start
+
+    def now_for(self, ts: int) -> int:
+        self.at += 1
+        return self.at
+
+    def now(self) -> int:
+        return self.at
+
+    def observe(self, *args: object) -> None:
+        pass
+
+
+def write_events(path: Path, records: Sequence[tuple[str, bytes, bytes]]) -> None:
+    """The records (bench.run.workload's) as the file ``fold`` reads."""
+    path.write_bytes(orjson.dumps([[t, k.decode(), v.decode()] for t, k, v in records]))
+
+
+async def fold(path: Path, start: int) -> dict[str, object]:
+    import segengine
+    import segengine.evaluate
+    from segengine.metrics import Metrics
+    from segengine.paths import SHIPPED_RULES
+    from segengine.pipeline import BatchProcessor
+    from segengine.rules import load_rules
+    from segengine.settings import Settings
+    from segengine.store_memory import MemoryStore
+
+    rules = load_rules(SHIPPED_RULES)
+    rng = random.Random(5)
+    sample = {n: sorted(rng.lognormvariate(4, 1) for _ in range(500)) for n in rules.population_features}
+    rules.population.replace(sample, start)
+    store, sink, clock = MemoryStore(), DigestSink(), SteppedClock(start)
+    settings = Settings(dedupe_horizon_days=7, future_skew_s=300)
+    processor = BatchProcessor(settings, rules, store, sink, clock, Metrics())  # type: ignore[arg-type]
+    offsets: dict[str, int] = {}
+    rows = []
+    for topic, key, value in orjson.loads(path.read_bytes()):
+        offsets[topic] = offsets.get(topic, -1) + 1
+        rows.append(Record(topic, offsets[topic], key.encode(), value.encode()))
+    fired = 0
+    for n, i in enumerate(range(0, len(rows), BATCH)):
+        stats = await processor.process(rows[i : i + BATCH])  # type: ignore[arg-type]
+        await processor.outbox_published(stats.outboxes)
+        if n % TIMERS_EVERY == TIMERS_EVERY - 1:
+            clock.at += 9 * DAY_MS
+            due = await store.due(0, clock.at, -1)
+            fired += len(due)
+            prepared = await processor.fire_timers(due, 0)
+            with processor.signature.held():
+                await processor.publish(prepared)
+            await processor.outbox_published(prepared.stats.outboxes)
+    return {
+        "module": segengine.evaluate.__file__,
+        "native": segengine.NATIVE.reason,
+        "records": sink.count,
+        "fired": fired,
+        "published": sink.digest.hexdigest(),
+        "stored": hashlib.sha256(repr(store.snapshot()).encode()).hexdigest(),
+    }
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) != 2:
+        sys.exit("usage: python -m bench.fold EVENTS.json START_MS")
+    print(json.dumps(asyncio.run(fold(Path(argv[0]), int(argv[1])))))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
