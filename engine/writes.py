@@ -3,7 +3,6 @@ how its outputs and rejects become records. No I/O."""
 
 from __future__ import annotations
 
-import functools
 import heapq
 import itertools
 import secrets
@@ -19,7 +18,7 @@ import ormsgpack
 
 from .codec import dump_offsets, load_offsets, pack_state
 from .compress import compress, compress_entry, expand_entry, raw_size
-from .evaluate import FoldResult, catch_up, reevaluate_customer, rfc3339
+from .evaluate import FoldResult, catch_up, reevaluate_customer, rfc3339, rfc3339_ms
 from .events import Event, Rejected
 from .records import Output, OutRecord
 from .rules import RuleSet
@@ -291,9 +290,11 @@ def _id_bytes(change_id: str) -> bytes | str:
     return change_id
 
 
-@functools.lru_cache(maxsize=1024)  # the changes of one decision share their time
 def _at_ms(at: str) -> int | str:
     """An RFC 3339 time as epoch milliseconds when ``rfc3339`` gives it back exactly, else as it is."""
+    ms = rfc3339_ms(at) if type(at) is str else None  # the form rfc3339 writes (1970-2242): whole numbers
+    if ms is not None:
+        return ms
     try:
         ms = round(datetime.fromisoformat(at).timestamp() * 1000)
     except (TypeError, ValueError):
