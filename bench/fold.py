@@ -5,7 +5,8 @@ counts and what the compiled core is held to (tests/unit/test_native_build.py).
 key, value], as ``write_events`` writes them) with every shipped pack and a population sample,
 through ``BatchProcessor`` on a ``MemoryStore``, 500 records a batch, each told published as
 the worker tells it (so the worker's state cache serves as it does there); every fifth batch moves
-the clock on nine days (from START, epoch ms) and fires the timers that fell due. It prints one
+the clock on nine days (from START, epoch ms) and fires the timers that fell due; the garbage
+collector is set as `segengine run` sets it. It prints one
 JSON line: the module the fold ran from, which core (compiled or Python), the records
 published and timers fired, and SHA-256 digests of everything published (topics, keys and
 values, in order) and of everything stored, so that two runs of different code can be held
@@ -74,6 +75,7 @@ def write_events(path: Path, records: Sequence[tuple[str, bytes, bytes]]) -> Non
 async def fold(path: Path, start: int) -> dict[str, object]:
     import segengine
     import segengine.evaluate
+    from segengine.commands.stack import settle_heap
     from segengine.metrics import Metrics
     from segengine.paths import SHIPPED_RULES
     from segengine.pipeline import BatchProcessor
@@ -93,6 +95,7 @@ async def fold(path: Path, start: int) -> dict[str, object]:
     for topic, key, value in orjson.loads(path.read_bytes()):
         offsets[topic] = offsets.get(topic, -1) + 1
         rows.append(Record(topic, offsets[topic], key.encode(), value.encode()))
+    settle_heap()  # the garbage collector as `segengine run` sets it once the worker is set up
     fired = 0
     for n, i in enumerate(range(0, len(rows), BATCH)):
         stats = await processor.process(rows[i : i + BATCH])  # type: ignore[arg-type]
