@@ -15,7 +15,7 @@ import pytest
 from segengine.records import OutRecord
 from segengine.store_memory import MemoryStore
 from segengine.writes import loaded_state
-from tests.unit.test_batch_memory import DAY, NOW, Feed, ListSink, browse, feedback, purchase
+from tests.unit.test_batch_memory import DAY, NOW, Feed, FixedClock, ListSink, browse, feedback, purchase
 from tests.unit.test_state_cache import fields, processor_for, signatures
 
 
@@ -41,17 +41,11 @@ def history(seed: int) -> Feed:
     return feed
 
 
-class EventTime:
+class EventTime(FixedClock):
     """Each event decided at its own time; time is NOW for the due loop."""
 
     def now_for(self, event_ts: int) -> int:
         return event_ts
-
-    def now(self) -> int:
-        return NOW
-
-    def observe(self, topic: str, partition: int, event_ts: int) -> None:
-        return None
 
 
 def per_customer(records: list[OutRecord]) -> dict[bytes | None, list[OutRecord]]:
