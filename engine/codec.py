@@ -60,11 +60,12 @@ _NAMES = {code: name for name, code in FIELD_CODES.items()}
 FIELDS = (*FIELD_CODES, "pending", "outbox_writer")
 _FRESH = CustomerState()
 _DEFAULTS = {name: getattr(_FRESH, name) for name in FIELDS}
-# (name, code, default, the default's type): a field equal to its default, of the same type, is left out
+# (name, code, the default's type): a field equal to its default, of the same type, is left out.
+# Every default is falsy (0, 0.0, None, empty), so "equal to its default" is "falsy" (a test
+# of truth, cheaper than a comparison); a field with a truthy default would need the comparison.
 _JOINT = ("members", "member_since")  # stored together: {dimension: [segment, since]} (see dump_state)
-_STORED = tuple(
-    (name, code, _DEFAULTS[name], type(_DEFAULTS[name])) for name, code in FIELD_CODES.items() if name not in _JOINT
-)
+_STORED = tuple((name, code, type(_DEFAULTS[name])) for name, code in FIELD_CODES.items() if name not in _JOINT)
+assert not any(_DEFAULTS[name] for name, _, _ in _STORED), "a truthy default: compare with it in pack_state"
 assert len(_NAMES) == len(FIELD_CODES), "codes are unique"
 
 
@@ -76,15 +77,15 @@ def dump_state(state: CustomerState) -> bytes:
 def pack_state(state: CustomerState) -> bytes:
     """The state document before compression (its size is what the size limit reads)."""
     doc = {}
-    for name, code, default, kind in _STORED:
+    for name, code, kind in _STORED:
         value = getattr(state, name)
-        if value != default or type(value) is not kind:
+        if value or type(value) is not kind:  # not its default (every default is falsy: see _STORED)
             doc[code] = value
     if state.offsets:
         doc["of"] = _offsets_doc(state.offsets)
     members, since = state.members, state.member_since
     if members:  # each dimension's name once: {dimension: [segment, since or None]}
-        doc["m"] = {dimension: [segment, since.get(dimension)] for dimension, segment in members.items()}
+        doc["m"] = {dimension: (segment, since.get(dimension)) for dimension, segment in members.items()}
     if not since.keys() <= members.keys():  # entry times without a membership: kept as they are
         doc["ms"] = {dimension: at for dimension, at in since.items() if dimension not in members}
     return ormsgpack.packb(doc)
