@@ -20,12 +20,14 @@ import hashlib
 import json
 import random
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
 
-DAY_MS = 86_400_000
+from segengine.state import DAY_MS
+
 BATCH = 500
 TIMERS_EVERY = 5  # batches
 
@@ -65,6 +67,11 @@ class SteppedClock:
 
     def observe(self, *args: object) -> None:
         pass
+
+
+def next_midnight_ms() -> int:
+    """The next UTC midnight, epoch ms: a START after every event of the workload, the same all day."""
+    return (time.time_ns() // 1_000_000 // DAY_MS + 1) * DAY_MS
 
 
 def write_events(path: Path, records: Sequence[tuple[str, bytes, bytes]]) -> None:

@@ -24,26 +24,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from bench.fold import write_events
+from bench.fold import next_midnight_ms, write_events
 from bench.run import workload
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = 100  # events of the run whose count is subtracted (start-up)
 COLLECTED = re.compile(r"Collected : (\d+)")
 console = Console()
-
-
-def start_ms() -> int:
-    """The next UTC midnight: after every event of the workload, the same all day."""
-    day = 86_400_000
-    return (time.time_ns() // 1_000_000 // day + 1) * day
 
 
 def counted(events: Path, start: int, out: Path) -> tuple[int, dict[str, Any]]:
@@ -71,7 +64,7 @@ def main() -> None:
         parser.error(f"--events must be more than {BASE} (the start-up run's)")
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (Debian: apt-get install valgrind): it counts the instructions")
-    start = start_ms()
+    start = next_midnight_ms()
     with tempfile.TemporaryDirectory(prefix="segengine-instructions-") as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ from .events import Event, Source
 from .folding import already_applied, apply
 from .records import Output, TopicPartition, topic_partition
 from .rules import RuleSet
-from .state import CustomerState, Features
+from .state import DAY_MS, CustomerState, Features
 from .timers import Moment, next_moment
 from .topic_names import CHANGES_TOPIC, MEMBERS_TOPIC
 
@@ -118,7 +118,6 @@ def rfc3339_datetime(ms: int) -> str:
 # millisecond, so datetime's rounding to the microsecond gives the millisecond exactly: the
 # calendar arithmetic and ``rfc3339_datetime`` agree on every time from 1970 up to here.
 EXACT_MS = 2**33 * 1000
-DAY_MS = 86_400_000
 TWO_DIGITS: Final = tuple(f"{n:02d}" for n in range(100))  # looked up: faster than formatting, compiled or not
 THREE_DIGITS: Final = tuple(f"{n:03d}" for n in range(1000))
 

@@ -15,12 +15,11 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import time
 from pathlib import Path
 
 import pytest
 
-from bench.fold import write_events
+from bench.fold import next_midnight_ms, write_events
 from bench.run import workload
 from segengine import native
 
@@ -39,8 +38,7 @@ def test_the_compiled_core_publishes_and_stores_what_the_python_one_does(tmp_pat
     assert native.unusable(folder) is None
     events = tmp_path / "events.json"
     write_events(events, workload(20_000, 2_000))
-    day = 86_400_000
-    start = (time.time_ns() // 1_000_000 // day + 1) * day  # tomorrow, after every event of the workload
+    start = next_midnight_ms()  # after every event of the workload
     runs = {}
     for setting in (str(folder), "off"):
         env = {**os.environ, "SEGENGINE_NATIVE": setting}
