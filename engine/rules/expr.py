@@ -199,12 +199,62 @@ def _literal_list(node: ast.AST) -> frozenset[Any]:
 # Checked trees are translated to Python source built only from the node kinds above:
 # names become local variables v0, v1, ... and constants are written with repr(), so no
 # text of the rule reaches the generated code except as a literal value.
+#
+# Each function is translated twice. The exact form calls the null-safe helpers of
+# segengine.rules.functions for every operator. The fast form writes a comparison of names
+# and constants, and ``in``, as Python's own operators behind a null test, and leaves out the
+# bool() of operands that are already true or false: the same value wherever it does not raise.
+# Where it raises (an ordering of a number with a string, which Python refuses and the helpers
+# call false) the function gives what the exact form gives for the same values.
+
+_SYMBOLS = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
+FALLBACK = (TypeError, ZeroDivisionError)  # what the fast form can raise where the exact one does not
+_BOOLEAN_NODES = (ast.Compare, ast.BoolOp)
 
 
 class _Translator:
-    def __init__(self, local: dict[str, str]) -> None:
+    def __init__(self, local: dict[str, str], fast: bool = False) -> None:
         self.local = local  # feature name -> local variable
         self.constants: dict[str, Any] = {}
+        self.fast = fast
+
+    def _operand(self, node: ast.AST) -> tuple[str, bool] | None:
+        """A name or a constant as code, and whether it is a constant other than null;
+        None for anything else (evaluated once only, by a helper)."""
+        if isinstance(node, ast.Constant):
+            return repr(node.value), node.value is not None
+        if isinstance(node, ast.Name):
+            if node.id in CONSTANTS:
+                return repr(CONSTANTS[node.id]), CONSTANTS[node.id] is not None
+            return self.local[node.id], False
+        return None
+
+    def _inline(self, test: ast.cmpop, left: ast.AST, right: ast.AST, const: str | None) -> str | None:
+        """The fast form of one comparison, or None where it is not written inline."""
+        lhs = self._operand(left)
+        if not self.fast or lhs is None:
+            return None
+        if const is not None:  # in / not in a literal list
+            op = "not in" if isinstance(test, ast.NotIn) else "in"
+            if lhs[0] == "None":
+                return "False"
+            return f"({lhs[0]} {op} {const})" if lhs[1] else f"({lhs[0]} is not None and {lhs[0]} {op} {const})"
+        rhs = self._operand(right)
+        if rhs is None:
+            return None
+        symbol = _SYMBOLS[type(test)]
+        if isinstance(test, (ast.Eq, ast.NotEq)):
+            return f"({lhs[0]} {symbol} {rhs[0]})"
+        if "None" in (lhs[0], rhs[0]):
+            return "False"  # an ordering with null is false
+        guards = [f"{code} is not None" for code, constant in (lhs, rhs) if not constant]
+        return "(" + " and ".join([*guards, f"{lhs[0]} {symbol} {rhs[0]}"]) + ")"
+
+    def _truth(self, node: ast.AST) -> str:
+        """An operand of and / or as true or false."""
+        code = self(node)
+        negation = isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not)
+        return code if self.fast and (isinstance(node, _BOOLEAN_NODES) or negation) else f"bool({code})"
 
     def __call__(self, node: ast.AST) -> str:  # one case per node kind
         match node:
@@ -216,7 +266,7 @@ class _Translator:
                 return self.local[name]
             case ast.BoolOp(op=op, values=values):
                 joiner = " and " if isinstance(op, ast.And) else " or "
-                return "(" + joiner.join(f"bool({self(v)})" for v in values) + ")"
+                return "(" + joiner.join(self._truth(v) for v in values) + ")"
             case ast.UnaryOp(op=ast.Not(), operand=operand):
                 return f"(not {self(operand)})"
             case ast.UnaryOp(op=ast.USub(), operand=operand):
@@ -224,18 +274,18 @@ class _Translator:
             case ast.BinOp(op=op, left=left, right=right):
                 return f"_op_{type(op).__name__}({self(left)}, {self(right)})"
             case ast.Compare(left=left, ops=ops, comparators=comparators):
-                parts, lhs = [], self(left)
+                parts: list[str] = []
                 for test, right in zip(ops, comparators):
                     if isinstance(test, (ast.In, ast.NotIn)):
                         const = f"_k{len(self.constants)}"
                         self.constants[const] = _literal_list(right)
                         helper = "_not_in" if isinstance(test, ast.NotIn) else "_in"
-                        parts.append(f"{helper}({lhs}, {const})")
-                        lhs = "None"
+                        parts.append(self._inline(test, left, right, const) or f"{helper}({self(left)}, {const})")
+                        left = ast.Constant(None)  # what a chain compares next: null
                     else:
-                        rhs = self(right)
-                        parts.append(f"_cmp_{type(test).__name__}({lhs}, {rhs})")
-                        lhs = rhs
+                        inline = self._inline(test, left, right, None)
+                        parts.append(inline or f"_cmp_{type(test).__name__}({self(left)}, {self(right)})")
+                        left = right
                 return "(" + " and ".join(parts) + ")"
             case ast.Call(func=ast.Name(id=fname), args=[ast.Name(id=feature), *rest]) if fname in POPULATION_FUNCTIONS:
                 extra = "".join(f", {self(a)}" for a in rest)
@@ -250,12 +300,35 @@ class _Translator:
 Selector = Callable[[Env, Any, Any], tuple[int, tuple[Any, ...]]]
 
 
-def _build(lines: list[str], translate: _Translator, name: str, population: Any = None) -> Any:
+def _build(
+    header: str,
+    names: list[str],
+    body: Callable[[_Translator], list[str]],
+    local: dict[str, str],
+    name: str,
+    population: Any = None,
+) -> Any:
+    """The function ``header``: it reads the features ``names`` into their locals, then runs
+    ``body`` (its lines, by a translator over ``local``), in the fast form where that differs
+    from the exact one, which it calls instead where the fast one raises FALLBACK."""
+    reads = [f"    {local[feature]} = F[{feature!r}]" for feature in names]
+    exact, fast = _Translator(local), _Translator(local, fast=True)
+    exact_body, fast_body = body(exact), body(fast)
+    function = _define([header, *reads, *exact_body], exact, name, population)
+    if fast_body == exact_body:
+        return function
+    lines = [header, *reads, "    try:", *(f"    {line}" for line in fast_body), "    except _FALLBACK:",
+             "        return _exact(F, current, now)"]  # fmt: skip
+    return _define(lines, fast, name, population, _exact=function, _FALLBACK=FALLBACK)
+
+
+def _define(lines: list[str], translate: _Translator, name: str, population: Any = None, **extra: Any) -> Any:
     namespace: dict[str, Any] = {
         "__builtins__": {"bool": bool},
         **HELPERS,
         **translate.constants,
         "population": population,
+        **extra,
     }
     exec(compile("\n".join(lines), f"<rules:{name}>", "exec"), namespace)  # source built from a checked AST only
     return namespace[name]
@@ -298,19 +371,21 @@ def compile_dimension(
     condition holds, or it is not and its enter condition holds. Each feature is read
     once, up front."""
     names, local = _locals([e for _, enter, stay in segments for e in (enter, stay)], current_name)
-    translate = _Translator(local)
-    lines = ["def _dimension(F, current, now):"]
-    lines += [f"    {local[name]} = F[{name!r}]" for name in names]
     values = "(" + "".join(f"{local[name]}, " for name in names) + ")"
-    for index, (segment, enter, stay) in enumerate(segments):
-        if enter is stay:
-            test = translate(enter.tree)
-        else:
-            staying = f"(current == {segment!r} and {translate(stay.tree)})"
-            test = f"({staying} or (current != {segment!r} and {translate(enter.tree)}))"
-        lines += [f"    if {test}:", f"        return {index}, {values}"]
-    lines.append(f"    return -1, {values}")
-    return _build(lines, translate, "_dimension", population)  # type: ignore[no-any-return]
+
+    def body(translate: _Translator) -> list[str]:
+        lines = []
+        for index, (segment, enter, stay) in enumerate(segments):
+            if enter is stay:
+                test = translate(enter.tree)
+            else:
+                staying = f"(current == {segment!r} and {translate(stay.tree)})"
+                test = f"({staying} or (current != {segment!r} and {translate(enter.tree)}))"
+            lines += [f"    if {test}:", f"        return {index}, {values}"]
+        lines.append(f"    return -1, {values}")
+        return lines
+
+    return _build("def _dimension(F, current, now):", names, body, local, "_dimension", population)  # type: ignore[no-any-return]
 
 
 def compile_conditions(conditions: list[Expression], current_name: str = "current") -> Selector:
@@ -323,8 +398,8 @@ def compile_value(
 ) -> Callable[[Env, Any, Any], Any]:
     """(features, current, now) -> the expression's value (derived features)."""
     names, local = _locals([expression], current_name)
-    translate = _Translator(local)
-    lines = ["def _value(F, current, now):"]
-    lines += [f"    {local[name]} = F[{name!r}]" for name in names]
-    lines.append(f"    return {translate(expression.tree)}")
-    return _build(lines, translate, "_value", population)  # type: ignore[no-any-return]
+
+    def body(translate: _Translator) -> list[str]:
+        return [f"    return {translate(expression.tree)}"]
+
+    return _build("def _value(F, current, now):", names, body, local, "_value", population)  # type: ignore[no-any-return]

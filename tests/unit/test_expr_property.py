@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segengine.rules.expr import NUMBER, compile_expression, compile_value
+from segengine.rules.expr import ANY, NUMBER, compile_dimension, compile_expression, compile_value
 
 NAMES = ("a", "b", "c")
 Env = dict[str, Any]
@@ -125,3 +125,67 @@ def test_arithmetic_matches_the_reference(expr: Expr, env: Env) -> None:
 def test_conditions_match_the_reference(expr: Expr, env: Env) -> None:
     source, reference = expr
     assert compiled(source)(env) == reference(env), source
+
+
+# -- the fast form against the exact one ----------------------------------------------------
+# The compiled functions write comparisons as Python's own operators (segengine.rules.expr);
+# where Python refuses one (a number ordered against a string), the function gives what the
+# helper-only form gives. Features of any type can hold anything at all.
+
+anything = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-10, 10),
+    st.floats(allow_nan=True),
+    st.sampled_from(["", "a", "10"]),
+    st.lists(st.integers(-2, 2), max_size=2),
+)
+
+
+def exact_form(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The helper-only function a fast one falls back to (the fast one itself when they are one)."""
+    return fn.__globals__.get("_exact", fn)  # type: ignore[no-any-return]
+
+
+def outcome(fn: Callable[..., Any], *args: Any) -> tuple[str, Any]:
+    try:
+        return "value", fn(*args)
+    except Exception as exc:  # the same error both ways counts as the same outcome
+        return "raises", type(exc)
+
+
+def same(a: tuple[str, Any], b: tuple[str, Any]) -> bool:
+    if a[0] == "value" and b[0] == "value" and a[1] != a[1] and b[1] != b[1]:
+        return True  # NaN
+    return a == b
+
+
+@settings(max_examples=500, deadline=None)
+@given(expr=st.one_of(conditions, numbers), env=st.fixed_dictionaries({name: anything for name in NAMES}))
+def test_fast_form_gives_what_the_exact_form_gives(expr: Expr, env: Env) -> None:
+    source, _ = expr
+    fn = compile_value(compile_expression(source, lambda name: ANY if name in NAMES else None))
+    assert same(outcome(fn, env, None, 0), outcome(exact_form(fn), env, None, 0)), (source, env)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    segments=st.lists(conditions, min_size=1, max_size=4),
+    env=st.fixed_dictionaries({name: anything for name in NAMES}),
+    current=st.sampled_from([None, "s0", "s1"]),
+)
+def test_fast_dimension_gives_what_the_exact_one_gives(segments: list[Expr], env: Env, current: str | None) -> None:
+    compiled_segments = [
+        (f"s{i}", e, e)
+        for i, e in enumerate(compile_expression(s, lambda name: ANY if name in NAMES else None) for s, _ in segments)
+    ]
+    fn = compile_dimension(compiled_segments)
+    assert same(outcome(fn, env, current, 0), outcome(exact_form(fn), env, current, 0)), (segments, env)
+
+
+def test_an_ordering_python_refuses_is_false_as_the_rules_promise() -> None:
+    fn = compile_value(compile_expression("a > 3 or b == 'x'", lambda name: ANY))
+    assert exact_form(fn) is not fn  # the comparison is written inline
+    assert fn({"a": "text", "b": "x"}, None, 0) is True  # "text" > 3 raises in Python: false here
+    assert fn({"a": "text", "b": None}, None, 0) is False
+    assert fn({"a": 4, "b": None}, None, 0) is True
