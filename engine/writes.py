@@ -227,15 +227,24 @@ def recent_changes(outputs: list[Output], codes: Mapping[str, int] = NO_CODES) -
             recent.append(out.value)
         elif out.topic == MEMBERS_TOPIC and out.value is None:  # the tombstone of an erase
             recent.clear()
-    return tuple(_recent_entry(change, codes) for change in recent[-HISTORY:])
+    entries: list[bytes] = []
+    at: Any = None
+    ms: int | str = 0
+    for change in recent[-HISTORY:]:
+        if change["at"] != at:  # the changes of one decision share their time: read once
+            at = change["at"]
+            ms = _at_ms(at)
+        entries.append(_recent_entry(change, codes, ms))
+    return tuple(entries)
 
 
 MAX_RECENT_ENTRY = 0xFFFF  # bytes: save.lua keeps each entry after a 2-byte length
 
 
-def _recent_entry(change: dict[str, Any], codes: Mapping[str, int] = NO_CODES) -> bytes:
+def _recent_entry(change: dict[str, Any], codes: Mapping[str, int] = NO_CODES, at: int | str | None = None) -> bytes:
+    """``at``: ``_at_ms`` of the change's time, when the caller has it."""
     dimension, new, reason = change["dimension"], change["to"], change["reason"]
-    head = [_id_bytes(change["change_id"]), dimension, change["from"], new, _at_ms(change["at"])]
+    head = [_id_bytes(change["change_id"]), dimension, change["from"], new, _at_ms(change["at"]) if at is None else at]
     entry = ormsgpack.packb([*head, _short_reason(dimension, new, reason, codes)])
     if len(entry) > MAX_RECENT_ENTRY:  # a rule's text longer than 64 KiB: kept cut short
         reason = reason[: max(0, len(reason.encode()) - (len(entry) - MAX_RECENT_ENTRY) - 8)] + "…"
