@@ -4,9 +4,10 @@ counts and what the compiled core is held to (tests/unit/test_native_build.py).
 ``python -m bench.fold EVENTS START`` folds the records of EVENTS (a JSON list of [topic,
 key, value], as ``write_events`` writes them) with every shipped pack and a population sample,
 through ``BatchProcessor`` on a ``MemoryStore``, 500 records a batch, each told published as
-the worker tells it (so the worker's state cache serves as it does there); every fifth batch moves
-the clock on nine days (from START, epoch ms) and fires the timers that fell due; the garbage
-collector is set as `segengine run` sets it. It prints one
+the worker tells it (so the worker's state cache serves as it does there), on event time as
+the benchmark's engine runs (``SEGENGINE_CLOCK=event``: each event decided at its own time,
+the timers that fell due by the records read fired after every batch); the population sample
+is taken at START (epoch ms); the garbage collector is set as `segengine run` sets it. It prints one
 JSON line: the module the fold ran from, which core (compiled or Python), the records
 published and timers fired, and SHA-256 digests of everything published (topics, keys and
 values, in order) and of everything stored, so that two runs of different code can be held
@@ -29,7 +30,7 @@ import orjson
 from segengine.state import DAY_MS
 
 BATCH = 500
-TIMERS_EVERY = 5  # batches
+TIMERS_EVERY = 1  # batches
 
 
 class Record:
@@ -52,23 +53,6 @@ class DigestSink:
                 self.digest.update(len(part).to_bytes(4, "big") + part)
 
 
-class SteppedClock:
-    """Event time that moves one millisecond per event, and jumps when the run says so."""
-
-    def __init__(self, start: int) -> None:
-        self.at = start
-
-    def now_for(self, ts: int) -> int:
-        self.at += 1
-        return self.at
-
-    def now(self) -> int:
-        return self.at
-
-    def observe(self, *args: object) -> None:
-        pass
-
-
 def next_midnight_ms() -> int:
     """The next UTC midnight, epoch ms: a START after every event of the workload, the same all day."""
     return (time.time_ns() // 1_000_000 // DAY_MS + 1) * DAY_MS
@@ -82,6 +66,7 @@ def write_events(path: Path, records: Sequence[tuple[str, bytes, bytes]]) -> Non
 async def fold(path: Path, start: int) -> dict[str, object]:
     import segengine
     import segengine.evaluate
+    from segengine.clock import EventClock
     from segengine.commands.stack import settle_heap
     from segengine.metrics import Metrics
     from segengine.paths import SHIPPED_RULES
@@ -94,7 +79,7 @@ async def fold(path: Path, start: int) -> dict[str, object]:
     rng = random.Random(5)
     sample = {n: sorted(rng.lognormvariate(4, 1) for _ in range(500)) for n in rules.population_features}
     rules.population.replace(sample, start)
-    store, sink, clock = MemoryStore(), DigestSink(), SteppedClock(start)
+    store, sink, clock = MemoryStore(), DigestSink(), EventClock()
     settings = Settings(dedupe_horizon_days=7, future_skew_s=300)
     processor = BatchProcessor(settings, rules, store, sink, clock, Metrics())  # type: ignore[arg-type]
     offsets: dict[str, int] = {}
@@ -108,8 +93,7 @@ async def fold(path: Path, start: int) -> dict[str, object]:
         stats = await processor.process(rows[i : i + BATCH])  # type: ignore[arg-type]
         await processor.outbox_published(stats.outboxes)
         if n % TIMERS_EVERY == TIMERS_EVERY - 1:
-            clock.at += 9 * DAY_MS
-            due = await store.due(0, clock.at, -1)
+            due = await store.due(0, clock.now(), -1)
             fired += len(due)
             prepared = await processor.fire_timers(due, 0)
             with processor.signature.held():
