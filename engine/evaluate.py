@@ -305,6 +305,53 @@ def catch_up(
     return outputs, None
 
 
+LOOKAHEAD = 2  # moments past a state's next one tried for the first that decides anything
+
+
+def deciding_moment(rules: RuleSet, state: CustomerState, customer_id: str, moment: Moment) -> Moment:
+    """The first of the state's coming moments, from ``moment`` (its next one after its last
+    decision), at which a decision would publish something or keep anything but its time (at
+    most LOOKAHEAD tried, then the one after them): what its timer is set for. ``state`` is
+    left as it was.
+
+    A moment before it decides nothing: fired, its timer would load, decide and write the
+    customer for the decision's time alone. Whatever decides the customer next decides the
+    same without them: a decision reads no earlier decision time (``decide`` takes its own),
+    an event before that moment is decided at its own time either way, and from the moment
+    on, what time alone changes is decided as before, each moment with its own ``timer:<due>``
+    id (``catch_up`` from the last decision, or from this moment when it is known). A new
+    population sample or rules version drops what is known (segengine.writes.Moments) and
+    the moments are worked out again from the last decision."""
+    due, moving = moment
+    if due is None or state.checked_at is None or state.delayed:
+        return moment
+    checked_at, members, since, grace = state.checked_at, state.members, state.member_since, state.grace_since
+    sent = state.actions_sent
+    state.members, state.member_since, state.grace_since = dict(members), dict(since), dict(grace)
+    state.actions_sent = dict(sent)
+    try:
+        for _ in range(LOOKAHEAD):
+            if (
+                decide(rules, state, customer_id, due, TIMER_CAUSE, TIMER_KEY, FoldResult(), "timer", moving)
+                or state.members != members or state.member_since != since or state.grace_since != grace
+                or state.actions_sent != sent or state.delayed
+            ):  # fmt: skip
+                return due, moving
+            due, moving = next_moment(rules.time_plan, state, due)
+            if due is None:
+                break
+        return due, moving
+    finally:
+        state.checked_at, state.members, state.member_since, state.grace_since = checked_at, members, since, grace
+        state.actions_sent = sent
+        if state.delayed:
+            state.delayed = []
+
+
+TIMER_CAUSE: Final = {"kind": "timer"}
+TIMER_KEY: Final = "timer"  # what a change id of a decision that is not kept is made from
+
+
 def reevaluate_customer(
     rules: RuleSet,
     state: CustomerState,

@@ -18,7 +18,7 @@ import ormsgpack
 
 from .codec import dump_offsets, load_offsets, pack_state
 from .compress import compress, compress_entry, expand_entry, raw_size
-from .evaluate import FoldResult, catch_up, reevaluate_customer, rfc3339, rfc3339_ms
+from .evaluate import FoldResult, catch_up, deciding_moment, reevaluate_customer, rfc3339, rfc3339_ms
 from .events import Event, Rejected
 from .records import Output, OutRecord
 from .rules import RuleSet
@@ -207,7 +207,10 @@ def customer_write(
     timer or rules decision: its outbox entries have no cause) keeps the customer due at once
     until it is published; then it gets its real next check."""
     decided = state.checked_at if state.checked_at is not None else now()
-    moment = None if rules.time_plan.empty else next_moment(rules.time_plan, state, decided)
+    if rules.time_plan.empty:
+        moment = None
+    else:  # the first moment that decides anything: a timer before it would write the decision's time alone
+        moment = deciding_moment(rules, state, cid, next_moment(rules.time_plan, state, decided))
     due = None if moment is None else moment[0]
     home = home_of(state)
     if any(p.cause is None for p in state.pending):

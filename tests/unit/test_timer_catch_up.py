@@ -1,7 +1,9 @@
 """A due customer whose later moments have come too is decided through all of them in one write
 (``fire_timers(..., through=...)``, as the due loop calls it): the same records, each moment at
 its own time with its own change id, and the same stored customers as when the due loop fires
-the moments one by one, in fewer rounds. ``BatchProcessor`` on a ``MemoryStore``."""
+the moments one by one, in fewer rounds. A customer's timer is set for the first of its moments
+that decides anything (``deciding_moment``): the moments before it are held to decide nothing
+when decided one by one. ``BatchProcessor`` on a ``MemoryStore``."""
 
 from __future__ import annotations
 
@@ -12,10 +14,12 @@ from typing import Any
 
 import pytest
 
+from segengine.evaluate import LOOKAHEAD, FoldResult, decide, deciding_moment
 from segengine.records import OutRecord
 from segengine.store_memory import MemoryStore
+from segengine.timers import next_moment
 from segengine.writes import loaded_state
-from tests.unit.test_batch_memory import DAY, NOW, Feed, FixedClock, ListSink, browse, feedback, purchase
+from tests.unit.test_batch_memory import DAY, NOW, RULES, Feed, FixedClock, ListSink, browse, feedback, purchase
 from tests.unit.test_state_cache import fields, processor_for, signatures
 
 
@@ -71,8 +75,10 @@ async def due_loop(seed: int, through: bool) -> tuple[dict[bytes | None, list[Ou
         await processor.outbox_published(prepared.stats.outboxes)
         rounds += 1
         assert rounds < 500, "the due loop never ends"
+    states = {cid: fields(loaded_state(h.loaded())) for cid, h in store.hashes.items()}
     stored = {
-        "states": {cid: fields(loaded_state(h.loaded())) for cid, h in store.hashes.items()},
+        "states": {cid: {k: v for k, v in state.items() if k != "checked_at"} for cid, state in states.items()},
+        "checked_at": {cid: state["checked_at"][1] for cid, state in states.items()},
         "changes": store.changes,  # the recent changes
         "timers": store.timers,
         "population": store.counters,
@@ -91,4 +97,45 @@ async def test_later_moments_are_decided_in_the_same_write_as_if_fired_one_by_on
         assert sum(map(len, one_by_one.values())) > 100  # time moved these customers a lot
         assert rounds > rounds_together == 1  # several moments each, before: one round now
         assert together == one_by_one
+        # the last decision's time aside (moments that decide nothing are decided through in
+        # one write, and left to come in the other), the same customers are stored
+        decided, decided_together = stored.pop("checked_at"), stored_together.pop("checked_at")
         assert stored_together == stored
+        assert all(decided_together[cid] >= at for cid, at in decided.items())
+
+
+async def test_a_timer_is_set_for_the_first_moment_that_decides_anything() -> None:
+    """Each customer's moments from its last decision, decided one by one as a due loop would:
+    every one before ``deciding_moment``'s decides nothing (no record, the memberships and
+    grace periods as they were), and that one, within LOOKAHEAD, decides something; the
+    state asked about is left as it was."""
+    store = MemoryStore()
+    processor = processor_for(store, 100)
+    processor.clock = EventTime()
+    await processor.process(history(7).records)
+    plan, skipped, deciding = RULES.time_plan, 0, 0
+    for cid, held in store.hashes.items():
+        state = loaded_state(held.loaded())
+        assert state.checked_at is not None
+        moment = next_moment(plan, state, state.checked_at)
+        before = fields(state)
+        chosen = deciding_moment(RULES, state, cid, moment)
+        assert fields(state) == before
+        steps = 0
+        while moment[0] is not None and moment != chosen:
+            due, moving = moment
+            assert chosen[0] is None or due < chosen[0]
+            kept = (dict(state.members), dict(state.member_since), dict(state.grace_since))
+            assert not decide(RULES, state, cid, due, {"kind": "timer"}, f"timer:{due}", FoldResult(), "timer", moving)
+            assert (state.members, state.member_since, state.grace_since) == kept
+            moment = next_moment(plan, state, due)
+            steps += 1
+        assert moment == chosen
+        skipped += steps
+        if steps < LOOKAHEAD and chosen[0] is not None:
+            due, moving = chosen
+            result, grace = FoldResult(), dict(state.grace_since)
+            outputs = decide(RULES, state, cid, due, {"kind": "timer"}, f"timer:{due}", result, "timer", moving)
+            assert outputs or state.grace_since != grace
+            deciding += 1
+    assert skipped > 10 and deciding > 10  # moments were passed over, and timers set for others
