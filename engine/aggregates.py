@@ -28,10 +28,11 @@ that alone holds MAX_TRACKED values, takes no new value (a distinct count satura
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from .state import first_after
 
 if TYPE_CHECKING:
     from .events import Event
@@ -221,14 +222,9 @@ class Aggregate:
         if self.window_ms is None or not buckets:
             return None
         size = self.bucket_ms
-        # the first bucket whose end is after now - window
-        i = bisect_left(buckets, (now - self.window_ms) // size, key=_bucket)
+        # the first bucket whose end is after now - window: the first not before the one of now - window
+        i = first_after(buckets, (now - self.window_ms) // size - 1)
         return (buckets[i][0] + 1) * size + self.window_ms if i < len(buckets) else None
-
-
-def _bucket(entry: list[Any]) -> int:
-    bucket: int = entry[0]
-    return bucket
 
 
 def _find(buckets: list[list[Any]], bucket: int) -> int:

@@ -161,6 +161,20 @@ def check_size(blob: bytes, previous: int = 0) -> None:
 _first = itemgetter(0)  # a purchase entry's time
 
 
+def first_after(entries: list[list[Any]], at: int) -> int:
+    """``bisect_right`` on the entries' first items (times or buckets, in order): the index of
+    the first entry whose first item is after ``at`` (written out: no key function to call)."""
+    low, high = 0, len(entries)
+    while low < high:
+        middle = (low + high) // 2
+        if at < entries[middle][0]:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+
 def _amount_orders(entry: list[Any]) -> tuple[float, int]:
     """(amount, orders) of a purchase entry: one purchase, or merged ones."""
     value = entry[1]

@@ -41,7 +41,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from .clv.features import CHANGED_BY_TIME as PREDICTIONS_IN_TIME
 from .clv.features import NEEDS_SPEND_MODEL
@@ -53,6 +53,7 @@ from .state import (
     HOUR_MS,
     PURCHASE_WINDOWS_DAYS,
     CustomerState,
+    first_after,
     repeat_value,
 )
 
@@ -118,6 +119,17 @@ class TimePlan:
     predicted: frozenset[tuple[str, bool, float]] = frozenset()
     crossing: Crossing | None = None
     clusters: tuple[ClusterWatch, ...] = ()  # nearest_cluster calls whose answer time alone moves
+    # what moves as each window or hold moves on (``move``), named once: next_moment's every call reads them
+    purchase_moves: tuple[tuple[int, str], ...] = field(default=(), init=False, compare=False, repr=False)
+    browse_moves: tuple[tuple[int, str], ...] = field(default=(), init=False, compare=False, repr=False)
+    window_moves: tuple[tuple[Aggregate, str], ...] = field(default=(), init=False, compare=False, repr=False)
+    hold_moves: dict[str, str] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "purchase_moves", tuple((d, move(PURCHASE_WINDOW, d)) for d in self.purchase_windows))
+        object.__setattr__(self, "browse_moves", tuple((h, move(BROWSE_WINDOW, h)) for h in self.browse_windows))
+        object.__setattr__(self, "window_moves", tuple((a, move(AGGREGATE_WINDOW, a.name)) for a in self.windows))
+        object.__setattr__(self, "hold_moves", {dimension: move(HOLD, dimension) for dimension in self.holds})
 
     @property
     def empty(self) -> bool:
@@ -330,10 +342,6 @@ def plan_for(
     )
 
 
-def _first(entry: list[Any]) -> int:
-    """The time of a purchase entry ``[ts_ms, amount]`` (see ``CustomerState.purchases``)."""
-    ts: int = entry[0]
-    return ts
 
 
 def next_check(plan: TimePlan, state: CustomerState, now: int) -> int | None:
@@ -388,16 +396,16 @@ def next_moment(plan: TimePlan, state: CustomerState, now: int) -> Moment:
     # next one to leave it is found by bisection (no scan of the customer's history).
     if plan.purchase_windows and state.purchases:
         purchases = state.purchases
-        for days in plan.purchase_windows:  # a window no rule reads changes nothing when it moves
-            i = bisect_right(purchases, now - days * DAY_MS, key=_first)
+        for days, moves in plan.purchase_moves:  # a window no rule reads changes nothing when it moves
+            i = first_after(purchases, now - days * DAY_MS)
             if i < len(purchases):
-                consider(int(purchases[i][0]) + days * DAY_MS, move(PURCHASE_WINDOW, days))
+                consider(int(purchases[i][0]) + days * DAY_MS, moves)
     if plan.browse_windows and state.browse:
         buckets = sorted(map(int, state.browse))
-        for hours in plan.browse_windows:
+        for hours, moves in plan.browse_moves:
             i = bisect_right(buckets, (now - hours * HOUR_MS) // HOUR_MS)
             if i < len(buckets):
-                consider((buckets[i] + hours) * HOUR_MS, move(BROWSE_WINDOW, hours))
+                consider((buckets[i] + hours) * HOUR_MS, moves)
     if plan.complaints and state.complaints:
         i = bisect_right(state.complaints, now - COMPLAINT_WINDOW_DAYS * DAY_MS)
         if i < len(state.complaints):
@@ -405,10 +413,10 @@ def next_moment(plan: TimePlan, state: CustomerState, now: int) -> Moment:
     if plan.delays:
         for entry in state.delayed:
             consider(entry["due"], DELAY)
-    for aggregate in plan.windows:
+    for aggregate, moves in plan.window_moves:
         expiry = aggregate.next_expiry(state, now)
         if expiry is not None:
-            consider(expiry, move(AGGREGATE_WINDOW, aggregate.name))
+            consider(expiry, moves)
     if plan.population is not None:
         for age, feature, n in plan.ranked_ages:
             ts = getattr(state, age.attribute)
@@ -440,9 +448,9 @@ def next_moment(plan: TimePlan, state: CustomerState, now: int) -> Moment:
         if segment is None:
             continue
         if segment in dwell and dimension in state.member_since:
-            consider(state.member_since[dimension] + dwell[segment], move(HOLD, dimension))
+            consider(state.member_since[dimension] + dwell[segment], plan.hold_moves[dimension])
         if segment in grace and dimension in state.grace_since:
-            consider(state.grace_since[dimension] + grace[segment], move(HOLD, dimension))
+            consider(state.grace_since[dimension] + grace[segment], plan.hold_moves[dimension])
     for watch in plan.clusters:  # last: its exact check is skipped when another moment comes first
         changed = watch.next_change(state, now, best)
         if changed is not None:
