@@ -67,7 +67,7 @@ async def fold(path: Path, start: int) -> dict[str, object]:
     import segengine
     import segengine.evaluate
     from segengine.clock import EventClock
-    from segengine.commands.stack import settle_heap
+    from segengine.heap import after_batch, settle_heap
     from segengine.metrics import Metrics
     from segengine.paths import SHIPPED_RULES
     from segengine.pipeline import BatchProcessor
@@ -92,6 +92,7 @@ async def fold(path: Path, start: int) -> dict[str, object]:
     for n, i in enumerate(range(0, len(rows), BATCH)):
         stats = await processor.process(rows[i : i + BATCH])  # type: ignore[arg-type]
         await processor.outbox_published(stats.outboxes)
+        after_batch()
         if n % TIMERS_EVERY == TIMERS_EVERY - 1:
             due = await store.due(0, clock.now(), -1)
             fired += len(due)
@@ -99,6 +100,7 @@ async def fold(path: Path, start: int) -> dict[str, object]:
             with processor.signature.held():
                 await processor.publish(prepared)
             await processor.outbox_published(prepared.stats.outboxes)
+            after_batch()
     return {
         "module": segengine.evaluate.__file__,
         "native": segengine.NATIVE.reason,

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         "off, or a build's folder; read when the package is imported (segengine.native)",
     )
     batch_max_records: int = Field(2000, ge=1, description="records taken from Kafka per batch")
+    gc_sweep_s: float = Field(
+        600.0,
+        ge=0,
+        description="seconds between full garbage collections of a worker, whose objects are otherwise frozen "
+        "out of collections after each batch (segengine.heap); 0 = never",
+    )
     batch_timeout_ms: int = Field(5, ge=0, description="longest wait for a batch to fill once its first records are in")
     state_cache_customers: int = Field(
         50_000,

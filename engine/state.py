@@ -174,7 +174,6 @@ def first_after(entries: list[list[Any]], at: int) -> int:
     return low
 
 
-
 def _amount_orders(entry: list[Any]) -> tuple[float, int]:
     """(amount, orders) of a purchase entry: one purchase, or merged ones."""
     value = entry[1]

@@ -342,8 +342,6 @@ def plan_for(
     )
 
 
-
-
 def next_check(plan: TimePlan, state: CustomerState, now: int) -> int | None:
     """The earliest moment after ``now`` at which time alone may change a segment; None if never."""
     return next_moment(plan, state, now)[0]

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from pathlib import Path
 
 import typer
 
+from ..heap import settle_heap
 from ..settings import Settings
 from .common import (
     FAILED,
@@ -88,27 +88,10 @@ def run(
             logging.getLogger("segengine").info(
                 "worker starting: rules %s, clock %s", worker.rules.version, settings.clock
             )
-            settle_heap()
+            settle_heap(settings.gc_sweep_s)
             await worker.run()
 
     run_until_done(main())
-
-
-# Allocations between young collections, and young (then middle) collections between older
-# ones: the interpreter's defaults are 700, 10, 10.
-GC_THRESHOLDS = (50_000, 20, 100)
-
-
-def settle_heap() -> None:
-    """Tune the garbage collector for a long-running worker: what exists once it is set up (the
-    rules, the clients, the modules) is frozen out of every later collection, and the young
-    generation is collected every 50,000 container allocations instead of 700 (``GC_THRESHOLDS``).
-    A batch makes and drops hundreds of thousands of objects, freed by their reference counts;
-    collecting every 700 of them promoted the batch's live ones to the older generations,
-    whose collections took about a sixth of the worker's CPU with the core rules."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def _supervise(settings: Settings) -> None:

@@ -31,6 +31,7 @@ from ..api import ApiServer
 from ..clock import make_clock
 from ..errors import ConfigError
 from ..events import INPUT_TOPICS
+from ..heap import after_batch
 from ..kafka import KafkaSink, make_consumer, make_producer
 from ..ledger import Ledger, refuse_eviction
 from ..metrics import Metrics
@@ -258,6 +259,7 @@ class Worker:
                     continue
                 started = time.perf_counter()
                 prepared, ticket = await self.checkpoint.prepare(records)
+                after_batch()  # what the batch left alive is frozen out of collections (segengine.heap)
                 while len(finishing) >= MAX_FINISHING:
                     await finishing.popleft()
                 after = finishing[-1] if finishing else None

@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from ..heap import after_batch
 from ..metrics import Metrics
 from ..pipeline import BatchProcessor, Prepared
 from ..store import Store
@@ -94,6 +95,7 @@ class Decisions:
                         # the next such turn no sooner than the share allows: the rest of the time is the events'
                         self._background_at = started + (time.monotonic() - started) / self.background_share
                 self.state_written(stage, turn)
+                after_batch()  # what the turn left alive is frozen out of collections (segengine.heap)
                 prepared.append(turn)
                 publishing.append(asyncio.create_task(self._publish_and_drop(turn, ticket)))
         finally:
