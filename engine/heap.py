@@ -21,8 +21,9 @@ So the heap is handled in three steps:
   becomes garbage after that freeze is not freed until the next sweep (cycles are rare here:
   the young collections of a benchmark run free a few thousand objects in all);
 - a sweep every ``SEGENGINE_GC_SWEEP_S`` seconds (600 by default; 0: never): the frozen objects
-  are unfrozen, collected in full and frozen again. That is the one long pause left (about half
-  a second with 20,000 customers cached), once in ten minutes.
+  are unfrozen, collected in full and frozen again. That is the one long pause left (0.3-0.7 s
+  with the benchmark's 20,000 customers cached; it freed 0-226 objects each time), once in ten
+  minutes.
 
 Nothing changes until ``settle_heap`` runs: code that only imports the worker (the tests) keeps
 the interpreter's own collections.
