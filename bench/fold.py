@@ -30,7 +30,6 @@ import orjson
 from segengine.state import DAY_MS
 
 BATCH = 500
-TIMERS_EVERY = 1  # batches
 
 
 class Record:
@@ -89,18 +88,17 @@ async def fold(path: Path, start: int) -> dict[str, object]:
         rows.append(Record(topic, offsets[topic], key.encode(), value.encode()))
     settle_heap()  # the garbage collector as `segengine run` sets it once the worker is set up
     fired = 0
-    for n, i in enumerate(range(0, len(rows), BATCH)):
+    for i in range(0, len(rows), BATCH):
         stats = await processor.process(rows[i : i + BATCH])  # type: ignore[arg-type]
         await processor.outbox_published(stats.outboxes)
         after_batch()
-        if n % TIMERS_EVERY == TIMERS_EVERY - 1:
-            due = await store.due(0, clock.now(), -1)
-            fired += len(due)
-            prepared = await processor.fire_timers(due, 0)
-            with processor.signature.held():
-                await processor.publish(prepared)
-            await processor.outbox_published(prepared.stats.outboxes)
-            after_batch()
+        due = await store.due(0, clock.now(), -1)
+        fired += len(due)
+        prepared = await processor.fire_timers(due, 0)
+        with processor.signature.held():
+            await processor.publish(prepared)
+        await processor.outbox_published(prepared.stats.outboxes)
+        after_batch()
     return {
         "module": segengine.evaluate.__file__,
         "native": segengine.NATIVE.reason,

@@ -331,10 +331,10 @@ def deciding_moment(rules: RuleSet, state: CustomerState, customer_id: str, mome
     state.actions_sent = dict(sent)
     try:
         for _ in range(LOOKAHEAD):
+            # a membership that moves always publishes its change; a grace period or an action can move alone
             if (
                 decide(rules, state, customer_id, due, TIMER_CAUSE, TIMER_KEY, FoldResult(), "timer", moving)
-                or state.members != members or state.member_since != since or state.grace_since != grace
-                or state.actions_sent != sent or state.delayed
+                or state.grace_since != grace or state.actions_sent != sent or state.delayed
             ):  # fmt: skip
                 return due, moving
             due, moving = next_moment(rules.time_plan, state, due)

@@ -32,6 +32,7 @@ from .state import (
     _amount_orders,
     _first,
     event_fingerprint,
+    first_after,
 )
 
 # -- folding events in --------------------------------------------------------------------
@@ -269,7 +270,7 @@ def _prune(state: CustomerState, dedupe_horizon_ms: int) -> None:
     horizon = latest - PURCHASE_WINDOWS_DAYS[-1] * DAY_MS
     purchases = state.purchases
     if purchases and purchases[0][0] <= horizon:
-        purchases = state.purchases = purchases[bisect_right(purchases, horizon, key=_first) :]
+        purchases = state.purchases = purchases[first_after(purchases, horizon) :]
         if len(purchases) < MAX_PURCHASE_ENTRIES // 4:
             state.purchase_grain = 0  # quiet again: one entry per purchase from now on
     oldest_hour = _oldest_browse_hour(latest)

@@ -37,7 +37,6 @@ Declared aggregations have their own caps (``segengine.aggregates``).
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from operator import itemgetter
 from typing import Any
@@ -196,7 +195,7 @@ def _purchase_windows(state: CustomerState, now: int) -> dict[str, Any]:
     purchases = state.purchases
     end = len(purchases)
     if end and purchases[-1][0] > now:  # decided before the latest purchase (a late event)
-        end = bisect_right(purchases, now, key=_first)
+        end = first_after(purchases, now)
     out: dict[str, Any] = {}
     i = end - 1
     spend = 0.0
