@@ -362,11 +362,13 @@ def reevaluate_customer(
     cause_key: str,
     writer: str | None = None,
     moment: Moment | None = None,
+    moving: frozenset[str] | None = None,
 ) -> None:
     """Every dimension, with no event: after a rules switch (``cause.kind = rules``), a
     population re-score, or when a timer is due (``timer``, ``cause_key`` ``timer:<due>``).
     Dimensions the rules no longer have are left. An outbox another writer left is sent again
-    first (``resend_unknown``).
+    first (``resend_unknown``). ``moving`` (not a timer's): what moved, when only the
+    dimensions reading it can have another answer now (a re-score: ``RESCORED``).
 
     The customer's timers due by ``now`` are decided first, each at its due time and with
     its own ``timer:<due>`` id (a timer due at ``now`` too, unless this is that timer). A
@@ -379,7 +381,8 @@ def reevaluate_customer(
         return
     only = "timer" if cause["kind"] == "timer" else None  # a timer re-evaluates the dimensions time can change
     caught_up, at_now = catch_up(rules, state, customer_id, now, result, before=timer, moment=moment)
-    moving = at_now if timer else None  # a timer's own moment: only the dimensions reading what moves then
+    if timer:
+        moving = at_now  # a timer's own moment: only the dimensions reading what moves then
     for out in [*caught_up, *decide(rules, state, customer_id, now, cause, cause_key, result, only, moving)]:
         state.pending.append(out)
         result.outputs.append(out)

@@ -17,7 +17,7 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from .clock import Clock, wall_ms
 from .dlq import dlq_record
@@ -210,7 +210,10 @@ class BatchProcessor:
         else:
             cause, key = {"kind": "rules", "rules_version": rules.version}, f"rules:{rules.version}"
         at = {cid: now for cid in customer_ids}
-        return await self._without_events(at, rules, cause, key, owned=owned, decided_after=decided_after)
+        moving = RESCORED if rescore else None
+        return await self._without_events(
+            at, rules, cause, key, owned=owned, decided_after=decided_after, moving=moving
+        )
 
     async def fire_timers(self, due: list[TimerEntry], partition: int, through: int | None = None) -> Prepared:
         """Re-evaluate customers whose next check is due (from ``partition``'s timer set),
@@ -234,6 +237,7 @@ class BatchProcessor:
         owned: frozenset[int] | None = None,
         decided_after: int | None = None,
         through: int | None = None,
+        moving: frozenset[str] | None = None,
     ) -> Prepared:
         stats = BatchStats()
         ranked = _ranked_dimensions(rules) if decided_after is not None else ()
@@ -267,7 +271,7 @@ class BatchProcessor:
                     return None  # its partition's time is not known yet (event time): not decided ahead of its records
                 when = min(when, limit)
             moment = self.moments.get(cid, loaded.version, rules, state)
-            result = reevaluate(rules, cid, state, when, cause, key, writer, moment, through)
+            result = reevaluate(rules, cid, state, when, cause, key, writer, moment, through, moving)
             return state, result, encode(state, loaded)
 
         stage = "timer" if partition is not None else "rules"
@@ -450,6 +454,12 @@ class BatchProcessor:
             except Exception:  # this event is the first that leaves an unstorable state
                 return i
         return len(events) - 1
+
+
+# A re-score decides again only the dimensions that read the population (or whose reads are not
+# known): the customer's due moments are decided first (catch_up), so what else time moves is
+# decided up to now, and only the sample changed since.
+RESCORED: Final = frozenset({RANKED})
 
 
 def _ranked_dimensions(rules: RuleSet) -> tuple[str, ...]:

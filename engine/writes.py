@@ -147,11 +147,13 @@ def reevaluate(
     writer: str,
     moment: Moment | None = None,
     through: int | None = None,
+    moving: frozenset[str] | None = None,
 ) -> FoldResult:
     """A decision with no event: a timer at its due time, or a rules switch or re-score at ``at``
     (``moment``: the state's next moment, when known: segengine.evaluate.catch_up). A timer with
     ``through`` goes on to the customer's later moments up to that time, each decided at its
-    own time with its own ``timer:<due>`` id, as if each had fired alone."""
+    own time with its own ``timer:<due>`` id, as if each had fired alone. ``moving``: what
+    moved, when only the dimensions reading it are to be decided again (a re-score)."""
     result = FoldResult()
     if key != "timer":  # never decide before what the customer did, nor before its last decision
         at = max(
@@ -159,7 +161,7 @@ def reevaluate(
         )  # (a timer keeps its due time: stale, it decides nothing)
     result.decided_at = at
     reevaluate_customer(
-        rules, state, cid, at, result, dict(cause), f"{key}:{at}" if key == "timer" else key, writer, moment
+        rules, state, cid, at, result, dict(cause), f"{key}:{at}" if key == "timer" else key, writer, moment, moving
     )
     if through is not None and key == "timer":
         later, _ = catch_up(rules, state, cid, through, result)
