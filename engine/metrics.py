@@ -217,7 +217,9 @@ class Metrics:
             registry=r,
         )
         self.reevaluated = Counter(
-            "segengine_reevaluated_customers", "Customers re-evaluated after a rules switch", registry=r
+            "segengine_reevaluated_customers",
+            "Customers re-evaluated after a rules switch or a population re-score",
+            registry=r,
         )
         if process:  # process_* (CPU, memory, open files) and python_info, on this registry rather than the global one
             ProcessCollector(registry=r)
