@@ -332,10 +332,8 @@ def deciding_moment(rules: RuleSet, state: CustomerState, customer_id: str, mome
     try:
         for _ in range(LOOKAHEAD):
             # a membership that moves always publishes its change; a grace period or an action can move alone
-            if (
-                decide(rules, state, customer_id, due, TIMER_CAUSE, TIMER_KEY, FoldResult(), "timer", moving)
-                or state.grace_since != grace or state.actions_sent != sent or state.delayed
-            ):  # fmt: skip
+            moves = decide(rules, state, customer_id, due, TIMER_CAUSE, TIMER_KEY, FoldResult(), "timer", moving, True)
+            if moves or state.grace_since != grace or state.actions_sent != sent or state.delayed:
                 return due, moving
             due, moving = next_moment(rules.time_plan, state, due)
             if due is None:
@@ -398,6 +396,7 @@ def decide(
     result: FoldResult,
     event_type: str | None = None,
     moving: frozenset[str] | None = None,
+    probe: bool = False,
 ) -> list[Output]:
     """Evaluate the dimensions (after an event, only those whose inputs it can change, and
     those the customer is not in yet; at a timer's moment, ``moving`` what moves then, only
@@ -439,6 +438,8 @@ def decide(
         new = move.segment
         if new == old:
             continue
+        if probe:  # only whether a membership moves (deciding_moment): the state is thrown away
+            return [Output(CHANGES_TOPIC, customer_id, None)]
         decision = dim.explain(move)
         if new is None:
             del members[dimension]
