@@ -22,8 +22,9 @@ import json
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -66,6 +67,48 @@ def write_events(path: Path, records: Sequence[tuple[str, bytes, bytes]]) -> Non
     path.write_bytes(orjson.dumps([[t, k.decode(), v.decode()] for t, k, v in records]))
 
 
+def population_sample(rules: Any, seed: int, scale: float = 1.0) -> dict[str, list[float]]:
+    """A population sample of every ranked feature: twice the rules' least sample, spread over
+    ``scale`` times about the workload's range (SAMPLE_SPREAD)."""
+    rng = random.Random(seed)
+    size = rules.population.min_sample * 2
+    return {
+        n: sorted(rng.uniform(0, SAMPLE_SPREAD[n] * scale) for _ in range(size))
+        for n in sorted(rules.population_features)
+    }
+
+
+def consumed(records: Sequence[tuple[str, bytes, bytes]]) -> list[Record]:
+    """(topic, key, value) as the pipeline reads them, offsets counted per topic."""
+    offsets: dict[str, int] = {}
+    rows = []
+    for topic, key, value in records:
+        offsets[topic] = offsets.get(topic, -1) + 1
+        rows.append(Record(topic, offsets[topic], key, value))
+    return rows
+
+
+async def fold_batches(
+    processor: Any, store: Any, clock: Any, rows: list[Record], after: Callable[[], None] = lambda: None
+) -> int:
+    """The rows through ``processor``, BATCH at a time, each told published as the worker tells
+    it, the timers that fell due by the records read fired after every batch (``after`` after
+    each step); the number of timers fired."""
+    fired = 0
+    for i in range(0, len(rows), BATCH):
+        stats = await processor.process(rows[i : i + BATCH])
+        await processor.outbox_published(stats.outboxes)
+        after()
+        due = await store.due(0, clock.now(), -1)
+        fired += len(due)
+        prepared = await processor.fire_timers(due, 0)
+        with processor.signature.held():
+            await processor.publish(prepared)
+        await processor.outbox_published(prepared.stats.outboxes)
+        after()
+    return fired
+
+
 async def fold(path: Path, start: int) -> dict[str, object]:
     import segengine
     import segengine.evaluate
@@ -79,33 +122,13 @@ async def fold(path: Path, start: int) -> dict[str, object]:
     from segengine.store_memory import MemoryStore
 
     rules = load_rules(SHIPPED_RULES)
-    rng = random.Random(5)
-    sample = {
-        n: sorted(rng.uniform(0, SAMPLE_SPREAD[n]) for _ in range(rules.population.min_sample * 2))
-        for n in sorted(rules.population_features)
-    }
-    rules.population.replace(sample, start)
+    rules.population.replace(population_sample(rules, 5), start)
     store, sink, clock = MemoryStore(), DigestSink(), EventClock()
     settings = Settings(dedupe_horizon_days=7, future_skew_s=300)
     processor = BatchProcessor(settings, rules, store, sink, clock, Metrics())  # type: ignore[arg-type]
-    offsets: dict[str, int] = {}
-    rows = []
-    for topic, key, value in orjson.loads(path.read_bytes()):
-        offsets[topic] = offsets.get(topic, -1) + 1
-        rows.append(Record(topic, offsets[topic], key.encode(), value.encode()))
+    rows = consumed([(t, k.encode(), v.encode()) for t, k, v in orjson.loads(path.read_bytes())])
     settle_heap()  # the garbage collector as `segengine run` sets it once the worker is set up
-    fired = 0
-    for i in range(0, len(rows), BATCH):
-        stats = await processor.process(rows[i : i + BATCH])  # type: ignore[arg-type]
-        await processor.outbox_published(stats.outboxes)
-        after_batch()
-        due = await store.due(0, clock.now(), -1)
-        fired += len(due)
-        prepared = await processor.fire_timers(due, 0)
-        with processor.signature.held():
-            await processor.publish(prepared)
-        await processor.outbox_published(prepared.stats.outboxes)
-        after_batch()
+    fired = await fold_batches(processor, store, clock, rows, after_batch)
     return {
         "module": segengine.evaluate.__file__,
         "native": segengine.NATIVE.reason,

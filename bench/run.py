@@ -264,7 +264,7 @@ async def default_packs_run(
         eps, engine = await engine_run(stack, len(records), rules, cpu, label=f"(a) engine, {name} packs")
         after = int((await redis.info("memory"))["used_memory"])
         latencies, offered, missing, rescored = await latency(
-            stack, records, round(eps / 2), f", {name} packs,", cpu["port"]
+            stack, records, round(eps / 2), int(cpu["port"]), f", {name} packs,"
         )
         engine.send_signal(signal.SIGTERM)
         await asyncio.wait_for(engine.wait(), 30)
@@ -436,7 +436,7 @@ def latency_load(records: list[tuple[str, bytes, bytes]], count: int) -> list[tu
 
 
 async def latency(
-    stack: DevStack, records: list[tuple[str, bytes, bytes]], offered_eps: int, label: str = "", port: int | None = None
+    stack: DevStack, records: list[tuple[str, bytes, bytes]], offered_eps: int, port: int, label: str = ""
 ) -> tuple[list[float], float, int, int]:
     """More events of the workload's customers (``latency_load``) offered at ``offered_eps``,
     half the engine's sustained rate measured just before on the same stack: for every event
@@ -447,7 +447,7 @@ async def latency(
     when the sample's cut points moved). ``BENCH_LATENCY_DUMP=PREFIX``: each sample's send
     time (s from the first) and latency (ms) written to PREFIX<label> as JSON."""
     per_slice, slice_s = max(1, offered_eps // 100), 0.01
-    rescored = -(await reevaluated(port)) if port is not None else 0.0
+    reevaluated_before = await reevaluated(port)
     load = latency_load(records, per_slice * 100 * LATENCY_SECONDS)
     consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10)
     await consumer.start()
@@ -516,13 +516,13 @@ async def latency(
     await producer.stop()
     await consumer.stop()
     await watcher.stop()
-    rescored += await reevaluated(port) if port is not None else 0.0
+    rescored = round(await reevaluated(port) - reevaluated_before)
     if os.environ.get("BENCH_LATENCY_DUMP"):
         Path(os.environ["BENCH_LATENCY_DUMP"] + label.strip(", ").replace(" ", "_")).write_bytes(
             orjson.dumps([[sent[e] - started, (got[e] - sent[e]) * 1000] for e in got])
         )
     latencies = sorted((got[e] - sent[e]) * 1000 for e in got)
-    return latencies, offered, max(0, behind[0]), round(rescored)
+    return latencies, offered, max(0, behind[0]), rescored
 
 
 async def naive_run(stack: DevStack, total: int) -> tuple[float, int, bool]:
@@ -755,7 +755,7 @@ async def main() -> None:
         after = int((await redis.info("memory"))["used_memory"])
         keys = await redis.dbsize()
         latencies, offered, missing, _ = await latency(
-            stack, records, round(engine_eps / 2), ", core rules,", cpu["port"]
+            stack, records, round(engine_eps / 2), int(cpu["port"]), ", core rules,"
         )
         engine.send_signal(signal.SIGTERM)
         await asyncio.wait_for(engine.wait(), 30)

@@ -7,10 +7,8 @@ shipped pack: the same records and the same stored state."""
 from __future__ import annotations
 
 import hashlib
-import random
-from typing import Any
 
-from bench.fold import DigestSink, Record
+from bench.fold import DigestSink, consumed, fold_batches, population_sample
 from bench.run import workload
 from segengine.clock import EventClock
 from segengine.metrics import Metrics
@@ -23,39 +21,18 @@ from segengine.store_memory import MemoryStore
 SKEW_MS = 300_000
 
 
-SPREAD = {"orders_total": 12.0, "spend_total": 600.0, "days_since_last_purchase": 120.0}  # about the workload's
-
-
-def sample(rules: Any, seed: int, scale: float) -> dict[str, list[float]]:
-    rng = random.Random(seed)
-    return {
-        n: sorted(rng.uniform(0, SPREAD[n] * scale) for _ in range(2_000)) for n in sorted(rules.population_features)
-    }
-
-
 async def rescored(full: bool) -> tuple[int, str, str]:
     """The workload folded under one sample, then every customer re-scored under another:
     (records the re-score published, their digest, the stored state's digest)."""
     rules = load_rules(SHIPPED_RULES)
-    rules.population.replace(sample(rules, 5, 2.0), 0)
+    rules.population.replace(population_sample(rules, 5, 2.0), 0)
     store, clock = MemoryStore(), EventClock()
     settings = Settings(dedupe_horizon_days=7, future_skew_s=SKEW_MS // 1000)
     processor = BatchProcessor(settings, rules, store, DigestSink(), clock, Metrics())  # type: ignore[arg-type]
     records = workload(6_000, 600)
-    offsets: dict[str, int] = {}
-    rows = []
-    for topic, key, value in records:
-        offsets[topic] = offsets.get(topic, -1) + 1
-        rows.append(Record(topic, offsets[topic], key, value))
-    for i in range(0, len(rows), 500):
-        stats = await processor.process(rows[i : i + 500])  # type: ignore[arg-type]
-        await processor.outbox_published(stats.outboxes)
-        prepared = await processor.fire_timers(await store.due(0, clock.now(), -1), 0)
-        with processor.signature.held():
-            await processor.publish(prepared)
-        await processor.outbox_published(prepared.stats.outboxes)
+    await fold_batches(processor, store, clock, consumed(records))
 
-    rules.population.replace(sample(rules, 7, 0.5), clock.now())  # the cut points moved
+    rules.population.replace(population_sample(rules, 7, 0.5), clock.now())  # the cut points moved
     sink = processor.sink = DigestSink()
     ids = sorted({key.decode() for _, key, _ in records})
     in_force = clock.now() + SKEW_MS
