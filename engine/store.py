@@ -23,7 +23,9 @@ from typing import NamedTuple, Protocol
 HISTORY = 10  # change records kept per customer for lookups
 
 
-@dataclass(frozen=True, slots=True)
+# Loaded, Write and Published are made for every customer a batch writes: not frozen (see
+# segengine.events.Source). Nothing changes them once made.
+@dataclass(slots=True)
 class Loaded:
     """A customer as stored: version 0 and no blob for one never written (or deleted)."""
 
@@ -33,7 +35,7 @@ class Loaded:
     offsets: bytes | None = None  # erased, not committed yet: the applied offsets (the state is gone)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Write:
     """One customer's compare-and-set write."""
 
@@ -53,7 +55,7 @@ class Write:
         return not self.blob
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Published:
     """A write whose outbox records are published and acknowledged: its outbox can go.
 
