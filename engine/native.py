@@ -1,7 +1,7 @@
 """The pure core compiled with mypyc: optional, with the Python modules as the fallback.
 
 ``segengine native build`` (``make native``) compiles ``MODULES`` (the fold, the decisions,
-the timers, the CLV predictions, the state codec and the batch pipeline: the per-event work)
+the timers, the CLV predictions, the state codec, the population ranks and the batch pipeline: the per-event work)
 into C extensions, in the folder ``_native`` beside the package's sources. It needs mypy (the extra
 ``segengine[native]``) and a C compiler with the Python headers.
 
@@ -47,7 +47,9 @@ MODULES = (
     "evaluate",
     "folding",
     "pipeline",
+    "records",
     "rules.functions",
+    "rules.population",
     "rules.ruleset",
     "state",
     "statecache",

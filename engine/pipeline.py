@@ -303,9 +303,10 @@ class BatchProcessor:
         partition whose timer set the customers came from (their home, when their state
         cannot even be read)."""
         outputs: dict[str, list[Output]] = {}
-        outcomes: Counter[tuple[str, str, str]] = Counter()
-        actions: Counter[tuple[str, str]] = Counter()
-        changes: Counter[tuple[str, str, str]] = Counter()
+        # tallied in plain dicts: Counter.update is a Python-level loop, and runs for every customer
+        outcomes: dict[tuple[str, str, str], int] = {}
+        actions: dict[tuple[str, str], int] = {}
+        changes: dict[tuple[str, str, str], int] = {}
         todo = list(customer_ids)
         for _ in range(MAX_CAS_ROUNDS):
             if not todo:
@@ -364,9 +365,13 @@ class BatchProcessor:
                 stats.duplicates += result.duplicates
                 stats.redelivered += result.redelivered
                 stats.changes += len(result.changes)
-                outcomes.update(result.outcomes)
-                actions.update(result.actions)
-                changes.update((d, str(old), str(new)) for d, old, new in result.changes)
+                for counted, n in result.outcomes.items():
+                    outcomes[counted] = outcomes.get(counted, 0) + n
+                for taken, n in result.actions.items():
+                    actions[taken] = actions.get(taken, 0) + n
+                for d, old, new in result.changes:
+                    moved = (d, str(old), str(new))
+                    changes[moved] = changes.get(moved, 0) + 1
             if lost:
                 self.metrics.cas_conflicts.inc(len(lost))
             todo = [cid for cid in todo if cid in lost]
