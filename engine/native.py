@@ -1,9 +1,10 @@
 """The pure core compiled with mypyc: optional, with the Python modules as the fallback.
 
 ``segengine native build`` (``make native``) compiles ``MODULES`` (the fold, the decisions,
-the timers, the CLV predictions, the state codec, the population ranks and the batch pipeline: the per-event work)
-into C extensions, in the folder ``_native`` beside the package's sources. It needs mypy (the extra
-``segengine[native]``) and a C compiler with the Python headers.
+the timers, the CLV predictions, the state codec, the population ranks and the batch
+pipeline: the per-event work) into C extensions, in the folder ``_native`` beside the
+package's sources. It needs mypy (the extra ``segengine[native]``) and a C compiler with the
+Python headers.
 
 Which modules run is decided when the package is imported, by ``SEGENGINE_NATIVE``:
 

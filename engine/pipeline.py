@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from .clock import Clock, wall_ms
 from .dlq import dlq_record
@@ -303,7 +303,6 @@ class BatchProcessor:
         partition whose timer set the customers came from (their home, when their state
         cannot even be read)."""
         outputs: dict[str, list[Output]] = {}
-        # tallied in plain dicts: Counter.update is a Python-level loop, and runs for every customer
         outcomes: dict[tuple[str, str, str], int] = {}
         actions: dict[tuple[str, str], int] = {}
         changes: dict[tuple[str, str, str], int] = {}
@@ -365,11 +364,9 @@ class BatchProcessor:
                 stats.duplicates += result.duplicates
                 stats.redelivered += result.redelivered
                 stats.changes += len(result.changes)
-                for counted, n in result.outcomes.items():
-                    outcomes[counted] = outcomes.get(counted, 0) + n
-                for taken, n in result.actions.items():
-                    actions[taken] = actions.get(taken, 0) + n
-                for d, old, new in result.changes:
+                _add_counts(outcomes, result.outcomes)
+                _add_counts(actions, result.actions)
+                for d, old, new in result.changes:  # the same move may come twice
                     moved = (d, str(old), str(new))
                     changes[moved] = changes.get(moved, 0) + 1
             if lost:
@@ -459,6 +456,16 @@ class BatchProcessor:
             except Exception:  # this event is the first that leaves an unstorable state
                 return i
         return len(events) - 1
+
+
+K = TypeVar("K")
+
+
+def _add_counts(into: dict[K, int], counts: Mapping[K, int]) -> None:
+    """``counts`` added to ``into`` (a plain loop: Counter.update is one in Python, run for
+    every customer of a batch)."""
+    for key, n in counts.items():
+        into[key] = into.get(key, 0) + n
 
 
 # A re-score decides again only the dimensions that read the population (or whose reads are not
