@@ -414,8 +414,7 @@ class Features(dict[str, Any]):
     __slots__ = ("derived", "now", "state", "table")
 
     def __init__(self, state: CustomerState, now: int, derived: Mapping[str, Callable[..., Any]] | None = None) -> None:
-        super().__init__()
-        self.state = state
+        self.state = state  # (dict's own __init__ has nothing to do: the dict is made empty)
         self.now = now
         if not isinstance(derived, Derived):
             derived = Derived(derived) if derived else _NO_DERIVED
