@@ -33,7 +33,6 @@ frame would not make smaller) reads as well.
 from __future__ import annotations
 
 import functools
-import operator
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,9 +65,6 @@ _DEFAULTS = {name: getattr(_FRESH, name) for name in FIELDS}
 # of truth, cheaper than a comparison); a field with a truthy default would need the comparison.
 _JOINT = ("members", "member_since")  # stored together: {dimension: [segment, since]} (see dump_state)
 _STORED = tuple((name, code, type(_DEFAULTS[name])) for name, code in FIELD_CODES.items() if name not in _JOINT)
-_CODES = tuple((code, kind) for _, code, kind in _STORED)
-# The stored fields' values in one call (a loop of getattr by name costs twice as much compiled).
-_VALUES = operator.attrgetter(*(name for name, _, _ in _STORED))
 assert not any(_DEFAULTS[name] for name, _, _ in _STORED), "a truthy default: compare with it in pack_state"
 assert len(_NAMES) == len(FIELD_CODES), "codes are unique"
 
@@ -81,7 +77,8 @@ def dump_state(state: CustomerState) -> bytes:
 def pack_state(state: CustomerState) -> bytes:
     """The state document before compression (its size is what the size limit reads)."""
     doc = {}
-    for (code, kind), value in zip(_CODES, _VALUES(state)):
+    for name, code, kind in _STORED:
+        value = getattr(state, name)
         if value or type(value) is not kind:  # not its default (every default is falsy: see _STORED)
             doc[code] = value
     if state.offsets:
@@ -89,7 +86,7 @@ def pack_state(state: CustomerState) -> bytes:
     members, since = state.members, state.member_since
     if members:  # each dimension's name once: {dimension: [segment, since or None]}
         doc["m"] = {dimension: (segment, since.get(dimension)) for dimension, segment in members.items()}
-    if not since.keys() <= members.keys():  # entry times without a membership: kept as they are
+    if any(dimension not in members for dimension in since):  # entry times without a membership: kept as they are
         doc["ms"] = {dimension: at for dimension, at in since.items() if dimension not in members}
     return ormsgpack.packb(doc)
 

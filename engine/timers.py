@@ -208,7 +208,9 @@ def _whole_ms(at: float) -> float:
     constant in days, or a population's value, times the unit: the error grows with the
     size, a few millionths of a ms at 190 days), else as it is."""
     whole = round(at)
-    return whole if math.isclose(at, whole, rel_tol=1e-12, abs_tol=1e-6) else at
+    # math.isclose(at, whole, rel_tol=1e-12, abs_tol=1e-6), written out (``at`` is finite: round
+    # raises otherwise), where the compiled core would call it through keyword arguments
+    return whole if abs(at - whole) <= max(1e-12 * max(abs(at), abs(whole)), 1e-6) else at
 
 
 def _past(at: float, step: int) -> int:
@@ -380,16 +382,6 @@ def next_moment(plan: TimePlan, state: CustomerState, now: int) -> Moment:
     best: int | None = None
     moving: list[str] = []
 
-    def consider(t: int, what: str) -> None:
-        nonlocal best
-        if t > now:
-            if best is None or t < best:
-                best = t
-                moving.clear()
-                moving.append(what)
-            elif t == best:
-                moving.append(what)
-
     # Purchases and complaints are sorted by time and browse buckets are few: per window, the
     # next one to leave it is found by bisection (no scan of the customer's history).
     if plan.purchase_windows and state.purchases:
@@ -397,24 +389,24 @@ def next_moment(plan: TimePlan, state: CustomerState, now: int) -> Moment:
         for days, moves in plan.purchase_moves:  # a window no rule reads changes nothing when it moves
             i = first_after(purchases, now - days * DAY_MS)
             if i < len(purchases):
-                consider(int(purchases[i][0]) + days * DAY_MS, moves)
+                best = _consider(best, moving, now, int(purchases[i][0]) + days * DAY_MS, moves)
     if plan.browse_windows and state.browse:
         buckets = sorted(map(int, state.browse))
         for hours, moves in plan.browse_moves:
             i = bisect_right(buckets, (now - hours * HOUR_MS) // HOUR_MS)
             if i < len(buckets):
-                consider((buckets[i] + hours) * HOUR_MS, moves)
+                best = _consider(best, moving, now, (buckets[i] + hours) * HOUR_MS, moves)
     if plan.complaints and state.complaints:
         i = bisect_right(state.complaints, now - COMPLAINT_WINDOW_DAYS * DAY_MS)
         if i < len(state.complaints):
-            consider(state.complaints[i] + COMPLAINT_WINDOW_DAYS * DAY_MS, COMPLAINTS)
+            best = _consider(best, moving, now, state.complaints[i] + COMPLAINT_WINDOW_DAYS * DAY_MS, COMPLAINTS)
     if plan.delays:
         for entry in state.delayed:
-            consider(entry["due"], DELAY)
+            best = _consider(best, moving, now, entry["due"], DELAY)
     for aggregate, moves in plan.window_moves:
         expiry = aggregate.next_expiry(state, now)
         if expiry is not None:
-            consider(expiry, moves)
+            best = _consider(best, moving, now, expiry, moves)
     if plan.population is not None:
         for age, feature, n in plan.ranked_ages:
             ts = getattr(state, age.attribute)
@@ -425,35 +417,59 @@ def next_moment(plan: TimePlan, state: CustomerState, now: int) -> Moment:
                 if change is not None:
                     reached, only_past = change
                     at = _whole_ms(reached * age.unit)  # ms after the base
-                    consider(max(base + (_past if only_past else _reaching)(at, age.step), now + 1), RANKED)
+                    best = _consider(
+                        best,
+                        moving,
+                        now,
+                        max(base + (_past if only_past else _reaching)(at, age.step), now + 1),
+                        RANKED,
+                    )
     for attribute, step, offset in plan.thresholds:
         ts = getattr(state, attribute)
         if ts is not None:
-            consider(ts - ts % step + offset, AGE)
+            best = _consider(best, moving, now, ts - ts % step + offset, AGE)
     if plan.crossing is not None and state.first_purchase is not None and state.last_purchase is not None:
         day = state.first_purchase // DAY_MS  # predictions count whole days from the first purchase day
         t_x, today = state.last_purchase // DAY_MS - day, now // DAY_MS - day
         if today < t_x:
-            consider((day + t_x) * DAY_MS, PREDICTED_MOVE)  # decided before the last purchase day: null until then
+            best = _consider(
+                best, moving, now, (day + t_x) * DAY_MS, PREDICTED_MOVE
+            )  # decided before the last purchase day: null until then
         else:
             x, m = state.repeat_days, repeat_value(state)
             for feature, strict, constant in plan.predicted:
                 crossed = plan.crossing(feature, strict, constant, x, t_x, m if feature in NEEDS_SPEND_MODEL else None)
                 if crossed is not None and crossed > today:
-                    consider((day + crossed) * DAY_MS, PREDICTED_MOVE)
+                    best = _consider(best, moving, now, (day + crossed) * DAY_MS, PREDICTED_MOVE)
     for dimension, (dwell, grace) in plan.holds.items():
         segment = state.members.get(dimension)
         if segment is None:
             continue
         if segment in dwell and dimension in state.member_since:
-            consider(state.member_since[dimension] + dwell[segment], plan.hold_moves[dimension])
+            best = _consider(
+                best, moving, now, state.member_since[dimension] + dwell[segment], plan.hold_moves[dimension]
+            )
         if segment in grace and dimension in state.grace_since:
-            consider(state.grace_since[dimension] + grace[segment], plan.hold_moves[dimension])
+            best = _consider(
+                best, moving, now, state.grace_since[dimension] + grace[segment], plan.hold_moves[dimension]
+            )
     for watch in plan.clusters:  # last: its exact check is skipped when another moment comes first
         changed = watch.next_change(state, now, best)
         if changed is not None:
-            consider(changed, AGE)
+            best = _consider(best, moving, now, changed, AGE)
     return best, frozenset(moving)
+
+
+def _consider(best: int | None, moving: list[str], now: int, t: int, what: str) -> int | None:
+    """``next_moment``'s earliest moment after ``now`` so far, with ``t`` (when ``what`` moves) taken in."""
+    if t > now:
+        if best is None or t < best:
+            moving.clear()
+            moving.append(what)
+            return t
+        if t == best:
+            moving.append(what)
+    return best
 
 
 def next_rank_change(sample: list[float], value: float, n: int | None) -> tuple[float, bool] | None:

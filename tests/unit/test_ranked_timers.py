@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from segengine.rules import parse_rules
 from segengine.rules.population import Population
 from segengine.state import DAY_MS, CustomerState, Features
-from segengine.timers import next_check, next_rank_change
+from segengine.timers import _whole_ms, next_check, next_rank_change
 
 RULES = """
 population:
@@ -129,3 +129,14 @@ def test_the_next_rank_change_is_the_first_value_where_the_score_moves(
     population = Population(min_sample=1)
     population.replace({"f": sample}, 0)
     assert next_rank_change(population.samples["f"], value, n) == _next_change_by_hand(population, value, n)
+
+
+@given(st.floats(min_value=-1e15, max_value=1e15, allow_nan=False))
+def test_whole_ms_is_the_isclose_rounding(at: float) -> None:
+    """``_whole_ms`` writes math.isclose out (the compiled core would call it with keyword
+    arguments): the same answer on every finite value, and on values near whole ms."""
+    for value in (at, round(at) + at % 1e-6, round(at) - 1e-7, round(at) + 1e-5):
+        whole = round(value)
+        expected = whole if math.isclose(value, whole, rel_tol=1e-12, abs_tol=1e-6) else value
+        assert _whole_ms(value) == expected
+        assert type(_whole_ms(value)) is type(expected)
