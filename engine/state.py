@@ -218,39 +218,33 @@ BROWSE_WINDOWS_HOURS = {"24h": 24, **{f"{d}d": d * 24 for d in BROWSE_WINDOWS_DA
 _BROWSE_KEYS = [([f"{a}_{w}" for a in ACTIONS], hours) for w, hours in BROWSE_WINDOWS_HOURS.items()]
 _NO_BROWSE = {key: 0 for keys, _ in _BROWSE_KEYS for key in keys}
 _BROWSE_HOURS = [hours for _, hours in _BROWSE_KEYS]  # ascending: each window holds the shorter ones
+# [window][action] -> the features a count of that action in a bucket of that window adds to:
+# its own window's and every longer one's
+_ADDS_TO = [
+    [tuple(keys[j] for keys, _ in _BROWSE_KEYS[w:]) for j in range(len(ACTIONS))] for w in range(len(_BROWSE_KEYS))
+]
 
 
 def _browse_windows(state: CustomerState, now: int) -> dict[str, Any]:
     """<action>_<window> for every action and window, in one pass over the hour buckets: each
-    bucket is added to the shortest window it is in, then the windows are summed up (nested)."""
+    bucket's counts are added to the shortest window it is in and every longer one."""
     out = dict(_NO_BROWSE)
     if not state.browse:
         return out
     last = now // HOUR_MS
     longest = _BROWSE_HOURS[-1]
-    parts: list[list[int]] | None = None
     for bucket, counts in state.browse.items():
         age = last - int(bucket)
         if age < 0 or age >= longest:
             continue
-        if parts is None:
-            parts = [[0] * len(ACTIONS) for _ in _BROWSE_HOURS]
         w = 0
         while age >= _BROWSE_HOURS[w]:
             w += 1
-        part = parts[w]
+        adds = _ADDS_TO[w]
         for j, c in enumerate(counts):
             if c:
-                part[j] += c
-    if parts is None:  # nothing within the windows (a customer who browsed long ago)
-        return out
-    running = [0] * len(ACTIONS)
-    for (keys, _), part in zip(_BROWSE_KEYS, parts):
-        for j, key in enumerate(keys):
-            if part[j]:
-                running[j] += part[j]
-            if running[j]:
-                out[key] = running[j]
+                for key in adds[j]:
+                    out[key] += c
     return out
 
 
