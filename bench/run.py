@@ -362,7 +362,7 @@ async def engine_run(
     tps = [TopicPartition(t, p) for t in TOPICS for p in range(6)]
     first: tuple[float, int] | None = None
     last: tuple[float, int] = (time.perf_counter(), 0)
-    rescored_before = 0.0
+    reevaluated_at_first = 0.0
     figures = cpu if cpu is not None else {}
     with Progress(
         TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
@@ -378,7 +378,7 @@ async def engine_run(
                 if first is None:
                     first = (now, n)
                     figures["start"] = cpu_seconds(proc.pid)
-                    rescored_before = await reevaluated(port)
+                    reevaluated_at_first = await reevaluated(port)
                 last = (now, n)
                 figures["end"] = cpu_seconds(proc.pid)
                 progress.update(task, completed=n)
@@ -388,20 +388,20 @@ async def engine_run(
         raise RuntimeError(f"the engine committed {last[1]} of {total} events")
     committed_at = last[0]
     async with ClientSession() as http:
-        backlog, fired = await timer_figures(http, port)
+        backlog, fired, reevaluated_so_far = await timer_figures(http, port)
         figures["backlog"] = backlog
         while backlog > 0 and time.perf_counter() < deadline:
             await asyncio.sleep(DRAIN_POLL_S)
             if proc.returncode is not None:
                 raise RuntimeError(f"the engine exited with code {proc.returncode}")
-            backlog, now_fired = await timer_figures(http, port)
+            backlog, now_fired, reevaluated_so_far = await timer_figures(http, port)
             if now_fired > fired:  # the last timer decision seen: the end of the work
                 fired, last = now_fired, (time.perf_counter(), last[1])
                 figures["end"] = cpu_seconds(proc.pid)
     if backlog > 0:
         console.print(f"[yellow]warning: {backlog:,.0f} due customers still undecided after {timeout_s:.0f} s[/yellow]")
     figures["drain_s"] = last[0] - committed_at
-    figures["reevaluated"] = await reevaluated(port) - rescored_before
+    figures["reevaluated"] = reevaluated_so_far - reevaluated_at_first  # at the drain's last look
     figures["events"] = last[1] - first[1]
     return (last[1] - first[1]) / (last[0] - first[0]), proc
 
@@ -418,17 +418,24 @@ async def engine_samples(http: ClientSession, port: int) -> dict[str, float]:
     return {s.name: s.value for family in text_string_to_metric_families(page) for s in family.samples}
 
 
-async def timer_figures(http: ClientSession, port: int) -> tuple[float, float]:
-    """The engine's timer backlog gauge and timers fired so far, from its /metrics (the
-    backlog is counted about once a second)."""
+REEVALUATED = "segengine_reevaluated_customers_total"  # rules switches and population re-scores
+
+
+async def timer_figures(http: ClientSession, port: int) -> tuple[float, float, float]:
+    """The engine's timer backlog gauge, timers fired and customers re-evaluated so far, from
+    one look at its /metrics (the backlog is counted about once a second)."""
     samples = await engine_samples(http, port)
-    return samples.get("segengine_timer_backlog", 0.0), samples.get("segengine_timers_fired_total", 0.0)
+    return (
+        samples.get("segengine_timer_backlog", 0.0),
+        samples.get("segengine_timers_fired_total", 0.0),
+        samples.get(REEVALUATED, 0.0),
+    )
 
 
 async def reevaluated(port: int) -> float:
     """Customers the engine re-evaluated so far (rules switches and population re-scores)."""
     async with ClientSession() as http:
-        return (await engine_samples(http, port)).get("segengine_reevaluated_customers_total", 0.0)
+        return (await engine_samples(http, port)).get(REEVALUATED, 0.0)
 
 
 def latency_load(records: list[tuple[str, bytes, bytes]], count: int) -> list[tuple[str, bytes, bytes, str]]:
