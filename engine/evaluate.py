@@ -30,10 +30,11 @@ from .folding import already_applied, apply
 from .records import Output, TopicPartition, topic_partition
 from .rules import RuleSet
 from .state import DAY_MS, CustomerState, Features
-from .timers import Moment, next_moment
+from .timers import NOTHING_QUIET, Moment, next_moment
 from .topic_names import CHANGES_TOPIC, MEMBERS_TOPIC
 
 NowFn = Callable[[int], int]  # event ts (ms) -> the decision's "now" (ms)
+NONE_SELECTED: Final[dict[str, int]] = {}  # never written to: a FoldResult's before its first decision
 
 
 class FoldResult:
@@ -46,12 +47,14 @@ class FoldResult:
         "decided_at",
         "duplicates",
         "erased",
+        "features",
         "outcomes",
         "outputs",
         "population",
         "redelivered",
         "reschedule",
         "resent",
+        "selected",
     )
 
     def __init__(self) -> None:
@@ -67,6 +70,8 @@ class FoldResult:
         self.decided_at: int | None = None  # the time of the last decision (next checks come after it)
         self.actions: dict[tuple[str, str], int] = {}  # (action, outcome) -> n
         self.erased = False  # an erase was applied: the store deletes the customer's keys once it is committed
+        self.features: Features | None = None  # those of the last decision, of the state as it is now
+        self.selected: dict[str, int] = NONE_SELECTED  # its dimensions that stayed: the segment that held
 
     def count(self, event: Event, outcome: str) -> None:
         key = (event.source.topic, event.type, outcome)
@@ -242,6 +247,7 @@ def _fold_one(
         state.home = src.partition  # its timers live with this partition, whose owner fires them
     if not _apply(rules, state, event, dedupe_horizon_ms, result):
         return True
+    result.features = None  # the state moved on: the next decision's features
     if rules.aggregates or state.aggs:
         fold_all(rules.aggregates, rules.aggregates_by_type, state, event)
     result.applied += 1
@@ -308,7 +314,52 @@ def catch_up(
 LOOKAHEAD = 2  # moments past a state's next one tried for the first that decides anything
 
 
-def deciding_moment(rules: RuleSet, state: CustomerState, customer_id: str, moment: Moment) -> Moment:
+def quiet_moves(
+    rules: RuleSet,
+    state: CustomerState,
+    now: int,
+    known: Features | None = None,
+    selected: Mapping[str, int] = NONE_SELECTED,
+) -> frozenset[str]:
+    """The window moves that cannot change any of the customer's answers until its state
+    changes, as decided at ``now`` (its last decision): every dimension that reads one is
+    in the segment that holds first (no hold running), and that segment's conditions, and
+    those of the segments before it, cannot move that way as windows empty
+    (segengine.rules.quiet). ``next_moment`` leaves their moves out: a customer in
+    ``intent: cold`` gets no timer for each browse bucket leaving a window. ``known``: the
+    features of the decision at ``now`` (``FoldResult.features``), read again where they are
+    of this state at that time, with the segment that held in each dimension it left as it
+    was (``selected``)."""
+    candidates = rules.quiet_candidates
+    if not candidates:
+        return candidates
+    if known is not None and known.state is state and known.now == now:
+        features = known
+    else:
+        features, selected = Features(state, now, rules.derived), NONE_SELECTED
+    members, grace = state.members, state.grace_since
+    loud: set[str] = set()
+    settled = rules.time_plan.idle(state)  # moves that cannot come (quiet), then those found loud too
+    for dim, kinds in rules.quiet_watch:  # each dimension that reads a candidate, and the ones it reads
+        sensitive = dim.sensitive
+        if sensitive is None or kinds <= settled:  # nothing it could tell
+            continue
+        index = selected.get(dim.name)
+        if index is None:
+            current = members.get(dim.name)
+            index, _ = dim.select(features, current, now)
+            if dim.outcomes[index] != current or dim.name in grace:  # moving, or held back
+                loud.update(kinds)
+                settled.update(kinds)
+                continue
+        loud.update(sensitive[index])
+        settled.update(sensitive[index])
+    return candidates.difference(loud)
+
+
+def deciding_moment(
+    rules: RuleSet, state: CustomerState, customer_id: str, moment: Moment, quiet: frozenset[str] = NOTHING_QUIET
+) -> Moment:
     """The first of the state's coming moments, from ``moment`` (its next one after its last
     decision), at which a decision would publish something or keep anything but its time (at
     most LOOKAHEAD tried, then the one after them): what its timer is set for. ``state`` is
@@ -335,7 +386,7 @@ def deciding_moment(rules: RuleSet, state: CustomerState, customer_id: str, mome
             moves = decide(rules, state, customer_id, due, TIMER_CAUSE, TIMER_KEY, FoldResult(), "timer", moving, True)
             if moves or state.grace_since != grace or state.actions_sent != sent or state.delayed:
                 return due, moving
-            due, moving = next_moment(rules.time_plan, state, due)
+            due, moving = next_moment(rules.time_plan, state, due, quiet)
             if due is None:
                 break
         return due, moving
@@ -402,6 +453,7 @@ def decide(
     those the customer is not in yet; at a timer's moment, ``moving`` what moves then, only
     those reading it); update ``state.members``; return the records to publish."""
     features = Features(state, now, rules.derived)
+    selected: dict[str, int] = {}
     state.checked_at = now if state.checked_at is None else max(state.checked_at, now)
     members = state.members
     since = state.member_since
@@ -420,6 +472,7 @@ def decide(
         if dim.outcomes[index] == old:
             if dimension in grace:  # stay holds again
                 del grace[dimension]
+            selected[dimension] = index
             continue
         move = dim.resolve(index, values, old, now, since.get(dimension), grace.get(dimension))
         if move.grace_started is not None and dimension not in grace and old is not None and rules.actions:
@@ -483,6 +536,8 @@ def decide(
         _actions(
             due_delayed(rules.actions_by_name, state, customer_id, features, now, rfc3339), customer_id, outputs, result
         )
+    if not probe:
+        result.features, result.selected = features, selected
     if any(o.topic == CHANGES_TOPIC for o in outputs):
         snapshot: dict[str, Any] = {
             "customer_id": customer_id,
@@ -521,6 +576,7 @@ def erase_customer(
     if not _apply(rules, state, event, dedupe_horizon_ms, result):
         return
     state.home = home  # its timer entry is removed from that partition's set
+    result.features = None
     result.applied += 1
     result.count(event, "applied")
     result.erased = True

@@ -124,12 +124,16 @@ class TimePlan:
     browse_moves: tuple[tuple[int, str], ...] = field(default=(), init=False, compare=False, repr=False)
     window_moves: tuple[tuple[Aggregate, str], ...] = field(default=(), init=False, compare=False, repr=False)
     hold_moves: dict[str, str] = field(default_factory=dict, init=False, compare=False, repr=False)
+    browse_moves_set: frozenset[str] = field(default=frozenset(), init=False, compare=False, repr=False)
+    purchase_moves_set: frozenset[str] = field(default=frozenset(), init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "purchase_moves", tuple((d, move(PURCHASE_WINDOW, d)) for d in self.purchase_windows))
         object.__setattr__(self, "browse_moves", tuple((h, move(BROWSE_WINDOW, h)) for h in self.browse_windows))
         object.__setattr__(self, "window_moves", tuple((a, move(AGGREGATE_WINDOW, a.name)) for a in self.windows))
         object.__setattr__(self, "hold_moves", {dimension: move(HOLD, dimension) for dimension in self.holds})
+        object.__setattr__(self, "browse_moves_set", frozenset(moves for _, moves in self.browse_moves))
+        object.__setattr__(self, "purchase_moves_set", frozenset(moves for _, moves in self.purchase_moves))
 
     @property
     def empty(self) -> bool:
@@ -137,6 +141,20 @@ class TimePlan:
             self.purchase_windows or self.browse_windows or self.complaints or self.thresholds
             or self.holds or self.windows or self.ranked_ages or self.delays or self.predicted or self.clusters
         )  # fmt: skip
+
+    def idle(self, state: CustomerState) -> set[str]:
+        """The window moves that cannot come for ``state`` until an event: windows it has nothing in."""
+        idle: set[str] = set()
+        if not state.purchases:
+            idle |= self.purchase_moves_set
+        if not state.browse:
+            idle |= self.browse_moves_set
+        if not state.complaints:
+            idle.add(COMPLAINTS)
+        for aggregate, moves in self.window_moves:
+            if not state.aggs.get(aggregate.key):
+                idle.add(moves)
+        return idle
 
     def __or__(self, other: TimePlan) -> TimePlan:
         return TimePlan(
@@ -376,9 +394,13 @@ def move(kind: str, which: int | str) -> str:
 Moment = tuple[int | None, frozenset[str]]  # next_moment's answer: when, and what moves then
 
 
-def next_moment(plan: TimePlan, state: CustomerState, now: int) -> Moment:
+NOTHING_QUIET: frozenset[str] = frozenset()
+
+
+def next_moment(plan: TimePlan, state: CustomerState, now: int, quiet: frozenset[str] = NOTHING_QUIET) -> Moment:
     """The earliest moment after ``now`` at which time alone may change a segment (None if
-    never), and what moves then (the triggers above)."""
+    never), and what moves then (the triggers above). ``quiet``: windows whose moves cannot
+    change any answer until the state changes (segengine.evaluate.quiet_moves), left out."""
     best: int | None = None
     moving: list[str] = []
 
@@ -387,16 +409,20 @@ def next_moment(plan: TimePlan, state: CustomerState, now: int) -> Moment:
     if plan.purchase_windows and state.purchases:
         purchases = state.purchases
         for days, moves in plan.purchase_moves:  # a window no rule reads changes nothing when it moves
+            if quiet and moves in quiet:
+                continue
             i = first_after(purchases, now - days * DAY_MS)
             if i < len(purchases):
                 best = _consider(best, moving, now, int(purchases[i][0]) + days * DAY_MS, moves)
-    if plan.browse_windows and state.browse:
+    if plan.browse_windows and state.browse and not (quiet and plan.browse_moves_set <= quiet):
         buckets = sorted(map(int, state.browse))
         for hours, moves in plan.browse_moves:
+            if quiet and moves in quiet:
+                continue
             i = bisect_right(buckets, (now - hours * HOUR_MS) // HOUR_MS)
             if i < len(buckets):
                 best = _consider(best, moving, now, (buckets[i] + hours) * HOUR_MS, moves)
-    if plan.complaints and state.complaints:
+    if plan.complaints and state.complaints and not (quiet and COMPLAINTS in quiet):
         i = bisect_right(state.complaints, now - COMPLAINT_WINDOW_DAYS * DAY_MS)
         if i < len(state.complaints):
             best = _consider(best, moving, now, state.complaints[i] + COMPLAINT_WINDOW_DAYS * DAY_MS, COMPLAINTS)
@@ -404,6 +430,8 @@ def next_moment(plan: TimePlan, state: CustomerState, now: int) -> Moment:
         for entry in state.delayed:
             best = _consider(best, moving, now, entry["due"], DELAY)
     for aggregate, moves in plan.window_moves:
+        if quiet and moves in quiet:
+            continue
         expiry = aggregate.next_expiry(state, now)
         if expiry is not None:
             best = _consider(best, moving, now, expiry, moves)

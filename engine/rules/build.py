@@ -17,6 +17,7 @@ from . import schema
 from .deps import in_dependency_order, timed, timer_triggers, triggers
 from .expr import ANY, Expression, TypeOf, compile_dimension, compile_value
 from .population import Population
+from .quiet import sensitive
 from .ruleset import CURRENT, Dimension, Segment
 from .source import Checker, Path
 from .types import aggregate, base_type
@@ -112,7 +113,10 @@ def dimension(check: Checker, name: str, spec: schema.Dimension, found: Features
     if timed(segments, found.derived, found.aggregates):
         fired_by |= {"timer"}
     moments = timer_triggers(name, segments, found.derived, found.aggregates)
-    return Dimension(name, tuple(segments), spec.default, reads, selector, positions, fired_by, moments)
+    quiet = sensitive(name, segments, moments, found.derived, found.aggregates)
+    return Dimension(
+        name, tuple(segments), spec.default, reads, selector, positions, fired_by, moments, sensitive=quiet
+    )
 
 
 def _segment(check: Checker, at: Path, spec: schema.Segment, found: Features) -> Segment | None:

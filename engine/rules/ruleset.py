@@ -18,7 +18,7 @@ from ..actions import Action
 from ..aggregates import Aggregate
 from ..errors import ConfigError
 from ..state import Derived
-from ..timers import TimePlan
+from ..timers import HOLD, TimePlan, move
 from .expr import Expression, Selector
 from .population import Population
 
@@ -97,6 +97,9 @@ class Dimension:
     # None: anything, so that every moment decides it again
     moments: frozenset[str] | None = None
     outcomes: tuple[str | None, ...] = ()  # segment names, then the default: outcomes[index] for index -1 too
+    # per segment that holds, then the default (sensitive[index] for index -1 too): the moves
+    # at which the answer may change while it holds (segengine.rules.quiet); None: any of ``moments``
+    sensitive: tuple[frozenset[str], ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "outcomes", (*(s.name for s in self.segments), self.default))
@@ -173,6 +176,10 @@ class RuleSet:
     actions_on: dict[tuple[str, str | None, str | None], tuple[Action, ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    # the moves that may turn out quiet for a customer (segengine.evaluate.quiet_moves), and the
+    # dimensions that say so: every one that reads them
+    quiet_candidates: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    quiet_watch: tuple[tuple[Dimension, frozenset[str]], ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.derived, Derived):  # one table resolves every feature name in one lookup
@@ -184,6 +191,17 @@ class RuleSet:
                 by_type.setdefault(event_type, []).append(aggregate)
         object.__setattr__(self, "aggregates_by_type", {t: tuple(a) for t, a in by_type.items()})
         object.__setattr__(self, "actions_by_name", {a.name: a for a in self.actions})
+        # a move some dimension always hears (it reads more than windows, or holds) is never quiet
+        heard = {kind for d in self.dimensions if d.sensitive is None for kind in d.moments or ()}
+        heard |= {move(HOLD, d.name) for d in self.dimensions}
+        if any(d.moments is None for d in self.dimensions):
+            candidates: frozenset[str] = frozenset()
+        else:
+            read = (k for d in self.dimensions if d.sensitive is not None for k in d.moments or ())
+            candidates = frozenset(read) - heard
+        object.__setattr__(self, "quiet_candidates", candidates)
+        watch = ((d, d.moments & candidates) for d in self.dimensions if d.moments)
+        object.__setattr__(self, "quiet_watch", tuple((d, kinds) for d, kinds in watch if kinds))
 
     def actions_for(self, dimension: str, old: str | None, new: str | None) -> tuple[Action, ...]:
         """The actions a change of ``dimension`` from ``old`` to ``new`` triggers, in the rules'

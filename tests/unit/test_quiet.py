@@ -1,0 +1,164 @@
+"""Moves that cannot change an answer (segengine.rules.quiet): how a condition may move as
+windows empty, held against the conditions' own values (property test), the shipped packs'
+tables, and the timers that skip such moves: every moment passed over, decided one by one,
+decides nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from segengine.evaluate import LOOKAHEAD, FoldResult, decide, deciding_moment, quiet_moves
+from segengine.rules.expr import NUMBER, ExprError, compile_expression
+from segengine.rules.quiet import FALL, RISE, Motion
+from segengine.store_memory import MemoryStore
+from segengine.timers import next_moment
+from segengine.writes import loaded_state
+from tests.unit.test_batch_memory import RULES
+from tests.unit.test_state_cache import fields, processor_for
+from tests.unit.test_timer_catch_up import EventTime, history
+
+MOVING = ("orders_7d", "add_to_cart_24h")  # orders_7d moves at purchase:7, add_to_cart_24h at browse:24
+STILL_NAMES = ("spend_total", "orders_total")
+KIND = "purchase:7"
+
+leaf = st.one_of(
+    st.integers(-3, 8).map(lambda n: f"({n})"),
+    st.just("orders_7d"),  # the moving one, as often as a constant or a still one
+    st.sampled_from([*MOVING, *STILL_NAMES]),
+)
+
+
+def numeric(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.tuples(children, st.sampled_from("+-*/%"), children).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        children.map(lambda c: f"(-{c})"),
+        st.tuples(st.sampled_from(["coalesce", "min", "max"]), st.lists(children, min_size=1, max_size=3)).map(
+            lambda t: f"{t[0]}({', '.join(t[1])})"
+        ),
+        children.map(lambda c: f"abs({c})"),
+        children.map(lambda c: f"round({c})"),
+    )
+
+
+numbers = st.recursive(leaf, numeric, max_leaves=3)
+
+
+def boolean(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.tuples(children, st.sampled_from(["and", "or"]), children).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        children.map(lambda c: f"(not {c})"),
+    )
+
+
+constants = st.integers(-3, 8).map(lambda n: f"({n})")
+scaled = st.one_of(  # the moving feature once, with a constant on either side
+    st.tuples(st.just("orders_7d"), st.sampled_from("+-*/"), constants).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+    st.tuples(constants, st.sampled_from("+-*/"), st.just("orders_7d")).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+)
+comparisons = st.one_of(
+    st.tuples(scaled, st.sampled_from(["<", "<=", ">", ">=", "==", "!="]), constants).map(
+        lambda t: f"({t[0]} {t[1]} {t[2]})"
+    ),
+    st.tuples(leaf, st.sampled_from(["<", "<=", ">", ">=", "==", "!="]), leaf).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+    st.tuples(numbers, st.sampled_from(["<", "<=", ">", ">=", "==", "!="]), numbers).map(
+        lambda t: f"({t[0]} {t[1]} {t[2]})"
+    ),
+    st.tuples(numbers, st.sampled_from(["in", "not in"])).map(lambda t: f"({t[0]} {t[1]} [0, 2, 5])"),
+    st.tuples(numbers, numbers, numbers).map(lambda t: f"({t[0]} < {t[1]} <= {t[2]})"),
+)
+conditions = st.recursive(comparisons, boolean, max_leaves=4)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(source=conditions, other=st.integers(0, 8), still=st.tuples(st.integers(0, 400), st.integers(0, 20)))
+def test_a_condition_moves_only_as_its_direction_says(source: str, other: int, still: tuple[int, int]) -> None:
+    """orders_7d falls from any value to any smaller one up to 8 (purchases leave the 7-day
+    window), all else still: a condition that goes from false to true may RISE, one that goes
+    from true to false may FALL; one said to stay still does neither."""
+    try:
+        expression = compile_expression(source, lambda name: NUMBER)
+    except ExprError:
+        assume(False)
+        raise
+    direction = Motion(KIND, {}, {}).truth(expression.tree)
+    env: dict[str, Any] = {"add_to_cart_24h": other, "spend_total": still[0], "orders_total": still[1], "now": 0}
+    truth = [bool(expression({**env, "orders_7d": n})) for n in range(9)]
+    for before in range(9):
+        for after in range(before):
+            if not truth[before] and truth[after]:
+                assert direction & RISE, (source, before, after)
+            if truth[before] and not truth[after]:
+                assert direction & FALL, (source, before, after)
+
+
+def test_a_derived_feature_moves_as_its_expression() -> None:
+    derived = {"busy": compile_expression("orders_7d * 2 + spend_total", lambda name: NUMBER)}
+    motion = Motion(KIND, derived, {})
+    assert motion.truth(compile_expression("busy >= 4", lambda name: NUMBER).tree) == FALL
+    assert motion.truth(compile_expression("not (busy >= 4)", lambda name: NUMBER).tree) == RISE
+    assert motion.truth(compile_expression("busy == 4", lambda name: NUMBER).tree) == RISE | FALL
+    assert Motion("browse:24", derived, {}).truth(compile_expression("busy >= 4", lambda name: NUMBER).tree) == 0
+
+
+def test_the_shipped_packs_tables() -> None:
+    """``intent``: cold hears no move (hot and warm only fall as browse buckets leave), hot
+    hears its 24-hour window, warm its 7-day one; the ranked and predicted dimensions, which
+    read more than windows, are not worked out."""
+    dims = {d.name: d for d in RULES.dimensions}
+    intent = dims["intent"]
+    assert intent.sensitive is not None
+    assert [sorted(s) for s in intent.sensitive] == [["browse:24"], ["browse:168"], []]
+    assert dims["rfm_segment"].sensitive is None and dims["value_outlook"].sensitive is None
+    loyalty = dims["loyalty"].sensitive
+    assert loyalty is not None and all("hold:loyalty" in s for s in loyalty)  # a hold may always end
+    assert "hold:loyalty" not in RULES.quiet_candidates
+    assert {"browse:24", "browse:168", "aggregate:categories_browsed_30d"} <= RULES.quiet_candidates
+
+
+async def test_moments_passed_over_as_quiet_decide_nothing() -> None:
+    """Each customer's moments from its last decision, decided one by one as a due loop
+    without quiet moves would: every one before the timer ``deciding_moment`` sets with the
+    quiet moves left out decides nothing, and that one, when tried, decides something.
+    Quiet moves were found, and moments passed over for them."""
+    store = MemoryStore()
+    processor = processor_for(store, 100)
+    processor.clock = EventTime()
+    quiet_found = passed = deciding = 0
+    for seed in (7, 8, 9):
+        await processor.process(history(seed).records)
+    plan = RULES.time_plan
+    for cid, held in store.hashes.items():
+        state = loaded_state(held.loaded())
+        assert state.checked_at is not None
+        quiet = quiet_moves(RULES, state, state.checked_at)
+        quiet_found += bool(quiet)
+        before = fields(state)
+        first = next_moment(plan, state, state.checked_at, quiet)
+        chosen = deciding_moment(RULES, state, cid, first, quiet)
+        assert fields(state) == before
+        moment = next_moment(plan, state, state.checked_at)
+        while moment[0] is not None and (chosen[0] is None or moment[0] < chosen[0]):
+            due, moving = moment
+            kept = (dict(state.members), dict(state.member_since), dict(state.grace_since))
+            assert not decide(RULES, state, cid, due, {"kind": "timer"}, f"timer:{due}", FoldResult(), "timer", moving)
+            assert (state.members, state.member_since, state.grace_since) == kept
+            moment = next_moment(plan, state, due)
+            passed += 1
+        if chosen[0] is None:  # no timer: every later moment decided nothing
+            assert moment[0] is None
+            continue
+        assert moment[0] == chosen[0] and chosen[1] <= moment[1]
+        tried, probe = 0, first
+        while probe[0] is not None and probe[0] < chosen[0]:
+            probe = next_moment(plan, state, probe[0], quiet)
+            tried += 1
+        if tried < LOOKAHEAD:  # set for a moment it tried: that one decides something
+            result, grace = FoldResult(), dict(state.grace_since)
+            due = chosen[0]
+            outputs = decide(RULES, state, cid, due, {"kind": "timer"}, f"timer:{due}", result, "timer", moment[1])
+            assert outputs or state.grace_since != grace
+            deciding += 1
+    assert quiet_found > 10 and passed > 10 and deciding > 10
