@@ -28,7 +28,7 @@ from .errors import ProcessingError
 from .events import Event, Source
 from .folding import already_applied, apply
 from .records import Output, TopicPartition, topic_partition
-from .rules import Dimension, RuleSet
+from .rules import RuleSet
 from .state import DAY_MS, CustomerState, Features
 from .timers import NOTHING_QUIET, Moment, next_moment
 from .topic_names import CHANGES_TOPIC, MEMBERS_TOPIC
@@ -314,75 +314,56 @@ def catch_up(
 LOOKAHEAD = 2  # moments past a state's next one tried for the first that decides anything
 
 
-class Quiet:
-    """Which window moves cannot change any of a customer's answers until its state changes,
-    as decided at ``now`` (its last decision), worked out move by move as the moments that
-    need it come up (``skips``): a move is quiet when every dimension that reads it is in
-    the segment that holds first (no hold running), and that segment's conditions, and those
-    of the segments before it, cannot move that way as windows empty (segengine.rules.quiet).
-    ``next_moment`` leaves quiet moves out: a customer in ``intent: cold`` gets no timer for
-    each browse bucket leaving a window. ``known``: the features of the decision at ``now``
-    (``FoldResult.features``), read again where they are of this state at that time, with the
-    segment that held in each dimension it left as it was (``selected``)."""
-
-    __slots__ = ("features", "heard", "loud", "moves", "now", "rules", "selected", "state")
-
-    def __init__(
-        self,
-        rules: RuleSet,
-        state: CustomerState,
-        now: int,
-        known: Features | None = None,
-        selected: Mapping[str, int] = NONE_SELECTED,
-    ) -> None:
-        self.rules, self.state, self.now = rules, state, now
-        usable = known is not None and known.state is state and known.now == now
-        self.features: Features | None = known if usable else None
-        self.selected: Mapping[str, int] = selected if usable else NONE_SELECTED
-        self.heard: set[str] = set()  # the dimensions worked out
-        self.loud: set[str] = set()  # moves that may change an answer
-        self.moves: frozenset[str] = NOTHING_QUIET  # the moves found quiet
-
-    def skips(self, moving: frozenset[str]) -> bool:
-        """Whether a moment at which ``moving`` move can be passed over: each is quiet (the
-        dimensions that read them worked out first). Those found quiet join ``moves``."""
-        rules = self.rules
-        if not moving or not moving <= rules.quiet_candidates:
-            return False
-        for kind in moving:
-            for dim in rules.quiet_readers[kind]:
-                if dim.name not in self.heard:
-                    self._hear(dim)
-        if not moving.isdisjoint(self.loud):
-            return False
-        self.moves = self.moves | moving
-        return True
-
-    def _hear(self, dim: Dimension) -> None:
-        self.heard.add(dim.name)
-        sensitive, moments = dim.sensitive, dim.moments
-        assert sensitive is not None and moments is not None  # a reader of a candidate (RuleSet.quiet_readers)
-        index = self.selected.get(dim.name)
+def quiet_moves(
+    rules: RuleSet,
+    state: CustomerState,
+    now: int,
+    known: Features | None = None,
+    selected: Mapping[str, int] = NONE_SELECTED,
+) -> frozenset[str]:
+    """The window moves that cannot change any of the customer's answers until its state
+    changes, as decided at ``now`` (its last decision): every dimension that reads one is
+    in the segment that holds first (no hold running), and that segment's conditions, and
+    those of the segments before it, cannot move that way as windows empty
+    (segengine.rules.quiet). ``next_moment`` leaves their moves out: a customer in
+    ``intent: cold`` gets no timer for each browse bucket leaving a window. ``known``: the
+    features of the decision at ``now`` (``FoldResult.features``), read again where they are
+    of this state at that time, with the segment that held in each dimension it left as it
+    was (``selected``)."""
+    candidates = rules.quiet_candidates
+    if not candidates:
+        return candidates
+    if known is not None and known.state is state and known.now == now:
+        features = known
+    else:
+        features, selected = Features(state, now, rules.derived), NONE_SELECTED
+    members, grace = state.members, state.grace_since
+    loud: set[str] = set()
+    settled = rules.time_plan.idle(state)  # moves that cannot come (quiet), then those found loud too
+    for dim, kinds in rules.quiet_watch:  # each dimension that reads a candidate, and the ones it reads
+        sensitive = dim.sensitive
+        if sensitive is None or kinds <= settled:  # nothing it could tell
+            continue
+        index = selected.get(dim.name)
         if index is None:
-            state = self.state
-            features = self.features
-            if features is None:
-                features = self.features = Features(state, self.now, self.rules.derived)
-            current = state.members.get(dim.name)
-            index, _ = dim.select(features, current, self.now)
-            if dim.outcomes[index] != current or dim.name in state.grace_since:  # moving, or held back
-                self.loud.update(moments)
-                return
-        self.loud.update(sensitive[index])
+            current = members.get(dim.name)
+            index, _ = dim.select(features, current, now)
+            if dim.outcomes[index] != current or dim.name in grace:  # moving, or held back
+                loud.update(kinds)
+                settled.update(kinds)
+                continue
+        loud.update(sensitive[index])
+        settled.update(sensitive[index])
+    return candidates.difference(loud)
 
 
 def deciding_moment(
-    rules: RuleSet, state: CustomerState, customer_id: str, moment: Moment, quiet: Quiet | None = None
+    rules: RuleSet, state: CustomerState, customer_id: str, moment: Moment, quiet: frozenset[str] = NOTHING_QUIET
 ) -> Moment:
     """The first of the state's coming moments, from ``moment`` (its next one after its last
     decision), at which a decision would publish something or keep anything but its time (at
-    most LOOKAHEAD tried, then the one after them): what its timer is set for. Moments at
-    which only ``quiet`` moves move are passed over untried. ``state`` is left as it was.
+    most LOOKAHEAD tried, then the one after them): what its timer is set for. ``state`` is
+    left as it was.
 
     A moment before it decides nothing: fired, its timer would load, decide and write the
     customer for the decision's time alone. Whatever decides the customer next decides the
@@ -392,32 +373,23 @@ def deciding_moment(
     id (``catch_up`` from the last decision, or from this moment when it is known). A new
     population sample or rules version drops what is known (segengine.writes.Moments) and
     the moments are worked out again from the last decision."""
-    due: int | None = moment[0]
-    moving: frozenset[str] = moment[1]
+    due, moving = moment
     if due is None or state.checked_at is None or state.delayed:
         return moment
-    plan = rules.time_plan
     checked_at, members, since, grace = state.checked_at, state.members, state.member_since, state.grace_since
     sent = state.actions_sent
     state.members, state.member_since, state.grace_since = dict(members), dict(since), dict(grace)
     state.actions_sent = dict(sent)
-    tried = 0
     try:
-        while True:
-            if quiet is not None and quiet.skips(moving):
-                due, moving = next_moment(plan, state, due, quiet.moves)
-            elif tried == LOOKAHEAD:
+        for _ in range(LOOKAHEAD):
+            # a membership that moves always publishes its change; a grace period or an action can move alone
+            moves = decide(rules, state, customer_id, due, TIMER_CAUSE, TIMER_KEY, FoldResult(), "timer", moving, True)
+            if moves or state.grace_since != grace or state.actions_sent != sent or state.delayed:
                 return due, moving
-            else:
-                tried += 1
-                # a membership that moves always publishes its change; a grace period or an action can move alone
-                result = FoldResult()
-                moves = decide(rules, state, customer_id, due, TIMER_CAUSE, TIMER_KEY, result, "timer", moving, True)
-                if moves or state.grace_since != grace or state.actions_sent != sent or state.delayed:
-                    return due, moving
-                due, moving = next_moment(plan, state, due, NOTHING_QUIET if quiet is None else quiet.moves)
+            due, moving = next_moment(rules.time_plan, state, due, quiet)
             if due is None:
-                return due, moving
+                break
+        return due, moving
     finally:
         state.checked_at, state.members, state.member_since, state.grace_since = checked_at, members, since, grace
         state.actions_sent = sent

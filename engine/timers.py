@@ -125,6 +125,7 @@ class TimePlan:
     window_moves: tuple[tuple[Aggregate, str], ...] = field(default=(), init=False, compare=False, repr=False)
     hold_moves: dict[str, str] = field(default_factory=dict, init=False, compare=False, repr=False)
     browse_moves_set: frozenset[str] = field(default=frozenset(), init=False, compare=False, repr=False)
+    purchase_moves_set: frozenset[str] = field(default=frozenset(), init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "purchase_moves", tuple((d, move(PURCHASE_WINDOW, d)) for d in self.purchase_windows))
@@ -132,6 +133,7 @@ class TimePlan:
         object.__setattr__(self, "window_moves", tuple((a, move(AGGREGATE_WINDOW, a.name)) for a in self.windows))
         object.__setattr__(self, "hold_moves", {dimension: move(HOLD, dimension) for dimension in self.holds})
         object.__setattr__(self, "browse_moves_set", frozenset(moves for _, moves in self.browse_moves))
+        object.__setattr__(self, "purchase_moves_set", frozenset(moves for _, moves in self.purchase_moves))
 
     @property
     def empty(self) -> bool:
@@ -139,6 +141,20 @@ class TimePlan:
             self.purchase_windows or self.browse_windows or self.complaints or self.thresholds
             or self.holds or self.windows or self.ranked_ages or self.delays or self.predicted or self.clusters
         )  # fmt: skip
+
+    def idle(self, state: CustomerState) -> set[str]:
+        """The window moves that cannot come for ``state`` until an event: windows it has nothing in."""
+        idle: set[str] = set()
+        if not state.purchases:
+            idle |= self.purchase_moves_set
+        if not state.browse:
+            idle |= self.browse_moves_set
+        if not state.complaints:
+            idle.add(COMPLAINTS)
+        for aggregate, moves in self.window_moves:
+            if not state.aggs.get(aggregate.key):
+                idle.add(moves)
+        return idle
 
     def __or__(self, other: TimePlan) -> TimePlan:
         return TimePlan(
@@ -384,7 +400,7 @@ NOTHING_QUIET: frozenset[str] = frozenset()
 def next_moment(plan: TimePlan, state: CustomerState, now: int, quiet: frozenset[str] = NOTHING_QUIET) -> Moment:
     """The earliest moment after ``now`` at which time alone may change a segment (None if
     never), and what moves then (the triggers above). ``quiet``: windows whose moves cannot
-    change any answer until the state changes (segengine.evaluate.Quiet), left out."""
+    change any answer until the state changes (segengine.evaluate.quiet_moves), left out."""
     best: int | None = None
     moving: list[str] = []
 

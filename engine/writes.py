@@ -18,7 +18,7 @@ import ormsgpack
 
 from .codec import dump_offsets, load_offsets, pack_state
 from .compress import compress, compress_entry, expand_entry, raw_size
-from .evaluate import FoldResult, Quiet, catch_up, deciding_moment, reevaluate_customer, rfc3339, rfc3339_ms
+from .evaluate import FoldResult, catch_up, deciding_moment, quiet_moves, reevaluate_customer, rfc3339, rfc3339_ms
 from .events import Event, Rejected
 from .records import Output, OutRecord
 from .rules import RuleSet
@@ -212,8 +212,8 @@ def customer_write(
     if rules.time_plan.empty:
         moment = None
     else:  # the first moment that decides anything: a timer before it would write the decision's time alone
-        quiet = Quiet(rules, state, decided, result.features, result.selected)
-        moment = deciding_moment(rules, state, cid, next_moment(rules.time_plan, state, decided), quiet)
+        quiet = quiet_moves(rules, state, decided, result.features, result.selected)
+        moment = deciding_moment(rules, state, cid, next_moment(rules.time_plan, state, decided, quiet), quiet)
     due = None if moment is None else moment[0]
     home = home_of(state)
     if any(p.cause is None for p in state.pending):

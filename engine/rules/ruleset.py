@@ -176,10 +176,10 @@ class RuleSet:
     actions_on: dict[tuple[str, str | None, str | None], tuple[Action, ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
-    # the moves that may turn out quiet for a customer (segengine.evaluate.Quiet), and the
-    # dimensions that say so: every one that reads each
+    # the moves that may turn out quiet for a customer (segengine.evaluate.quiet_moves), and the
+    # dimensions that say so: every one that reads them
     quiet_candidates: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
-    quiet_readers: dict[str, tuple[Dimension, ...]] = field(default_factory=dict, compare=False, repr=False)
+    quiet_watch: tuple[tuple[Dimension, frozenset[str]], ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.derived, Derived):  # one table resolves every feature name in one lookup
@@ -200,8 +200,8 @@ class RuleSet:
             read = (k for d in self.dimensions if d.sensitive is not None for k in d.moments or ())
             candidates = frozenset(read) - heard
         object.__setattr__(self, "quiet_candidates", candidates)
-        readers = {kind: tuple(d for d in self.dimensions if d.moments and kind in d.moments) for kind in candidates}
-        object.__setattr__(self, "quiet_readers", readers)
+        watch = ((d, d.moments & candidates) for d in self.dimensions if d.moments)
+        object.__setattr__(self, "quiet_watch", tuple((d, kinds) for d, kinds in watch if kinds))
 
     def actions_for(self, dimension: str, old: str | None, new: str | None) -> tuple[Action, ...]:
         """The actions a change of ``dimension`` from ``old`` to ``new`` triggers, in the rules'

@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from segengine.evaluate import FoldResult, Quiet, decide, deciding_moment
+from segengine.evaluate import FoldResult, decide, deciding_moment, quiet_moves
 from segengine.rules.expr import NUMBER, ExprError, compile_expression
 from segengine.rules.quiet import FALL, RISE, Motion
 from segengine.state import CustomerState
@@ -146,8 +146,8 @@ def recent(seed: int) -> Feed:
 
 async def test_moments_passed_over_as_quiet_decide_nothing() -> None:
     """Each customer's moments from its last decision, decided one by one as a due loop that
-    passes none over would: every one before the timer ``deciding_moment`` sets, passing
-    over quiet moves, decides nothing (no record, the memberships and grace periods as they
+    passes none over would: every one before the timer ``deciding_moment`` sets with the quiet
+    moves left out decides nothing (no record, the memberships and grace periods as they
     were); the state asked about is left as it was. Quiet moves were found, moments passed
     over for them, and timers set for moments that decide something."""
     store = MemoryStore()
@@ -160,12 +160,12 @@ async def test_moments_passed_over_as_quiet_decide_nothing() -> None:
     for cid, held in store.hashes.items():
         state = loaded_state(held.loaded())
         assert state.checked_at is not None
-        quiet = Quiet(RULES, state, state.checked_at)
+        quiet = quiet_moves(RULES, state, state.checked_at)
+        quiet_found += bool(quiet)
         before = fields(state)
-        moment = next_moment(plan, state, state.checked_at)
-        chosen = deciding_moment(RULES, state, cid, moment, quiet)
+        chosen = deciding_moment(RULES, state, cid, next_moment(plan, state, state.checked_at, quiet), quiet)
         assert fields(state) == before
-        quiet_found += bool(quiet.moves)
+        moment = next_moment(plan, state, state.checked_at)
         while moment[0] is not None and (chosen[0] is None or moment[0] < chosen[0]):
             due, moving = moment
             kept = (dict(state.members), dict(state.member_since), dict(state.grace_since))
@@ -184,16 +184,16 @@ async def test_moments_passed_over_as_quiet_decide_nothing() -> None:
     assert quiet_found > 30 and passed > 100 and deciding > 50
 
 
-def test_a_moment_with_a_loud_move_is_not_passed_over() -> None:
-    """``Quiet.skips`` passes a moment over only when every move in it is quiet: a move no
-    worked-out dimension reads (an age, a population rank) is never quiet."""
+def test_a_move_is_quiet_only_while_no_answer_can_take_it() -> None:
+    """A customer in ``intent: cold`` hears neither browse window; one in ``intent: hot``
+    with no browsing (its answer about to move) hears both; moves no worked-out dimension
+    alone reads (an age, a population rank) are never quiet."""
     state = CustomerState()
     state.members = {"intent": "cold"}
+    state.browse = {"0": [1, 0, 0, 0, 0, 0]}  # something in the window: its moves can come
     state.checked_at = 0
-    quiet = Quiet(RULES, state, 0)
-    assert quiet.skips(frozenset({"browse:24"}))
-    assert "browse:24" in quiet.moves
-    assert not quiet.skips(frozenset({"browse:24", "ranked"}))
-    state.members = {"intent": "hot"}  # and no browsing: intent is about to move, every move of it loud
-    assert not Quiet(RULES, state, 0).skips(frozenset({"browse:24"}))
-    assert not Quiet(RULES, state, 0).skips(frozenset({"browse:168"}))
+    quiet = quiet_moves(RULES, state, 0)
+    assert {"browse:24", "browse:168"} <= quiet
+    assert "ranked" not in quiet and "age" not in quiet
+    state.members = {"intent": "hot"}
+    assert not {"browse:24", "browse:168"} & quiet_moves(RULES, state, 0)
