@@ -185,11 +185,12 @@ def _age_of(node: ast.AST) -> Age | None:
     return None
 
 
-def _number(node: ast.AST) -> float | None:
+def constant_of(node: ast.AST) -> float | None:
+    """The number a constant node (or a negated one) stands for; None for anything else."""
     if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
         return float(node.value)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        inner = _number(node.operand)
+        inner = constant_of(node.operand)
         return None if inner is None else -inner
     return None
 
@@ -210,7 +211,7 @@ def thresholds(expression: Expression) -> set[tuple[str, int, int]]:
         operands = [node.left, *node.comparators]
         for op, left, right in zip(node.ops, operands, operands[1:]):
             for age_node, const_node, kind in ((left, right, type(op)), (right, left, _MIRROR.get(type(op)))):
-                age, value = _age_of(age_node), _number(const_node)
+                age, value = _age_of(age_node), constant_of(const_node)
                 if age is None or value is None or kind is None:
                     continue
                 at = _whole_ms(value * age.unit)
@@ -253,7 +254,7 @@ def predicted_thresholds(expression: Expression) -> set[tuple[str, bool, float]]
         operands = [node.left, *node.comparators]
         for op, left, right in zip(node.ops, operands, operands[1:]):
             for feature, const_node, kind in ((left, right, type(op)), (right, left, _MIRROR.get(type(op)))):
-                value = _number(const_node)
+                value = constant_of(const_node)
                 if not (isinstance(feature, ast.Name) and feature.id in PREDICTIONS_IN_TIME) or value is None:
                     continue
                 if kind in (ast.Lt, ast.GtE, ast.Eq, ast.NotEq):

@@ -42,6 +42,7 @@ from ..timers import (
     HOLD,
     PURCHASE_WINDOW,
     PURCHASE_WINDOW_OF,
+    constant_of,
     move,
 )
 from .deps import base_features, derived_used
@@ -122,7 +123,7 @@ class Motion:
             case ast.BinOp(op=ast.Sub(), left=left, right=right):
                 return self.value(left) | flip(self.value(right))
             case ast.BinOp(op=ast.Mult(), left=left, right=right):
-                return self._scaled(left, right) if _constant(right) is not None else self._scaled(right, left)
+                return self._scaled(left, right) if constant_of(right) is not None else self._scaled(right, left)
             case ast.BinOp(op=ast.Div(), left=left, right=right):
                 return self._scaled(left, right)
             case ast.Compare(left=left, ops=ops, comparators=comparators):
@@ -147,7 +148,7 @@ class Motion:
 
     def _scaled(self, value: ast.expr, by: ast.expr) -> int:
         """``value`` times (or divided by) ``by``."""
-        factor = _constant(by)
+        factor = constant_of(by)
         if factor is None:
             return STILL if not (self.value(value) | self.value(by)) else EITHER
         return self.value(value) if factor > 0 else flip(self.value(value)) if factor < 0 else STILL
@@ -166,15 +167,6 @@ def _monotone(motion: Motion, args: list[ast.expr]) -> int:
 
 def _still(motion: Motion, args: list[ast.expr]) -> bool:
     return not any(motion.value(a) for a in args)
-
-
-def _constant(node: ast.expr) -> float | None:
-    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
-        return float(node.value)
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        inner = _constant(node.operand)
-        return None if inner is None else -inner
-    return None
 
 
 def windowed_only(
