@@ -110,6 +110,14 @@ def _changed_by(name: str, aggregates: Mapping[str, Aggregate]) -> frozenset[str
     return PREDICTION_TRIGGERS if name in PREDICTED else changed_by(name)
 
 
+def segment_reads(segments: list[Segment], derived: Mapping[str, Expression]) -> tuple[list[Expression], set[str]]:
+    """The expressions the segments' conditions evaluate (each once, ``when`` being both enter
+    and stay, with the derived features they read) and the stored features behind them."""
+    expressions = list({id(x): x for s in segments for x in (s.enter, s.stay)}.values())
+    used = [*expressions, *(derived[n] for n in derived_used(expressions, derived))]
+    return used, base_features(set().union(*(e.names for e in expressions)) if expressions else set(), derived)
+
+
 def timer_triggers(
     name: str, segments: list[Segment], derived: Mapping[str, Expression], aggregates: Mapping[str, Aggregate]
 ) -> frozenset[str] | None:
@@ -119,13 +127,11 @@ def timer_triggers(
     found: set[str] = set()
     if any(s.min_dwell_ms or s.exit_grace_ms for s in segments):
         found.add(move(HOLD, name))
-    expressions = list({id(x): x for s in segments for x in (s.enter, s.stay)}.values())
-    used = [*expressions, *(derived[n] for n in derived_used(expressions, derived))]
+    used, names = segment_reads(segments, derived)
     if any(uses_time(e) for e in used):
         found.add(AGE)
     if any(population_features(e) for e in used):
         found.add(RANKED)
-    names = base_features(set().union(*(e.names for e in expressions)) if expressions else set(), derived)
     for feature in names:
         if feature in aggregates:
             if aggregates[feature].window_ms is not None:
@@ -133,14 +139,14 @@ def timer_triggers(
         elif feature in PREDICTIONS_IN_TIME:
             found.add(PREDICTED_MOVE)
         elif feature in TIME_DEPENDENT:
-            moves = _moves(feature)
+            moves = built_in_move(feature)
             if moves is None:
                 return None
             found.add(moves)
     return frozenset(found)
 
 
-def _moves(feature: str) -> str | None:
+def built_in_move(feature: str) -> str | None:
     """What moving changes a built-in time-dependent feature (segengine.state.TIME_DEPENDENT)."""
     if feature == "complaints_90d":
         return COMPLAINTS
@@ -157,9 +163,7 @@ def timed(segments: list[Segment], derived: Mapping[str, Expression], aggregates
     """Whether time alone can change the dimension's answer (then timers re-evaluate it)."""
     if any(s.min_dwell_ms or s.exit_grace_ms for s in segments):
         return True
-    expressions = list({id(x): x for s in segments for x in (s.enter, s.stay)}.values())  # when: enter is stay
-    names = base_features(set().union(*(e.names for e in expressions)) if expressions else set(), derived)
-    used = [*expressions, *(derived[n] for n in derived_used(expressions, derived))]
+    used, names = segment_reads(segments, derived)
     # Population-relative scores drift as the population changes: timers re-score them too.
     windowed = {n for n, a in aggregates.items() if a.window_ms is not None}
     moving = TIME_DEPENDENT | PREDICTIONS_IN_TIME | windowed  # features time alone changes

@@ -34,18 +34,8 @@ from collections.abc import Iterable, Mapping
 from ..aggregates import Aggregate
 from ..clv.features import CHANGED_BY_TIME as PREDICTIONS_IN_TIME
 from ..state import TIME_DEPENDENT
-from ..timers import (
-    AGGREGATE_WINDOW,
-    BROWSE_WINDOW,
-    BROWSE_WINDOW_OF,
-    COMPLAINTS,
-    HOLD,
-    PURCHASE_WINDOW,
-    PURCHASE_WINDOW_OF,
-    constant_of,
-    move,
-)
-from .deps import base_features, derived_used
+from ..timers import AGE, AGGREGATE_WINDOW, HOLD, constant_of, move
+from .deps import built_in_move, segment_reads
 from .expr import CONSTANTS, Expression, population_features, uses_time
 from .functions import POPULATION_FUNCTIONS, TIME_FUNCTIONS
 from .ruleset import CURRENT, Segment
@@ -68,13 +58,8 @@ def window_move(feature: str, aggregates: Mapping[str, Aggregate]) -> tuple[str,
         if aggregate.window_ms is None:
             return None
         return move(AGGREGATE_WINDOW, feature), FALL if aggregate.op in FALLING_OPS else EITHER
-    if feature in PURCHASE_WINDOW_OF:  # orders and spend (amounts are never negative)
-        return move(PURCHASE_WINDOW, PURCHASE_WINDOW_OF[feature]), FALL
-    if feature in BROWSE_WINDOW_OF:
-        return move(BROWSE_WINDOW, BROWSE_WINDOW_OF[feature]), FALL
-    if feature == "complaints_90d":
-        return COMPLAINTS, FALL
-    return None
+    moves = built_in_move(feature)  # orders and spend (amounts are never negative), browse counts, complaints
+    return None if moves is None or moves == AGE else (moves, FALL)
 
 
 class Motion:
@@ -174,11 +159,9 @@ def windowed_only(
 ) -> bool:
     """Whether time alone moves what the segments read only through windows (``window_move``):
     no age, prediction, population rank or decision time, directly or through derived features."""
-    expressions = list({id(x): x for s in segments for x in (s.enter, s.stay)}.values())
-    used = [*expressions, *(derived[n] for n in derived_used(expressions, derived))]
+    used, names = segment_reads(segments, derived)
     if any(uses_time(e) or population_features(e) for e in used):
         return False
-    names = base_features(set().union(*(e.names for e in expressions)) if expressions else set(), derived)
     timed = {n for n in names if n in TIME_DEPENDENT or n in PREDICTIONS_IN_TIME or n in aggregates}
     return all(
         window_move(n, aggregates) is not None or (n in aggregates and aggregates[n].window_ms is None) for n in timed
