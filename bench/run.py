@@ -928,11 +928,6 @@ async def main() -> None:
         verdict(results["cpu_us_per_event"], CPU_US_TARGET, f"<= {CPU_US_TARGET:.0f} µs") + " (default packs)",
     )
     table.add_row(
-        "Redis memory per customer: default packs",
-        f"{results['redis_bytes_per_customer_default']:,} bytes",
-        "",
-    )
-    table.add_row(
         "timer backlog at the last input commit; seconds to decide it (inside (a)): default packs; core",
         f"{results['timer_backlog_at_last_commit']:,}, {results['timer_drain_s']} s; "
         f"{results['timer_backlog_at_last_commit_core']:,}, {results['timer_drain_s_core']} s",
