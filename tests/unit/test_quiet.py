@@ -186,8 +186,8 @@ async def test_moments_passed_over_as_quiet_decide_nothing() -> None:
 
 def test_a_move_is_quiet_only_while_no_answer_can_take_it() -> None:
     """A customer in ``intent: cold`` hears neither browse window; one in ``intent: hot``
-    with no browsing (its answer about to move) hears both; moves no worked-out dimension
-    alone reads (an age, a population rank) are never quiet."""
+    whose one view no longer holds it there (its answer about to move) hears both; moves no
+    worked-out dimension alone reads (an age, a population rank) are never quiet."""
     state = CustomerState()
     state.members = {"intent": "cold"}
     state.browse = {"0": [1, 0, 0, 0, 0, 0]}  # something in the window: its moves can come
