@@ -71,7 +71,8 @@ class FoldResult:
         self.actions: dict[tuple[str, str], int] = {}  # (action, outcome) -> n
         self.erased = False  # an erase was applied: the store deletes the customer's keys once it is committed
         self.features: Features | None = None  # those of the last decision, of the state as it is now
-        self.selected: dict[str, int] = NONE_SELECTED  # its dimensions that stayed: the segment that held
+        # its dimensions that stayed, or (Dimension.settles) moved or were passed over: the segment that held
+        self.selected: dict[str, int] = NONE_SELECTED
 
     def count(self, event: Event, outcome: str) -> None:
         key = (event.source.topic, event.type, outcome)
@@ -329,7 +330,8 @@ def quiet_moves(
     ``intent: cold`` gets no timer for each browse bucket leaving a window. ``known``: the
     features of the decision at ``now`` (``FoldResult.features``), read again where they are
     of this state at that time, with the segment that held in each dimension it left as it
-    was (``selected``)."""
+    was and, for those whose answer depends on their features alone (``Dimension.settles``),
+    in each it moved or passed over (``selected``): not selected again."""
     candidates = rules.quiet_candidates
     if not candidates:
         return candidates
@@ -463,11 +465,19 @@ def decide(
     for dim in rules.dimensions:
         dimension = dim.name
         old = members.get(dimension)
-        if event_type is not None and (old is not None or dimension in grace):
-            if event_type not in dim.triggers:
-                continue
-            if moving is not None and dim.moments is not None and dim.moments.isdisjoint(moving):
-                continue  # nothing it reads moves at this moment
+        if (
+            event_type is not None
+            and (old is not None or dimension in grace)
+            and (
+                event_type not in dim.triggers
+                or (moving is not None and dim.moments is not None and dim.moments.isdisjoint(moving))
+            )
+        ):  # nothing it reads changed (an event), or moves at this moment (a timer): passed over
+            if dim.settles and dimension not in grace:
+                settled = dim.settled_index(old)
+                if settled is not None:
+                    selected[dimension] = settled  # what quiet_moves would select again
+            continue
         index, values = dim.select(features, old, now)
         if dim.outcomes[index] == old:
             if dimension in grace:  # stay holds again
@@ -493,6 +503,8 @@ def decide(
             continue
         if probe:  # only whether a membership moves (deciding_moment): the state is thrown away
             return [Output(CHANGES_TOPIC, customer_id, None)]
+        if dim.settles:  # no hold: it moved to the segment that holds first, whatever it was in
+            selected[dimension] = index
         decision = dim.explain(move)
         if new is None:
             del members[dimension]

@@ -100,9 +100,33 @@ class Dimension:
     # per segment that holds, then the default (sensitive[index] for index -1 too): the moves
     # at which the answer may change while it holds (segengine.rules.quiet); None: any of ``moments``
     sensitive: tuple[frozenset[str], ...] | None = None
+    # its answer is read by segengine.evaluate.quiet_moves, and is the one it had whenever a
+    # decision passes it over (see ``settled_index``)
+    settles: bool = field(default=False, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "outcomes", (*(s.name for s in self.segments), self.default))
+        plain = all(
+            s.enter is s.stay and not s.min_dwell_ms and not s.exit_grace_ms and CURRENT not in s.enter.names
+            for s in self.segments
+        )
+        object.__setattr__(self, "settles", self.sensitive is not None and plain)
+
+    def settled_index(self, current: str | None) -> int | None:
+        """For a dimension that ``settles``, passed over by a decision (nothing it reads moved):
+        the segment that holds first, which its last decision found and which the customer is
+        in (-1: the default); None when that cannot be told from the membership alone.
+
+        Its segments read neither ``current`` nor a hold, so which holds first depends on
+        the features alone; they read windows alone (``sensitive``), which move only at the
+        moments the timers decide or leave out as unable to change the answer
+        (segengine.evaluate.quiet_moves, deciding_moment): the answer is the membership."""
+        if current is None:
+            return None
+        index = self.positions.get(current)
+        if index is None:
+            return -1 if current == self.default else None  # a segment these rules do not have: moving
+        return index
 
     def segment(self, index: int) -> str | None:
         return self.default if index < 0 else self.segments[index].name

@@ -11,14 +11,16 @@ from typing import Any
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from segengine.evaluate import FoldResult, decide, deciding_moment, quiet_moves
+from segengine.evaluate import FoldResult, decide, deciding_moment, fold_customer, quiet_moves
+from segengine.events import Event
 from segengine.rules.expr import NUMBER, ExprError, compile_expression
 from segengine.rules.quiet import FALL, RISE, Motion
 from segengine.state import CustomerState
 from segengine.store_memory import MemoryStore
 from segengine.timers import next_moment
-from segengine.writes import loaded_state
-from tests.unit.test_batch_memory import NOW, RULES, Feed, browse, feedback, purchase
+from segengine.validate import validate
+from segengine.writes import loaded_state, reevaluate
+from tests.unit.test_batch_memory import DAY, NOW, RULES, Feed, browse, feedback, purchase
 from tests.unit.test_state_cache import fields, processor_for
 from tests.unit.test_timer_catch_up import EventTime, history
 
@@ -197,3 +199,41 @@ def test_a_move_is_quiet_only_while_no_answer_can_take_it() -> None:
     assert "ranked" not in quiet and "age" not in quiet
     state.members = {"intent": "hot"}
     assert not {"browse:24", "browse:168"} & quiet_moves(RULES, state, 0)
+
+
+def test_what_a_decision_passes_over_holds_as_quiet_moves_would_find_it() -> None:
+    """After every event and every timer of busy customers, the quiet moves worked out from
+    what the decision hands over (the segment that holds in each dimension it kept, moved
+    or passed over: ``Dimension.settles``) are those worked out afresh, every dimension
+    selected again. Passed-over dimensions were handed over many times."""
+    customers: dict[str, list[Event]] = {}
+    for rec in [*history(7).records, *recent(8).records]:
+        event = validate(rec.topic, rec.partition, rec.offset, rec.key, rec.value, now_ms=NOW)
+        assert isinstance(event, Event)
+        customers.setdefault(event.customer_id, []).append(event)
+    settling = {d.name for d in RULES.dimensions if d.settles}
+    assert settling and not any(d.settles for d in RULES.dimensions if d.name == "loyalty")  # a hold: never
+    compared = handed_over = 0
+
+    def same_quiet(state: CustomerState, result: FoldResult) -> None:
+        nonlocal compared, handed_over
+        assert result.features is not None and state.checked_at is not None
+        known = quiet_moves(RULES, state, state.checked_at, result.features, result.selected)
+        assert known == quiet_moves(RULES, state, state.checked_at)
+        compared += 1
+        handed_over += len(settling & result.selected.keys())
+
+    for cid, events in customers.items():
+        state = CustomerState()
+        events.sort(key=lambda e: e.ts)
+        for event, after in zip(events, [*events[1:], None]):
+            result = fold_customer(
+                RULES, state, cid, [event], now_for=lambda ts: ts, committed={}, dedupe_horizon_ms=7 * DAY
+            )
+            if result.features is None:  # a duplicate: nothing decided
+                continue
+            same_quiet(state, result)
+            until = NOW if after is None else after.ts
+            while (due := next_moment(RULES.time_plan, state, state.checked_at)[0]) is not None and due < until:
+                same_quiet(state, reevaluate(RULES, cid, state, due, {"kind": "timer"}, "timer", "writer"))
+    assert compared > 500 and handed_over > 1000
