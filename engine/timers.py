@@ -36,11 +36,12 @@ a sixth of a timer decision's work (the same records, to the byte: tests/unit/te
 from __future__ import annotations
 
 import ast
+import itertools
 import math
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import cache
 from typing import TYPE_CHECKING, NamedTuple
 
 from .clv.features import CHANGED_BY_TIME as PREDICTIONS_IN_TIME
@@ -94,10 +95,6 @@ BROWSE_WINDOW_OF = {f"{a}_{w}": hours for w, hours in BROWSE_WINDOWS_HOURS.items
 MAX_CROSSING_DAYS = 36_525  # a prediction not past its threshold within a century of the last purchase: never
 CROSSINGS_KEPT = 1 << 15  # crossing days kept per rule set: ~240 bytes each, ~8 MB when full
 
-# (feature, strict, constant, x, t_x, m) -> the customer's age in days at which the prediction
-# is first below the constant (strict) or at or below it; None: never (see ``crossings``).
-Crossing = Callable[[str, bool, float, int, int, "float | None"], "int | None"]
-
 
 @dataclass(frozen=True, slots=True)
 class TimePlan:
@@ -117,7 +114,7 @@ class TimePlan:
     delays: bool = False  # actions with a delay wait in the state for their time
     # predictions compared with constants: (feature, strict, constant), and their crossing days
     predicted: frozenset[tuple[str, bool, float]] = frozenset()
-    crossing: Crossing | None = None
+    crossing: Crossings | None = None
     clusters: tuple[ClusterWatch, ...] = ()  # nearest_cluster calls whose answer time alone moves
     # what moves as each window or hold moves on (``move``), named once: next_moment's every call reads them
     purchase_moves: tuple[tuple[int, str], ...] = field(default=(), init=False, compare=False, repr=False)
@@ -296,22 +293,36 @@ def first_between(test: Callable[[int], bool], low: int, high: int) -> int:
     return high
 
 
-def crossings(predictor: Predictor) -> Crossing:
+class Crossings:
     """The crossing day of each (feature, strict, constant) for a lifetime summary (x, t_x,
     m): the first age T >= t_x, in days, at which the prediction is below the constant
-    (strict) or at or below it. It depends on the summary alone, not on the time it is asked
-    at, so it is kept (LRU, CROSSINGS_KEPT) for every later decision of the customer, and of
-    customers with the same summary, until a purchase changes it."""
+    (strict) or at or below it (``day``). It depends on the summary alone, not on the time
+    it is asked at, so it is kept (CROSSINGS_KEPT, the oldest half dropped past it) for
+    every later decision of the customer, and of customers with the same summary, until a
+    purchase changes it. ``next_moment`` asks first whether it has come by a moment it
+    already has (``past``: one prediction) and works it out (some 30) only when it has."""
 
-    @lru_cache(maxsize=CROSSINGS_KEPT)
-    def crossing(feature: str, strict: bool, constant: float, x: int, t_x: int, m: float | None) -> int | None:
-        def past(T: int) -> bool:
-            value = predictor.at(feature, (x, t_x, T, m))
-            return value is not None and (value < constant if strict else value <= constant)
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+        self.kept: dict[tuple[str, bool, float, int, int, float | None], int | None] = {}
 
-        return first_day(past, t_x, MAX_CROSSING_DAYS)
+    def past(self, feature: str, strict: bool, constant: float, x: int, t_x: int, m: float | None, T: int) -> bool:
+        """Whether the prediction at age T (days) is past the constant."""
+        value = self.predictor.at(feature, (x, t_x, T, m))
+        return value is not None and (value < constant if strict else value <= constant)
 
-    return crossing
+    def day(self, feature: str, strict: bool, constant: float, x: int, t_x: int, m: float | None) -> int | None:
+        """The crossing day; None: not within MAX_CROSSING_DAYS of t_x (never)."""
+        key = (feature, strict, constant, x, t_x, m)
+        kept = self.kept
+        if key in kept:
+            return kept[key]
+        found = first_day(lambda T: self.past(feature, strict, constant, x, t_x, m, T), t_x, MAX_CROSSING_DAYS)
+        if len(kept) >= CROSSINGS_KEPT:
+            for old in list(itertools.islice(kept, CROSSINGS_KEPT // 2)):
+                del kept[old]
+        kept[key] = found
+        return found
 
 
 def ranked_ages(expression: Expression) -> set[tuple[Age, str, int | None]]:
@@ -358,7 +369,7 @@ def plan_for(
         population=population if ranked else None,
         delays=delays,
         predicted=frozenset(predicted),
-        crossing=crossings(predictor) if predicted and predictor is not None else None,
+        crossing=Crossings(predictor) if predicted and predictor is not None else None,
         clusters=clusters,
     )
 
@@ -466,8 +477,16 @@ def next_moment(plan: TimePlan, state: CustomerState, now: int, quiet: frozenset
             )  # decided before the last purchase day: null until then
         else:
             x, m = state.repeat_days, repeat_value(state)
+            crossing = plan.crossing
             for feature, strict, constant in plan.predicted:
-                crossed = plan.crossing(feature, strict, constant, x, t_x, m if feature in NEEDS_SPEND_MODEL else None)
+                spend = m if feature in NEEDS_SPEND_MODEL else None
+                crossed = crossing.kept.get((feature, strict, constant, x, t_x, spend), -1)  # -1: not worked out
+                if crossed == -1:
+                    if best is not None:  # a crossing after the age at the earliest moment so far comes later
+                        by = best // DAY_MS - day
+                        if by < t_x or not crossing.past(feature, strict, constant, x, t_x, spend, by):
+                            continue
+                    crossed = crossing.day(feature, strict, constant, x, t_x, spend)
                 if crossed is not None and crossed > today:
                     best = _consider(best, moving, now, (day + crossed) * DAY_MS, PREDICTED_MOVE)
     for dimension, (dwell, grace) in plan.holds.items():

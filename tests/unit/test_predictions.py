@@ -22,14 +22,14 @@ from typer.testing import CliRunner
 from segengine.cli import app
 from segengine.clv import artefact, closed
 from segengine.clv.artefact import BGNBDModel, DataWindow, GammaGammaModel, Models
-from segengine.clv.features import CHANGED_BY_TIME, PREDICTED, Predictor, summary
+from segengine.clv.features import CHANGED_BY_TIME, NEEDS_SPEND_MODEL, PREDICTED, Predictor, summary
 from segengine.clv.params import BGNBD, GammaGamma
 from segengine.events import Event, Source
 from segengine.folding import apply
 from segengine.rules import RuleSet, check_files, check_rules, load_rules, parse_rules, rule_files
 from segengine.rules.expr import compile_value
-from segengine.state import DAY_MS, HOUR_MS, CustomerState, Features
-from segengine.timers import first_day, next_check
+from segengine.state import DAY_MS, HOUR_MS, CustomerState, Features, repeat_value
+from segengine.timers import first_day, next_check, next_moment
 from segengine.worker.reload import rules_fingerprint
 from tests.unit.test_next_check import build, check, purchase_history
 
@@ -410,3 +410,49 @@ def test_nothing_a_prediction_rule_sees_changes_before_its_timer(
     state, now = build(rules, purchase_history(drawn), delta)
     due = check(rules, state, now, must_change=True)
     assert due is None or due % DAY_MS == 0
+
+
+def work_out_crossings(rules: RuleSet, state: CustomerState) -> None:
+    """Every crossing day ``next_moment`` may ask about for ``state``, worked out beforehand."""
+    crossing = rules.time_plan.crossing
+    assert crossing is not None and state.first_purchase is not None and state.last_purchase is not None
+    t_x = state.last_purchase // DAY_MS - state.first_purchase // DAY_MS
+    for feature, strict, constant in rules.time_plan.predicted:
+        spend = repeat_value(state) if feature in NEEDS_SPEND_MODEL else None
+        crossing.day(feature, strict, constant, state.repeat_days, t_x, spend)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    when=st.sampled_from(["p_alive < 0.4 and orders_30d > 0", "p_alive >= 0.6 or spend_7d > 50",
+                          "expected_purchases_90d <= 0.3 or orders_365d >= 2",
+                          "predicted_clv_365d > 30 and orders_90d > 0"]),
+    drawn=st.lists(st.tuples(st.integers(0, 300 * DAY_MS), st.sampled_from([10.0, 40.0, 120.0])), min_size=1,
+                   max_size=5),
+    delta=st.integers(0, 400 * DAY_MS),
+)  # fmt: skip
+def test_a_crossing_is_worked_out_only_when_it_may_come_first_and_the_moment_is_the_same(
+    model_folder: Path, when: str, drawn: list[tuple[int, float]], delta: int
+) -> None:
+    """``next_moment`` asks whether a prediction is past its constant at the earliest moment
+    it already has (one prediction) and works the crossing day out only then: the moment,
+    and what moves at it, are those it finds with every crossing day worked out first."""
+    rules = parse_rules(MODEL + dimension(when), folder=model_folder)
+    state, now = build(rules, purchase_history(drawn), delta)
+    found = next_moment(rules.time_plan, state, now)
+    work_out_crossings(rules, state)
+    assert next_moment(rules.time_plan, state, now) == found
+
+
+def test_a_crossing_after_a_window_moment_is_not_worked_out(model_folder: Path) -> None:
+    """A purchase ten days ago leaves the 30-day window in twenty: P(alive) falls below 0.4
+    months later, so that crossing is not worked out (nothing kept) and the window is due."""
+    rules = parse_rules(MODEL + dimension("p_alive < 0.4 and orders_30d > 0"), folder=model_folder)
+    state = customer([(0, 20.0), (12, 30.0), (40, 25.0)])
+    now = at_day(50)
+    crossing = rules.time_plan.crossing
+    assert crossing is not None
+    assert next_moment(rules.time_plan, state, now) == (B + 70 * DAY_MS, frozenset({"purchase:30"}))
+    assert not crossing.kept
+    work_out_crossings(rules, state)
+    assert crossing.kept and all(day is not None and day > 70 for day in crossing.kept.values())
