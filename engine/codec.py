@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -141,11 +142,22 @@ def _summary(state: CustomerState) -> None:
     )
 
 
-def dump_outbox(pending: list[Output], writer: str | None) -> bytes:
+NOTHING_ENCODED: Mapping[int, bytes] = MappingProxyType({})
+
+
+def dump_outbox(pending: list[Output], writer: str | None, encoded: Mapping[int, bytes] = NOTHING_ENCODED) -> bytes:
+    """``encoded``: the JSON of entries' values serialised already (for their records), by
+    the entry's ``id`` (each alive in ``pending``): written as they are, not serialised again."""
     if not pending:
         return b""
     entries = [
-        {"t": o.topic, "k": o.key, "v": o.value, "c": None if o.cause is None else _key(o.cause), "o": o.offset}
+        {
+            "t": o.topic,
+            "k": o.key,
+            "v": o.value if (raw := encoded.get(id(o))) is None else orjson.Fragment(raw),
+            "c": None if o.cause is None else _key(o.cause),
+            "o": o.offset,
+        }
         for o in pending
     ]
     return orjson.dumps({"w": writer, "e": entries})

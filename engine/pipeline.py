@@ -170,7 +170,9 @@ class BatchProcessor:
             fold_rejects[cid] = [rejected(e, "processing_error", message) for e in by_customer[cid]]
 
         with self.signature.held() as writer:
-            outputs = await self._apply(list(by_customer), fold, stats, rules, writer, stage="fold", failed=failed)
+            outputs, decided = await self._apply(
+                list(by_customer), fold, stats, rules, writer, stage="fold", failed=failed
+            )
         for more in fold_rejects.values():
             rejects += more
         for tp, offset in stats.next_offsets.items():
@@ -179,7 +181,7 @@ class BatchProcessor:
         for code, n in Counter(r.code for r in rejects).items():
             self.metrics.dlq.labels(code).inc(n)
         self.metrics.rejected(rejects)
-        out_records += map(out_record, outputs)
+        out_records += decided
         for lag in lag_ms[:: max(1, len(lag_ms) // 64)]:  # a sample bounds the cost per batch
             self.metrics.event_lag.observe(lag / 1000)
         stats.rejected = len(rejects)
@@ -276,10 +278,9 @@ class BatchProcessor:
 
         stage = "timer" if partition is not None else "rules"
         with self.signature.held() as writer:
-            outputs = await self._apply(list(at), fold, stats, rules, writer, stage=stage, timers=partition)
+            _, records = await self._apply(list(at), fold, stats, rules, writer, stage=stage, timers=partition)
         if stale and partition is not None:
             await self.store.drop_timers(partition, stale)
-        records = list(map(out_record, outputs))
         stats.published = len(records)
         return Prepared(stats, records)
 
@@ -294,8 +295,9 @@ class BatchProcessor:
         stage: str,
         failed: Callable[[str, BaseException], None] | None = None,
         timers: int | None = None,
-    ) -> list[Output]:
-        """Fold every customer and write the states; retry customers that lost a race.
+    ) -> tuple[list[Output], list[OutRecord]]:
+        """Fold every customer and write the states; retry customers that lost a race. Returns
+        the outputs, customer by customer, and their records.
 
         An exception while folding or encoding one customer is that customer's alone: it is
         quarantined (counted, marked in the store, its timer taken off until an event for it
@@ -303,6 +305,7 @@ class BatchProcessor:
         partition whose timer set the customers came from (their home, when their state
         cannot even be read)."""
         outputs: dict[str, list[Output]] = {}
+        records: dict[str, list[OutRecord]] = {}  # of the outputs (a write made them: serialised once)
         outcomes: dict[tuple[str, str, str], int] = {}
         actions: dict[tuple[str, str], int] = {}
         changes: dict[tuple[str, str, str], int] = {}
@@ -317,6 +320,7 @@ class BatchProcessor:
             writes: list[Write] = []
             published: dict[str, Published] = {}  # what to tell the store once the outbox is published
             results: dict[str, FoldResult] = {}
+            written: dict[str, list[OutRecord]] = {}
             moments: dict[str, tuple[int | None, Moment | None]] = {}  # last decision, next moment
             quarantined: list[Quarantine] = []
             for cid in todo:
@@ -326,7 +330,7 @@ class BatchProcessor:
                         continue
                     state, result, blob = folded
                     if result.applied or result.duplicates or result.changes or result.reschedule:
-                        write, published[cid], moment = customer_write(
+                        write, published[cid], moment, written[cid] = customer_write(
                             cid, loaded[cid], state, blob, result, rules, writer, self.clock.now, self.reasons.codes
                         )
                         writes.append(write)
@@ -359,6 +363,7 @@ class BatchProcessor:
                 if cid in lost:
                     continue
                 outputs[cid] = result.outputs
+                records[cid] = written[cid] if cid in written else list(map(out_record, result.outputs))
                 stats.evaluated += 1
                 stats.applied += result.applied
                 stats.duplicates += result.duplicates
@@ -380,7 +385,10 @@ class BatchProcessor:
             self.metrics.events.labels(*labels).inc(n)
         for labels, n in changes.items():
             self.metrics.changes.labels(*labels).inc(n)
-        return [out for cid in customer_ids for out in outputs.get(cid, ())]
+        return (
+            [out for cid in customer_ids for out in outputs.get(cid, ())],
+            [record for cid in customer_ids for record in records.get(cid, ())],
+        )
 
     def _fold(
         self,

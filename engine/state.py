@@ -134,9 +134,12 @@ class CustomerState:
         """The state document, without the outbox (stored beside it)."""
         return _codec.dump_state(self)
 
-    def dumps_outbox(self, writer: str | None = None) -> bytes:
-        """The outbox, signed by ``writer`` (None: unknown, so that any reader sends it again)."""
-        return _codec.dump_outbox(self.pending, writer)
+    def dumps_outbox(self, writer: str | None = None, encoded: Mapping[int, bytes] | None = None) -> bytes:
+        """The outbox, signed by ``writer`` (None: unknown, so that any reader sends it again);
+        ``encoded``: its entries' values serialised already (segengine.codec.dump_outbox)."""
+        if encoded is None:
+            return _codec.dump_outbox(self.pending, writer)
+        return _codec.dump_outbox(self.pending, writer, encoded)
 
     @classmethod
     def loads(cls, blob: bytes | None, outbox: bytes | None = None) -> CustomerState:

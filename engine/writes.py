@@ -180,13 +180,16 @@ def write_for(
     due: int | None,
     writer: str,
     codes: Mapping[str, int] = NO_CODES,
+    records: list[OutRecord] | None = None,
 ) -> Write:
     """What to write for one customer (its outbox signed by ``writer``; ``codes``: the rule
-    texts its recent changes may name by code). Erased with nothing new since: no state
+    texts its recent changes may name by code; ``records``: those of ``result.outputs``, in
+    order, whose values the outbox takes as they are). Erased with nothing new since: no state
     document, only the applied offsets and the outbox, until the erase is committed (then the
     key goes)."""
     recent = recent_changes(result.outputs[result.resent :], codes)
-    outbox = state.dumps_outbox(writer)
+    encoded = None if records is None else {id(o): r[2] for o, r in zip(result.outputs, records) if r[2] is not None}
+    outbox = state.dumps_outbox(writer, encoded)
     if result.erased and state.is_empty:
         offsets = dump_offsets(state.offsets)
         return Write(cid, loaded.version, b"", outbox, result.population, home, None, recent, True, offsets)
@@ -203,11 +206,12 @@ def customer_write(
     writer: str,
     now: Callable[[], int],
     codes: Mapping[str, int] = NO_CODES,
-) -> tuple[Write, Published, Moment | None]:
-    """The write, what the store is told once its outbox is published, and the state's next
-    moment (None: the rules have no timers). A decision no input record would send again (a
-    timer or rules decision: its outbox entries have no cause) keeps the customer due at once
-    until it is published; then it gets its real next check."""
+) -> tuple[Write, Published, Moment | None, list[OutRecord]]:
+    """The write, what the store is told once its outbox is published, the state's next
+    moment (None: the rules have no timers) and the records of ``result.outputs`` (each value
+    serialised once, for the outbox and the record). A decision no input record would send
+    again (a timer or rules decision: its outbox entries have no cause) keeps the customer
+    due at once until it is published; then it gets its real next check."""
     decided = state.checked_at if state.checked_at is not None else now()
     if rules.time_plan.empty:
         moment = None
@@ -216,11 +220,12 @@ def customer_write(
         moment = deciding_moment(rules, state, cid, next_moment(rules.time_plan, state, decided, quiet), quiet)
     due = None if moment is None else moment[0]
     home = home_of(state)
+    records = list(map(out_record, result.outputs))
     if any(p.cause is None for p in state.pending):
-        write = write_for(cid, loaded, state, blob, result, home, decided, writer, codes)
-        return write, Published(cid, loaded.version + 1, home, due, reschedule=True), moment
-    write = write_for(cid, loaded, state, blob, result, home, due, writer, codes)
-    return write, Published(cid, loaded.version + 1), moment
+        write = write_for(cid, loaded, state, blob, result, home, decided, writer, codes, records)
+        return write, Published(cid, loaded.version + 1, home, due, reschedule=True), moment, records
+    write = write_for(cid, loaded, state, blob, result, home, due, writer, codes, records)
+    return write, Published(cid, loaded.version + 1), moment, records
 
 
 def recent_changes(outputs: list[Output], codes: Mapping[str, int] = NO_CODES) -> tuple[bytes, ...]:

@@ -29,11 +29,20 @@ from segengine.evaluate import rfc3339
 from segengine.events import Event, Source
 from segengine.folding import already_applied, apply
 from segengine.reasons import Reasons, reason_code, rule_texts
+from segengine.records import Output, TopicPartition
 from segengine.rules import load_rules
 from segengine.state import DAY_MS, CustomerState, Features, LimitExceeded
 from segengine.store import Loaded
 from segengine.store_memory import MemoryStore
-from segengine.writes import MAX_RECENT_ENTRY, RECENT_FIELDS, _recent_entry, encode, reason_code_of, recent_record
+from segengine.writes import (
+    MAX_RECENT_ENTRY,
+    RECENT_FIELDS,
+    _recent_entry,
+    encode,
+    out_record,
+    reason_code_of,
+    recent_record,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -246,3 +255,33 @@ async def test_a_rule_text_is_coded_only_once_the_registry_holds_it_for_that_tex
     assert taken not in reasons.codes  # its entries keep it in full
     assert store.reasons_held == {**texts, clash: "another text with the same code"}
     assert await store.reasons([*texts, 12345]) == {**texts, clash: "another text with the same code"}
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.dictionaries(st.text(max_size=6), _json, max_size=4) | st.none(), st.booleans()), max_size=6)
+)
+def test_an_outbox_with_values_serialised_already_is_the_same_bytes(values: list[tuple[Any, bool]]) -> None:
+    """The outbox takes the values a write serialised for their records as they are: the same
+    bytes as when it serialises them itself, and they read back as the same entries."""
+    state = CustomerState()
+    state.pending = [
+        Output("segments.changes", f"c{i}", value, TopicPartition("events.purchase", i) if caused else None, i)
+        for i, (value, caused) in enumerate(values)
+    ]
+    records = [out_record(o) for o in state.pending]
+    encoded = {id(o): r.value for o, r in zip(state.pending, records) if r.value is not None}
+    raw = state.dumps_outbox("w", encoded)
+    assert raw == state.dumps_outbox("w")
+    assert CustomerState.loads(b"", raw).pending == state.pending
