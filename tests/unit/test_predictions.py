@@ -394,13 +394,19 @@ def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+# a purchase history (time, amount) over 300 days, and how long after its last purchase it is decided
+HISTORIES = st.lists(
+    st.tuples(st.integers(0, 300 * DAY_MS), st.sampled_from([10.0, 40.0, 120.0])), min_size=1, max_size=5
+)
+DELTAS = st.integers(0, 400 * DAY_MS)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     when=st.sampled_from(["p_alive < 0.4", "p_alive >= 0.6", "expected_purchases_90d <= 0.3",
                           "predicted_clv_365d > 30", "0.2 < expected_purchases_30d"]),
-    drawn=st.lists(st.tuples(st.integers(0, 300 * DAY_MS), st.sampled_from([10.0, 40.0, 120.0])), min_size=1,
-                   max_size=5),
-    delta=st.integers(0, 400 * DAY_MS),
+    drawn=HISTORIES,
+    delta=DELTAS,
 )  # fmt: skip
 def test_nothing_a_prediction_rule_sees_changes_before_its_timer(
     model_folder: Path, when: str, drawn: list[tuple[int, float]], delta: int
@@ -427,9 +433,8 @@ def work_out_crossings(rules: RuleSet, state: CustomerState) -> None:
     when=st.sampled_from(["p_alive < 0.4 and orders_30d > 0", "p_alive >= 0.6 or spend_7d > 50",
                           "expected_purchases_90d <= 0.3 or orders_365d >= 2",
                           "predicted_clv_365d > 30 and orders_90d > 0"]),
-    drawn=st.lists(st.tuples(st.integers(0, 300 * DAY_MS), st.sampled_from([10.0, 40.0, 120.0])), min_size=1,
-                   max_size=5),
-    delta=st.integers(0, 400 * DAY_MS),
+    drawn=HISTORIES,
+    delta=DELTAS,
 )  # fmt: skip
 def test_a_crossing_is_worked_out_only_when_it_may_come_first_and_the_moment_is_the_same(
     model_folder: Path, when: str, drawn: list[tuple[int, float]], delta: int
