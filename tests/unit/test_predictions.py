@@ -461,3 +461,18 @@ def test_a_crossing_after_a_window_moment_is_not_worked_out(model_folder: Path) 
     assert not crossing.kept
     work_out_crossings(rules, state)
     assert crossing.kept and all(day is not None and day > 70 for day in crossing.kept.values())
+
+
+def test_a_crossing_on_the_day_of_the_earliest_moment_comes_first(model_folder: Path) -> None:
+    """The last purchase (day 40, 05:00) leaves the 90-day window on day 130 at 05:00; P(alive)
+    is set to drop below its constant on day 130 itself: the crossing, at midnight, is the
+    next moment, the window's five hours later."""
+    state = customer([(0, 20.0), (12, 30.0), (40, 25.0)])  # x = 2, t_x = 40
+    probe = parse_rules(MODEL + dimension("p_alive < 0.5"), folder=model_folder).time_plan.crossing
+    assert probe is not None
+    before, on = (probe.predictor.at("p_alive", (2, 40, T, None)) for T in (129, 130))
+    assert before is not None and on is not None and on < before
+    rules = parse_rules(MODEL + dimension(f"p_alive < {(before + on) / 2!r} and orders_90d > 0"), folder=model_folder)
+    midnight = (B // DAY_MS + 130) * DAY_MS
+    assert midnight + 5 * HOUR_MS + 17 == B + 130 * DAY_MS  # the window's moment, that day
+    assert next_moment(rules.time_plan, state, at_day(110)) == (midnight, frozenset({"predicted"}))
