@@ -55,6 +55,7 @@ class FoldResult:
         "reschedule",
         "resent",
         "selected",
+        "stamps",
     )
 
     def __init__(self) -> None:
@@ -73,6 +74,7 @@ class FoldResult:
         self.features: Features | None = None  # those of the last decision, of the state as it is now
         # its dimensions that stayed, or (Dimension.settles) moved or were passed over: the segment that held
         self.selected: dict[str, int] = NONE_SELECTED
+        self.stamps: dict[str, int] = {}  # the times its change records carry (``at``) -> epoch ms (``stamp``)
 
     def count(self, event: Event, outcome: str) -> None:
         key = (event.source.topic, event.type, outcome)
@@ -112,6 +114,16 @@ def rfc3339(ms: int) -> str:
              two[second // 60 % 60], ":", two[second % 60], ".", THREE_DIGITS[milli], "Z")
         )  # fmt: skip
     return rfc3339_datetime(ms)
+
+
+def stamp(ms: int, result: FoldResult) -> str:
+    """``rfc3339(ms)``, the time a change record carries, kept in ``result.stamps`` with its
+    milliseconds where ``rfc3339_ms`` reads them back exactly (segengine.writes reads it there
+    instead of parsing it again)."""
+    at = rfc3339(ms)
+    if 0 <= ms < EXACT_MS:
+        result.stamps[at] = ms
+    return at
 
 
 def rfc3339_datetime(ms: int) -> str:
@@ -517,7 +529,7 @@ def decide(
         if new is not None:
             result.population[(dimension, new)] = result.population.get((dimension, new), 0) + 1
         result.changes.append((dimension, old, new))
-        at = at or rfc3339(now)
+        at = at or stamp(now, result)
         cid = change_id(customer_id, dimension, cause_key, old, new)
         outputs.append(
             Output(
@@ -593,7 +605,7 @@ def erase_customer(
     result.count(event, "applied")
     result.erased = True
     result.decided_at = now
-    at = rfc3339(now)
+    at = stamp(now, result)
     cause = _event_cause("erase", event)
     outputs = []
     for dimension, old in members.items():

@@ -187,7 +187,7 @@ def write_for(
     order, whose values the outbox takes as they are). Erased with nothing new since: no state
     document, only the applied offsets and the outbox, until the erase is committed (then the
     key goes)."""
-    recent = recent_changes(result.outputs[result.resent :], codes)
+    recent = recent_changes(result.outputs[result.resent :], codes, result.stamps)
     encoded = None if records is None else {id(o): r[2] for o, r in zip(result.outputs, records) if r[2] is not None}
     outbox = state.dumps_outbox(writer, encoded)
     if result.erased and state.is_empty:
@@ -228,10 +228,14 @@ def customer_write(
     return write, Published(cid, loaded.version + 1), moment, records
 
 
-def recent_changes(outputs: list[Output], codes: Mapping[str, int] = NO_CODES) -> tuple[bytes, ...]:
+def recent_changes(
+    outputs: list[Output], codes: Mapping[str, int] = NO_CODES, stamps: Mapping[str, int] = NO_CODES
+) -> tuple[bytes, ...]:
     """The change records a write adds to the customer's recent changes, oldest first (the
     new ones: re-sends were added when first written), nothing before an erase; the rule
-    texts in ``codes`` (registered: segengine.reasons) as their codes."""
+    texts in ``codes`` (registered: segengine.reasons) as their codes; ``stamps``: the epoch
+    milliseconds of the times the decisions stamped them with (``FoldResult.stamps``), where
+    known, not read back from the text."""
     recent: list[dict[str, Any]] = []
     for out in outputs:
         if out.topic == CHANGES_TOPIC and out.value is not None:
@@ -244,7 +248,8 @@ def recent_changes(outputs: list[Output], codes: Mapping[str, int] = NO_CODES) -
     for change in recent[-HISTORY:]:
         if change["at"] != at:  # the changes of one decision share their time: read once
             at = change["at"]
-            ms = _at_ms(at)
+            known = stamps.get(at) if type(at) is str else None
+            ms = _at_ms(at) if known is None else known
         entries.append(_recent_entry(change, codes, ms))
     return tuple(entries)
 

@@ -13,7 +13,17 @@ from datetime import UTC, datetime
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from segengine.evaluate import DAY_MS, EXACT_MS, civil_from_days, days_from_civil, rfc3339, rfc3339_datetime, rfc3339_ms
+from segengine.evaluate import (
+    DAY_MS,
+    EXACT_MS,
+    FoldResult,
+    civil_from_days,
+    days_from_civil,
+    rfc3339,
+    rfc3339_datetime,
+    rfc3339_ms,
+    stamp,
+)
 from segengine.writes import _at_ms
 
 
@@ -97,3 +107,20 @@ def test_what_is_not_a_time_of_the_form() -> None:
     ]:
         assert rfc3339_ms(text) is None, text
         assert _at_ms(text) == at_ms_by_datetime(text), text
+
+
+@given(st.integers(-(2**40), EXACT_MS + 2**40))
+@example(0)
+@example(EXACT_MS - 1)
+@example(EXACT_MS)
+@example(-1)
+def test_a_time_a_decision_stamps_is_kept_as_its_text_reads_back(ms: int) -> None:
+    """What ``stamp`` keeps of a decision's time is what ``_at_ms`` reads back from the text
+    the change record carries (the recent-change entries take it instead of parsing it)."""
+    result = FoldResult()
+    at = stamp(ms, result)
+    assert at == rfc3339(ms)
+    if 0 <= ms < EXACT_MS:
+        assert result.stamps == {at: ms} == {at: _at_ms(at)}
+    else:
+        assert not result.stamps
