@@ -137,9 +137,7 @@ class CustomerState:
     def dumps_outbox(self, writer: str | None = None, encoded: Mapping[int, bytes] | None = None) -> bytes:
         """The outbox, signed by ``writer`` (None: unknown, so that any reader sends it again);
         ``encoded``: its entries' values serialised already (segengine.codec.dump_outbox)."""
-        if encoded is None:
-            return _codec.dump_outbox(self.pending, writer)
-        return _codec.dump_outbox(self.pending, writer, encoded)
+        return _codec.dump_outbox(self.pending, writer, _codec.NOTHING_ENCODED if encoded is None else encoded)
 
     @classmethod
     def loads(cls, blob: bytes | None, outbox: bytes | None = None) -> CustomerState:

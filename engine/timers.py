@@ -299,8 +299,9 @@ class Crossings:
     (strict) or at or below it (``day``). It depends on the summary alone, not on the time
     it is asked at, so it is kept (CROSSINGS_KEPT, the oldest half dropped past it) for
     every later decision of the customer, and of customers with the same summary, until a
-    purchase changes it. ``next_moment`` asks first whether it has come by a moment it
-    already has (``past``: one prediction) and works it out (some 30) only when it has."""
+    purchase changes it. Given the age of a moment ``next_moment`` already has (``by``), it
+    asks first whether it has come by then (``past``: one prediction) and works it out (some
+    30) only when it has."""
 
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
@@ -311,12 +312,19 @@ class Crossings:
         value = self.predictor.at(feature, (x, t_x, T, m))
         return value is not None and (value < constant if strict else value <= constant)
 
-    def day(self, feature: str, strict: bool, constant: float, x: int, t_x: int, m: float | None) -> int | None:
-        """The crossing day; None: not within MAX_CROSSING_DAYS of t_x (never)."""
+    def day(
+        self, feature: str, strict: bool, constant: float, x: int, t_x: int, m: float | None, by: int | None = None
+    ) -> int | None:
+        """The crossing day; None: not within MAX_CROSSING_DAYS of t_x (never), or, given an
+        age ``by`` (days) and not worked out yet, not come by then (one prediction tells; the
+        day is left to be worked out when it may come first)."""
         key = (feature, strict, constant, x, t_x, m)
         kept = self.kept
-        if key in kept:
-            return kept[key]
+        found = kept.get(key, -1)  # -1: not worked out (a day is never negative)
+        if found != -1:
+            return found
+        if by is not None and (by < t_x or not self.past(feature, strict, constant, x, t_x, m, by)):
+            return None
         found = first_day(lambda T: self.past(feature, strict, constant, x, t_x, m, T), t_x, MAX_CROSSING_DAYS)
         if len(kept) >= CROSSINGS_KEPT:
             for old in list(itertools.islice(kept, CROSSINGS_KEPT // 2)):
@@ -477,16 +485,10 @@ def next_moment(plan: TimePlan, state: CustomerState, now: int, quiet: frozenset
             )  # decided before the last purchase day: null until then
         else:
             x, m = state.repeat_days, repeat_value(state)
-            crossing = plan.crossing
             for feature, strict, constant in plan.predicted:
                 spend = m if feature in NEEDS_SPEND_MODEL else None
-                crossed = crossing.kept.get((feature, strict, constant, x, t_x, spend), -1)  # -1: not worked out
-                if crossed == -1:
-                    if best is not None:  # a crossing after the age at the earliest moment so far comes later
-                        by = best // DAY_MS - day
-                        if by < t_x or not crossing.past(feature, strict, constant, x, t_x, spend, by):
-                            continue
-                    crossed = crossing.day(feature, strict, constant, x, t_x, spend)
+                by = None if best is None else best // DAY_MS - day  # a crossing after that age comes later
+                crossed = plan.crossing.day(feature, strict, constant, x, t_x, spend, by)
                 if crossed is not None and crossed > today:
                     best = _consider(best, moving, now, (day + crossed) * DAY_MS, PREDICTED_MOVE)
     for dimension, (dwell, grace) in plan.holds.items():

@@ -37,6 +37,7 @@ RECENT_FIELDS = ("change_id", "dimension", "from", "to", "at", "reason")
 Folded = tuple[CustomerState, FoldResult, bytes]  # the state, what folding did, the encoded state
 NO_CODES: Mapping[str, int] = MappingProxyType({})
 NO_TEXTS: Mapping[int, str] = MappingProxyType({})
+NO_STAMPS: Mapping[str, int] = MappingProxyType({})
 
 
 class Signature:
@@ -188,7 +189,9 @@ def write_for(
     document, only the applied offsets and the outbox, until the erase is committed (then the
     key goes)."""
     recent = recent_changes(result.outputs[result.resent :], codes, result.stamps)
-    encoded = None if records is None else {id(o): r[2] for o, r in zip(result.outputs, records) if r[2] is not None}
+    encoded = (
+        None if records is None else {id(o): r.value for o, r in zip(result.outputs, records) if r.value is not None}
+    )
     outbox = state.dumps_outbox(writer, encoded)
     if result.erased and state.is_empty:
         offsets = dump_offsets(state.offsets)
@@ -229,7 +232,7 @@ def customer_write(
 
 
 def recent_changes(
-    outputs: list[Output], codes: Mapping[str, int] = NO_CODES, stamps: Mapping[str, int] = NO_CODES
+    outputs: list[Output], codes: Mapping[str, int] = NO_CODES, stamps: Mapping[str, int] = NO_STAMPS
 ) -> tuple[bytes, ...]:
     """The change records a write adds to the customer's recent changes, oldest first (the
     new ones: re-sends were added when first written), nothing before an erase; the rule
