@@ -26,6 +26,9 @@ DEFAULT_MIN_SAMPLE = 1000
 # Values a shared sample keeps per feature (segengine.worker.population.SAMPLE_KEEP): a
 # larger minimum could never be seen in a thinned sample, so the rules refuse one.
 KEPT = 2000
+# Ranks remembered per feature between samples (a customer's value is ranked again and again:
+# by its event's decision, the moments its timer is tried at, its timers); forgotten when full.
+RANKS_KEPT = 4096
 
 
 class Population:
@@ -39,12 +42,14 @@ class Population:
         self.taken_at: int | None = None
         self.min_sample = min_sample
         self._changes: dict[tuple[str, int | None], RankChanges] = {}  # worked out once per sample
+        self._ranks: dict[str, dict[Any, float]] = {}  # feature -> value -> its pct_rank, in this sample
 
     def replace(self, samples: dict[str, list[float]], taken_at: int | None) -> None:
         self.sizes = {name: len(values) for name, values in samples.items()}
         self.samples = {name: sorted(values) for name, values in samples.items() if len(values) >= self.min_sample}
         self.taken_at = taken_at
         self._changes = {}
+        self._ranks = {}
 
     def rank_changes(self, feature: str, n: int | None) -> RankChanges | None:
         """Where a growing value's score against ``feature``'s sample changes
@@ -67,9 +72,18 @@ class Population:
         sample = self.samples.get(feature)
         if not sample or value is None:
             return None
-        below = bisect_left(sample, value)
-        ties = bisect_right(sample, value) - below
-        return (below + ties / 2) / len(sample)
+        ranks = self._ranks.get(feature)
+        if ranks is None:
+            ranks = self._ranks[feature] = {}
+        rank = ranks.get(value)  # values equal as keys compare equal to every sample value: one rank
+        if rank is None:
+            below = bisect_left(sample, value)
+            ties = bisect_right(sample, value) - below
+            rank = (below + ties / 2) / len(sample)
+            if len(ranks) >= RANKS_KEPT:
+                ranks.clear()
+            ranks[value] = rank
+        return rank
 
     def quantile_score(self, feature: str, value: Any, n: int) -> int | None:
         """1..n: which n-quantile of the population the value falls in (RFM quintiles: n = 5)."""
