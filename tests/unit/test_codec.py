@@ -22,7 +22,9 @@ from segengine.compress import (
     MAGIC,
     RECENT_ID,
     UnknownDictionary,
+    compress_entry,
     decompress,
+    dictionary_path,
     expand_entry,
 )
 from segengine.evaluate import rfc3339
@@ -218,6 +220,21 @@ def test_a_recent_change_is_compressed_with_its_own_dictionary_and_one_stored_be
     assert recent_record(raw) == CHANGE and reason_code_of(raw) is None  # MessagePack, as stored before
     with pytest.raises(UnknownDictionary, match="marker 2"):  # a dictionary of a later version
         recent_record(b"\x02" + entry[1:])
+
+
+@settings(max_examples=100, deadline=None)
+@given(reason=st.text(max_size=3000), repeat=st.integers(1, 4))
+def test_an_entry_of_any_length_reads_back_and_one_compressed_at_a_level_reads_too(reason: str, repeat: int) -> None:
+    raw = ormsgpack.packb([bytes(16), "rfm_segment", "loyal", "champions", 1_796_000_000_000, reason * repeat])
+    entry = compress_entry(raw)
+    assert len(entry) <= len(raw) and expand_entry(entry) == raw
+    # a frame written at a level (as entries were before their own parameters) reads the same
+    dictionary = zstandard.ZstdCompressionDict(dictionary_path(RECENT_ID).read_bytes())
+    params = zstandard.ZstdCompressionParameters.from_level(
+        3, format=zstandard.FORMAT_ZSTD1_MAGICLESS, write_content_size=False, write_dict_id=False
+    )
+    before = zstandard.ZstdCompressor(dict_data=dictionary, compression_params=params).compress(raw)
+    assert expand_entry(ENTRY_MARKER + before) == raw
 
 
 @settings(max_examples=200, deadline=None)
