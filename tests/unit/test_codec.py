@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import segengine.state as state_module
-from segengine.codec import FIELD_CODES, pack_state
+from segengine.codec import _STORED, FIELD_CODES, _stored_values, pack_state
 from segengine.compress import (
     CURRENT_ID,
     ENTRY_MARKER,
@@ -302,3 +302,11 @@ def test_an_outbox_with_values_serialised_already_is_the_same_bytes(values: list
     raw = state.dumps_outbox("w", encoded)
     assert raw == state.dumps_outbox("w")
     assert CustomerState.loads(b"", raw).pending == state.pending
+
+
+def test_the_stored_fields_are_read_in_the_order_they_are_coded() -> None:
+    state = CustomerState()
+    for i, (name, _, kind) in enumerate(_STORED):  # a value of each field's type, each its own
+        setattr(state, name, {float: i + 0.5, list: [i], dict: {f"k{i}": i}}.get(kind, i + 1))
+    assert _stored_values(state) == tuple(getattr(state, name) for name, _, _ in _STORED)
+    assert len({repr(value) for value in _stored_values(state)}) == len(_STORED)
