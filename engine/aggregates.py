@@ -30,13 +30,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .state import first_after
 
 if TYPE_CHECKING:
     from .events import Event
-    from .state import CustomerState
+    from .state import CustomerState, Features
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -196,6 +196,12 @@ class Aggregate:
                 del state.aggs[self.key]
 
     # -- reading ----------------------------------------------------------------------------
+
+    def feature(self, features: Mapping[str, Any], _current: Any, now: int | None) -> Any:
+        """The aggregation as a rule set's derived feature: (features, current, now) -> its
+        value at ``now`` (the features' time when None)."""
+        held = cast("Features", features)  # a derived feature is read from a decision's Features
+        return self.value(held.state, held.now if now is None else now)
 
     def value(self, state: CustomerState, now: int) -> Any:
         data = state.aggs.get(self.key)

@@ -177,7 +177,7 @@ def _rule_set(
 ) -> RuleSet:
     derived, aggregates = features.derived, features.aggregates
     fns = {n: compile_value(e, population=population) for n, e in derived.items()}
-    fns.update({n: _reader(a) for n, a in aggregates.items()})
+    fns.update({n: a.feature for n, a in aggregates.items()})
     sources = {n: e.source for n, e in derived.items()} | {
         n: f"aggregate {a.definition}" for n, a in aggregates.items()
     }
@@ -231,11 +231,6 @@ def _content_hash(text: str, model: ModelRef | None) -> str:
 def _distinct(expressions: Iterable[Expression]) -> list[Expression]:
     """Each expression once (``when`` makes a segment's enter and stay the same one)."""
     return list({id(e): e for e in expressions}.values())
-
-
-def _reader(aggregate: Aggregate) -> Any:
-    """A declared aggregation as a feature: (features, current, now) -> its value at now."""
-    return lambda features, _current, now: aggregate.value(features.state, features.now if now is None else now)
 
 
 def check_actions(rules: RuleSet) -> list[str]:
