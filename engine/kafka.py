@@ -152,10 +152,7 @@ class KafkaSink:
         self._partitions: dict[str, list[int]] = {}
         self._key_partition: dict[tuple[str, bytes], int] = {}
 
-    async def _partition(self, topic: str, key: bytes | None) -> int:
-        partitions = self._partitions.get(topic)
-        if partitions is None:
-            partitions = self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
+    def _partition(self, partitions: list[int], topic: str, key: bytes | None) -> int:
         if key is None:
             return partitions[0]
         cached = self._key_partition.get((topic, key))
@@ -166,9 +163,12 @@ class KafkaSink:
         return cached
 
     async def publish(self, records: list[OutRecord]) -> None:
+        known = self._partitions
+        for topic in {topic for topic, _, _ in records} - known.keys():  # a topic's partitions, asked once
+            known[topic] = sorted(await self.producer.partitions_for(topic))
         grouped: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
-        for topic, key, value in records:
-            grouped.setdefault((topic, await self._partition(topic, key)), []).append((key, value))
+        for topic, key, value in records:  # no await per record
+            grouped.setdefault((topic, self._partition(known[topic], topic, key)), []).append((key, value))
         futures: list[Any] = []
         for (topic, partition), items in grouped.items():
             batch = self.producer.create_batch()
