@@ -30,11 +30,13 @@ from pathlib import Path
 
 import zstandard
 
+from .paths import PACKAGE
+
 MAGIC = b"\x28\xb5\x2f\xfd"  # a Zstandard frame's first bytes (never a MessagePack map's or array's, nor JSON)
 CURRENT_ID = 0x5E6E0001  # the dictionary new state documents are compressed with (private-use id range)
 RECENT_ID = 0x5E6E1001  # the one new recent-change entries are compressed with
 LEVEL = 3
-DICTIONARIES = Path(__file__).resolve().parent / "dictionaries"
+DICTIONARIES = PACKAGE / "dictionaries"
 KINDS = {CURRENT_ID: "state", RECENT_ID: "recent"}  # what each shipped dictionary was trained on
 ENTRY_MARKERS = {b"\x01": RECENT_ID}  # an entry's first byte -> the dictionary of its frame
 ENTRY_MARKER = b"\x01"  # new entries'

@@ -1,8 +1,8 @@
 """The pure core compiled with mypyc: optional, with the Python modules as the fallback.
 
 ``segengine native build`` (``make native``) compiles ``MODULES`` (the fold, the decisions,
-the timers, the CLV predictions, the state codec, the population ranks and the batch
-pipeline: the per-event work) into C extensions, in the folder ``_native`` beside the
+the timers, the CLV predictions, the state codec and its compression, the population ranks
+and the batch pipeline: the per-event work) into C extensions, in the folder ``_native`` beside the
 package's sources. It needs mypy (the extra ``segengine[native]``) and a C compiler with the
 Python headers.
 
@@ -45,6 +45,7 @@ MODULES = (
     "clv.features",
     "clv.params",
     "codec",
+    "compress",
     "evaluate",
     "folding",
     "pipeline",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
+PACKAGE = _HERE  # the package's own folder (a compiled module's ``__file__`` is in the build's: segengine.native)
 
 
 def _shipped(name: str) -> Path:
