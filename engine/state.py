@@ -358,12 +358,24 @@ def changed_by(feature: str) -> frozenset[str]:
     return frozenset(kinds | {"erase"})
 
 
-Resolver = Callable[["Features"], Any]
+class Context:
+    """What the resolvers of one ``Features`` read: its customer's state, its time and the
+    rule set's table. A compiled class, so that in the compiled core each is a field's read
+    (``Features`` is a dict, whose own attributes are looked up by name)."""
+
+    def __init__(self, state: CustomerState, now: int, table: dict[str, Resolver]) -> None:
+        self.state: Final = state
+        self.now: Final = now
+        self.table: Final = table
+
+
+Resolver = Callable[["Features", Context], Any]  # (features, their context) -> the feature's value
+FeaturesResolver = Callable[["Features"], Any]  # one that reads the features alone (segengine.clv.features)
 
 
 def _group_resolver(group: Callable[[CustomerState, int], dict[str, Any]], name: str) -> Resolver:
-    def resolve(features: Features) -> Any:
-        values = group(features.state, features.now)
+    def resolve(features: Features, ctx: Context) -> Any:
+        values = group(ctx.state, ctx.now)
         features.update(values)  # one pass fills every window of the group
         return values[name]
 
@@ -371,7 +383,7 @@ def _group_resolver(group: Callable[[CustomerState, int], dict[str, Any]], name:
 
 
 def _base_resolver(fn: FeatureFn) -> Resolver:
-    return lambda features: fn(features.state, features.now)
+    return lambda _features, ctx: fn(ctx.state, ctx.now)
 
 
 BASE_RESOLVERS: dict[str, Resolver] = {name: _base_resolver(fn) for name, fn in FEATURES.items()}
@@ -385,19 +397,25 @@ class Derived(dict[str, Callable[..., Any]]):
     the derived ones."""
 
     def __init__(
-        self, derived: Mapping[str, Callable[..., Any]] | None = None, extra: Mapping[str, Resolver] | None = None
+        self,
+        derived: Mapping[str, Callable[..., Any]] | None = None,
+        extra: Mapping[str, FeaturesResolver] | None = None,
     ) -> None:
         super().__init__(derived or {})
         self.extra = tuple(extra or ())
         self.table: dict[str, Resolver] = {
             **BASE_RESOLVERS,
-            **(extra or {}),
+            **{n: _features_resolver(fn) for n, fn in (extra or {}).items()},
             **{n: _derived_resolver(fn) for n, fn in self.items()},
         }
 
 
 def _derived_resolver(fn: Callable[..., Any]) -> Resolver:
-    return lambda features: fn(features, None, features.now)
+    return lambda features, ctx: fn(features, None, ctx.now)
+
+
+def _features_resolver(fn: FeaturesResolver) -> Resolver:
+    return lambda features, _ctx: fn(features)
 
 
 _NO_DERIVED = Derived()
@@ -411,7 +429,7 @@ class Features(dict[str, Any]):
     missing values are None.
     """
 
-    __slots__ = ("derived", "now", "state", "table")
+    __slots__ = ("ctx", "derived", "now", "state", "table")
 
     def __init__(self, state: CustomerState, now: int, derived: Mapping[str, Callable[..., Any]] | None = None) -> None:
         self.state = state  # (dict's own __init__ has nothing to do: the dict is made empty)
@@ -420,13 +438,15 @@ class Features(dict[str, Any]):
             derived = Derived(derived) if derived else _NO_DERIVED
         self.derived = derived
         self.table = derived.table
+        self.ctx = Context(state, now, derived.table)
 
     def __missing__(self, name: str) -> Any:
-        resolve = self.table.get(name)
+        ctx = self.ctx
+        resolve = ctx.table.get(name)
         if resolve is not None:
-            value = resolve(self)
+            value = resolve(self, ctx)
         elif name.startswith(PROFILE_PREFIX):
-            value = self.state.attributes.get(name[len(PROFILE_PREFIX) :])
+            value = ctx.state.attributes.get(name[len(PROFILE_PREFIX) :])
         else:
             raise KeyError(name)
         self[name] = value
