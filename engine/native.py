@@ -2,9 +2,9 @@
 
 ``segengine native build`` (``make native``) compiles ``MODULES`` (the fold, the decisions,
 the timers, the CLV predictions, the state codec and its compression, the population ranks
-and the batch pipeline: the per-event work) into C extensions, in the folder ``_native`` beside the
-package's sources. It needs mypy (the extra ``segengine[native]``) and a C compiler with the
-Python headers.
+and the batch pipeline: the per-event work) into C extensions, in the folder ``_native``
+beside the package's sources. It needs mypy (the extra ``segengine[native]``) and a C
+compiler with the Python headers.
 
 Which modules run is decided when the package is imported, by ``SEGENGINE_NATIVE``:
 
