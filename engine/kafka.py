@@ -164,11 +164,12 @@ class KafkaSink:
 
     async def publish(self, records: list[OutRecord]) -> None:
         known = self._partitions
-        for topic in {topic for topic, _, _ in records} - known.keys():  # a topic's partitions, asked once
-            known[topic] = sorted(await self.producer.partitions_for(topic))
         grouped: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
-        for topic, key, value in records:  # no await per record
-            grouped.setdefault((topic, self._partition(known[topic], topic, key)), []).append((key, value))
+        for topic, key, value in records:
+            partitions = known.get(topic)
+            if partitions is None:  # a topic's partitions, asked once: no await per record after
+                partitions = known[topic] = sorted(await self.producer.partitions_for(topic))
+            grouped.setdefault((topic, self._partition(partitions, topic, key)), []).append((key, value))
         futures: list[Any] = []
         for (topic, partition), items in grouped.items():
             batch = self.producer.create_batch()

@@ -429,7 +429,7 @@ class Features(dict[str, Any]):
     missing values are None.
     """
 
-    __slots__ = ("ctx", "derived", "now", "state", "table")
+    __slots__ = ("ctx", "derived", "now", "state")
 
     def __init__(self, state: CustomerState, now: int, derived: Mapping[str, Callable[..., Any]] | None = None) -> None:
         self.state = state  # (dict's own __init__ has nothing to do: the dict is made empty)
@@ -437,8 +437,7 @@ class Features(dict[str, Any]):
         if not isinstance(derived, Derived):
             derived = Derived(derived) if derived else _NO_DERIVED
         self.derived = derived
-        self.table = derived.table
-        self.ctx = Context(state, now, derived.table)
+        self.ctx = Context(state, now, derived.table)  # what its resolvers read
 
     def __missing__(self, name: str) -> Any:
         ctx = self.ctx
