@@ -8,57 +8,57 @@
 -- (absent when empty), o = applied offsets (only when erased), h = its recent changes}, the
 -- recent-changes list of versions before (moved into h when the next change comes) and the
 -- timer sorted set of its home partition.
--- ARGV[1]: how many recent changes to keep. Then per customer, in KEYS order: expected
--- version, state ("" = erased), outbox or "", next check (ms) or "", customer id, n, m,
--- forget ("1" after an erase), offsets (when erased) or "", then n (field, delta) pairs,
--- then m change records (oldest first).
+-- ARGV[1]: how many recent changes to keep. ARGV[2]: the customers' writes, in KEYS order, as
+-- one MessagePack array (one argument, not a dozen per customer: packing and reading thousands
+-- of arguments cost more than the writes), each an array: expected version, state ("" =
+-- erased), outbox or "", next check (ms, as text) or "", customer id, forget ("1" after an
+-- erase) or "", offsets (when erased) or "", population moves {field, delta, ...}, change
+-- records (oldest first).
 -- Returns one 1 (written) or 0 (lost the race) per customer.
 local keep = tonumber(ARGV[1])
+local writes = cmsgpack.unpack(ARGV[2])
 local result = {}
-local a = 2
-for i = 3, #KEYS, 3 do
+for w = 1, #writes do
+  local i = 3 * w
   local key, recent, timers = KEYS[i], KEYS[i + 1], KEYS[i + 2]
-  local expected = tonumber(ARGV[a])
-  local id = ARGV[a + 4]
-  local n = tonumber(ARGV[a + 5])
-  local m = tonumber(ARGV[a + 6])
+  local expected, state, outbox, check, id, forget, offsets, moves, entries = unpack(writes[w])
   local v = tonumber(redis.call('HGET', key, 'v') or '0')
   if v == expected then
     redis.call('HDEL', key, 'q')  -- quarantined (quarantine.lua) until a write succeeds
-    if ARGV[a + 1] == '' then
+    if state == '' then
       -- erased: no state document until the erase is committed (then outbox_done.lua deletes the hash)
       redis.call('HDEL', key, 's')
-      redis.call('HSET', key, 'v', v + 1, 'o', ARGV[a + 8])
+      redis.call('HSET', key, 'v', v + 1, 'o', offsets)
       redis.call('SADD', KEYS[2], id)
     else
-      redis.call('HSET', key, 'v', v + 1, 's', ARGV[a + 1])
+      redis.call('HSET', key, 'v', v + 1, 's', state)
       if redis.call('HDEL', key, 'o') == 1 then
         redis.call('SREM', KEYS[2], id)  -- erased, and back as a new customer
       end
     end
-    if ARGV[a + 2] == '' then
+    if outbox == '' then
       redis.call('HDEL', key, 'p')
     else
-      redis.call('HSET', key, 'p', ARGV[a + 2])
+      redis.call('HSET', key, 'p', outbox)
     end
-    if ARGV[a + 3] == '' then
+    if check == '' then
       redis.call('ZREM', timers, id)
     else
-      redis.call('ZADD', timers, ARGV[a + 3], id)
+      redis.call('ZADD', timers, check, id)
     end
-    for j = 1, n do
-      redis.call('HINCRBY', KEYS[1], ARGV[a + 7 + 2 * j], ARGV[a + 8 + 2 * j])
+    for j = 1, #moves, 2 do
+      redis.call('HINCRBY', KEYS[1], moves[j], moves[j + 1])
     end
-    if ARGV[a + 7] == '1' then
+    if forget == '1' then
       redis.call('DEL', recent)
       redis.call('HDEL', key, 'h')
     end
-    if m > 0 then
+    if #entries > 0 then
       -- the recent changes: field h of the hash, newest first, each entry after its length
       -- (2 bytes, big-endian); the list ``recent`` of versions before is moved into it
       local parts = {}
-      for j = m, 1, -1 do
-        local entry = ARGV[a + 8 + 2 * n + j]
+      for j = #entries, 1, -1 do
+        local entry = entries[j]
         parts[#parts + 1] = struct.pack('>H', #entry) .. entry
       end
       parts[#parts + 1] = redis.call('HGET', key, 'h') or ''
@@ -80,6 +80,5 @@ for i = 3, #KEYS, 3 do
   else
     result[#result + 1] = 0
   end
-  a = a + 9 + 2 * n + m
 end
 return result

@@ -30,12 +30,13 @@ import asyncio
 import functools
 import hashlib
 import heapq
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator, Mapping
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import hiredis
+import msgpack
 import orjson
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
@@ -57,6 +58,12 @@ FIELD_SEP = "\x1f"
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 Client = Redis | RedisCluster  # a single primary, or a cluster (a redis+cluster:// URL)
 CHUNK = 1000  # customers per script call: bounds how long one call holds Redis
+# Bytes of documents and records per save.lua call at most (beside CHUNK): its writes go as one
+# argument, which Redis takes up to 512 MB (proto-max-bulk-len), and a state may be 1 MiB.
+CALL_BYTES = 64 << 20
+# save.lua's argument: Redis's Lua reads MessagePack (cmsgpack) without its newer binary type,
+# so bytes go as the raw type (its strings are bytes)
+_pack_writes = msgpack.Packer(use_bin_type=False).pack
 CONNECT_TIMEOUT_S = 5.0  # a host that does not answer (blackholed, firewalled) fails this soon
 # The longest wait to send one command or read its answer. A script call sends or reads at most
 # CHUNK customers of at most 1 MiB each (the state cap): about 1 GiB, some 10 s over a 1 Gbit/s
@@ -265,32 +272,24 @@ class RedisStore:
         layout = await self.layout()
         chunks = await self._by_bucket(range(len(writes)), lambda i: writes[i].customer_id)  # positions
         calls = []
+        parts: list[list[int]] = []  # the positions each call writes
         for bucket, chunk in chunks:
-            keys = [layout.population(bucket), layout.erasing(bucket)]
-            args: list[object] = [HISTORY]
-            for i in chunk:
-                w = writes[i]
-                cid = w.customer_id
-                keys += [layout.state(cid, bucket), layout.changes(cid, bucket), layout.timers(bucket, w.home or 0)]
-                moves = [(f"{d}{FIELD_SEP}{s}", n) for (d, s), n in w.population.items() if n]
-                args += [
-                    w.expected_version,
-                    w.blob,
-                    w.outbox,
-                    "" if w.next_check is None else w.next_check,
-                    cid,
-                    len(moves),
-                    len(w.recent),
-                    "1" if w.forget else "",
-                    w.offsets,
-                ]
-                for field, delta in moves:
-                    args += [field, delta]
-                args += w.recent
-            calls.append(self._save(keys=keys, args=args))
+            for part in _by_size(chunk, writes):
+                keys = [layout.population(bucket), layout.erasing(bucket)]
+                rows = []
+                for i in part:
+                    w = writes[i]
+                    cid = w.customer_id
+                    keys += [layout.state(cid, bucket), layout.changes(cid, bucket), layout.timers(bucket, w.home or 0)]
+                    moves = [x for (d, s), n in w.population.items() if n for x in (f"{d}{FIELD_SEP}{s}", n)]
+                    check = "" if w.next_check is None else str(w.next_check)
+                    forget = "1" if w.forget else ""
+                    rows.append((w.expected_version, w.blob, w.outbox, check, cid, forget, w.offsets, moves, w.recent))
+                calls.append(self._save(keys=keys, args=[HISTORY, _pack_writes(rows)]))
+                parts.append(part)
         done = [False] * len(writes)
-        for (_, chunk), replies in zip(chunks, await asyncio.gather(*calls)):
-            for i, reply in zip(chunk, replies):
+        for part, replies in zip(parts, await asyncio.gather(*calls)):
+            for i, reply in zip(part, replies):
                 done[i] = bool(reply)
         return done
 
@@ -496,6 +495,23 @@ NODES = 1024  # a cluster scan cursor's node part (a cluster has at most this ma
 
 def _customer(record: Write | Published | Quarantine) -> str:
     return record.customer_id
+
+
+def _by_size(positions: list[int], writes: list[Write]) -> Iterator[list[int]]:
+    """``positions`` in runs whose writes carry at most ``CALL_BYTES`` of documents and records
+    (at least one write each): save.lua gets a run's writes as one argument."""
+    run: list[int] = []
+    size = 0
+    for i in positions:
+        w = writes[i]
+        n = len(w.blob) + len(w.outbox) + len(w.offsets) + sum(map(len, w.recent))
+        if run and size + n > CALL_BYTES:
+            yield run
+            run, size = [], 0
+        run.append(i)
+        size += n
+    if run:
+        yield run
 
 
 def _digest(document: bytes) -> str:
