@@ -33,6 +33,10 @@
                   raw-consume rates in one run; `python -m bench.run --only crc32`
  cluster          the core rules with the state on a 3-primary Redis Cluster (engine_eps_cluster
                   beside engine_eps_core), raw consume in the same run; `--only cluster`
+ (f) I/O floor    the engine's own I/O with no rules (bench/floor.py): consume, decode, one
+                  compare-and-set write per customer per batch, as many change-sized records
+                  published per event as the core rules and every pack publish, commit; raw
+                  consume in the same run; `--only floor`
 
 Prints a table and writes bench-results.json. Speed is reported here, never asserted.
 """
@@ -802,6 +806,9 @@ async def main() -> None:
     default = await default_packs_run(records, raw_eps)
     two = await processes_run(records, core)
     growth = await growth_run(core)
+    from bench.floor import floor_figures, floor_rows  # it reads this module's workload and helpers
+
+    floor = await floor_figures(records)
 
     core_cpu_us = round((cpu["end"] - cpu["start"]) / max(1, cpu["events"]) * 1e6, 1)
     results = {
@@ -817,6 +824,7 @@ async def main() -> None:
         **cluster,
         **two,
         **growth,
+        **floor,
         "naive_eps": round(naive_eps),
         "p50_ms_core": round(pct(latencies, 50), 1),
         "p99_ms_core": round(pct(latencies, 99), 1),
@@ -942,6 +950,7 @@ async def main() -> None:
     _growth_rows(table, growth, results)
     _crc32_rows(table, crc32)
     _cluster_rows(table, cluster)
+    floor_rows(table, floor, results)
     _hot_rows(table, hot)
     console.print(table)
     if missing or results["latency_missing"]:
@@ -1011,6 +1020,17 @@ def _cluster_rows(table: Table, cluster: dict[str, Any]) -> None:
         f"{cluster['engine_raw_ratio_cluster']:.2%}; {cluster['cpu_us_per_event_cluster']:,.1f} µs",
         "",
     )
+
+
+def only_floor() -> None:
+    """The I/O floor alone, merged into an existing bench-results.json (the engine's figures
+    beside it are that file's)."""
+    from bench.floor import floor_figures, floor_rows  # it reads this module's workload and helpers
+
+    path = ROOT / "bench-results.json"
+    results = orjson.loads(path.read_bytes()) if path.exists() else {}
+    floor = asyncio.run(floor_figures(workload()))
+    _merge_results("the I/O floor", floor, lambda t, f: floor_rows(t, f, results))
 
 
 def only_cluster() -> None:
@@ -1107,7 +1127,7 @@ def only_hot() -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="segengine benchmark")
     parser.add_argument(
-        "--only", choices=["hot", "crc32", "cluster", "growth", "default", "core"],
+        "--only", choices=["hot", "crc32", "cluster", "growth", "floor", "default", "core"],
         help="run one part only (hot: the hot-customer fold cost, pure, about a minute; crc32: the engine on a "
              "CRC32-partitioned workload; cluster: the engine on a 3-primary Redis Cluster; growth: the core "
              "rules on 10x the customers; default, core: one engine run with raw consume and latency, printed only)",
@@ -1121,6 +1141,8 @@ if __name__ == "__main__":
         only_cluster()
     elif only == "growth":
         only_growth()
+    elif only == "floor":
+        only_floor()
     elif only in ("default", "core"):
         only_packs(only)
     else:
