@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import heapq
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator, Mapping
 from importlib.resources import files
@@ -246,15 +245,14 @@ class RedisStore:
     @_timed("load")
     async def load(self, customer_ids: Iterable[str], held: Mapping[str, bytes] | None = None) -> dict[str, Loaded]:
         """``held``: state documents the caller holds; one that is still stored is not sent back
-        (load.lua compares digests), and its row carries the caller's bytes."""
+        (load.lua compares the bytes), and its row carries the caller's bytes."""
         layout = await self.layout()
         chunks = await self._by_bucket(customer_ids, str)
         calls = []
         for bucket, chunk in chunks:
             keys = [layout.state(c, bucket) for c in chunk]
             if held:
-                digests = [_digest(held[c]) if c in held else "" for c in chunk]
-                calls.append(self._load(keys=keys, args=digests))
+                calls.append(self._load(keys=keys, args=_held_documents(chunk, held)))
             else:
                 calls.append(self._load(keys=keys))
         loaded: dict[str, Loaded] = {}
@@ -514,9 +512,19 @@ def _by_size(positions: list[int], writes: list[Write]) -> Iterator[list[int]]:
         yield run
 
 
-def _digest(document: bytes) -> str:
-    """What load.lua compares a stored document with (Redis's ``redis.sha1hex``)."""
-    return hashlib.sha1(document, usedforsecurity=False).hexdigest()
+def _held_documents(customer_ids: list[str], held: Mapping[str, bytes]) -> list[bytes | str]:
+    """load.lua's arguments: per customer, the document the caller holds of it, or "" (none,
+    or past ``CALL_BYTES`` of them in this call: the store sends that one back)."""
+    budget = CALL_BYTES
+    documents: list[bytes | str] = []
+    for cid in customer_ids:
+        document = held.get(cid)
+        if document is not None and len(document) <= budget:
+            budget -= len(document)
+            documents.append(document)
+        else:
+            documents.append("")
+    return documents
 
 
 def _text(member: bytes | str) -> str:

@@ -9,10 +9,12 @@ import time
 import orjson
 from redis.asyncio import Redis
 
+from segengine import store_redis
 from segengine.clock import make_clock
 from segengine.metrics import Metrics
 from segengine.pipeline import BatchProcessor
 from segengine.rules import load_rules
+from segengine.store import Write
 from segengine.store_redis import RedisStore
 from segengine.writes import loaded_state
 from tests.integration.support import KEYS, settings_for
@@ -89,3 +91,19 @@ async def test_a_customer_erased_and_made_again_elsewhere_is_folded_from_redis(s
     ann = loaded_state(await a.store.load_state("ann"))
     assert ann.orders == 1 and ann.spend == 7.0 and ann.browse_total == 1
     assert a.cache.misses == 1 and a.cache.hits == 0
+
+
+async def test_held_documents_past_a_call_s_bytes_are_sent_back(stack, redis_client: Redis, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """load.lua gets the held documents themselves, at most CALL_BYTES of them a call: past that,
+    a held document is not named and Redis sends it back (the same bytes, another object)."""
+    store = RedisStore(redis_client)
+    docs = {f"c{i}": bytes([i]) * 300 for i in range(6)}
+    assert await store.save([Write(cid, 0, doc, b"", {}) for cid, doc in docs.items()]) == [True] * 6
+    monkeypatch.setattr(store_redis, "CALL_BYTES", 1000)  # three documents of 300 bytes
+    held = {cid: bytes(doc) for cid, doc in docs.items()}  # the caller's own objects
+    rows = await store.load(list(docs), held)
+    assert [rows[cid].blob is held[cid] for cid in docs] == [True, True, True, False, False, False]
+    assert all(rows[cid].blob == docs[cid] and rows[cid].version == 1 for cid in docs)
+    held["c1"] = docs["c1"] + b"\x00"  # bytes Redis does not hold: its own come back
+    rows = await store.load(["c0", "c1"], held)
+    assert rows["c0"].blob is held["c0"] and rows["c1"].blob == docs["c1"]
