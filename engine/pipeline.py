@@ -1,6 +1,6 @@
 """One batch of input records, end to end:
 
-    validate -> load states (1 store call) -> fold + evaluate (pure)
+    validate -> load states not cached (1 store call) -> fold + evaluate (pure)
     -> compare-and-set states with their outbox (1 store call)      = ``prepare``
     -> publish the outputs and wait for the acks                    = ``publish``
 
@@ -310,12 +310,17 @@ class BatchProcessor:
         actions: dict[tuple[str, str], int] = {}
         changes: dict[tuple[str, str, str], int] = {}
         todo = list(customer_ids)
+        # The first round folds the customers the cache holds from their cached rows, unread:
+        # each of their writes names the document it started from and lands only where the store
+        # still holds those very bytes (``Write.held``); the others, and every customer of a
+        # later round (a lost write's), are loaded.
+        unread = self.cache.rows(todo)
         for _ in range(MAX_CAS_ROUNDS):
             if not todo:
                 break
-            loaded = await self.store.load(todo, self.cache.documents(todo))
-            # the states cached as loaded holds them, taken out: each fold changes its own in place
-            cached = {cid: state for cid in todo if (state := self.cache.take(cid, loaded[cid])) is not None}
+            unloaded = [cid for cid in todo if cid not in unread]
+            loaded = {**(await self.store.load(unloaded) if unloaded else {}), **unread}
+            cached = {cid: self.cache.take(cid) for cid in unread}  # taken out: each fold changes its own in place
             states: dict[str, CustomerState] = {}
             writes: list[Write] = []
             published: dict[str, Published] = {}  # what to tell the store once the outbox is published
@@ -333,6 +338,8 @@ class BatchProcessor:
                         write, published[cid], moment, written[cid] = customer_write(
                             cid, loaded[cid], state, blob, result, rules, writer, self.clock.now, self.reasons.codes
                         )
+                        if cid in unread:
+                            write.held = unread[cid].blob or b""
                         writes.append(write)
                         moments[cid] = (state.checked_at, moment)
                         states[cid] = state
@@ -376,7 +383,9 @@ class BatchProcessor:
                     changes[moved] = changes.get(moved, 0) + 1
             if lost:
                 self.metrics.cas_conflicts.inc(len(lost))
+                self.cache.refuted(sum(cid in unread for cid in lost))
             todo = [cid for cid in todo if cid in lost]
+            unread = {}
         if todo:
             raise ConcurrentWriteError(f"{len(todo)} customers changed concurrently {MAX_CAS_ROUNDS} times in a row")
         for (name, outcome), n in actions.items():

@@ -13,7 +13,9 @@
 -- of arguments cost more than the writes), each an array: expected version, state ("" =
 -- erased), outbox or "", next check (ms, as text) or "", customer id, forget ("1" after an
 -- erase) or "", offsets (when erased) or "", population moves {field, delta, ...}, change
--- records (oldest first).
+-- records (oldest first), and the state document the write's fold started from where the writer
+-- took it from its cache without a load, else "": then the stored document must be those very
+-- bytes too (another writer may have left the same version: segengine.statecache).
 -- Returns one 1 (written) or 0 (lost the race) per customer.
 local keep = tonumber(ARGV[1])
 local writes = cmsgpack.unpack(ARGV[2])
@@ -21,9 +23,9 @@ local result = {}
 for w = 1, #writes do
   local i = 3 * w
   local key, recent, timers = KEYS[i], KEYS[i + 1], KEYS[i + 2]
-  local expected, state, outbox, check, id, forget, offsets, moves, entries = unpack(writes[w])
+  local expected, state, outbox, check, id, forget, offsets, moves, entries, held = unpack(writes[w])
   local v = tonumber(redis.call('HGET', key, 'v') or '0')
-  if v == expected then
+  if v == expected and (held == '' or redis.call('HGET', key, 's') == held) then
     redis.call('HDEL', key, 'q')  -- quarantined (quarantine.lua) until a write succeeds
     if state == '' then
       -- erased: no state document until the erase is committed (then outbox_done.lua deletes the hash)

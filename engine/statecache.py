@@ -6,15 +6,17 @@ took about 22 µs each with every shipped pack (compiled). The cache keeps, for 
 last (at most ``limit``), the row as the write left it in the store and the state object the
 fold left behind, which is that row decoded.
 
-The store stays the one source of truth, and every use is checked against it: a load names
-the documents the caller holds (segengine.store: ``held``), and the store sends a document
-back only where it holds another one; where it holds that one, the row comes back with the
-caller's very bytes, and the cached state is taken only if the outbox and the erased offsets
-match too. A write by another worker, a rebuild, an erase and a customer made again after
-it, a Redis that lost data: each leaves other bytes, or none, and the state is decoded from
-what is stored. A state is taken out while a batch folds it (the fold changes it in place)
-and put back only once its write succeeded: a fold that failed, or a write that lost its
-compare-and-set, leaves nothing behind. Erased customers are never held.
+The store stays the one source of truth, and every use is checked against it, where it counts:
+at the write. A batch folds a cached customer from the row its last write left, without
+reading it from the store, and the write names the document it started from
+(segengine.store: ``Write.held``); the store writes it only where it holds that version with
+those very bytes, in the same compare-and-set. A write by another worker, a rebuild, an erase
+and a customer made again after it at the same version, a Redis that lost data: each leaves
+another version or other bytes, or none; the write loses, nothing it made is published, and
+the customer is read from the store and folded again. A state is taken out while a batch
+folds it (the fold changes it in place) and put back only once its write succeeded: a fold
+that failed, or a write that lost its compare-and-set, leaves nothing behind. Erased
+customers are never held.
 """
 
 from __future__ import annotations
@@ -30,33 +32,33 @@ class StateCache:
     def __init__(self, limit: int) -> None:
         self.limit = limit  # customers held at most (0: none)
         self._held: dict[str, tuple[Loaded, CustomerState]] = {}  # oldest first
-        self.hits = 0  # states taken from the cache
-        self.misses = 0  # held, but the store held something else: decoded from the store's row
+        self.hits = 0  # states taken from the cache, and written
+        self.misses = 0  # taken, but the store held something else: the write lost, read from the store
 
     def __len__(self) -> int:
         return len(self._held)
 
-    def documents(self, customer_ids: Iterable[str]) -> dict[str, bytes]:
-        """The state documents held of these customers: what a load checks against the store's."""
+    def rows(self, customer_ids: Iterable[str]) -> dict[str, Loaded]:
+        """The rows held of these customers, as their writes left them in the store: what a
+        batch folds from unread (each write then names the document it started from)."""
         held = self._held
-        return {cid: held[cid][0].blob for cid in customer_ids if cid in held}  # type: ignore[misc]
+        return {cid: held[cid][0] for cid in customer_ids if cid in held}
+
+    def refuted(self, count: int) -> None:
+        """``count`` states taken unread were not what the store held (their writes lost):
+        counted as misses, not hits."""
+        self.hits -= count
+        self.misses += count
 
     def peek(self, customer_id: str) -> tuple[Loaded, CustomerState] | None:
         """The row and state held of a customer, left in place (for checks: never fold it)."""
         return self._held.get(customer_id)
 
-    def take(self, customer_id: str, loaded: Loaded) -> CustomerState | None:
-        """The customer's state as ``loaded`` (the store's row, just read) holds it, if held;
-        it leaves the cache (the caller changes it in place)."""
-        entry = self._held.pop(customer_id, None)
-        if entry is None:
-            return None
-        row, state = entry
-        if loaded.blob is row.blob and loaded.outbox == row.outbox and loaded.offsets is None:
-            self.hits += 1
-            return state
-        self.misses += 1
-        return None
+    def take(self, customer_id: str) -> CustomerState:
+        """The state held of a customer (one of ``rows``'): it leaves the cache (the caller
+        changes it in place)."""
+        self.hits += 1
+        return self._held.pop(customer_id)[1]
 
     def put(self, customer_id: str, row: Loaded, state: CustomerState) -> None:
         """``state`` as the store now holds it (``row``: what a load would return), after a write."""

@@ -49,6 +49,9 @@ class Write:
     recent: tuple[bytes, ...] = ()  # change records for the recent changes, oldest first
     forget: bool = False  # an erase was applied: the recent changes before it go
     offsets: bytes = b""  # erased: the applied offsets, kept until the erase is committed
+    # The state document the fold started from when it came from the writer's cache, not from a
+    # load: the write lands only if the store still holds those very bytes (b"": the version only).
+    held: bytes = b""
 
     @property
     def erased(self) -> bool:
@@ -98,10 +101,8 @@ QuantileSamples = dict[str, list[float]]  # feature -> sorted sample of the popu
 
 
 class Store(Protocol):
-    async def load(self, customer_ids: Iterable[str], held: Mapping[str, bytes] | None = None) -> dict[str, Loaded]:
-        """What each customer holds. ``held``: state documents the caller holds (its cache,
-        segengine.statecache); a customer whose stored document is equal to that one gets a row
-        whose ``blob`` is that very object, which the store need not send back."""
+    async def load(self, customer_ids: Iterable[str]) -> dict[str, Loaded]:
+        """What each customer holds."""
         ...
 
     async def save(self, writes: list[Write]) -> list[bool]:

@@ -73,13 +73,8 @@ class MemoryStore:
 
     # -- the Store protocol ----------------------------------------------------------------------
 
-    async def load(self, customer_ids: Iterable[str], held: Mapping[str, bytes] | None = None) -> dict[str, Loaded]:
-        loaded = {cid: self._loaded(cid) for cid in customer_ids}
-        for cid, blob in (held or {}).items():
-            row = loaded.get(cid)
-            if row is not None and row.blob == blob:
-                loaded[cid] = Loaded(row.version, blob, row.outbox, row.offsets)  # the caller's bytes, as load.lua
-        return loaded
+    async def load(self, customer_ids: Iterable[str]) -> dict[str, Loaded]:
+        return {cid: self._loaded(cid) for cid in customer_ids}
 
     async def save(self, writes: list[Write]) -> list[bool]:
         """Compare-and-set every write; False where another writer got there first (save.lua)."""
@@ -93,6 +88,8 @@ class MemoryStore:
         found = self.hashes.get(cid)
         if (0 if found is None else found.v) != w.expected_version:
             return False
+        if w.held and (found is None or found.s != w.held):
+            return False  # the same version, other bytes: another writer's (save.lua)
         h = found if found is not None else self.hashes.setdefault(cid, _Hash(0))
         h.q = None  # quarantined until a write succeeds
         h.v += 1

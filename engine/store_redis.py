@@ -13,12 +13,14 @@ deletes a hash that has no state document, and the customer leaves the erasing s
 in Redis names it any more. (A worker that died between the commit and that step leaves the
 hash; the worker's sweep of the erasing sets deletes it once the offsets in ``o`` are committed.)
 
-A batch costs two round trips whatever its size: one Lua script call per bucket reads its
-customers (``load.lua``), one per bucket writes them back (``save.lua``), each customer with
-a compare-and-set on its version, together with the exact segment population counters; the
-calls of one step go out together. Batching the customers into one script call instead of
-one command each is what keeps the client's per-command cost (packing and parsing in
-Python) off the hot path. On a single primary with one bucket that is one call per step.
+A batch costs at most two round trips whatever its size: one Lua script call per bucket reads
+the customers the worker does not hold in its cache (``load.lua``; none, when it holds them
+all), one per bucket writes them back (``save.lua``), each customer with a compare-and-set on
+its version (and, for one folded from the cache, on the bytes it started from), together with
+the exact segment population counters; the calls of one step go out together. Batching the
+customers into one script call instead of one command each, and a call's writes into one
+argument, is what keeps the client's per-command cost (packing and parsing in Python) off the
+hot path. On a single primary with one bucket that is one call per step.
 
 The records that cross this module's boundary, and what every store promises, are in
 segengine.store; the bytes it keeps are segengine.codec's.
@@ -243,24 +245,14 @@ class RedisStore:
         return replies
 
     @_timed("load")
-    async def load(self, customer_ids: Iterable[str], held: Mapping[str, bytes] | None = None) -> dict[str, Loaded]:
-        """``held``: state documents the caller holds; one that is still stored is not sent back
-        (load.lua compares the bytes), and its row carries the caller's bytes."""
+    async def load(self, customer_ids: Iterable[str]) -> dict[str, Loaded]:
         layout = await self.layout()
         chunks = await self._by_bucket(customer_ids, str)
-        calls = []
-        for bucket, chunk in chunks:
-            keys = [layout.state(c, bucket) for c in chunk]
-            if held:
-                calls.append(self._load(keys=keys, args=_held_documents(chunk, held)))
-            else:
-                calls.append(self._load(keys=keys))
+        calls = [self._load(keys=[layout.state(c, bucket) for c in chunk]) for bucket, chunk in chunks]
         loaded: dict[str, Loaded] = {}
         for (_, chunk), flat in zip(chunks, await asyncio.gather(*calls)):
             for i, cid in enumerate(chunk):
                 v, s, p, o = flat[4 * i : 4 * i + 4]
-                if type(s) is int:  # the document the caller holds
-                    s = held[cid]  # type: ignore[index]
                 loaded[cid] = Loaded(int(v) if v else 0, s, p, o)
         return loaded
 
@@ -282,7 +274,9 @@ class RedisStore:
                     moves = [x for (d, s), n in w.population.items() if n for x in (f"{d}{FIELD_SEP}{s}", n)]
                     check = "" if w.next_check is None else str(w.next_check)
                     forget = "1" if w.forget else ""
-                    rows.append((w.expected_version, w.blob, w.outbox, check, cid, forget, w.offsets, moves, w.recent))
+                    rows.append(
+                        (w.expected_version, w.blob, w.outbox, check, cid, forget, w.offsets, moves, w.recent, w.held)
+                    )
                 calls.append(self._save(keys=keys, args=[HISTORY, _pack_writes(rows)]))
                 parts.append(part)
         done = [False] * len(writes)
@@ -502,7 +496,7 @@ def _by_size(positions: list[int], writes: list[Write]) -> Iterator[list[int]]:
     size = 0
     for i in positions:
         w = writes[i]
-        n = len(w.blob) + len(w.outbox) + len(w.offsets) + sum(map(len, w.recent))
+        n = len(w.blob) + len(w.outbox) + len(w.offsets) + len(w.held) + sum(map(len, w.recent))
         if run and size + n > CALL_BYTES:
             yield run
             run, size = [], 0
@@ -510,21 +504,6 @@ def _by_size(positions: list[int], writes: list[Write]) -> Iterator[list[int]]:
         size += n
     if run:
         yield run
-
-
-def _held_documents(customer_ids: list[str], held: Mapping[str, bytes]) -> list[bytes | str]:
-    """load.lua's arguments: per customer, the document the caller holds of it, or "" (none,
-    or past ``CALL_BYTES`` of them in this call: the store sends that one back)."""
-    budget = CALL_BYTES
-    documents: list[bytes | str] = []
-    for cid in customer_ids:
-        document = held.get(cid)
-        if document is not None and len(document) <= budget:
-            budget -= len(document)
-            documents.append(document)
-        else:
-            documents.append("")
-    return documents
 
 
 def _text(member: bytes | str) -> str:

@@ -103,3 +103,16 @@ async def test_an_erase_and_a_forget_go_through_the_one_argument(stack, redis_cl
     assert fields[b"v"] == b"2" and b"s" not in fields and fields[b"o"] == offsets and fields[b"p"] == b"tombstone"
     assert b"h" not in fields and await store.next_check("ann", 1) is None
     assert [cid for cid, _ in await store.erasing()] == ["ann"]
+
+
+async def test_a_write_that_names_the_document_it_started_from_lands_only_on_those_bytes(
+    stack, redis_client: Redis
+) -> None:  # type: ignore[no-untyped-def]
+    store = RedisStore(redis_client)
+    assert await store.save([write("ann", 0, b"mine"), write("bob", 0, b"mine too")]) == [True, True]
+    await redis_client.hset((await store.layout()).state("bob"), "s", b"theirs")  # the version kept
+    second = [write("ann", 1, b"next", held=b"mine"), write("bob", 1, b"next", held=b"mine too")]
+    assert await store.save(second) == [True, False]
+    assert (await store.load_state("ann")).blob == b"next"
+    assert (await store.load_state("bob")).version == 1 and (await store.load_state("bob")).blob == b"theirs"
+    assert await store.save([write("bob", 1, b"read again")]) == [True]  # a write from a load: the version only

@@ -1,6 +1,7 @@
-"""The state cache against a real Redis: load.lua leaves out a document the caller holds only
-while Redis holds those very bytes, and a customer erased by another worker and made again
-(the same version, other bytes) is folded from what Redis holds, never from the cache."""
+"""The state cache against a real Redis: a customer folded from the cache, unread, is written
+only while Redis holds the very bytes its fold started from (save.lua), and a customer erased
+by another worker and made again (the same version, other bytes) is folded from what Redis
+holds, never from the cache."""
 
 from __future__ import annotations
 
@@ -9,12 +10,10 @@ import time
 import orjson
 from redis.asyncio import Redis
 
-from segengine import store_redis
 from segengine.clock import make_clock
 from segengine.metrics import Metrics
 from segengine.pipeline import BatchProcessor
 from segengine.rules import load_rules
-from segengine.store import Write
 from segengine.store_redis import RedisStore
 from segengine.writes import loaded_state
 from tests.integration.support import KEYS, settings_for
@@ -34,25 +33,35 @@ def purchase(offset: int, cid: str, amount: float) -> Rec:
     return event(offset, body, "events.purchase")
 
 
-async def test_a_held_document_comes_back_only_while_redis_holds_those_bytes(stack, redis_client: Redis) -> None:  # type: ignore[no-untyped-def]
+async def test_a_cached_customer_is_written_only_while_redis_holds_the_bytes_it_started_from(
+    stack, redis_client: Redis
+) -> None:  # type: ignore[no-untyped-def]
+    """bob's hash gets another customer's document at bob's version (another writer's bytes):
+    the batch folds ann and bob from the cache, unread; ann's write lands, bob's loses, and bob
+    is read from Redis and folded again."""
     settings = settings_for(stack)
-    store = RedisStore(redis_client)
     processor = BatchProcessor(
-        settings, load_rules(settings.rules_file), store, ListSink(), make_clock("wall"), Metrics(process=False)
+        settings,
+        load_rules(settings.rules_file),
+        RedisStore(redis_client),
+        ListSink(),
+        make_clock("wall"),
+        Metrics(process=False),
     )
-    await processor.process([purchase(0, "ann", 50.0), purchase(1, "bob", 20.0)])
-    held = {cid: row.blob for cid in ("ann", "bob") if (found := processor.cache.peek(cid)) and (row := found[0])}
-    assert set(held) == {"ann", "bob"}
+    await processor.process(
+        [purchase(0, "ann", 50.0), purchase(1, "bob", 20.0), purchase(2, "cy", 700.0), purchase(3, "cy", 300.0)]
+    )
+    assert processor.cache.peek("ann") is not None and processor.cache.peek("bob") is not None
+    version = int(await redis_client.hget(KEYS.state("bob"), "v"))
+    await redis_client.hset(KEYS.state("bob"), "s", await redis_client.hget(KEYS.state("cy"), "s"))
 
-    rows = await store.load(["ann", "bob", "nobody"], held)
-    assert rows["ann"].blob is held["ann"] and rows["bob"].blob is held["bob"]  # not sent back: the caller's own
-    assert rows["nobody"].blob is None and rows["ann"] == await store.load_state("ann")
-
-    other = await redis_client.hget(KEYS.state("bob"), "s")
-    await redis_client.hset(KEYS.state("bob"), "s", other + b"\x00")  # another writer's bytes, the version kept
-    rows = await store.load(["ann", "bob"], held)
-    assert rows["ann"].blob is held["ann"]
-    assert rows["bob"].blob == other + b"\x00" and rows["bob"].blob is not held["bob"]
+    await processor.process([purchase(4, "ann", 5.0), purchase(5, "bob", 5.0)])
+    ann = loaded_state(await processor.store.load_state("ann"))
+    bob = loaded_state(await processor.store.load_state("bob"))
+    assert ann.spend == 55.0 and ann.orders == 2  # from the cache, written
+    assert bob.spend == 1005.0 and bob.orders == 3  # what Redis held, folded again: not the cached 20.0
+    assert int(await redis_client.hget(KEYS.state("bob"), "v")) == version + 1
+    assert processor.cache.hits == 1 and processor.cache.misses == 1
 
 
 async def test_a_customer_erased_and_made_again_elsewhere_is_folded_from_redis(stack, redis_client: Redis) -> None:  # type: ignore[no-untyped-def]
@@ -91,19 +100,3 @@ async def test_a_customer_erased_and_made_again_elsewhere_is_folded_from_redis(s
     ann = loaded_state(await a.store.load_state("ann"))
     assert ann.orders == 1 and ann.spend == 7.0 and ann.browse_total == 1
     assert a.cache.misses == 1 and a.cache.hits == 0
-
-
-async def test_held_documents_past_a_call_s_bytes_are_sent_back(stack, redis_client: Redis, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """load.lua gets the held documents themselves, at most CALL_BYTES of them a call: past that,
-    a held document is not named and Redis sends it back (the same bytes, another object)."""
-    store = RedisStore(redis_client)
-    docs = {f"c{i}": bytes([i]) * 300 for i in range(6)}
-    assert await store.save([Write(cid, 0, doc, b"", {}) for cid, doc in docs.items()]) == [True] * 6
-    monkeypatch.setattr(store_redis, "CALL_BYTES", 1000)  # three documents of 300 bytes
-    held = {cid: bytes(doc) for cid, doc in docs.items()}  # the caller's own objects
-    rows = await store.load(list(docs), held)
-    assert [rows[cid].blob is held[cid] for cid in docs] == [True, True, True, False, False, False]
-    assert all(rows[cid].blob == docs[cid] and rows[cid].version == 1 for cid in docs)
-    held["c1"] = docs["c1"] + b"\x00"  # bytes Redis does not hold: its own come back
-    rows = await store.load(["c0", "c1"], held)
-    assert rows["c0"].blob is held["c0"] and rows["c1"].blob == docs["c1"]

@@ -19,7 +19,7 @@ from segengine.pipeline import BatchProcessor
 from segengine.settings import Settings
 from segengine.state import CustomerState
 from segengine.statecache import StateCache
-from segengine.store import Loaded, Published
+from segengine.store import Loaded, Published, Write
 from segengine.store_memory import MemoryStore, _Hash
 from segengine.writes import loaded_state
 from tests.unit.test_batch_memory import (
@@ -201,7 +201,9 @@ def test_the_cache_holds_the_newest_writes_up_to_its_limit() -> None:
     for n in range(5):
         cache.put(f"c{n}", Loaded(1, b"s", None), CustomerState())
     assert [cid for cid in ("c0", "c1", "c2", "c3", "c4") if cache.peek(cid)] == ["c2", "c3", "c4"]
-    assert len(StateCache(0).documents(["c0"])) == 0
+    none = StateCache(0)
+    none.put("c0", Loaded(1, b"s", None), CustomerState())
+    assert none.rows(["c0"]) == {} and none.peek("c0") is None
 
 
 def test_a_published_outbox_is_dropped_only_from_the_write_that_made_it() -> None:
@@ -217,14 +219,20 @@ def test_a_published_outbox_is_dropped_only_from_the_write_that_made_it() -> Non
     assert row == Loaded(4, b"s", None, None) and held is state and not state.pending and state.outbox_writer is None
 
 
-def test_a_row_that_differs_in_anything_is_not_served() -> None:
-    blob = b"doc"
-    for loaded in (Loaded(2, blob[:1] + blob[1:], None), Loaded(2, blob, b"box"), Loaded(2, blob, None, b"{}")):
-        cache = StateCache(10)
-        cache.put("a", Loaded(2, blob, None), CustomerState())
-        assert cache.take("a", loaded) is None and cache.peek("a") is None
+def test_a_held_state_is_taken_from_its_row_and_leaves_the_cache() -> None:
     cache = StateCache(10)
     state = CustomerState()
-    cache.put("a", Loaded(2, blob, None), state)
-    assert cache.take("a", Loaded(9, blob, None)) is state  # the same bytes at another version: the same state
-    assert cache.peek("a") is None  # taken out while it is folded
+    cache.put("a", Loaded(2, b"doc", None), state)
+    assert cache.rows(["a", "b"]) == {"a": Loaded(2, b"doc", None)}
+    assert cache.take("a") is state  # taken out while it is folded
+    assert cache.peek("a") is None and cache.rows(["a"]) == {}
+    cache.refuted(1)  # its write lost: the store held something else
+    assert (cache.hits, cache.misses) == (0, 1)
+
+
+async def test_a_write_that_names_the_document_it_started_from_lands_only_on_those_bytes() -> None:
+    store = MemoryStore()
+    assert await store.save([Write("a", 0, b"doc", b"", {})]) == [True]
+    assert await store.save([Write("a", 1, b"next", b"", {}, held=b"other")]) == [False]  # the version, not the bytes
+    assert await store.save([Write("a", 1, b"next", b"", {}, held=b"doc")]) == [True]
+    assert await store.save([Write("b", 0, b"new", b"", {}, held=b"doc")]) == [False]  # nothing stored at all
