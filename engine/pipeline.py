@@ -314,13 +314,12 @@ class BatchProcessor:
         # each of their writes names the document it started from and lands only where the store
         # still holds those very bytes (``Write.held``); the others, and every customer of a
         # later round (a lost write's), are loaded.
-        unread = self.cache.rows(todo)
+        unread, cached = self.cache.take(todo)  # taken out: each fold changes its own state in place
         for _ in range(MAX_CAS_ROUNDS):
             if not todo:
                 break
             unloaded = [cid for cid in todo if cid not in unread]
             loaded = {**(await self.store.load(unloaded) if unloaded else {}), **unread}
-            cached = {cid: self.cache.take(cid) for cid in unread}  # taken out: each fold changes its own in place
             states: dict[str, CustomerState] = {}
             writes: list[Write] = []
             published: dict[str, Published] = {}  # what to tell the store once the outbox is published
@@ -385,7 +384,7 @@ class BatchProcessor:
                 self.metrics.cas_conflicts.inc(len(lost))
                 self.cache.refuted(sum(cid in unread for cid in lost))
             todo = [cid for cid in todo if cid in lost]
-            unread = {}
+            unread, cached = {}, {}
         if todo:
             raise ConcurrentWriteError(f"{len(todo)} customers changed concurrently {MAX_CAS_ROUNDS} times in a row")
         for (name, outcome), n in actions.items():

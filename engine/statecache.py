@@ -38,11 +38,19 @@ class StateCache:
     def __len__(self) -> int:
         return len(self._held)
 
-    def rows(self, customer_ids: Iterable[str]) -> dict[str, Loaded]:
-        """The rows held of these customers, as their writes left them in the store: what a
-        batch folds from unread (each write then names the document it started from)."""
+    def take(self, customer_ids: Iterable[str]) -> tuple[dict[str, Loaded], dict[str, CustomerState]]:
+        """The rows (as their writes left them in the store) and the states held of these
+        customers, taken out of the cache in one pass: a batch folds them unread, each state
+        changed in place, each write naming the document it started from."""
         held = self._held
-        return {cid: held[cid][0] for cid in customer_ids if cid in held}
+        rows: dict[str, Loaded] = {}
+        states: dict[str, CustomerState] = {}
+        for cid in customer_ids:
+            entry = held.pop(cid, None)
+            if entry is not None:
+                rows[cid], states[cid] = entry
+        self.hits += len(states)
+        return rows, states
 
     def refuted(self, count: int) -> None:
         """``count`` states taken unread were not what the store held (their writes lost):
@@ -53,12 +61,6 @@ class StateCache:
     def peek(self, customer_id: str) -> tuple[Loaded, CustomerState] | None:
         """The row and state held of a customer, left in place (for checks: never fold it)."""
         return self._held.get(customer_id)
-
-    def take(self, customer_id: str) -> CustomerState:
-        """The state held of a customer (one of ``rows``'): it leaves the cache (the caller
-        changes it in place)."""
-        self.hits += 1
-        return self._held.pop(customer_id)[1]
 
     def put(self, customer_id: str, row: Loaded, state: CustomerState) -> None:
         """``state`` as the store now holds it (``row``: what a load would return), after a write."""

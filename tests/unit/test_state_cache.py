@@ -203,7 +203,7 @@ def test_the_cache_holds_the_newest_writes_up_to_its_limit() -> None:
     assert [cid for cid in ("c0", "c1", "c2", "c3", "c4") if cache.peek(cid)] == ["c2", "c3", "c4"]
     none = StateCache(0)
     none.put("c0", Loaded(1, b"s", None), CustomerState())
-    assert none.rows(["c0"]) == {} and none.peek("c0") is None
+    assert none.take(["c0"]) == ({}, {}) and none.peek("c0") is None
 
 
 def test_a_published_outbox_is_dropped_only_from_the_write_that_made_it() -> None:
@@ -223,9 +223,9 @@ def test_a_held_state_is_taken_from_its_row_and_leaves_the_cache() -> None:
     cache = StateCache(10)
     state = CustomerState()
     cache.put("a", Loaded(2, b"doc", None), state)
-    assert cache.rows(["a", "b"]) == {"a": Loaded(2, b"doc", None)}
-    assert cache.take("a") is state  # taken out while it is folded
-    assert cache.peek("a") is None and cache.rows(["a"]) == {}
+    rows, states = cache.take(["a", "b"])  # taken out while it is folded
+    assert rows == {"a": Loaded(2, b"doc", None)} and states["a"] is state and list(states) == ["a"]
+    assert cache.peek("a") is None and cache.take(["a"]) == ({}, {})
     cache.refuted(1)  # its write lost: the store held something else
     assert (cache.hits, cache.misses) == (0, 1)
 
